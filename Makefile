@@ -1,0 +1,54 @@
+# hihpq: every target creates .venv and installs the project into it when missing.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+NB_SRC := $(wildcard notebooks/[0-9][0-9]_*.py)
+NB_OUT := build/notebooks
+
+.PHONY: demo test lint format lab bench notebooks clean-notebooks help
+
+help:
+	@echo "make demo   - the main job: train and evaluate HiHPQ on CIFAR-10 (CPU profile)"
+	@echo "make test   - lint + the whole test suite + every notebook in fast mode"
+	@echo "make lab    - JupyterLab on notebooks/ with the project's kernel"
+	@echo "make bench  - benchmarks, results in benchmarks/results/"
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/hihpq demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check hihpq_lib tests notebooks benchmarks
+	$(BIN)/ruff format --check hihpq_lib tests notebooks benchmarks
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix hihpq_lib tests notebooks benchmarks
+	$(BIN)/ruff format hihpq_lib tests notebooks benchmarks
+
+# py:percent sources -> executable .ipynb (outputs are never committed)
+notebooks: $(STAMP)
+	rm -rf $(NB_OUT) && mkdir -p $(NB_OUT)
+	for nb in $(NB_SRC); do \
+	  $(BIN)/jupytext --quiet --to ipynb --output $(NB_OUT)/$$(basename $${nb%.py}).ipynb $$nb || exit 1; \
+	done
+
+test: lint notebooks
+	HIHPQ_FAST=1 MPLBACKEND=Agg $(BIN)/python -m pytest tests hihpq_lib $(NB_OUT) \
+	  --nbmake --nbmake-kernel=python3 --nbmake-timeout=600 -p no:cacheprovider
+
+lab: $(STAMP)
+	$(BIN)/python -m ipykernel install --user --name hihpq --display-name "Python (hihpq)"
+	$(BIN)/jupytext --set-formats ipynb,py:percent notebooks/[0-9][0-9]_*.py
+	$(BIN)/jupyter lab notebooks/
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run_all
+
+clean-notebooks:
+	rm -rf $(NB_OUT)

@@ -1,0 +1,41 @@
+"""Shared test fixtures: dtype tolerance table, seeds, hypothesis profile."""
+
+import os
+
+import matplotlib
+import pytest
+import torch
+from hypothesis import settings
+
+matplotlib.use("Agg")
+torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+# Deterministic property tests: the same examples on every run.
+settings.register_profile("hihpq", derandomize=True, max_examples=60, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "hihpq"))
+
+#: One tolerance table per dtype: (rtol, atol) for identities that hold exactly in
+#: real arithmetic, evaluated on points within the clip radius.
+TOL = {
+    torch.float32: {"rtol": 1e-4, "atol": 1e-4},
+    torch.float64: {"rtol": 1e-10, "atol": 1e-10},
+}
+
+DTYPES = [torch.float32, torch.float64]
+SEEDS = [0, 1, 2]
+
+
+@pytest.fixture(params=DTYPES, ids=["float32", "float64"])
+def dtype(request):
+    return request.param
+
+
+@pytest.fixture(params=SEEDS, ids=[f"seed{s}" for s in SEEDS])
+def gen(request):
+    g = torch.Generator().manual_seed(request.param)
+    return g
+
+
+@pytest.fixture
+def tol(dtype):
+    return TOL[dtype]
