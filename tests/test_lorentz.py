@@ -326,3 +326,14 @@ def test_geodesic0_distance_grows_linearly(dtype):
         t,
         **({"rtol": 1e-5, "atol": 1e-5} if dtype == torch.float32 else {}),
     )
+
+
+@pytest.mark.parametrize("k", [0.1, 1.0, 10.0])
+def test_pairwise_self_distance_small_in_float32(k):
+    """The Gram-matrix form is evaluated in float64 on re-projected points."""
+    g = torch.Generator().manual_seed(0)
+    x = rand_points(g, 200, 16, torch.float32, k, radius=1.5)
+    d = L.pairwise_dist(x, x, k=k)
+    assert d.dtype == torch.float32
+    assert float(d.diagonal().max()) < 1e-5
+    torch.testing.assert_close(d, L.pairwise_dist(x.double(), x.double(), k=k).float(), rtol=1e-4, atol=1e-4)
