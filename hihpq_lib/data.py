@@ -64,6 +64,7 @@ __all__ = [
     "read_superclass_file",
     "read_list_file",
     "read_images",
+    "read_image_file",
     "per_class_splits",
     "cifar10_splits",
     "flickr25k_splits",
@@ -320,6 +321,19 @@ def _resize_center_crop(im: Image.Image, size: int) -> Image.Image:
         im = im.resize((nw, nh), Image.BILINEAR)
     left, top = (nw - size) // 2, (nh - size) // 2
     return im.crop((left, top, left + size, top + size))
+
+
+def read_image_file(path: str | os.PathLike, *, size: int | None = None) -> np.ndarray:
+    """One image file as a uint8 array ``(H, W, 3)`` (RGB).
+
+    ``size`` resizes the shorter side to ``size`` and centre-crops a square, as
+    :func:`read_images` does for path-backed datasets. A missing or corrupt file raises
+    :class:`CorruptImageError` naming the path.
+    """
+    im = _open_rgb(path)
+    if size is not None:
+        im = _resize_center_crop(im, int(size))
+    return np.asarray(im, dtype=np.uint8)
 
 
 def read_images(
