@@ -236,6 +236,10 @@ class FaissOPQ(FaissPQ):
     M, nbits, normalize : see :class:`FaissPQ`
     niter : int
         OPQ alternating-optimisation iterations (faiss default 50).
+    d_out : int, optional
+        Output dimension of the learned transform (faiss's ``OPQ{M}_{d_out}``): a
+        rotation plus dimension reduction, the usual choice for high-dimensional CNN
+        features (e.g. 1280 -> 256 is ~10x faster to train). Default: no reduction.
     """
 
     def __init__(
@@ -245,11 +249,15 @@ class FaissOPQ(FaissPQ):
         *,
         normalize: bool = False,
         niter: int = 50,
+        d_out: int | None = None,
     ) -> None:
         super().__init__(M, nbits, normalize=normalize)
         if not (isinstance(niter, int) and niter >= 1):
             raise ValueError(f"niter must be a positive int, got {niter!r}")
+        if d_out is not None and (int(d_out) < M or int(d_out) % M):
+            raise ValueError(f"d_out={d_out} must be a positive multiple of M={M}")
         self.niter = niter
+        self.d_out = None if d_out is None else int(d_out)
 
     def fit(self, train_feats) -> FaissOPQ:
         n = len(train_feats)
@@ -263,9 +271,10 @@ class FaissOPQ(FaissPQ):
         return super().fit(train_feats)
 
     def _build(self, dim: int) -> faiss.Index:
-        opq = faiss.OPQMatrix(dim, self.M)
+        d_out = dim if self.d_out is None else min(self.d_out, dim)
+        opq = faiss.OPQMatrix(dim, self.M, d_out)
         opq.niter = self.niter
-        pq = faiss.IndexPQ(dim, self.M, self.nbits)
+        pq = faiss.IndexPQ(d_out, self.M, self.nbits)
         # keep the parts alive as long as this object (the C++ wrapper does not own them)
         self._parts = (opq, pq)
         return faiss.IndexPreTransform(opq, pq)

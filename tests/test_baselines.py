@@ -161,3 +161,18 @@ def test_opq_refuses_fewer_vectors_than_dimensions():
     x = np.random.default_rng(0).normal(size=(20, 64)).astype(np.float32)
     with pytest.raises(ValueError, match="at least as many training vectors as dimensions"):
         FaissOPQ(4, nbits=4).fit(x)
+
+
+def test_opq_with_dimension_reduction():
+    from hihpq_lib.baselines import FaissOPQ
+
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(8, 64)).astype(np.float32) * 4
+    x = centres[rng.integers(0, 8, 400)] + rng.normal(size=(400, 64)).astype(np.float32)
+    opq = FaissOPQ(4, nbits=4, d_out=16, niter=5).fit(x)
+    opq.add(x)
+    _, idx = opq.search(x[:50], 5)
+    # the item itself is among its 5 nearest neighbours after compression
+    assert np.mean([i in row for i, row in enumerate(idx)]) > 0.8
+    with pytest.raises(ValueError, match="multiple of M=4"):
+        FaissOPQ(4, d_out=10)

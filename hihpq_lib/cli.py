@@ -1,0 +1,213 @@
+"""The ``hihpq`` command line.
+
+::
+
+    hihpq prepare [CONFIG] [--set key=value ...] [--data PATH]
+    hihpq train CONFIG [--set key=value ...] [--out DIR] [--resume] [--data PATH]
+    hihpq evaluate RUN [--json]
+    hihpq search RUN IMAGE [--k N]
+    hihpq demo [--quick] [--out DIR] [--data PATH]
+
+Errors a user can fix (unknown config key, bad code length, unknown dataset or backbone,
+missing data or weights, corrupt image) print one line ``hihpq: error: ...`` and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["main", "build_parser"]
+
+
+def _add_config_args(p: argparse.ArgumentParser, config_required: bool) -> None:
+    if config_required:
+        p.add_argument("config", help="YAML config file (see configs/)")
+    else:
+        p.add_argument(
+            "config", nargs="?", default=None, help="YAML config file (default: CPU profile)"
+        )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key (repeatable), e.g. --set epochs=10",
+    )
+    p.add_argument(
+        "--data", default=None, help="dataset source (CIFAR-10 root, image tree or .tar.gz)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="hihpq", description="HiHPQ: hierarchical hyperbolic product quantization"
+    )
+    sub = ap.add_subparsers(dest="command", required=True)
+    p = sub.add_parser(
+        "prepare", help="load data, make splits, cache frozen features and the augmentation bank"
+    )
+    _add_config_args(p, config_required=False)
+    p = sub.add_parser("train", help="train and evaluate a model (writes a run folder)")
+    _add_config_args(p, config_required=True)
+    p.add_argument("--out", default=None, help="run folder (default: runs/<config name>)")
+    p.add_argument(
+        "--resume", action="store_true", help="continue from the run folder's checkpoint"
+    )
+    p = sub.add_parser("evaluate", help="mAP of a trained run on its test queries")
+    p.add_argument("run", help="run folder")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p = sub.add_parser("search", help="query a trained run's index with an image file")
+    p.add_argument("run", help="run folder")
+    p.add_argument("image", help="image file (any format PIL reads)")
+    p.add_argument("--k", type=int, default=10, help="number of results")
+    p = sub.add_parser("demo", help="the main job: CIFAR-10 protocol II, 32 bits, CPU profile")
+    p.add_argument("--quick", action="store_true", help="a small subset and few epochs (CI)")
+    p.add_argument("--out", default=None, help="output folder (default: runs/demo)")
+    p.add_argument("--data", default=None, help="CIFAR-10 source")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    return ap
+
+
+def _config(args):
+    from .config import load_config
+
+    overrides = list(args.overrides)
+    if getattr(args, "data", None):
+        overrides.append(f"data={args.data}")
+    return load_config(args.config, overrides)
+
+
+def _cmd_prepare(args) -> int:
+    from .pipeline import peak_rss_mb, prepare
+
+    cfg = _config(args)
+    prep = prepare(cfg)
+    print(f"splits: {prep.splits.sizes()}")
+    print(f"features {tuple(prep.feats.shape)}, bank {tuple(prep.bank.shape)}")
+    for name, sec in prep.timer.seconds.items():
+        print(f"  {name:<20} {sec:8.1f} s")
+    print(f"peak memory {peak_rss_mb():.0f} MB")
+    return 0
+
+
+def _print_results(res: dict) -> None:
+    keys = [k for k in res if k.startswith("map@")]
+    for k in keys:
+        print(f"{k:<28} {res[k]:.4f}")
+    print(
+        f"validation-selected epoch     {res['val_selected_epoch']} (val mAP {res['val_map_best']:.4f})"
+    )
+    for name, sec in res.get("stage_seconds", {}).items():
+        print(f"  {name:<24} {sec:8.1f} s")
+    if "peak_rss_mb" in res:
+        print(f"peak memory {res['peak_rss_mb']:.0f} MB")
+
+
+def _cmd_train(args) -> int:
+    from .pipeline import run_experiment
+
+    cfg = _config(args)
+    res = run_experiment(cfg, args.out, resume=args.resume)
+    print(f"run folder: {Path(args.out) if args.out else cfg.name}")
+    _print_results(res)
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from .pipeline import prepare
+    from .training import evaluate_map, load_model
+
+    run = Path(args.run)
+    if not (run / "checkpoint.pt").is_file():
+        raise FileNotFoundError(
+            f"{run} is not a run folder (no checkpoint.pt); train one with `hihpq train`"
+        )
+    model, cfg = load_model(run, "final")
+    prep = prepare(cfg, progress=not args.json)
+    q, db = prep.split("query"), prep.split("database")
+    best, _ = load_model(run, "best", in_dim=prep.feats.shape[1])
+    res = {
+        "run": str(run),
+        f"map@{cfg.topk}_final": evaluate_map(model, q, db, cfg.topk, cfg.symmetric),
+        f"map@{cfg.topk}_val_selected": evaluate_map(best, q, db, cfg.topk, cfg.symmetric),
+    }
+    if args.json:
+        print(json.dumps(res))
+    else:
+        for k, v in res.items():
+            print(f"{k:<28} {v if isinstance(v, str) else f'{v:.4f}'}")
+    return 0
+
+
+def _cmd_search(args) -> int:
+    import numpy as np
+
+    from .backbones import build_backbone
+    from .data import read_image_file
+    from .features import extract_features
+    from .index import PQIndex
+    from .training import load_model
+
+    run = Path(args.run)
+    img = read_image_file(args.image)  # a corrupt or missing image fails first, by name
+    model, cfg = load_model(run, "final")
+    index = PQIndex.load(run / "index")
+    if args.k < 1 or args.k > index.ntotal:
+        raise ValueError(f"--k must lie in 1..{index.ntotal}, got {args.k}")
+    backbone = build_backbone(cfg.backbone, pretrained=cfg.pretrained)
+    feats = extract_features(backbone, img[None], cfg.resolution, engine="torch", progress=False)
+    feats = feats.to(model.quantizer.codebooks.dtype)
+    dist, idx = index.search(model.points(feats), args.k)
+    db_ids = np.load(run / "database_indices.npy")
+    print(f"top {args.k} of {index.ntotal} database images for {args.image}:")
+    for rank, (d, i) in enumerate(zip(dist[0].tolist(), idx[0].tolist()), 1):
+        print(f"{rank:>3}  dataset index {int(db_ids[i]):>6}  distance {d:.4f}")
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(out_dir=args.out, quick=args.quick, data=args.data, overrides=args.overrides)
+    return 0
+
+
+COMMANDS = {
+    "prepare": _cmd_prepare,
+    "train": _cmd_train,
+    "evaluate": _cmd_evaluate,
+    "search": _cmd_search,
+    "demo": _cmd_demo,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .backbones import MissingWeightsError
+    from .config import ConfigError
+    from .data import CorruptImageError, DatasetNotFoundError
+
+    try:
+        return COMMANDS[args.command](args)
+    except (
+        ConfigError,
+        DatasetNotFoundError,
+        MissingWeightsError,
+        CorruptImageError,
+        FileNotFoundError,
+        ValueError,
+    ) as err:
+        msg = str(err).strip().splitlines()
+        print(f"hihpq: error: {msg[0] if msg else type(err).__name__}", file=sys.stderr)
+        for line in msg[1:]:
+            print(f"  {line}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,224 @@
+"""Experiment configuration: one dataclass, YAML files in ``configs/``, ``--set`` overrides.
+
+A config file holds only the keys it changes; everything else keeps the defaults below,
+which are the CPU profile for CIFAR-10 protocol II at 32 bits. Unknown keys are errors
+(with the closest known key suggested), and so are code lengths that are not
+``M * log2(K)`` for the feature dimension.
+
+>>> cfg = TrainConfig().with_overrides(["bits=16", "epochs=3"])
+>>> cfg.M, cfg.epochs
+(2, 3)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .quantizer import check_code_config, m_for_bits
+
+__all__ = ["TrainConfig", "ConfigError", "load_config"]
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with a message that says what to change."""
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of a HiHPQ run. Defaults: the CIFAR-10 protocol II CPU profile."""
+
+    name: str = "cifar10_ii_32bits_cpu"
+    # data
+    dataset: str = "cifar10"
+    protocol: str = "II"
+    data: str | None = None
+    seed: int = 0
+    n_val_per_class: int = 100
+    subsample_per_class: int | None = None  # shrink every split (fast mode, CI)
+    # backbone and the CPU fast path
+    backbone: str = "efficientnet_lite0"
+    pretrained: bool = True
+    resolution: int = 128
+    engine: str = "onnx"  # frozen forward pass: "onnx" or "torch"
+    n_views: int = 8  # augmented views per training image in the bank
+    online_augmentation: bool = False  # the paper's path (GPU): augment + backbone every step
+    trainable_layers: int = 0  # VGG-16: how many of the last fc layers train (0, 1, 2)
+    # quantizer
+    bits: int = 32
+    K: int = 256
+    feat_dim: int = 64
+    head_hidden: int = 512
+    geometry: str = "lorentz"  # "lorentz" (HiHPQ) or "euclidean" (ablation)
+    curvature: float = 1.0  # initial curvature magnitude c (k = 1/c)
+    learn_curvature: bool = True
+    clip_r: float = 1.5
+    softmax_temp: float = 1.0
+    codebook_init: str = "data"  # "data" (random training features) or "uniform" (reference)
+    # losses
+    tau: float = 0.2
+    proto_weight: float = 1.0
+    instance_weight: float = 0.1
+    num_clusters: list[int] = field(default_factory=lambda: [100, 50, 25])
+    cluster_method: str = "auto"
+    cluster_anchors: int = 1000
+    hierarchy_warmup: int = 3  # epochs before the first clustering
+    # optimisation
+    epochs: int = 30
+    batch_size: int = 128
+    optimizer: str = "rsgd"  # "rsgd" (reference) or "radam"
+    lr: float = 0.01
+    lr_backbone_scale: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 5e-3
+    lr_warmup_epochs: int = 1
+    start_lr: float = 1e-5
+    final_lr: float = 1e-5
+    # evaluation
+    topk: int = 1000
+    eval_interval: int = 1
+    symmetric: bool = False
+    device: str = "cpu"
+    threads: int = 0  # 0 = torch default
+
+    @property
+    def M(self) -> int:
+        """Number of codebooks: ``bits / log2(K)``."""
+        return m_for_bits(self.bits, self.K)
+
+    @property
+    def sub_dim(self) -> int:
+        return self.feat_dim // self.M
+
+    def validate(self) -> TrainConfig:
+        try:
+            M = self.M
+            check_code_config(self.feat_dim, M, self.K)
+        except ValueError as err:
+            raise ConfigError(
+                f"bits={self.bits}, K={self.K}, feat_dim={self.feat_dim}: {err}"
+            ) from None
+        from .backbones import available_backbones
+        from .data import DATASETS
+
+        if self.dataset not in DATASETS:
+            raise ConfigError(
+                f"unknown dataset {self.dataset!r}; known datasets: {', '.join(sorted(DATASETS))}"
+            )
+        if self.backbone not in available_backbones():
+            raise ConfigError(
+                f"unknown backbone {self.backbone!r}; known backbones: {', '.join(available_backbones())}"
+            )
+        if self.protocol not in ("I", "II"):
+            raise ConfigError(f"protocol must be 'I' or 'II', got {self.protocol!r}")
+        if self.geometry not in ("lorentz", "euclidean"):
+            raise ConfigError(f"geometry must be 'lorentz' or 'euclidean', got {self.geometry!r}")
+        if self.engine not in ("onnx", "torch"):
+            raise ConfigError(f"engine must be 'onnx' or 'torch', got {self.engine!r}")
+        if self.optimizer not in ("rsgd", "radam"):
+            raise ConfigError(f"optimizer must be 'rsgd' or 'radam', got {self.optimizer!r}")
+        if self.codebook_init not in ("data", "uniform"):
+            raise ConfigError(
+                f"codebook_init must be 'data' or 'uniform', got {self.codebook_init!r}"
+            )
+        if self.n_views < 2 and not self.online_augmentation:
+            raise ConfigError("n_views must be >= 2: each step needs two augmented views")
+        for name in ("epochs", "batch_size", "resolution", "topk"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.num_clusters or min(self.num_clusters) < 2:
+            raise ConfigError(f"num_clusters must list granularities >= 2, got {self.num_clusters}")
+        return self
+
+    # --- construction -------------------------------------------------------------
+    @classmethod
+    def fields(cls) -> dict[str, dataclasses.Field]:
+        return {f.name: f for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        known = cls.fields()
+        for key in d:
+            if key not in known:
+                close = difflib.get_close_matches(key, list(known), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ConfigError(f"unknown config key {key!r}{hint}")
+        return cls(**d).validate()
+
+    def with_overrides(self, items: list[str] | None) -> TrainConfig:
+        """Apply ``key=value`` strings (values parsed as YAML: ``3``, ``true``, ``[1, 2]``)."""
+        d = asdict(self)
+        for item in items or []:
+            if "=" not in item:
+                raise ConfigError(f"override {item!r} is not key=value")
+            key, raw = item.split("=", 1)
+            key = key.strip()
+            if key not in d:
+                close = difflib.get_close_matches(key, list(d), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ConfigError(f"unknown config key {key!r}{hint}")
+            d[key] = _coerce(key, yaml.safe_load(raw), self.fields()[key])
+        return TrainConfig.from_dict(d)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    def key(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+
+def _coerce(key: str, value, f: dataclasses.Field):
+    ann = str(f.type)
+    if value is None:
+        if "None" not in ann:
+            raise ConfigError(f"{key} cannot be null")
+        return None
+    try:
+        if ann.startswith("int") and not isinstance(value, bool):
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if ann.startswith("float"):
+            v = float(value)
+            if not math.isfinite(v):
+                raise ValueError
+            return v
+        if ann.startswith("bool"):
+            if not isinstance(value, bool):
+                raise ValueError
+            return value
+        if ann.startswith("list"):
+            return [int(v) for v in (value if isinstance(value, list) else [value])]
+        if ann.startswith("str"):
+            return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}={value!r} is not a valid {ann}") from None
+    return value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """Load a YAML config (``None`` = defaults) and apply ``key=value`` overrides."""
+    if path is None:
+        cfg = TrainConfig()
+    else:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist (see the configs/ folder)")
+        raw = yaml.safe_load(p.read_text()) or {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file {p} must hold a mapping of key: value")
+        raw = {
+            k: _coerce(k, v, TrainConfig.fields()[k]) if k in TrainConfig.fields() else v
+            for k, v in raw.items()
+        }
+        cfg = TrainConfig.from_dict(raw)
+    return cfg.with_overrides(overrides)

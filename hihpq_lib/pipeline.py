@@ -1,0 +1,314 @@
+"""The end-to-end pipeline: data -> cached frozen features -> training -> index -> metrics.
+
+:func:`prepare` loads a dataset, makes (and saves) the splits, and computes — or loads from
+the feature cache — the frozen backbone features of every image a run needs plus the
+augmentation bank of the training images. :func:`run_experiment` trains, then evaluates
+the final model and the validation-selected model on the test queries, and writes
+``results.json`` and the index to the run folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import resource
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import data as D
+from .backbones import build_backbone
+from .config import TrainConfig
+from .features import FeatureCache, augmentation_bank, extract_features, feature_key
+from .runtime import runs_dir
+from .training import (
+    FeatureSplit,
+    OnlineViews,
+    TrainingData,
+    evaluate_map,
+    load_checkpoint,
+    load_model,
+    train,
+)
+
+__all__ = [
+    "Prepared",
+    "PreparedOnline",
+    "prepare",
+    "prepare_online",
+    "run_experiment",
+    "peak_rss_mb",
+    "StageTimer",
+]
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class StageTimer:
+    """Collects wall-clock seconds per named stage."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    def __call__(self, name: str):
+        timer = self
+
+        class _Ctx:
+            def __enter__(self):
+                self.t = time.perf_counter()
+
+            def __exit__(self, *exc):
+                timer.seconds[name] = timer.seconds.get(name, 0.0) + time.perf_counter() - self.t
+
+        return _Ctx()
+
+
+@dataclass
+class Prepared:
+    """Everything a run needs after feature extraction.
+
+    ``feats`` holds the clean features of the images ``feat_index`` (dataset indices);
+    ``rows(indices)`` maps dataset indices to rows of ``feats``.
+    """
+
+    cfg: TrainConfig
+    dataset: D.ImageDataset
+    splits: D.Splits
+    feat_index: np.ndarray
+    feats: torch.Tensor
+    bank: torch.Tensor
+    timer: StageTimer = field(default_factory=StageTimer)
+
+    def rows(self, indices) -> torch.Tensor:
+        pos = np.searchsorted(self.feat_index, np.asarray(indices))
+        return torch.as_tensor(pos)
+
+    def labels(self, indices) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(self.dataset.labels)[np.asarray(indices)])
+
+    def split(self, name: str) -> FeatureSplit:
+        idx = getattr(self.splits, name)
+        return FeatureSplit(self.feats[self.rows(idx)].float(), self.labels(idx))
+
+    def training_data(self) -> TrainingData:
+        return TrainingData(
+            bank=self.bank,
+            train=self.feats[self.rows(self.splits.train)].float(),
+            val_query=self.split("val_query"),
+            val_database=self.split("val_database"),
+        )
+
+
+def _digest(indices: np.ndarray) -> str:
+    return hashlib.sha1(np.ascontiguousarray(indices, dtype=np.int64).tobytes()).hexdigest()[:12]
+
+
+def load_data(cfg: TrainConfig, progress: bool = True) -> D.ImageDataset:
+    """The dataset a config names (CIFAR-10 through the source-resolution order)."""
+    if cfg.dataset == "cifar10":
+        return D.load_cifar10(cfg.data, progress=progress)
+    if cfg.dataset in ("flickr25k", "nuswide"):
+        return D.load_dataset(cfg.dataset, root=cfg.data)
+    if cfg.dataset == "folder":
+        if not cfg.data:
+            raise D.DatasetNotFoundError(
+                "dataset 'folder' needs data=PATH (a folder of class folders)"
+            )
+        return D.load_image_folder(cfg.data)
+    return D.load_dataset(cfg.dataset)  # raises with the list of known names
+
+
+def make_run_splits(cfg: TrainConfig, ds: D.ImageDataset) -> D.Splits:
+    splits = D.make_splits(
+        ds, protocol=cfg.protocol, seed=cfg.seed, n_val_per_class=cfg.n_val_per_class
+    )
+    if cfg.subsample_per_class:
+        n = int(cfg.subsample_per_class)
+        splits = D.subsample_split(
+            splits,
+            ds.labels,
+            per_class={"query": max(2, n // 5), "database": n},
+            seed=cfg.seed,
+        )
+    return splits
+
+
+def prepare(cfg: TrainConfig, *, progress: bool = True, run_dir: Path | None = None) -> Prepared:
+    """Load data, make splits, compute or load cached features and the augmentation bank."""
+    timer = StageTimer()
+    with timer("load images"):
+        ds = load_data(cfg, progress)
+        splits = make_run_splits(cfg, ds)
+    if run_dir is not None:
+        D.save_splits(splits, Path(run_dir) / "splits.json")
+    needed = np.unique(np.concatenate([splits.query, splits.database, splits.train]))
+    backbone = build_backbone(cfg.backbone, pretrained=cfg.pretrained)
+    cache = FeatureCache()
+    size = None if ds.in_memory else 224
+    key = feature_key(
+        ds.name,
+        f"clean-{_digest(needed)}-n{len(needed)}",
+        backbone,
+        cfg.resolution,
+        engine=cfg.engine,
+    )
+    with timer("features"):
+        feats = cache.get_or_compute(
+            key,
+            lambda: extract_features(
+                backbone,
+                D.read_images(ds, needed, size=size),
+                cfg.resolution,
+                engine=cfg.engine,
+                progress=progress,
+            ).half(),
+        )
+    train_idx = np.asarray(splits.train)
+    bkey = feature_key(
+        ds.name,
+        f"bank-{_digest(train_idx)}-n{len(train_idx)}",
+        backbone,
+        cfg.resolution,
+        engine=cfg.engine,
+        n_views=cfg.n_views,
+        seed=cfg.seed,
+    )
+    with timer("augmentation bank"):
+        bank = cache.get_or_compute(
+            bkey,
+            lambda: augmentation_bank(
+                backbone,
+                D.read_images(ds, train_idx, size=size),
+                n_views=cfg.n_views,
+                resolution=cfg.resolution,
+                seed=cfg.seed,
+                engine=cfg.engine,
+                progress=progress,
+            ).half(),
+        )
+    return Prepared(cfg, ds, splits, needed, feats, bank, timer)
+
+
+@dataclass
+class PreparedOnline:
+    """The paper's path: images and a (partly trainable) backbone instead of a bank."""
+
+    cfg: TrainConfig
+    dataset: D.ImageDataset
+    splits: D.Splits
+    online: OnlineViews
+    timer: StageTimer = field(default_factory=StageTimer)
+
+    def images(self, name: str) -> np.ndarray:
+        size = None if self.dataset.in_memory else 224
+        return D.read_images(self.dataset, getattr(self.splits, name), size=size)
+
+    def labels(self, indices) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(self.dataset.labels)[np.asarray(indices)])
+
+    def split(self, name: str) -> FeatureSplit:
+        return FeatureSplit(
+            self.online.clean(self.images(name)), self.labels(getattr(self.splits, name))
+        )
+
+    def training_data(self) -> TrainingData:
+        train_images = self.images("train")
+        self.online.images = train_images
+        vq, vd = self.images("val_query"), self.images("val_database")
+        return TrainingData(
+            bank=None,
+            train=self.online.clean(train_images),
+            val_query=FeatureSplit(self.online.clean(vq), self.labels(self.splits.val_query)),
+            val_database=FeatureSplit(self.online.clean(vd), self.labels(self.splits.val_database)),
+            online=self.online,
+            val_images=(vq, vd),
+        )
+
+
+def prepare_online(
+    cfg: TrainConfig, *, progress: bool = True, run_dir: Path | None = None
+) -> PreparedOnline:
+    """Data, splits and the backbone for online augmentation (the paper's setting)."""
+    timer = StageTimer()
+    with timer("load images"):
+        ds = load_data(cfg, progress)
+        splits = make_run_splits(cfg, ds)
+    if run_dir is not None:
+        D.save_splits(splits, Path(run_dir) / "splits.json")
+    kwargs = {"trainable_layer_num": cfg.trainable_layers} if cfg.backbone == "vgg16" else {}
+    backbone = build_backbone(cfg.backbone, pretrained=cfg.pretrained, **kwargs)
+    online = OnlineViews(backbone, None, cfg.resolution, device=cfg.device)
+    return PreparedOnline(cfg, ds, splits, online, timer)
+
+
+def run_experiment(
+    cfg: TrainConfig,
+    out_dir: str | Path | None = None,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    prepared: Prepared | None = None,
+) -> dict:
+    """Prepare, train, and evaluate on the test queries; write ``results.json``.
+
+    The validation queries select the epoch (``best``); the test queries are only used to
+    report the final model and the selected model, never to choose between them.
+    """
+    out = Path(out_dir) if out_dir is not None else runs_dir() / cfg.name
+    out.mkdir(parents=True, exist_ok=True)
+    cfg.save(out / "config.yaml")
+    if prepared is None:
+        make = prepare_online if cfg.online_augmentation else prepare
+        prepared = make(cfg, progress=progress, run_dir=out)
+    prep = prepared
+    D.save_splits(prep.splits, out / "splits.json")
+    timer = prep.timer
+    with timer("train"):
+        res = train(cfg, prep.training_data(), out, resume=resume, progress=progress)
+    query, database = prep.split("query"), prep.split("database")
+    with timer("encode + search + mAP"):
+        final_map = evaluate_map(res["model"], query, database, cfg.topk, cfg.symmetric)
+    best_model, _ = load_model(out, "best", in_dim=query.feats.shape[1])
+    best_backbone = load_checkpoint(out / "best.pt").get("backbone")
+    if isinstance(prep, PreparedOnline) and best_backbone is not None:
+        # the backbone trained too: the selected epoch's features come from its backbone
+        final_backbone = {k: v.clone() for k, v in prep.online.backbone.state_dict().items()}
+        prep.online.backbone.load_state_dict(best_backbone)
+        best_map = evaluate_map(
+            best_model, prep.split("query"), prep.split("database"), cfg.topk, cfg.symmetric
+        )
+        prep.online.backbone.load_state_dict(final_backbone)
+    else:
+        best_map = evaluate_map(best_model, query, database, cfg.topk, cfg.symmetric)
+    index = res["model"].build_index(database.feats, metadata={"config": cfg.to_dict()})
+    index.save(out / "index")
+    np.save(out / "database_indices.npy", np.asarray(prep.splits.database))
+    results = {
+        "name": cfg.name,
+        "dataset": cfg.dataset,
+        "protocol": cfg.protocol,
+        "bits": cfg.bits,
+        "geometry": cfg.geometry,
+        f"map@{cfg.topk}_final": final_map,
+        f"map@{cfg.topk}_val_selected": best_map,
+        "val_selected_epoch": res["best_epoch"],
+        "val_map_best": res["best_val_map"],
+        "val_map_final": res["final_val_map"],
+        "epochs": cfg.epochs,
+        "n_query": len(query.feats),
+        "n_database": len(database.feats),
+        "n_train": len(prep.splits.train),
+        "stage_seconds": {k: round(v, 2) for k, v in timer.seconds.items()},
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+    }
+    tmp = out / "results.json.tmp"
+    tmp.write_text(json.dumps(results, indent=2))
+    os.replace(tmp, out / "results.json")
+    return {**results, "model": res["model"], "prepared": prep, "history": res["history"]}
