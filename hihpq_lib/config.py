@@ -42,6 +42,7 @@ class TrainConfig:
     seed: int = 0
     n_val_per_class: int = 100
     subsample_per_class: int | None = None  # shrink every split (fast mode, CI)
+    train_per_class: int | None = None  # shrink only the training set (protocol I on a CPU)
     # backbone and the CPU fast path
     backbone: str = "efficientnet_lite0"
     pretrained: bool = True
@@ -60,7 +61,7 @@ class TrainConfig:
     learn_curvature: bool = True
     clip_r: float = 1.5
     softmax_temp: float = 1.0
-    codebook_init: str = "data"  # "data" (random training features) or "uniform" (reference)
+    codebook_init: str = "uniform"  # "uniform" (reference: unit-norm random) or "data" (samples)
     # losses
     tau: float = 0.2
     proto_weight: float = 1.0

@@ -60,7 +60,7 @@ def baseline_maps(prep, cfg: TrainConfig) -> list[dict]:
     rows = []
     for name, method, bits in (
         ("float features (cosine)", FloatBaseline(), 32 * train.shape[1]),
-        (f"faiss OPQ (M={cfg.M})", FaissOPQ(cfg.M), cfg.bits),
+        (f"faiss OPQ (M={cfg.M}, {train.shape[1]}->256)", FaissOPQ(cfg.M, d_out=256), cfg.bits),
     ):
         t = time.perf_counter()
         method.fit(train)

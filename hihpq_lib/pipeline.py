@@ -9,6 +9,7 @@ the final model and the validation-selected model on the test queries, and write
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -137,7 +138,29 @@ def make_run_splits(cfg: TrainConfig, ds: D.ImageDataset) -> D.Splits:
             per_class={"query": max(2, n // 5), "database": n},
             seed=cfg.seed,
         )
+    if cfg.train_per_class:
+        splits = subsample_train(splits, ds.labels, int(cfg.train_per_class), cfg.seed)
     return splits
+
+
+def subsample_train(splits: D.Splits, labels, per_class: int, seed: int = 0) -> D.Splits:
+    """Keep at most ``per_class`` training images per class (queries and database unchanged).
+
+    For protocol I on a CPU: the database stays 50,000 images, the model trains on a
+    per-class balanced subset of them.
+    """
+    lab = np.asarray(labels)
+    if lab.ndim != 1:
+        raise ValueError("train_per_class needs single-label data")
+    rng = np.random.default_rng(seed + 7919)
+    train = np.asarray(splits.train)
+    keep = []
+    for c in np.unique(lab[train]):
+        members = train[lab[train] == c]
+        keep.append(rng.choice(members, size=min(per_class, len(members)), replace=False))
+    new = np.sort(np.concatenate(keep))
+    meta = {**dict(splits.meta), "train_per_class": per_class}
+    return dataclasses.replace(splits, train=new, meta=meta)
 
 
 def prepare(cfg: TrainConfig, *, progress: bool = True, run_dir: Path | None = None) -> Prepared:

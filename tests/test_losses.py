@@ -25,7 +25,7 @@ SPACES = {
 
 def prod_dist(space, a, b):
     """Brute-force product distance between two single points (M, D')."""
-    return float(sum(float(space.dist(a, b)[m]) for m in range(space.M)))
+    return float(space.dist(a, b).detach().sum())
 
 
 def points(space, n, seed):

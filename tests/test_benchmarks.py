@@ -1,0 +1,267 @@
+"""Tests of the benchmark scripts: table and ratio helpers (fast), quick mode (slow)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from benchmarks import adc_throughput, run_all
+from hihpq_lib.config import ConfigError, TrainConfig
+from hihpq_lib.runtime import shared_cifar10_archive
+
+
+# ----------------------------------------------------------------------------- configs
+def test_profile_config_per_cell():
+    cfg = run_all.profile_config("II", 64)
+    assert (cfg.protocol, cfg.bits, cfg.M, cfg.feat_dim) == ("II", 64, 8, 128)
+    cfg = run_all.profile_config("I", 32)
+    assert (cfg.protocol, cfg.n_views, cfg.cluster_method) == ("I", 4, "scalable")
+    quick = run_all.profile_config("II", 16, quick=True, epochs=2, threads=1)
+    assert quick.subsample_per_class == 300 and quick.epochs == 2 and quick.threads == 1
+
+
+def test_profile_config_missing_bits_names_the_available_profiles():
+    with pytest.raises(ConfigError, match="cpu_cifar10_ii_32bits.yaml"):
+        run_all.profile_config("II", 48)
+    with pytest.raises(ConfigError, match="protocol"):
+        run_all.profile_config("III", 32)
+
+
+def test_method_configs_and_seeds():
+    base = TrainConfig()
+    hihpq = run_all.method_config(base, "hihpq", 1)
+    assert (hihpq.geometry, hihpq.proto_weight, hihpq.seed) == ("lorentz", 1.0, 1)
+    no_hier = run_all.method_config(base, "hihpq_no_hier", 0)
+    assert (no_hier.geometry, no_hier.proto_weight, no_hier.instance_weight) == (
+        "lorentz",
+        0.0,
+        0.0,
+    )
+    hier = run_all.method_config(base, "euclidean_hier", 0)
+    assert (hier.geometry, hier.proto_weight) == ("euclidean", 1.0)
+    # the budget is the same for every learned method
+    cfgs = [
+        run_all.method_config(base, m, 0) for m, s in run_all.METHODS.items() if s.kind == "learned"
+    ]
+    assert len({(c.epochs, c.n_views, c.batch_size, c.lr) for c in cfgs}) == 1
+    with pytest.raises(ValueError, match="baseline"):
+        run_all.method_config(base, "faiss_pq", 0)
+    with pytest.raises(ValueError, match="known methods"):
+        run_all.method_config(base, "mecoq", 0)
+    assert run_all.seeds_for("II", 32, "euclidean_cpq", 3) == [0, 1, 2]
+    assert run_all.seeds_for("I", 32, "hihpq", 3) == [0]
+    assert run_all.seeds_for("II", 32, "float", 3) == [0]
+
+
+def test_parse_args_defaults_and_errors(monkeypatch):
+    monkeypatch.delenv("HIHPQ_FAST", raising=False)
+    args = run_all.parse_args(["--quick", "--threads", "1"])
+    assert args.protocols == ["II"] and args.bits == [16, 32] and args.seeds == 1
+    assert args.out.name == "quick"
+    full = run_all.parse_args([])
+    assert full.protocols == ["I", "II"] and full.bits == [16, 32, 64] and full.seeds == 3
+    assert full.methods == list(run_all.METHODS)
+    for bad in (["--methods", "nope"], ["--bits", "48"], ["--seeds", "0"], ["--threads", "0"]):
+        with pytest.raises(SystemExit):
+            run_all.parse_args(bad)
+
+
+# ----------------------------------------------------------------------------- tables
+def _run(seed, value, bits=32):
+    return {
+        "seed": seed,
+        "map": value,
+        "map_final": value - 0.01,
+        "train_seconds": 1.0,
+        "encode_seconds": 0.1,
+        "search_qps": 100.0,
+        "rss_peak_mb": 500.0 + seed,
+        "rss_delta_mb": 10.0 + seed,
+        "code_bits": bits,
+    }
+
+
+def _rows():
+    agg = run_all.aggregate_runs
+    return [
+        agg("II", 32, "hihpq", [_run(0, 0.70), _run(1, 0.72), _run(2, 0.74)]),
+        agg("II", 32, "euclidean_cpq", [_run(0, 0.65), _run(1, 0.68), _run(2, 0.68)]),
+        agg("II", 32, "faiss_pq", [_run(0, 0.30)]),
+        agg("II", 16, "hihpq", [_run(0, 0.60, 16)]),
+        agg("II", 16, "float", [dict(_run(0, 0.50, 40960), shared_across_bits=True)]),
+    ]
+
+
+def test_aggregate_runs_mean_std_and_memory_max():
+    row = _rows()[0]
+    assert row["map"] == pytest.approx(0.72)
+    assert row["map_std"] == pytest.approx(0.02)
+    assert row["map_final"] == pytest.approx(0.71)
+    assert row["rss_peak_mb"] == 502.0 and row["rss_delta_mb"] == 12.0
+    assert row["n_seeds"] == 3 and row["seeds"] == [0, 1, 2]
+    assert _rows()[-1]["shared_across_bits"] is True
+    with pytest.raises(ValueError, match="no runs"):
+        run_all.aggregate_runs("II", 32, "hihpq", [])
+
+
+def test_compute_deltas_paired_and_unpaired():
+    deltas = {(d["bits"], d["method"]): d for d in run_all.compute_deltas(_rows())}
+    assert set(deltas) == {(32, "euclidean_cpq"), (32, "faiss_pq"), (16, "float")}
+    paired = deltas[(32, "euclidean_cpq")]
+    diffs = np.array([0.05, 0.04, 0.06])
+    assert paired["paired"] and paired["n"] == 3
+    assert paired["delta_map"] == pytest.approx(diffs.mean())
+    assert paired["delta_std"] == pytest.approx(diffs.std(ddof=1))
+    assert paired["delta_se"] == pytest.approx(diffs.std(ddof=1) / math.sqrt(3))
+    unpaired = deltas[(32, "faiss_pq")]
+    assert not unpaired["paired"]
+    assert unpaired["delta_map"] == pytest.approx(0.72 - 0.30)
+    assert unpaired["delta_std"] == pytest.approx(0.02)  # HiHPQ's seeds; faiss: one run
+    assert deltas[(16, "float")]["delta_map"] == pytest.approx(0.10)
+
+
+def _results():
+    rows = _rows()
+    adc = {"protocol": "II", "bits": 32, "N": 1000, "M": 4, "K": 256, "Q": 10, "threads": 1}
+    adc.update(
+        faiss_qps=100.0,
+        lorentz_qps=50.0,
+        euclidean_qps=120.0,
+        ratio_lorentz=0.5,
+        ratio_euclidean=1.2,
+        lorentz_table_share=0.3,
+        top10_agreement=1.0,
+    )
+    return {
+        "meta": {"quick": True, "threads": 1, "load_before": 0.1, "load_after": 0.2},
+        "rows": rows,
+        "deltas": run_all.compute_deltas(rows),
+        "adc": [adc],
+        "protocols": {"II": {"n_train": 10, "process_peak_rss_mb": 900.0, "under_8gb": True}},
+        "complete": False,
+    }
+
+
+def test_markdown_and_text_tables_hold_every_row_and_ratio():
+    res = _results()
+    md = run_all.format_markdown(res)
+    assert "incomplete" in md
+    assert "0.7200 ± 0.0200 (n=3)" in md
+    assert "+0.0500 ± 0.0100" in md  # paired HiHPQ - Euclidean contrastive PQ
+    assert "+0.4200" in md and "(reference)" in md
+    assert "| 0.50 | 1.20 |" in md  # ADC ratios
+    table_lines = [ln for ln in md.splitlines() if ln.startswith("| II |")]
+    assert len(table_lines) == len(res["rows"]) + len(res["adc"])
+    # rows ordered by protocol, bits, then the METHODS order (baselines first)
+    labels = [ln.split(" | ")[2] for ln in table_lines[: len(res["rows"])]]
+    assert labels[:2] == ["float features (cosine)", "HiHPQ (full)"]
+    txt = run_all.format_text(res)
+    assert "faiss PQ" in txt and "Lorentz/faiss" in txt
+    res["complete"] = True
+    assert "incomplete" not in run_all.format_markdown(res)
+
+
+def test_write_atomic_leaves_no_temporary(tmp_path):
+    target = tmp_path / "sub" / "results.json"
+    run_all.write_atomic(target, "{}")
+    run_all.write_atomic(target, '{"a": 1}')
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert [p.name for p in target.parent.iterdir()] == ["results.json"]
+
+
+def test_rss_sampler_sees_an_allocation():
+    with run_all.RSSSampler(interval=0.005) as mem:
+        block = np.ones(64 * 2**20 // 8)  # 64 MB, touched
+        block += 1
+        del block
+    assert mem.peak_mb >= mem.start_mb
+    assert mem.delta_mb > 32
+
+
+# ----------------------------------------------------------------------------- ADC
+def test_adc_faiss_and_ours_compute_the_same_euclidean_distances():
+    problem = adc_throughput.make_problem(N=500, M=4, K=256, d=32, Q=8, seed=1)
+    fx = adc_throughput.faiss_index(problem)
+    ours, q = adc_throughput.ours_index(problem, "euclidean")
+    fd, fi = fx.search(np.ascontiguousarray(problem.queries.reshape(8, -1)), 20)
+    od, oi = ours.search(q, 20)
+    np.testing.assert_allclose(od.numpy(), fd, rtol=1e-4, atol=1e-5)
+    # brute force: the distance to item n is the squared distance to its decoded vector
+    decoded = problem.centroids[np.arange(4), problem.codes].reshape(500, -1)
+    brute = ((problem.queries.reshape(8, 1, -1) - decoded[None]) ** 2).sum(-1)
+    np.testing.assert_allclose(np.sort(brute, axis=1)[:, :20], od.numpy(), rtol=1e-4, atol=1e-5)
+    lor, lq = adc_throughput.ours_index(problem, "lorentz")
+    assert lor.geometry == "lorentz" and lq.shape == (8, 4, 9)
+    with pytest.raises(ValueError, match="geometry"):
+        adc_throughput.ours_index(problem, "spherical")
+    with pytest.raises(ValueError, match="K = 256"):
+        adc_throughput.faiss_index(adc_throughput.make_problem(N=50, M=2, K=16))
+
+
+def test_adc_compare_reports_ratios_and_restores_threads():
+    before = torch.get_num_threads()
+    row = adc_throughput.compare(N=3000, M=2, K=256, Q=20, topk=100, threads=1, repeats=1)
+    assert torch.get_num_threads() == before
+    for key in ("faiss_qps", "lorentz_qps", "euclidean_qps"):
+        assert math.isfinite(row[key]) and row[key] > 0
+    assert row["ratio_lorentz"] == pytest.approx(row["lorentz_qps"] / row["faiss_qps"])
+    assert row["ratio_euclidean"] == pytest.approx(row["euclidean_qps"] / row["faiss_qps"])
+    assert row["top10_agreement"] > 0.95
+    assert 0 < row["lorentz_table_share"] <= 1
+    lines = adc_throughput.summary_lines([dict(row, ratio_lorentz=0.5, ratio_euclidean=1.0)])
+    assert "2.00x SLOWER" in lines[0] and "about as fast" in lines[1]
+    assert adc_throughput.format_rows([row]).count("\n") == 1
+
+
+def test_adc_make_problem_checks_inputs():
+    with pytest.raises(ValueError, match="divisible"):
+        adc_throughput.make_problem(N=10, M=3, d=32)
+    with pytest.raises(ValueError, match="power of two"):
+        adc_throughput.make_problem(N=10, M=2, K=300)
+    with pytest.raises(ValueError, match="N must be"):
+        adc_throughput.make_problem(N=0, M=2)
+
+
+def test_adc_main_writes_json(tmp_path, capsys):
+    out = tmp_path / "adc.json"
+    argv = ["--n", "2000", "--m", "2", "--queries", "10", "--topk", "50", "--threads", "1"]
+    assert adc_throughput.main([*argv, "--repeats", "1", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert len(rows) == 1 and rows[0]["N"] == 2000
+    assert "ADC search is" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- quick mode
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_quick_benchmark_end_to_end(tmp_path, monkeypatch):
+    """``run_all --quick`` on the shared CIFAR-10 copy: every method x bits row, finite mAP."""
+    archive = shared_cifar10_archive()
+    if archive is None:
+        pytest.skip("no shared CIFAR-10 archive at ../shared/data/cifar10-jpeg.tar.gz")
+    monkeypatch.setenv("HIHPQ_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.delenv("HIHPQ_FAST", raising=False)
+    out = tmp_path / "results"
+    run_all.main(["--quick", "--out", str(out), "--quiet"])
+    res = json.loads((out / "results.json").read_text())
+    assert res["complete"] is True
+    assert (out / "results.md").is_file()
+    assert not list(out.glob("*.tmp"))
+    cells = {(r["bits"], r["method"]): r for r in res["rows"]}
+    assert set(cells) == {(b, m) for b in (16, 32) for m in run_all.METHODS}
+    for row in res["rows"]:
+        for key in ("map", "map_final"):
+            assert math.isfinite(row[key]) and 0.0 <= row[key] <= 1.0, row
+        assert row["search_qps"] > 0 and row["rss_peak_mb"] > 0
+    adc = {a["bits"]: a for a in res["adc"]}
+    assert set(adc) == {16, 32}
+    for a in adc.values():
+        assert math.isfinite(a["ratio_lorentz"]) and a["ratio_lorentz"] > 0
+        assert math.isfinite(a["ratio_euclidean"]) and a["ratio_euclidean"] > 0
+    deltas = {(d["bits"], d["method"]) for d in res["deltas"]}
+    assert deltas == {(b, m) for b in (16, 32) for m in run_all.METHODS if m != "hihpq"}
+    assert res["protocols"]["II"]["under_8gb"] is True

@@ -1,0 +1,47 @@
+"""Integration: the demo's quick mode on a CIFAR-10 subset (the shared development copy)."""
+
+import json
+import math
+
+import pytest
+
+from hihpq_lib.runtime import shared_cifar10_archive
+
+ARCHIVE = shared_cifar10_archive()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.skipif(
+    ARCHIVE is None, reason="../shared/data/cifar10-jpeg.tar.gz is not beside the checkout"
+)
+def test_quick_demo_end_to_end(tmp_path, monkeypatch):
+    from hihpq_lib.demo import run_demo
+
+    monkeypatch.setenv("HIHPQ_CIFAR10", str(ARCHIVE))
+    summary = run_demo(out_dir=tmp_path, quick=True)
+    rows = {r["method"].split(" (")[0]: r for r in summary["rows"]}
+    assert set(rows) >= {"HiHPQ", "float features", "faiss OPQ"}
+    for r in summary["rows"]:
+        assert 0.0 <= r["mAP@1000"] <= 1.0 and math.isfinite(r["mAP@1000"])
+    # 10 classes: chance level is ~0.1; even the quick run must learn something
+    assert rows["HiHPQ"]["mAP@1000"] > 0.15
+    for name in (
+        "results.json",
+        "demo.json",
+        "table.md",
+        "metrics.jsonl",
+        "splits.json",
+        "retrieval_grid.png",
+        "poincare_disks.png",
+        "checkpoint.pt",
+        "best.pt",
+    ):
+        assert (tmp_path / name).is_file(), name
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["n_query"] > 0 and res["val_selected_epoch"] >= 1
+    # the saved index answers queries after a reload
+    from hihpq_lib.index import PQIndex
+
+    index = PQIndex.load(tmp_path / "index")
+    assert index.ntotal == res["n_database"]
