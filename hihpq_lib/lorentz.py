@@ -297,10 +297,12 @@ def sqdist(x: torch.Tensor, y: torch.Tensor, *, k=1.0) -> torch.Tensor:
     return torch.clamp_min(sq, 0.0)
 
 
-def pairwise_sqdist(x: torch.Tensor, y: torch.Tensor, *, k=1.0) -> torch.Tensor:
+def pairwise_sqdist(x: torch.Tensor, y: torch.Tensor | None = None, *, k=1.0) -> torch.Tensor:
     """All-pairs squared Lorentzian distances: ``(..., B, n+1), (..., N, n+1) -> (..., B, N)``.
 
-    ``k`` broadcasts against ``(..., B, N)`` (e.g. shape ``(M, 1, 1)``).
+    ``k`` broadcasts against ``(..., B, N)`` (e.g. shape ``(M, 1, 1)``). ``y=None`` (or
+    ``y is x``) gives the distances within ``x`` with an exactly zero diagonal, so the
+    self-pairs carry no rounding noise and no gradient.
 
     The Gram-matrix form ``-2k - 2<x, y>`` cancels for nearby points, and a float32 point
     is itself off the manifold by rounding. So for float32 (and half) inputs the points
@@ -309,6 +311,8 @@ def pairwise_sqdist(x: torch.Tensor, y: torch.Tensor, *, k=1.0) -> torch.Tensor:
     drops from ~1e-3 (up to 1e-2 far from the origin) to ~1e-7. Inputs must lie on the
     manifold (the time coordinate is not used for float32).
     """
+    self_pairs = y is None or y is x
+    y = x if y is None else y
     dtype = x.dtype
     if dtype in (torch.float16, torch.bfloat16, torch.float32):
         kk = _as_k(k, x.double())
@@ -317,7 +321,11 @@ def pairwise_sqdist(x: torch.Tensor, y: torch.Tensor, *, k=1.0) -> torch.Tensor:
     else:
         kk = _as_k(k, x)
         xw, yw = x, y
-    return torch.clamp_min(-2.0 * kk - 2.0 * pairwise_inner(xw, yw), 0.0).to(dtype)
+    sq = torch.clamp_min(-2.0 * kk - 2.0 * pairwise_inner(xw, yw), 0.0)
+    if self_pairs:
+        eye = torch.eye(sq.shape[-1], dtype=torch.bool, device=sq.device)
+        sq = sq.masked_fill(eye, 0.0)
+    return sq.to(dtype)
 
 
 def _dist_from_sq(sq: torch.Tensor, kk: torch.Tensor) -> torch.Tensor:
@@ -351,7 +359,7 @@ def dist(x: torch.Tensor, y: torch.Tensor, *, k=1.0, keepdim: bool = False) -> t
     return out.unsqueeze(-1) if keepdim else out
 
 
-def pairwise_dist(x: torch.Tensor, y: torch.Tensor, *, k=1.0) -> torch.Tensor:
+def pairwise_dist(x: torch.Tensor, y: torch.Tensor | None = None, *, k=1.0) -> torch.Tensor:
     """All-pairs geodesic distances: ``(..., B, n+1), (..., N, n+1) -> (..., B, N)``.
 
     ``k`` broadcasts against ``(..., B, N)``, e.g. shape ``(M, 1, 1)`` for a product of

@@ -163,14 +163,18 @@ class ProductLorentz(ProductSpace):
         _check_features(x, self.M, self.point_dim, "x")
         return L.logmap0(x, k=self._k_points(x))[..., 1:]
 
-    def pairwise_sqdist(self, x, y, subspace_first: bool = False):
+    def _pair(self, x, y, subspace_first):
         xs = self._subspace_first(x)
-        ys = y if subspace_first else self._subspace_first(y)
+        if y is x:  # distances within one set: exact zero diagonal (see lorentz.pairwise_sqdist)
+            return xs, None
+        return xs, (y if subspace_first else self._subspace_first(y))
+
+    def pairwise_sqdist(self, x, y, subspace_first: bool = False):
+        xs, ys = self._pair(x, y, subspace_first)
         return L.pairwise_sqdist(xs, ys, k=self._k_pairs(x))
 
     def pairwise_dist(self, x, y, subspace_first: bool = False):
-        xs = self._subspace_first(x)
-        ys = y if subspace_first else self._subspace_first(y)
+        xs, ys = self._pair(x, y, subspace_first)
         return L.pairwise_dist(xs, ys, k=self._k_pairs(x))
 
     def dist(self, x, y):

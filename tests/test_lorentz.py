@@ -338,3 +338,21 @@ def test_pairwise_self_distance_small_in_float32(k):
     assert float(d.diagonal().max()) < 1e-5
     xd = L.project(x.double(), k=k)  # the float32 points, exactly on the manifold
     torch.testing.assert_close(d, L.pairwise_dist(xd, xd, k=k).float(), rtol=1e-4, atol=1e-4)
+
+
+def test_self_pairwise_has_zero_diagonal_and_true_curvature_gradient():
+    """Distances within one set: the diagonal is exactly 0 and adds no gradient."""
+    g = torch.Generator().manual_seed(3)
+    v = rand_tangent(g, 6, 3, torch.float32)
+    k = torch.tensor(0.8, requires_grad=True)
+    x = L.expmap0(L.lift(v), k=k)
+    assert torch.all(L.pairwise_sqdist(x, k=k).diagonal() == 0)
+    d = L.pairwise_dist(x, k=k)
+    assert torch.all(d.diagonal() <= 1e-6)  # the documented sqrt floor
+    d.sum().backward()
+    # reference: the off-diagonal pairs only, in float64
+    k64 = torch.tensor(0.8, dtype=torch.float64, requires_grad=True)
+    x64 = L.expmap0(L.lift(v.double()), k=k64)
+    off = ~torch.eye(6, dtype=torch.bool)
+    L.pairwise_dist(x64, x64.clone(), k=k64)[off].sum().backward()
+    assert abs(float(k.grad) - float(k64.grad)) < 1e-3 * max(1.0, abs(float(k64.grad)))
