@@ -1,0 +1,168 @@
+"""Notebook hygiene: naming, structure, exercises, no committed outputs, nothing silently skipped.
+
+The notebooks themselves are executed by ``make test``: it converts every
+``notebooks/NN_track__title.py`` (jupytext py:percent) into ``build/notebooks/*.ipynb`` and
+runs them with ``pytest --nbmake`` in fast mode, one pytest item per notebook, each with
+the timeout from its ``execution: timeout`` header metadata. The structure rules checked
+here are written up in ``notebooks/README.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import jupytext
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS = REPO / "notebooks"
+BUILD = REPO / "build" / "notebooks"
+
+#: Notebooks that CI does not execute, with the reason (shown in the test report).
+#: Keep it empty; a notebook listed here must also be left out of the Makefile's
+#: ``notebooks`` target.
+SKIP: dict[str, str] = {}
+
+NAME = re.compile(
+    r"^(?P<number>\d{2})_(?P<track>[a-z0-9]+)__(?P<title>[a-z0-9]+(?:_[a-z0-9]+)*)\.py$"
+)
+OPENING_HEADINGS = {
+    "what you will learn": re.compile(r"^#+\s*what you will learn\b", re.I | re.M),
+    "what you need": re.compile(r"^#+\s*what you need\b", re.I | re.M),
+    "how long it takes": re.compile(r"^#+\s*how long it takes\b", re.I | re.M),
+}
+EXERCISE = re.compile(r"^#+\s*exercise\b", re.I | re.M)
+
+SOURCES = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.py"))
+IDS = [p.stem for p in SOURCES]
+
+
+def _read(path: Path):
+    return jupytext.read(path, fmt="py:percent")
+
+
+def _tags(cell) -> list[str]:
+    return list(cell.get("metadata", {}).get("tags", []))
+
+
+def test_there_are_notebooks():
+    assert SOURCES, f"no notebooks/NN_track__title.py found in {NOTEBOOKS}"
+
+
+def test_no_tracked_ipynb_with_outputs():
+    """Notebooks are committed as py:percent text; any tracked .ipynb must be output-free."""
+    if shutil.which("git") is None or not (REPO / ".git").exists():
+        pytest.skip("not a git checkout: cannot list tracked files")
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--", "*.ipynb"],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    offenders = []
+    for rel in filter(None, listed.split("\0")):
+        nb = json.loads((REPO / rel).read_text(encoding="utf-8"))
+        for cell in nb.get("cells", []):
+            if cell.get("outputs") or cell.get("execution_count") is not None:
+                offenders.append(rel)
+                break
+    assert not offenders, (
+        f"tracked notebooks with outputs (clear them or commit the .py): {offenders}"
+    )
+
+
+def test_notebook_numbers_are_unique():
+    numbers = [p.name[:2] for p in SOURCES]
+    dupes = sorted({n for n in numbers if numbers.count(n) > 1})
+    assert not dupes, f"two notebooks share the number(s) {dupes}: the number gives the order"
+
+
+def test_skip_list_names_existing_notebooks_with_reasons():
+    for name, reason in SKIP.items():
+        assert (NOTEBOOKS / f"{name}.py").is_file(), f"SKIP lists {name!r}, which does not exist"
+        assert isinstance(reason, str) and reason.strip(), f"SKIP[{name!r}] needs a reason"
+
+
+@pytest.mark.parametrize("name", sorted(SKIP) or ["(none)"])
+def test_skipped_notebooks_are_reported(name):
+    """One visible 'skipped' line per notebook in SKIP (a pass when SKIP is empty)."""
+    if name in SKIP:
+        pytest.skip(f"notebook {name} is not executed in CI: {SKIP[name]}")
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=IDS)
+def test_name_follows_scheme(path):
+    assert NAME.match(path.name), (
+        f"{path.name}: name notebooks NN_track__title.py (two digits, a lowercase track, "
+        "two underscores, a lowercase snake_case title), e.g. 01_foundations__lorentz_geometry.py"
+    )
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=IDS)
+def test_header_and_opening(path):
+    nb = _read(path)
+    assert path.read_text(encoding="utf-8").startswith("# ---\n"), "start with the jupytext header"
+    timeout = nb.metadata.get("execution", {}).get("timeout")
+    assert isinstance(timeout, int) and 0 < timeout <= 600, (
+        "set a per-notebook timeout (seconds) in the header: jupyter: execution: timeout: 300"
+    )
+    assert nb.cells and nb.cells[0].cell_type == "markdown", "open with a markdown cell"
+    opening = nb.cells[0].source
+    assert opening.lstrip().startswith("# "), (
+        "the opening cell starts with the '# NN · title' heading"
+    )
+    missing = [h for h, rx in OPENING_HEADINGS.items() if not rx.search(opening)]
+    assert not missing, f"the opening cell lacks the headings {missing}"
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code and "runtime.seed_everything" in code[0].source, (
+        "the first code cell is the setup cell: it calls runtime.seed_everything"
+    )
+    assert any("further reading" in c.source.lower() for c in nb.cells if c.cell_type == "markdown")
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=IDS)
+def test_exercises_have_student_solution_and_check_cells(path):
+    cells = _read(path).cells
+    starts = [
+        i for i, c in enumerate(cells) if c.cell_type == "markdown" and EXERCISE.search(c.source)
+    ]
+    assert len(starts) >= 2, f"{path.name}: write at least two exercises ('### Exercise N — ...')"
+    for i in starts:
+        where = f"{path.name}, exercise at cell {i}"
+        assert i + 3 < len(cells), f"{where}: needs a student, a solution and a check cell after it"
+        student, solution, check = cells[i + 1], cells[i + 2], cells[i + 3]
+        assert student.cell_type == "code" and re.search(
+            r"^answer = None\b", student.source, re.M
+        ), f"{where}: the cell after the task is the student's: 'answer = None  # your code'"
+        assert not _tags(student), f"{where}: the student cell has no tags"
+        assert solution.cell_type == "code" and "solution" in _tags(solution), (
+            f"{where}: then a solution cell tagged 'solution'"
+        )
+        assert solution.metadata.get("jupyter", {}).get("source_hidden") is True, (
+            f"{where}: hide the solution's input (jupyter.source_hidden: true)"
+        )
+        assert solution.source.lstrip().startswith("if answer is None:"), (
+            f"{where}: the solution only fills answer when the student left it None"
+        )
+        assert check.cell_type == "code" and "check" in _tags(check), (
+            f"{where}: then a check cell tagged 'check'"
+        )
+        assert re.search(r"^\s*assert\b", check.source, re.M), f"{where}: the check cell asserts"
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=IDS)
+def test_every_notebook_is_built_for_execution(path):
+    """No silent skips: each notebook not in SKIP has its .ipynb in build/notebooks."""
+    if not BUILD.is_dir():
+        pytest.skip("build/notebooks does not exist: run `make notebooks` (make test does)")
+    built = BUILD / f"{path.stem}.ipynb"
+    if path.stem in SKIP:
+        return
+    assert built.is_file(), (
+        f"{built.relative_to(REPO)} is missing: `make notebooks` converts every notebook, or "
+        f"list {path.stem!r} in SKIP with a reason"
+    )

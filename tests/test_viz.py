@@ -1,0 +1,314 @@
+"""Figures: types for both backends, the Poincaré helper's norms, and the data behind them.
+
+Runs headless: matplotlib on Agg (conftest), plotly figures are built, never shown.
+"""
+
+import io
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+import torch
+from matplotlib.figure import Figure
+from sklearn.decomposition import PCA
+
+from hihpq_lib import lorentz as L
+from hihpq_lib import viz
+
+FIG_TYPE = {"plotly": go.Figure, "matplotlib": Figure}
+
+
+def _render(fig):
+    """Draw a figure fully (plotly: serialise; matplotlib: rasterise) to catch draw errors."""
+    if isinstance(fig, go.Figure):
+        assert fig.to_json()
+    else:
+        fig.savefig(io.BytesIO(), format="png", dpi=40)
+
+
+def _points(n=12, k=1.0, seed=0, scale=1.0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    v = scale * torch.randn(n, 2, generator=g, dtype=dtype)
+    return L.expmap0(L.lift(v), k=k)
+
+
+@pytest.fixture(autouse=True)
+def _no_pyplot_leak():
+    """viz builds matplotlib figures without pyplot: no global figure stays open."""
+    before = set(plt.get_fignums())
+    yield
+    assert set(plt.get_fignums()) == before
+
+
+# ---------------------------------------------------------------------- Poincaré helper
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("k", [0.01, 1.0, 100.0])
+def test_poincare_coords_norms_below_one_even_for_far_points(dtype, k):
+    radii = torch.tensor([1e-8, 1.0, 10.0, 40.0, 300.0, 1e3], dtype=dtype)
+    v = radii[:, None] * torch.tensor([[0.6, 0.8]], dtype=dtype) * math.sqrt(k)
+    x = L.expmap0(L.lift(v), k=k)
+    p = viz.poincare_coords(x, k=k)
+    assert p.dtype == np.float64 and p.shape == (6, 2)
+    norms = np.linalg.norm(p, axis=1)
+    assert np.all(np.isfinite(norms)) and np.all(norms < 1.0)
+    assert norms[-1] > 0.999  # far points really are drawn near the rim
+
+
+def test_poincare_coords_agrees_with_library_and_round_trips():
+    x = _points(30, k=0.5, scale=1.0)
+    p = viz.poincare_coords(x, k=0.5)
+    np.testing.assert_allclose(p, L.to_poincare(x, k=0.5).numpy(), rtol=1e-12, atol=1e-12)
+    back = L.from_poincare(torch.from_numpy(p), k=0.5)
+    torch.testing.assert_close(back, x, rtol=1e-9, atol=1e-9)
+    # Poincaré coordinates pass through unchanged; numpy input works too
+    np.testing.assert_array_equal(viz.poincare_coords(p), p)
+
+
+def test_poincare_coords_checks_input():
+    with pytest.raises(ValueError, match="norm < 1"):
+        viz.poincare_coords(np.array([[0.6, 0.8]]))
+    with pytest.raises(ValueError, match="coords='hyperboloid'"):
+        viz.poincare_coords(np.zeros((3, 4)))
+    with pytest.raises(ValueError, match="NaN"):
+        viz.poincare_coords(np.array([[np.nan, 0.0]]))
+    # named hyperboloid points of H^3 go through to_poincare
+    x3 = L.expmap0(L.lift(torch.randn(5, 3, dtype=torch.float64)))
+    assert viz.poincare_coords(x3, coords="hyperboloid").shape == (5, 3)
+
+
+# ---------------------------------------------------------------------- figure types
+@pytest.mark.parametrize("backend", viz.BACKENDS)
+def test_every_twin_returns_its_backend_type(backend):
+    x = _points(15)
+    geo = L.geodesic0(torch.tensor([1.0, 0.5], dtype=torch.float64), torch.linspace(0, 2, 20))
+    km = torch.tensor([1.0, 0.5, 2.0], dtype=torch.float64)
+    cw = L.expmap0(L.lift(torch.randn(3, 8, 4, dtype=torch.float64)), k=km.view(3, 1, 1))
+    pts = L.expmap0(L.lift(torch.randn(40, 3, 4, dtype=torch.float64)), k=km.view(3, 1))
+    feats = np.random.default_rng(0).normal(size=(60, 8))
+    figs = [
+        viz.hyperboloid_and_disk(x, 1.0, labels=np.arange(15) % 2, curves=[geo], backend=backend),
+        viz.poincare_disk(x, np.arange(15) % 3, class_names=["a", "b", "c"], backend=backend),
+        viz.poincare_disk(viz.poincare_coords(x), curves=[geo], backend=backend),
+        viz.geodesic_grid(0.5, backend=backend),
+        viz.codebook_voronoi(x[:4], resolution=40, background="entropy", points=x, backend=backend),
+        viz.codebook_voronoi(x[:4], resolution=40, background="cells", backend=backend),
+        viz.codebook_voronoi(x[:4], resolution=40, background="max_prob", backend=backend),
+        viz.subspace_codewords_disks(cw, km, pts, point_labels=np.arange(40) % 2, backend=backend),
+        viz.subspace_codewords_disks(cw[:, :, :3], 1.0, backend=backend),
+        viz.pr_curve([np.linspace(1, 0.2, 9)] * 2, [np.linspace(0, 1, 9)] * 2, ["a", "b"], backend=backend),
+        viz.precision_at_k_plot(np.arange(1, 11), np.linspace(1, 0.5, 10), "m", backend=backend),
+        viz.embedding_umap(feats, np.arange(60) % 4, reducer=PCA(2), backend=backend),
+        viz.line_plot(np.logspace(-2, 2, 5), [np.arange(5.0)] * 2, ["a", "b"], log_x=True, backend=backend),
+        viz.tree_embeddings([-1, 0, 0, 1], 0.3 * np.eye(4, 2), np.eye(4, 2), backend=backend),
+    ]  # fmt: skip
+    for fig in figs:
+        assert isinstance(fig, FIG_TYPE[backend])
+        _render(fig)
+
+
+def test_bad_backend_and_background_are_rejected():
+    with pytest.raises(ValueError, match="backend"):
+        viz.geodesic_grid(backend="bokeh")
+    with pytest.raises(ValueError, match="background"):
+        viz.codebook_voronoi(_points(3), background="voronoi")
+
+
+# ---------------------------------------------------------------------- hyperboloid data
+def test_hyperboloid_projection_lines_pass_through_the_pole():
+    k = 2.0
+    data = viz.hyperboloid_data(_points(10, k=k), k)
+    x, plane, pole = data["points"], data["plane"], data["pole"]
+    np.testing.assert_allclose(plane[:, 0], 0.0)
+    np.testing.assert_allclose(plane[:, 1:], math.sqrt(k) * data["disk"], atol=1e-12)
+    # pole, plane point and sheet point are collinear
+    a, b = x - pole, plane - pole
+    cross = a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0], a[:, 1] * b[:, 2] - a[:, 2] * b[:, 1]
+    np.testing.assert_allclose(np.stack(cross), 0.0, atol=1e-9)
+    x0, x1, x2 = data["surface"]
+    np.testing.assert_allclose(x0**2 - x1**2 - x2**2, k)
+
+
+def test_hyperboloid_data_fixed_extent_hides_far_points_in_3d_only():
+    x = L.expmap0(L.lift(torch.tensor([[0.5, 0.0], [6.0, 0.0]])))
+    geo = L.geodesic0(torch.tensor([1.0, 0.0]), torch.linspace(0, 6, 30))
+    data = viz.hyperboloid_data(x, 1.0, curves=[geo], radius=3.0, zmax=4.0)
+    assert data["in_view"].tolist() == [True, False]
+    assert data["disk"].shape == (2, 2)  # the disk view keeps every point
+    assert np.isnan(data["curves"][0][-1]).all() and not np.isnan(data["curves"][0][0]).any()
+    assert np.nanmax(data["surface"][0]) <= 4.0
+    fig = viz.hyperboloid_and_disk(x, 1.0, radius=3.0, zmax=4.0, backend="matplotlib")
+    assert "1 point beyond" in fig.axes[0].get_title()
+
+
+def test_hyperboloid_data_rejects_points_off_the_sheet():
+    with pytest.raises(ValueError, match="upper sheet"):
+        viz.hyperboloid_data(np.array([[1.0, 1.0, 1.0]]), 1.0)
+    with pytest.raises(ValueError, match="upper sheet"):
+        viz.hyperboloid_data(_points(3, k=1.0), 4.0)  # right points, wrong k
+
+
+# ---------------------------------------------------------------------- geodesic grid
+@pytest.mark.parametrize("k", [0.5, 1.0, 3.0])
+def test_geodesic_grid_circles_and_arcs_are_what_they_claim(k):
+    data = viz.geodesic_grid_data(k, radii=[0.5, 1.5, 3.0], n_rays=4, n_arcs=2, samples=50)
+    o = L.origin(2, k=k, dtype=torch.float64)
+    for r, rd, circ in zip(data["radii"], data["disk_radius"], data["circles"]):
+        np.testing.assert_allclose(np.linalg.norm(circ, axis=1), rd, rtol=1e-9)
+        d = L.dist(L.from_poincare(torch.from_numpy(circ), k=k), o, k=k)
+        torch.testing.assert_close(d, torch.full_like(d, r), rtol=1e-6, atol=1e-6)
+    radii = data["disk_radius"]
+    assert np.all(np.diff(radii) > 0) and radii[-1] < 1.0
+    for arc in data["arcs"]:  # every arc point lies on the geodesic between its ends
+        pts = L.from_poincare(torch.from_numpy(arc), k=k)
+        total = L.dist(pts[0], pts[-1], k=k)
+        via = L.dist(pts[0], pts, k=k) + L.dist(pts, pts[-1], k=k)
+        torch.testing.assert_close(via, total.expand_as(via), rtol=1e-6, atol=1e-6)
+
+
+# ---------------------------------------------------------------------- Voronoi
+@pytest.mark.parametrize("k", [0.3, 1.0, 4.0])
+def test_voronoi_cells_equal_brute_force_argmin(k):
+    g = torch.Generator().manual_seed(1)
+    cw = L.expmap0(L.lift(torch.randn(7, 2, generator=g, dtype=torch.float64)), k=k)
+    data = viz.voronoi_data(cw, k, temperature=2.0, resolution=41)
+    inside_cells = data["cells"][data["inside"]]
+    assert np.all(data["cells"][~data["inside"]] == -1)
+    rng = np.random.default_rng(0)
+    for i in rng.choice(len(inside_cells), 40, replace=False):
+        x = torch.from_numpy(data["grid_disk"][i])
+        xh = L.from_poincare(x, k=k)
+        brute = min(range(7), key=lambda j: float(L.dist(xh, cw[j], k=k)))
+        assert inside_cells[i] == brute
+    np.testing.assert_allclose(data["codewords_disk"], L.to_poincare(cw, k=k).numpy())
+
+
+def test_voronoi_soft_assignment_hardens_with_temperature():
+    cw = _points(5, seed=2)
+    soft = viz.voronoi_data(cw, temperature=0.05, resolution=31)
+    hard = viz.voronoi_data(cw, temperature=50.0, resolution=31)
+    for d in (soft, hard):
+        ent, mp = d["entropy"][d["inside"]], d["max_prob"][d["inside"]]
+        assert np.all(ent >= -1e-12) and np.all(ent <= math.log(5) + 1e-9)
+        assert np.all(mp >= 1 / 5 - 1e-12) and np.all(mp <= 1 + 1e-12)
+    assert np.nanmean(hard["entropy"]) < np.nanmean(soft["entropy"])
+    np.testing.assert_array_equal(soft["cells"], hard["cells"])  # hard cells ignore T
+
+
+# ---------------------------------------------------------------------- product subspaces
+def test_subspace_disk_data_exact_for_d2_and_inside_for_d_gt_2():
+    km = torch.tensor([0.5, 2.0], dtype=torch.float64)
+    cw2 = L.expmap0(L.lift(torch.randn(2, 6, 2, dtype=torch.float64)), k=km.view(2, 1, 1))
+    d2 = viz.subspace_disk_data(cw2, km)
+    assert d2["exact"]
+    for m in range(2):
+        np.testing.assert_allclose(d2["codewords"][m], L.to_poincare(cw2[m], k=km[m]).numpy())
+    cw5 = L.expmap0(L.lift(5 * torch.randn(2, 6, 5, dtype=torch.float64)), k=km.view(2, 1, 1))
+    d5 = viz.subspace_disk_data(cw5, km)
+    assert not d5["exact"] and d5["codewords"].shape == (2, 6, 2)
+    assert np.all(np.linalg.norm(d5["codewords"], axis=-1) < 1.0)
+    assert np.all((d5["explained"] > 0) & (d5["explained"] <= 1 + 1e-12))
+
+
+# ---------------------------------------------------------------------- matplotlib-only
+def test_dendrogram_vs_labels_exact_and_anchor_linkages():
+    from hihpq_lib.hierarchy import TangentWardHierarchy
+
+    rng = np.random.default_rng(0)
+    feats = np.concatenate([rng.normal(c, 0.3, size=(30, 4)) for c in (0, 3, 6)])
+    lab = np.repeat([0, 1, 2], 30)
+    names, sup = ["cat", "dog", "car"], {"cat": "animal", "dog": "animal", "car": "vehicle"}
+    exact = TangentWardHierarchy((6, 3), method="exact").fit(feats)
+    fig = viz.dendrogram_vs_labels(exact.linkage_, lab, names, sup, p=12)
+    assert isinstance(fig, Figure)
+    _render(fig)
+    scal = TangentWardHierarchy((6, 3), method="scalable", n_anchors=20).fit(feats)
+    fig = viz.dendrogram_vs_labels(scal.linkage_, lab, names, point_of=scal.anchor_labels_)
+    _render(fig)
+    with pytest.raises(ValueError, match="point_of"):
+        viz.dendrogram_vs_labels(scal.linkage_, lab, names)
+
+
+def test_retrieval_grid_frames_hits_green_and_misses_red():
+    rng = np.random.default_rng(0)
+    q = rng.integers(0, 256, size=(2, 6, 6, 3), dtype=np.uint8)
+    r = rng.integers(0, 256, size=(2, 3, 6, 6, 3), dtype=np.uint8)
+    hits = np.array([[True, False, True], [False, False, True]])
+    fig = viz.retrieval_grid(q, r, hits, query_titles=["q0", "q1"])
+    assert isinstance(fig, Figure)
+    axes = fig.axes
+    assert len(axes) == 2 * 4
+    for i in range(2):
+        for j in range(3):
+            edge = axes[i * 4 + j + 1].spines["top"].get_edgecolor()
+            expected = (0.173, 0.627, 0.173) if hits[i, j] else (0.839, 0.153, 0.157)
+            np.testing.assert_allclose(edge[:3], expected, atol=2e-3)
+    _render(fig)
+    grey = viz.retrieval_grid(q[..., 0], r[..., 0], hits)  # (Q, H, W) grey images
+    _render(grey)
+    with pytest.raises(TypeError, match="uint8"):
+        viz.retrieval_grid(q.astype(float), r, hits)
+    with pytest.raises(ValueError, match="hits"):
+        viz.retrieval_grid(q, r, hits[:, :2])
+
+
+def test_curves_check_lengths():
+    with pytest.raises(ValueError, match="one recall"):
+        viz.pr_curve([np.ones(3)] * 2, [np.ones(3)] * 2, ["only one"])
+    with pytest.raises(ValueError, match="differ"):
+        viz.precision_at_k_plot(np.arange(1, 5), np.ones(3), "m")
+
+
+def test_geodesic_segment_lies_on_the_geodesic():
+    a, b = _points(2, k=2.0, seed=3, scale=2.0)
+    seg = viz.geodesic_segment(a, b, k=2.0, samples=30)
+    torch.testing.assert_close(seg[0], a)
+    torch.testing.assert_close(seg[-1], b)
+    via = L.dist(a, seg, k=2.0) + L.dist(seg, b, k=2.0)
+    torch.testing.assert_close(via, L.dist(a, b, k=2.0).expand(30), rtol=1e-7, atol=1e-7)
+
+
+def test_tree_embeddings_rejects_a_cycle():
+    with pytest.raises(ValueError, match="cycle"):
+        viz.tree_embeddings([1, 0], np.zeros((2, 2)), np.zeros((2, 2)), backend="matplotlib")
+
+
+def test_slider_figure_redraws_on_change(capsys):
+    ipywidgets = pytest.importorskip("ipywidgets")
+    t = ipywidgets.FloatSlider(1.0)
+    c = ipywidgets.FloatSlider(2.0)
+    calls = []
+
+    def make(t, c):
+        calls.append((t, c))
+        return f"fig {t} {c}"
+
+    viz.slider_figure(make, t=t, c=c)
+    c.value = 3.0
+    assert calls == [(1.0, 2.0), (1.0, 3.0)]
+    assert "fig 1.0 3.0" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="slider"):
+        viz.slider_figure(make)
+
+
+# ---------------------------------------------------------------------- UMAP
+def test_umap_coords_subsample_and_reducer():
+    feats = np.random.default_rng(0).normal(size=(300, 6))
+    coords, kept = viz.umap_coords(feats, max_points=100, reducer=PCA(2))
+    assert coords.shape == (100, 2) and kept.shape == (100,)
+    assert np.all(np.diff(kept) > 0)
+
+
+@pytest.mark.slow
+def test_embedding_umap_with_umap_learn():
+    """The real UMAP path (about 10 s of one-off numba compilation)."""
+    rng = np.random.default_rng(0)
+    feats = np.concatenate([rng.normal(c, 0.2, size=(40, 5)) for c in (0, 4)])
+    coords, kept = viz.umap_coords(feats, n_neighbors=8)
+    assert coords.shape == (80, 2) and np.all(np.isfinite(coords))
+    # two well-separated blobs stay separated
+    a, b = coords[:40].mean(0), coords[40:].mean(0)
+    assert np.linalg.norm(a - b) > coords[:40].std(0).max()
+    fig = viz.embedding_umap(feats, np.repeat([0, 1], 40), ["a", "b"], n_neighbors=8)
+    assert isinstance(fig, go.Figure)
