@@ -71,7 +71,7 @@ class TrainConfig:
     cluster_anchors: int = 1000
     hierarchy_warmup: int = 3  # epochs before the first clustering
     # optimisation
-    epochs: int = 30
+    epochs: int = 20
     batch_size: int = 128
     optimizer: str = "rsgd"  # "rsgd" (reference) or "radam"
     lr: float = 0.01

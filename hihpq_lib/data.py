@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from hihpq_lib.atomic import atomic_write, atomic_write_text
 from hihpq_lib.runtime import cache_dir, data_dir
 
 __all__ = [
@@ -656,13 +657,7 @@ def _files_key(root: Path, files: list[Path]) -> str:
 
 
 def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(tmp, "wb") as f:
-            np.save(f, array)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, lambda f: np.save(f, array))
 
 
 def _decode_tree(files: list[Path], progress: bool) -> np.ndarray:
@@ -723,9 +718,7 @@ def load_cifar10(
                 images = _decode_tree(files, progress)
                 cdir.mkdir(parents=True, exist_ok=True)
                 _atomic_save_npy(img_file, images)
-                tmp = meta_file.with_name(f".{meta_file.name}.tmp-{os.getpid()}.npz")
-                np.savez(tmp, labels=labels, is_train=is_train)
-                os.replace(tmp, meta_file)
+                atomic_write(meta_file, lambda f: np.savez(f, labels=labels, is_train=is_train))
         else:
             images = _decode_tree(files, progress)
     superclass_of = CIFAR10_SUPERCLASSES if class_names == list(CIFAR10_CLASSES) else None
@@ -1491,10 +1484,7 @@ def save_splits(splits: Splits, path: str | os.PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": "hihpq-splits", "version": 1, "meta": splits.meta}
     payload.update({k: getattr(splits, k).tolist() for k in _SPLIT_NAMES})
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(payload))
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, json.dumps(payload))
 
 
 def load_splits(path: str | os.PathLike) -> Splits:

@@ -27,7 +27,6 @@ import json
 import os
 import pickle
 import re
-import uuid
 import warnings
 import zipfile
 from collections.abc import Callable, Mapping
@@ -39,6 +38,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from .atomic import atomic_write
 from .backbones import OnnxBackbone, weights_fingerprint
 from .runtime import cache_dir
 from .transforms import (
@@ -384,8 +384,8 @@ class FeatureCache:
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "torch": torch.__version__,
         }
-        _atomic_write(path, lambda f: torch.save(value, f))
-        _atomic_write(
+        atomic_write(path, lambda f: torch.save(value, f))
+        atomic_write(
             path.with_suffix(".json"),
             lambda f: f.write(json.dumps(meta, indent=1, sort_keys=True).encode()),
         )
@@ -444,15 +444,3 @@ def _describe(value):
         parts = [_describe(v) for v in value]
         return None if any(p is None for p in parts) else parts
     return None
-
-
-def _atomic_write(path: Path, write: Callable) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -62,13 +62,13 @@ import json
 import math
 import numbers
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from hihpq_lib import lorentz
+from hihpq_lib.atomic import atomic_write_bytes
 
 __all__ = [
     "FORMAT_VERSION",
@@ -148,21 +148,6 @@ def topk_smallest(dist: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tenso
     vals, idx = torch.gather(vals, 1, by_idx), torch.gather(idx, 1, by_idx)
     order = torch.sort(vals, dim=1, stable=True).indices
     return torch.gather(vals, 1, order), torch.gather(idx, 1, order)
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 class PQIndex:
@@ -615,8 +600,8 @@ class PQIndex:
             "tensors_sha256": hashlib.sha256(payload).hexdigest(),
             "metadata": self.metadata,
         }
-        _atomic_write_bytes(folder / _TENSORS_FILE, payload)
-        _atomic_write_bytes(
+        atomic_write_bytes(folder / _TENSORS_FILE, payload)
+        atomic_write_bytes(
             folder / _INDEX_FILE,
             (json.dumps(header, indent=2, sort_keys=True) + "\n").encode(),
         )

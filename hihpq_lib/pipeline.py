@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import resource
 import time
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 
 from . import data as D
+from .atomic import atomic_write_text
 from .backbones import build_backbone
 from .config import TrainConfig
 from .features import FeatureCache, augmentation_bank, extract_features, feature_key
@@ -331,7 +331,5 @@ def run_experiment(
         "stage_seconds": {k: round(v, 2) for k, v in timer.seconds.items()},
         "peak_rss_mb": round(peak_rss_mb(), 1),
     }
-    tmp = out / "results.json.tmp"
-    tmp.write_text(json.dumps(results, indent=2))
-    os.replace(tmp, out / "results.json")
+    atomic_write_text(out / "results.json", json.dumps(results, indent=2))
     return {**results, "model": res["model"], "prepared": prep, "history": res["history"]}

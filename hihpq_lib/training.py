@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +32,7 @@ import geoopt
 import torch
 from tqdm.auto import tqdm
 
+from .atomic import atomic_torch_save, atomic_write_text
 from .config import TrainConfig
 from .hierarchy import TangentWardHierarchy
 from .losses import HiHPQLoss
@@ -211,20 +210,6 @@ class LRSchedule:
         return self.final + 0.5 * (self.base - self.final) * (1 + math.cos(math.pi * min(t, 1.0)))
 
 
-def atomic_torch_save(obj, path: Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def load_checkpoint(path: Path) -> dict:
     """Load a checkpoint written by :func:`train` (``weights_only=True``: tensors and plain data)."""
     path = Path(path)
@@ -276,9 +261,7 @@ def _cluster(cfg: TrainConfig, model: HiHPQModel, train_feats: torch.Tensor, epo
 
 
 def _write_metrics(path: Path, history: list[dict]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(h) + "\n" for h in history))
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(json.dumps(h) + "\n" for h in history))
 
 
 def train(
