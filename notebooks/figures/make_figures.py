@@ -32,7 +32,7 @@ def save(fig, name: str, width_in: float = 4.0) -> Path:
     fig.set_size_inches(width_in, width_in * h / w)
     path = OUT / name
     fig.savefig(path, dpi=80, bbox_inches="tight")
-    matplotlib.pyplot.close(fig)
+    fig.clf()
     print("wrote", path)
     return path
 
