@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 NB_SRC := $(wildcard notebooks/[0-9][0-9]_*.py)
 NB_OUT := build/notebooks
 # The development copy of CIFAR-10 beside the checkout (tests, CI); otherwise torchvision downloads it.
-SHARED_CIFAR10 := $(wildcard ../shared/data/cifar10-jpeg.tar.gz)
+SHARED_CIFAR10 := $(abspath $(wildcard ../shared/data/cifar10-jpeg.tar.gz))
 export HIHPQ_CIFAR10 ?= $(SHARED_CIFAR10)
 
 .PHONY: demo test lint format lab bench notebooks clean-notebooks help
