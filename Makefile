@@ -4,8 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # Not executed by make test, each with its reason in tests/test_notebooks.py (SKIP).
-NB_SKIP := notebooks/04_methods__quantized_contrastive_learning.py notebooks/05_methods__hierarchical_semantics.py \
-  notebooks/06_pipeline__training_and_retrieval.py notebooks/07_pipeline__ablations_and_reproduction.py
+NB_SKIP :=
 NB_SRC := $(filter-out $(NB_SKIP),$(wildcard notebooks/[0-9][0-9]_*.py))
 NB_OUT := build/notebooks
 # The development copy of CIFAR-10 beside the checkout (tests, CI); otherwise torchvision downloads it.
@@ -30,12 +29,12 @@ demo: $(STAMP)
 	$(BIN)/hihpq demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check hihpq_lib tests notebooks benchmarks
-	$(BIN)/ruff format --check hihpq_lib tests notebooks benchmarks
+	$(BIN)/ruff check conftest.py hihpq_lib tests notebooks benchmarks
+	$(BIN)/ruff format --check conftest.py hihpq_lib tests notebooks benchmarks
 
 format: $(STAMP)
-	$(BIN)/ruff check --fix hihpq_lib tests notebooks benchmarks
-	$(BIN)/ruff format hihpq_lib tests notebooks benchmarks
+	$(BIN)/ruff check --fix conftest.py hihpq_lib tests notebooks benchmarks
+	$(BIN)/ruff format conftest.py hihpq_lib tests notebooks benchmarks
 
 # py:percent sources -> executable .ipynb (outputs are never committed)
 notebooks: $(STAMP)

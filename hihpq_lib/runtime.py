@@ -43,9 +43,12 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 def fast_mode() -> bool:
     """Whether fast mode is on (``HIHPQ_FAST`` set to ``1``, ``true`` or ``yes``).
 
-    >>> import os; os.environ["HIHPQ_FAST"] = "1"; fast_mode()
+    >>> from unittest import mock
+    >>> with mock.patch.dict("os.environ", {"HIHPQ_FAST": "1"}):
+    ...     fast_mode()
     True
-    >>> os.environ["HIHPQ_FAST"] = "0"; fast_mode()
+    >>> with mock.patch.dict("os.environ", {"HIHPQ_FAST": "0"}):
+    ...     fast_mode()
     False
     """
     return os.environ.get("HIHPQ_FAST", "0").strip().lower() in {"1", "true", "yes", "on"}

@@ -25,12 +25,7 @@ BUILD = REPO / "build" / "notebooks"
 #: Notebooks that CI does not execute, with the reason (shown in the test report).
 #: Keep it empty; a notebook listed here must also be left out of the Makefile's
 #: ``notebooks`` target.
-SKIP: dict[str, str] = {
-    "04_methods__quantized_contrastive_learning": "failed under nbmake on a clean clone with a cold feature cache (2026-11-28); runs locally; being fixed",
-    "05_methods__hierarchical_semantics": "failed under nbmake on a clean clone with a cold feature cache (2026-11-28); runs locally; being fixed",
-    "06_pipeline__training_and_retrieval": "failed under nbmake on a clean clone with a cold feature cache (2026-11-28); runs locally; being fixed",
-    "07_pipeline__ablations_and_reproduction": "failed under nbmake on a clean clone with a cold feature cache (2026-11-28); runs locally; being fixed",
-}
+SKIP: dict[str, str] = {}
 
 NAME = re.compile(
     r"^(?P<number>\d{2})_(?P<track>[a-z0-9]+)__(?P<title>[a-z0-9]+(?:_[a-z0-9]+)*)\.py$"

@@ -1,0 +1,35 @@
+"""Checks shared by the unit tests (``tests/``) and the doctests (``hihpq_lib/``).
+
+Every test must leave ``os.environ`` as it found it. ``make test`` runs the notebooks in
+the same pytest process after the unit tests, and each notebook kernel inherits this
+process's environment: a test that left ``HIHPQ_FAST=0`` behind once turned the
+notebooks' fast mode off and made them time out in CI.
+"""
+
+import os
+
+import pytest
+
+#: Variables pytest itself changes between the phases of a test.
+_PYTEST_OWN = {"PYTEST_CURRENT_TEST"}
+
+
+@pytest.fixture(autouse=True)
+def _environment_is_restored():
+    before = dict(os.environ)
+    yield
+    after = dict(os.environ)
+    changed = sorted(
+        k for k in (before.keys() | after.keys()) - _PYTEST_OWN if before.get(k) != after.get(k)
+    )
+    if not changed:
+        return
+    for key in changed:
+        if key in before:
+            os.environ[key] = before[key]
+        else:
+            os.environ.pop(key, None)
+    pytest.fail(
+        f"the test changed os.environ and did not restore it: {', '.join(changed)} "
+        "(use monkeypatch.setenv or unittest.mock.patch.dict)"
+    )
