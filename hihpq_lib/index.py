@@ -87,6 +87,10 @@ _METRICS = {
 }
 #: Target number of elements in one (query batch, database) distance buffer.
 _BUFFER_ELEMENTS = 2**25
+#: Default queries per search batch: the lookup runs fastest with (M*K, B) tables in cache.
+_SEARCH_BATCH = 128
+#: Rows at least this long (and ``k <= N / 4``) use the threshold top-k.
+_THRESHOLD_MIN_N = 4096
 
 
 def topk_smallest(dist: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -123,10 +127,17 @@ def topk_smallest(dist: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tenso
     if not (isinstance(k, numbers.Integral) and 1 <= k <= n):
         raise ValueError(f"k must be an int with 1 <= k <= N = {n}, got {k!r}")
     k = int(k)
-    if torch.isnan(dist).any():
-        raise ValueError("dist contains NaN; check the inputs that produced the distances")
     if b == 0:
         return dist[:, :k], torch.zeros((0, k), dtype=torch.long, device=dist.device)
+    _reject_nan(dist)
+    if n >= _THRESHOLD_MIN_N and 4 * k <= n and dist.is_floating_point():
+        return _topk_by_threshold(dist, k)
+    return _topk_exact(dist, k)
+
+
+def _topk_exact(dist: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`topk_smallest` by one :func:`torch.topk` over whole rows (no input checks)."""
+    b, n = dist.shape
     # one extra neighbour tells whether the k-th value is tied with a left-out entry
     kk = min(k + 1, n)
     vals, idx = torch.topk(dist, kk, dim=1, largest=False, sorted=True)
@@ -148,6 +159,74 @@ def topk_smallest(dist: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tenso
     vals, idx = torch.gather(vals, 1, by_idx), torch.gather(idx, 1, by_idx)
     order = torch.sort(vals, dim=1, stable=True).indices
     return torch.gather(vals, 1, order), torch.gather(idx, 1, order)
+
+
+def _reject_nan(dist: torch.Tensor) -> None:
+    # a max reduction propagates NaN and costs a fraction of isnan(dist).any()
+    if dist.is_floating_point() and torch.isnan(dist.amax()):
+        raise ValueError("dist contains NaN; check the inputs that produced the distances")
+
+
+def _topk_by_threshold(
+    dist: torch.Tensor, k: int, *, columns: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`topk_smallest` for ``k`` much smaller than ``N``, without a full-row top-k.
+
+    1. A threshold per row from a strided sample of its columns: the sample's
+       ``ceil(1.3 k / s) + 8``-th smallest value, so that about ``1.3 k`` entries of the
+       row fall at or below it.
+    2. The candidates (every entry ``<=`` the threshold) are gathered row by row in
+       ascending column order and padded with ``+inf``.
+    3. A stable sort of the candidates by value gives the ``(value, index)`` order.
+
+    The result is exact whenever a row has at least ``k`` candidates: the ``k``-th
+    smallest value is then at or below the threshold, so every entry tied with it is a
+    candidate. Rows with fewer candidates (an unlucky sample) go through
+    :func:`_topk_exact`.
+
+    With ``columns=True`` ``dist`` is the transposed problem, ``(N, B)``: the top-k runs
+    down each column (what :class:`PQIndex` computes, saving a ``(B, N)`` transpose).
+    """
+    dist = dist.contiguous()
+    n, b = dist.shape if columns else dist.shape[::-1]
+    step = max(1, min(32, n // (4 * k)))
+    ks = min(-(-n // step), math.ceil(1.3 * k / step) + 8)
+    sample = dist[::step].t() if columns else dist[:, ::step]
+    thr = torch.topk(sample, ks, dim=1, largest=False, sorted=False).values.amax(1)
+    if columns:
+        items, rows = (dist <= thr).nonzero(as_tuple=True)  # item-major
+        order = torch.argsort(rows, stable=True)  # group by query, items still ascending
+        rows, cols = rows[order], items[order]
+        cand = dist.view(-1).index_select(0, cols * b + rows)
+    else:
+        rows, cols = (dist <= thr[:, None]).nonzero(as_tuple=True)  # columns ascend per row
+        cand = dist.view(-1).index_select(0, rows * n + cols)
+    counts = torch.bincount(rows, minlength=b)
+    width = int(counts.max())
+    pos = torch.arange(rows.numel(), device=dist.device) - (torch.cumsum(counts, 0) - counts)[rows]
+    vals = dist.new_full((b, width), math.inf).index_put_((rows, pos), cand)
+    idx = torch.full((b, width), n, dtype=torch.long, device=dist.device)
+    idx.index_put_((rows, pos), cols)
+    # pads (+inf, index n) sit after each row's candidates, so a stable sort keeps them last
+    vals, order = torch.sort(vals, dim=1, stable=True)
+    vals, idx = vals[:, :k], torch.gather(idx, 1, order[:, :k])
+    short = (counts < k).nonzero()[:, 0]
+    if short.numel():
+        lost = dist[:, short].t() if columns else dist[short]
+        v, i = _topk_exact(lost, k)
+        vals, idx = vals.index_put((short,), v), idx.index_put((short,), i)
+    return vals, idx
+
+
+def _topk_smallest_columns(dist: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`topk_smallest` of ``dist.t()`` for a ``(N, B)`` tensor (no argument checks)."""
+    n, b = dist.shape
+    if b == 0:
+        return dist.new_zeros((0, k)), torch.zeros((0, k), dtype=torch.long, device=dist.device)
+    _reject_nan(dist)
+    if n >= _THRESHOLD_MIN_N and 4 * k <= n and dist.is_floating_point():
+        return _topk_by_threshold(dist, k, columns=True)
+    return _topk_exact(dist.t(), k)
 
 
 class PQIndex:
@@ -463,28 +542,37 @@ class PQIndex:
         """Remove all database items (codebooks are kept)."""
         self.codes = self.codes[:0]
 
+    def _flat_codes(self) -> torch.Tensor:
+        """Database codes as rows of the stacked tables: ``codes[n, m] + m * K``, (N, M) int64.
+
+        Cached until :meth:`add` or :meth:`reset` replaces ``self.codes``.
+        """
+        cached = getattr(self, "_flat_cache", None)
+        if cached is None or cached[0] is not self.codes:
+            offsets = torch.arange(self.M, device=self.codes.device) * self.K
+            cached = (self.codes, self.codes.long() + offsets)
+            self._flat_cache = cached
+        return cached[1]
+
     def _lookup(self, tables: torch.Tensor) -> torch.Tensor:
         """Sum of table lookups: (B, M, K) tables -> (B, N) distances to the database.
 
         ``dist[b, n] = sum_m tables[b, m, codes[n, m]]``, accumulated in the order
-        m = 0, 1, ..., M-1 on either path below, so both give identical results.
+        m = 0, 1, ..., M-1. One :func:`torch.nn.functional.embedding_bag` call does every
+        lookup of the batch: the ``(M*K, B)`` stacked, transposed tables are its weight
+        (row ``m*K + c`` holds entry ``c`` of subspace ``m`` for all ``B`` queries), and
+        each database item is a bag of its ``M`` rows. The sum over a bag runs over
+        contiguous ``B``-vectors, so it vectorises across queries.
         """
-        codes = self.codes.long().t().contiguous()  # (M, N)
+        return self._lookup_columns(tables).t().contiguous()
+
+    def _lookup_columns(self, tables: torch.Tensor) -> torch.Tensor:
+        """:meth:`_lookup` transposed: (B, M, K) tables -> (N, B) distances."""
         b, n = tables.shape[0], self.ntotal
-        dist = tables.new_empty((b, n))
-        if n < 2048:  # small database: one batched gather per subspace
-            torch.index_select(tables[:, 0, :], 1, codes[0], out=dist)
-            for m in range(1, self.M):
-                dist += tables[:, m, :].index_select(1, codes[m])
-            return dist
-        # large database: per query, 1-d gathers from a K-entry table that stays in cache
-        # (about 3x faster than the batched gather on CPU)
-        for i in range(b):
-            row, acc = tables[i], dist[i]
-            torch.index_select(row[0], 0, codes[0], out=acc)
-            for m in range(1, self.M):
-                acc += row[m].index_select(0, codes[m])
-        return dist
+        if n == 0 or b == 0:
+            return tables.new_zeros((n, b))
+        weight = tables.reshape(b, self.M * self.K).t().contiguous()
+        return torch.nn.functional.embedding_bag(self._flat_codes(), weight, mode="sum")
 
     def _query_tables(self, query: torch.Tensor, mode: str) -> torch.Tensor:
         if mode == "asymmetric":
@@ -531,8 +619,8 @@ class PQIndex:
             ``1 <= topk <= N``.
         mode : {"asymmetric", "symmetric"}
         batch_size : int, optional
-            Queries per batch; by default chosen so that one ``(batch, N)`` distance
-            buffer holds about ``2**25`` elements.
+            Queries per batch; by default 128, fewer when one ``(batch, N)`` distance
+            buffer would exceed ``2**25`` elements.
 
         Returns
         -------
@@ -549,14 +637,14 @@ class PQIndex:
                 f"topk must be an int with 1 <= topk <= N = {self.ntotal}, got {topk!r}"
             )
         if batch_size is None:
-            batch_size = max(1, min(4096, _BUFFER_ELEMENTS // self.ntotal))
+            batch_size = max(1, min(_SEARCH_BATCH, _BUFFER_ELEMENTS // self.ntotal))
         if not (isinstance(batch_size, numbers.Integral) and batch_size >= 1):
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         topk, batch_size = int(topk), int(batch_size)
         dists, idxs = [], []
         for s in range(0, query_points.shape[0], batch_size):
-            d = self._lookup(self._query_tables(query_points[s : s + batch_size], mode))
-            v, i = topk_smallest(d, topk)
+            d = self._lookup_columns(self._query_tables(query_points[s : s + batch_size], mode))
+            v, i = _topk_smallest_columns(d, topk)
             dists.append(v)
             idxs.append(i)
         if not dists:

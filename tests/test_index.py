@@ -186,6 +186,93 @@ def test_topk_smallest_matches_lexsort():
         topk_smallest(torch.tensor([[0.0, float("nan")]]), 1)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("layout", ["shuffled", "sorted", "reversed"])
+def test_topk_smallest_threshold_path_matches_lexsort(dtype, layout):
+    """Rows of N >= 4096 with k <= N/4 take the sampled-threshold path; it must agree
+    with a full lexsort, also when the sample misleads (sorted rows put every small value
+    in the first columns, reversed rows in the last) and under heavy ties."""
+    rng = np.random.default_rng(1)
+    n = 6000
+    for levels in (2, 40, 10**6):
+        d = rng.integers(0, levels, size=(9, n)).astype(np.float64)
+        if layout == "sorted":
+            d.sort(axis=1)
+        elif layout == "reversed":
+            d = -np.sort(-d, axis=1)
+        d[0, ::7] = np.inf  # infinite distances sort last, by index
+        t = torch.from_numpy(d).to(dtype)
+        ref = np.lexsort((np.broadcast_to(np.arange(n), d.shape), t.double().numpy()), axis=1)
+        for k in (1, 10, 1000, 1500):
+            vals, idx = topk_smallest(t, k)
+            np.testing.assert_array_equal(idx.numpy(), ref[:, :k])
+            assert vals.dtype == dtype
+            np.testing.assert_array_equal(
+                vals.numpy(), np.take_along_axis(t.numpy(), ref[:, :k], 1)
+            )
+
+
+def test_topk_smallest_threshold_path_falls_back_when_the_sample_misleads(monkeypatch):
+    """Small values exactly on the sampled columns make the sampled threshold admit fewer
+    than k entries; those rows must be recomputed exactly (and the result still agree)."""
+    import hihpq_lib.index as index_module
+
+    exact_rows = []
+    real_exact = index_module._topk_exact
+
+    def spy(dist, k):
+        exact_rows.append(dist.shape[0])
+        return real_exact(dist, k)
+
+    monkeypatch.setattr(index_module, "_topk_exact", spy)
+    n, k = 6000, 100  # sampling step min(32, n // (4 k)) = 15
+    d = torch.full((3, n), 5.0, dtype=torch.float64)
+    d[1:, ::15] = torch.arange(0, n, 15, dtype=torch.float64) / n  # only rows 1 and 2 mislead
+    d[:, 7] = 4.0
+    vals, idx = topk_smallest(d, k)
+    assert exact_rows == [2]
+    ref = np.lexsort((np.broadcast_to(np.arange(n), d.shape), d.numpy()), axis=1)
+    np.testing.assert_array_equal(idx.numpy(), ref[:, :k])
+
+
+@pytest.mark.parametrize("geometry", ["lorentz", "euclidean"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_search_on_a_large_database_equals_sorting_all_distances(geometry, dtype):
+    """N >= 4096 takes the sampled-threshold top-k down the columns of the (N, B) lookup
+    output; it must return exactly the first k of a full (distance, index) sort, also in
+    symmetric mode where ties are everywhere."""
+    index, queries = _make(geometry, dtype, n_db=6000)
+    for mode in ("asymmetric", "symmetric"):
+        d = index.distances(queries, mode=mode).double().numpy()
+        ref = np.lexsort((np.broadcast_to(np.arange(d.shape[1]), d.shape), d), axis=1)
+        for k in (1, 10, 1500):
+            for batch_size in (None, 3):
+                vals, idx = index.search(queries, k, mode=mode, batch_size=batch_size)
+                np.testing.assert_array_equal(idx.numpy(), ref[:, :k])
+                np.testing.assert_array_equal(
+                    vals.double().numpy(), np.take_along_axis(d, ref[:, :k], 1)
+                )
+
+
+def test_column_top_k_falls_back_when_the_sample_misleads():
+    from hihpq_lib.index import _topk_smallest_columns
+
+    n, k = 6000, 100
+    d = torch.full((3, n), 5.0, dtype=torch.float64)
+    d[1:, ::15] = torch.arange(0, n, 15, dtype=torch.float64) / n
+    vals, idx = _topk_smallest_columns(d.t().contiguous(), k)
+    ref = np.lexsort((np.broadcast_to(np.arange(n), d.shape), d.numpy()), axis=1)
+    np.testing.assert_array_equal(idx.numpy(), ref[:, :k])
+    np.testing.assert_array_equal(vals.numpy(), np.take_along_axis(d.numpy(), ref[:, :k], 1))
+
+
+def test_topk_smallest_threshold_path_rejects_nan():
+    d = torch.rand(3, 5000)
+    d[2, 4321] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        topk_smallest(d, 10)
+
+
 # ---------------------------------------------------------------------- encoding
 @pytest.mark.parametrize("geometry", ["lorentz", "euclidean"])
 def test_add_points_encodes_by_nearest_codeword(geometry):
