@@ -19,4 +19,15 @@ Modules, in the direction data flows:
 =================  ==========================================================
 """
 
+import warnings as _warnings
+
+with _warnings.catch_warnings():
+    # geoopt compiles three helpers with torch.jit.script when imported; torch >= 2.10
+    # deprecates that with a FutureWarning printed at every start of the CLI, a notebook or
+    # a script. None of those helpers is used here, so the message only confuses readers.
+    _warnings.filterwarnings(
+        "ignore", message="`torch.jit.script` is deprecated", category=FutureWarning
+    )
+    import geoopt as _geoopt  # noqa: F401
+
 __version__ = "0.1.0"

@@ -176,3 +176,31 @@ def test_opq_with_dimension_reduction():
     assert np.mean([i in row for i, row in enumerate(idx)]) > 0.8
     with pytest.raises(ValueError, match="multiple of M=4"):
         FaissOPQ(4, d_out=10)
+
+
+@pytest.mark.parametrize("cls", ["pq", "opq"])
+def test_small_training_sets_train_silently_and_exactly_like_plain_faiss(cls, capfd):
+    # 600 vectors for K = 256 codewords: plain faiss prints "WARNING clustering 600 points to
+    # 256 centroids" once per subspace (and per OPQ iteration); ours must not, and must
+    # train exactly the same codebooks.
+    x = _clustered(5, n=600, d=16)
+    q = x[:40] + 0.01
+    if cls == "pq":
+        ours = FaissPQ(4, nbits=8)
+        plain = faiss.IndexPQ(16, 4, 8)
+    else:
+        ours = FaissOPQ(4, nbits=8, niter=3)
+        opq = faiss.OPQMatrix(16, 4, 16)
+        opq.niter = 3
+        plain = faiss.IndexPreTransform(opq, faiss.IndexPQ(16, 4, 8))
+    capfd.readouterr()
+    ours.fit(x)
+    ours.add(x)
+    assert "WARNING clustering" not in capfd.readouterr().err
+    plain.train(x)
+    plain.add(x)
+    assert "WARNING clustering" in capfd.readouterr().err  # the message we silence
+    d_ours, i_ours = ours.search(q, 10)
+    d_plain, i_plain = plain.search(q, 10)
+    np.testing.assert_array_equal(i_ours, i_plain)
+    np.testing.assert_array_equal(d_ours, d_plain)

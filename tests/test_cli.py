@@ -96,3 +96,17 @@ def test_help_lists_every_command(capsys):
     out = capsys.readouterr().out
     for cmd in ("prepare", "train", "evaluate", "search", "demo"):
         assert cmd in out
+
+
+def test_importing_the_library_prints_no_deprecation_noise():
+    # geoopt's import-time torch.jit.script FutureWarning is silenced at its one source
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-W", "default", "-c", "import hihpq_lib.manifolds, hihpq_lib.cli"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "jit.script" not in out.stderr, out.stderr
