@@ -81,7 +81,9 @@ print(f"fast mode: {runtime.fast_mode()}, tree optimisation steps: {OPT_STEPS}")
 #
 # $$\langle x, y\rangle_{\mathcal L} = -x_0 y_0 + \sum_{i=1}^n x_i y_i .$$
 #
-# Library call: `lorentz.inner(x, y)`. Written from scratch first, then checked:
+# Library call: `lorentz.inner(x, y)`. It works on batches: inputs of shape $(\dots, n+1)$
+# (time coordinate first) give one number per row, shape $(\dots)$. Written from scratch
+# first, then checked:
 
 
 # %%
@@ -113,10 +115,18 @@ torch.testing.assert_close(minkowski_inner(xs, ys), lorentz.inner(xs, ys))
 # `lorentz.project(x, k=k)` (it recomputes $x_0$). The **origin** is the lowest point of
 # the sheet, $o = (\sqrt k, 0, \dots, 0)$: `lorentz.origin(n, k=k)`.
 #
+# **Curvature.** Curvature measures how fast a space bends away from flat: a sphere of
+# radius $r$ has curvature $+1/r^2$ at every point, a plane has 0. The sheet has constant
+# *negative* curvature $-1/k$ (its precise name is *sectional curvature*), so $\sqrt k$
+# plays the part of the sphere's radius. Negative curvature is what makes circles grow
+# exponentially (section 4).
+#
 # **Two names for one knob.** The library follows geoopt and uses $k > 0$; the sectional
 # curvature of $\mathbb H^n_k$ is $-1/k$. The HiHPQ paper (and
 # `manifolds.ProductLorentz.curvature`) uses the curvature *magnitude* $c = 1/k$. Large $c$
-# (small $k$) = strongly curved; $c \to 0$ = almost flat.
+# (small $k$) = strongly curved; $c \to 0$ = almost flat. (Some texts write the curvature
+# itself as $K = -1/k$; in this series upper-case $K$ always means the number of codewords,
+# from notebook 02 on.)
 
 # %%
 k = 2.0
@@ -158,10 +168,13 @@ print("Exercise 1: correct, x0 =", expected)
 #
 # Library call: `lorentz.expmap0(lorentz.lift(v), k=k)`. The vectors you can start walking
 # along from $o$ form the **tangent plane** at $o$: the flat plane touching the sheet at
-# its lowest point, i.e. the vectors with time coordinate 0. `lift` writes $v$ as such a
-# tangent vector, $(0, v)$. The **logarithmic map**
-# `lorentz.logmap0(x, k=k)` is its inverse. (`cosh²θ − sinh²θ = 1` is exactly why the
-# result lands on the sheet.)
+# its lowest point, i.e. the vectors with time coordinate 0 (for any $n$ it is called the
+# **tangent space at the origin**, an ordinary $\mathbb R^n$; notebook 05 clusters in it).
+# `lift` writes $v$ as such a tangent vector, $(0, v)$: shape $(\dots, n) \to
+# (\dots, n+1)$; `expmap0` returns points of shape $(\dots, n+1)$. The **logarithmic map**
+# `lorentz.logmap0(x, k=k)` is its inverse; it returns the tangent vector *with* its zero
+# time coordinate, shape $(\dots, n+1)$, so `[..., 1:]` recovers $v$. (`cosh²θ − sinh²θ = 1`
+# is exactly why the result lands on the sheet.)
 
 
 # %%
@@ -215,7 +228,9 @@ torch.testing.assert_close(p_scratch, lorentz.to_poincare(x, k=k))
 # %% [markdown]
 # Below, 3 groups of points around three directions and one geodesic from the origin
 # (red), drawn on the sheet (left, with the projection lines down to the disk) and on the
-# Poincaré disk (right). Drag the 3-D view to look from below.
+# Poincaré disk (right). Drag the 3-D view to look from below. What to look at: the
+# farther up the bowl a point sits (the larger its distance from $o$), the closer to the
+# rim it lands on the disk; the geodesic from the origin is a straight radius of the disk.
 
 # %%
 directions = torch.tensor([[1.0, 0.0], [-0.5, 0.87], [-0.5, -0.87]])
@@ -238,7 +253,9 @@ viz.hyperboloid_and_disk(points, 1.0, labels=group, curves=[geodesic], backend="
 #
 # $$d_k(x, y) = \sqrt k\,\operatorname{arcosh}\!\left(-\frac{\langle x, y\rangle_{\mathcal L}}{k}\right).$$
 #
-# Library call: `lorentz.dist(x, y, k=k)` (all pairs: `lorentz.pairwise_dist`). The library
+# Library call: `lorentz.dist(x, y, k=k)`, one distance per row, shape $(\dots)$; all
+# pairs: `lorentz.pairwise_dist(x, y, k=k)`, shape $(B, N)$ for inputs of shapes
+# $(B, n+1)$ and $(N, n+1)$. ($\operatorname{arcosh}$ is the inverse of $\cosh$.) The library
 # evaluates an equivalent form that stays accurate for nearby points, where `arcosh` near 1
 # loses digits; for points at a reasonable distance both agree:
 
@@ -250,8 +267,8 @@ torch.testing.assert_close(d_scratch, lorentz.dist(a, b, k=2.0), rtol=1e-7, atol
 
 # %% [markdown]
 # A point at distance $d$ from the origin sits at Euclidean radius
-# $\|p\| = \tanh\!\big(d / 2\sqrt k\big)$ in the unit disk: equal steps of hyperbolic
-# distance take smaller and smaller steps on the picture. The same Euclidean step of
+# $\|p\| = \tanh\!\big(d / 2\sqrt k\big)$ in the unit disk (below, $k = 1$): equal steps of
+# hyperbolic distance take smaller and smaller steps on the picture. The same Euclidean step of
 # 0.01 on the picture costs ~35 times more hyperbolic distance near the rim than at the
 # centre:
 
@@ -285,8 +302,10 @@ viz.geodesic_grid(1.0, backend="matplotlib")
 # ### Exercise 2 — circles grow exponentially
 # In the plane a circle of radius $r$ has circumference $2\pi r$. Measure the circumference
 # of the hyperbolic circle of radius $r = 3$ ($k = 1$): place 2,000 points
-# $\exp_o(3\,(\cos t, \sin t))$ around it and add up `lorentz.dist` between consecutive
-# points (close the loop). Store the total as a float in `answer`.
+# $\exp_o(3\,(\cos t, \sin t))$ around it, for 2,000 evenly spaced angles $t$ in
+# $[0, 2\pi)$ (`lorentz.expmap0(lorentz.lift(...))`), and add up `lorentz.dist` between
+# consecutive points (close the loop: include the last-to-first step). Store the total as
+# a float in `answer`.
 
 # %%
 answer = None  # your code: a float
@@ -318,7 +337,7 @@ print(
 # - every point keeps its distance $\|v\|$ from the origin, but moves toward the rim of
 #   the disk (radius $\tanh(\|v\|\sqrt c / 2)$);
 # - distances *between* the groups grow with $c$: more curvature, more room. HiHPQ learns
-#   one $c$ per subspace (notebook 02).
+#   one $c$ per subspace, i.e. per block of the feature vector (notebook 02).
 #
 # The 3-D view is fixed to the same part of the sheet for every $c$; points that move
 # beyond it are still drawn on the disk. (In a live notebook the figure is redrawn when you
@@ -410,7 +429,8 @@ def distortion(d_emb, d_tree):
 # children evenly on a circle of radius $\tau$ around it, leaving the slot that points back
 # to its parent free. In the plane "around a node" is a translation; in the Poincaré disk
 # it is a **Möbius transformation** $m_a(z) = \frac{z - a}{1 - \bar a z}$ (disk points
-# written as complex numbers $z = p_1 + i p_2$), a hyperbolic **isometry** (a map that
+# written as complex numbers $z = p_1 + i p_2$, and $\bar a$ the complex conjugate of $a$),
+# a hyperbolic **isometry** (a map that
 # keeps all distances) that moves the point $a$ to the centre. A child at hyperbolic
 # distance $\tau$ from the centre sits at disk radius $\tanh(\tau/2)$ ($k = 1$).
 
@@ -575,9 +595,11 @@ print(f"Exercise 3: correct. tau=4 gives {expected:.3f} < {construction['hyperbo
 
 # %% [markdown]
 # Farther from the origin, space grows faster, so longer edges give each subtree more room
-# and the distortion drops toward 0 (Sarkar's construction reaches any distortion
-# $1 + \varepsilon$). In the plane no scale helps: the distortion of the Euclidean
-# construction does not depend on $\tau$ at all.
+# and the distortion drops toward 0 (Sarkar proves that long enough edges bring it as
+# close to perfect as you like; his paper measures distortion as a worst-case ratio, where
+# 1 is perfect, hence "distortion $1 + \varepsilon$"; our mean measure then goes to 0).
+# In the plane no scale helps: the distortion of the Euclidean construction does not
+# depend on $\tau$ at all.
 #
 # ## Summary
 # - Hyperbolic points live on the sheet $\langle x, x\rangle_{\mathcal L} = -k$

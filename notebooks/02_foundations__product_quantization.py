@@ -97,7 +97,8 @@ print(f"database {X_db.shape}, queries {X_q.shape}, float32: {X_db.itemsize * D}
 # Split every vector into $M$ sub-vectors of $D/M$ consecutive numbers,
 # $x = [x^{(1)}, \dots, x^{(M)}]$; the block of coordinates that $x^{(m)}$ occupies is
 # called **subspace** $m$. For each subspace $m$ learn a **codebook** of $K$
-# codewords $c_{m,1}, \dots, c_{m,K}$ by k-means on the database's sub-vectors. A vector
+# **codewords** $c_{m,1}, \dots, c_{m,K}$ (the $K$ centres that k-means finds among the
+# database's sub-vectors of subspace $m$, each a vector of length $D/M$). A vector
 # is stored as the index of the nearest codeword in each subspace, its **code**:
 #
 # $$\mathrm{code}_m(x) = \arg\min_{j} \|x^{(m)} - c_{m,j}\|^2, \qquad
@@ -185,8 +186,11 @@ print(f"faiss stores {faiss_pq.index_.code_size} bytes per image ({faiss_pq.code
 #
 # The table $T_q$ has only $M \times K$ entries (computed once per query, $K \cdot D$
 # multiply-adds); each database item then costs $M$ lookups and additions instead of $D$
-# multiply-adds. Library call: `PQIndex.distances(query_points)` (and `PQIndex.search` for
-# the top-$k$). First a naive loop, exactly as the formula reads:
+# multiply-adds. Library call: `PQIndex.distances(query_points)`: queries split as
+# $(Q, M, D/M)$ in, a $(Q, N)$ array of distances to the $N$ database items out. For the
+# top-$k$, `PQIndex.search(query_points, k)` returns a pair `(distances, indices)`, each
+# $(Q, k)$, nearest first (like faiss's `search`; below we keep `[1]`, the indices).
+# First a naive loop, exactly as the formula reads:
 
 
 # %%
@@ -238,8 +242,15 @@ print("naive loop = vectorised = ||q - x_hat||^2 = PQIndex.distances")
 # Rank the database for each query by (a) exact search on the float vectors (squared L2,
 # and cosine through `baselines.FloatBaseline`), (b) our PQ with ADC through
 # `PQIndex.search`, (c) faiss PQ, and score the rankings with mAP@100
-# (`metrics.map_at_k`) and precision@k (`metrics.precision_at_k_curve`). mAP@K averages,
-# over queries, the precision at each rank where a hit occurs within the top $K$.
+# (`metrics.map_at_k`) and precision@k (`metrics.precision_at_k_curve`). Every ranking is a
+# $(Q, 100)$ array of database rows, nearest first (`metrics.rank_database(d, 100)` sorts a
+# $(Q, N)$ distance array; the `search` methods return `(distances, indices)`).
+#
+# **precision@k** is the fraction of hits among a query's first $k$ results. **mAP@K**
+# (mean average precision): for one query, take the precision@$i$ at every rank
+# $i \le K$ that is a hit and average them (0 if the top $K$ holds no hit); then average
+# over the queries. It is 1 when all hits come first; notebook 06 writes it out in
+# full. (This $K = 100$ is a ranking cut-off, unrelated to the $K = 16$ codewords.)
 
 # %%
 exact = baselines.FloatBaseline().fit(X_db)  # cosine on L2-normalised floats
@@ -259,6 +270,11 @@ for name, top in rankings.items():
     p_at_k[name] = metrics.precision_at_k_curve(y_q, y_db, top, ks)[1]
     print(f"{name:30s} mAP@{TOPK} = {metrics.map_at_k(y_q, y_db, top):.3f}")
 assert metrics.map_at_k(y_q, y_db, rankings[f"PQ from scratch ({bits} bits)"]) > 0.7
+
+# %% [markdown]
+# Precision@k for $k = 1, \dots, 100$, averaged over the queries, one curve per method:
+# the higher the better. Look at how far the PQ curves sit below the exact-search ones:
+# that gap is the price of storing 32 bits instead of 64 floats.
 
 # %%
 viz.precision_at_k_plot(ks, list(p_at_k.values()), list(p_at_k.keys()))
@@ -347,16 +363,18 @@ print("Exercise 2: correct, matches PQIndex.distances(..., mode='symmetric')")
 #
 # HiHPQ keeps the product structure but replaces each Euclidean subspace
 # $\mathbb R^{d}$ ($d = D/M$) by a hyperboloid $\mathbb H^{d}_{k_m}$ (notebook 01), **each
-# with its own learnable curvature** $c_m = 1/k_m$:
+# with its own learnable curvature** $c_m = 1/k_m$ (one index: a curvature; a codeword
+# always has two, $c_{m,j}$):
 #
 # $$\mathcal P = \mathbb H^{d}_{k_1} \times \dots \times \mathbb H^{d}_{k_M}, \qquad
 #   d_{\mathcal P}(x, y) = \sum_{m=1}^{M} d_{k_m}(x_m, y_m).$$
 #
-# Library: `manifolds.ProductLorentz(M, d, curvature=...)`. Its `.curvature` is the
+# Library: `manifolds.ProductLorentz(M, dim=d, curvature=...)`. Its `.curvature` is the
 # learnable parameter $c$ (shape $(M,)$, kept in $[0.01, 10]$ as in the paper's code) and
 # `.k` $= 1/c$ is what the `lorentz` functions take. `.embed` maps features of shape
 # $(B, M, d)$ onto the product with $\exp_o$ per subspace (after clipping the tangent
-# norm to `clip_r`, as the paper does); a point of $\mathcal P$ has shape $(B, M, d+1)$.
+# norm to at most `clip_r`, 1.5 by default, as the paper does); a point of $\mathcal P$
+# has shape $(B, M, d+1)$.
 
 # %%
 space = manifolds.ProductLorentz(
@@ -409,9 +427,12 @@ space.zero_grad()
 # The quantizer HiHPQ trains lives on this product: one codebook of $K$ codewords per
 # subspace, each on its own hyperboloid (`quantizer.ProductQuantizer`, notebook 03). Here
 # its codewords start at random database images (`init_from_features`), drawn with the
-# database (coloured by digit) on one Poincaré disk per subspace. The subspaces are
-# 8-dimensional, so each panel is a 2-D PCA view of the Poincaré ball
-# (`viz.subspace_codewords_disks` says so in the titles): good for a look, not for
+# database (coloured by digit) on one Poincaré disk per subspace. Unlike `space.embed`,
+# the quantizer's `hpq.embed` (like all `ProductQuantizer` methods) takes flat features
+# $(N, M d)$ and splits them into $(N, M, d)$ itself. The subspaces are
+# 8-dimensional, so each panel is a 2-D PCA view of the Poincaré ball (the ball's
+# coordinates projected onto the two directions along which the points spread most;
+# `viz.subspace_codewords_disks` says so in the titles): good for a look, not for
 # measuring distances.
 
 # %%

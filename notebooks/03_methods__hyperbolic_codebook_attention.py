@@ -83,6 +83,19 @@ print(f"fast mode: {runtime.fast_mode()}, points: {N_POINTS}")
 # and 2 halfway to the origin, so that the pictures are easy to read. `clip_r=None`
 # switches off the paper's clipping of feature norms (notebook 02) so that the points are
 # exactly where we put them.
+#
+# Calling the quantizer on flat features of shape $(B, M d)$, `out = pq(feats)`, returns a
+# `QuantizerOutput` with every intermediate result: `out.points` $(B, M, d+1)$, the
+# features on the sheet; `out.sqdist` $(B, M, K)$, their squared distances to the
+# codewords (section 2); `out.assign` $(B, M, K)$, the attention weights (section 2);
+# `out.soft` $(B, M, d+1)$, the soft quantizations (section 3); `out.codes` $(B, M)$, the
+# hard codes (section 4). Here $M = 1$, so we take `[:, 0]` throughout.
+#
+# **Notation.** $c_j$ (with an index) is codeword $j$; a plain $c$ is still the curvature
+# $c = 1/k$ of notebook 01.
+#
+# The figure below shows only the data on the Poincaré disk: 3 groups of 2 coloured clumps
+# (the 6 subgroups); the codewords appear in section 4.
 
 # %%
 group = torch.randint(0, 3, (N_POINTS,), generator=generator)
@@ -125,14 +138,20 @@ viz.poincare_disk(
 #
 # $$d^2_{\mathcal L}(x, c_j) = \|x - c_j\|^2_{\mathcal L} = -2k - 2\langle x, c_j\rangle_{\mathcal L}$$
 #
-# (library: `lorentz.pairwise_sqdist`; it is `out.sqdist`), and turns the scores into
-# attention weights with a softmax at temperature $T$:
+# (library: `lorentz.pairwise_sqdist(x, c, k=k)`, shape $(B, K)$ for $B$ points and $K$
+# codewords; it is `out.sqdist`). Here $\|u\|^2_{\mathcal L} = \langle u, u\rangle_{\mathcal L}$,
+# the Minkowski "squared norm" of notebook 01; the second equality uses
+# $\langle x, x\rangle_{\mathcal L} = \langle c_j, c_j\rangle_{\mathcal L} = -k$. It is 0
+# for $x = c_j$ and grows with the geodesic distance, but it is not itself a geodesic
+# distance (see below). The scores become attention weights with a softmax at
+# temperature $T$:
 #
 # $$p_j(x) = \frac{\exp\left(-T\, d^2_{\mathcal L}(x, c_j)\right)}{\sum_{l=1}^{K} \exp\left(-T\, d^2_{\mathcal L}(x, c_l)\right)}$$
 #
 # (library: `ProductQuantizer(space, K, temperature=T)`; the weights are `out.assign`, shape
 # $(B, M, K)$). **Careful:** here $T$ *multiplies* the distances, as in the paper's code
-# (`softmax_temp`): a **larger $T$ makes the assignment harder** (closer to one-hot), the
+# (`softmax_temp`): a **larger $T$ makes the assignment harder** (closer to one-hot: all
+# the weight on the nearest codeword), the
 # opposite of the usual "divide by the temperature" convention. From scratch:
 
 # %%
@@ -161,7 +180,8 @@ assert torch.equal(d_geo.argmin(1), out.sqdist[:, 0].argmin(1))
 # ### Exercise 1 — attention at another temperature
 # Compute the attention weights $p_j$ of the **first** point, `points[0]`, over the 8
 # `codewords` at temperature $T = 5$ (a tensor of shape `(8,)` summing to 1). Use
-# `lorentz.pairwise_sqdist` or the formula; store it in `answer`.
+# `lorentz.pairwise_sqdist` (it wants a batch: `points[:1]` gives a $(1, 8)$ result) or
+# the formula; store it in `answer`.
 
 # %%
 answer = None  # your code: a tensor of shape (8,)
@@ -184,8 +204,9 @@ print("Exercise 1: correct:", expected.numpy().round(3), "(sharper than at T = 1
 # ## 3. The Lorentz centroid: averaging on the hyperboloid
 #
 # The soft quantization of $x$ is the "average" of the codewords weighted by $p(x)$. A
-# plain weighted sum $a = \sum_j p_j c_j$ leaves the sheet (it lies *inside* it), so it is
-# rescaled back onto the sheet along the ray from the origin of $\mathbb R^{3}$:
+# plain weighted sum $a = \sum_j p_j c_j$ leaves the sheet (it lies *inside* the bowl,
+# $\langle a, a\rangle_{\mathcal L} \le -k$), so it is rescaled back onto the sheet along the
+# ray from the origin $(0, 0, 0)$ of $\mathbb R^{3}$ (not the hyperbolic origin $o$):
 #
 # $$\mu = \sqrt k\, \frac{a}{\sqrt{\left|\langle a, a\rangle_{\mathcal L}\right|}},
 #   \qquad a = \sum_{j} p_j\, c_j .$$
@@ -246,8 +267,15 @@ viz.poincare_disk(
 )
 
 # %% [markdown]
+# In the figure each of the 12 points is joined by a geodesic to its soft quantization
+# and to its codeword. Where the soft quantization sits away from the codeword, the
+# attention at $T = 1$ is shared between several codewords and the output is a blend;
+# where the two coincide, one codeword took almost all the weight.
+#
 # ## 5. The cells of a hyperbolic codebook (sliders)
 #
+# The set of points whose nearest codeword is $c_j$ is the **cell** (Voronoi cell) of
+# $c_j$; the hard code of a point says which cell it is in.
 # Colour every point of the disk by its nearest codeword (hard cell, black boundaries)
 # and by the **entropy** of its soft assignment, $-\sum_j p_j \log p_j$: 0 where the
 # assignment is certain, up to $\log K$ where it is uniform. `viz.codebook_voronoi`
@@ -450,7 +478,8 @@ print(
 #   and do not depend on $T$.
 # - As $T$ grows, the soft quantization error tends to the hard one.
 #
-# Next: the losses that train features, codewords and curvatures together.
+# Next: **04 · Quantized contrastive learning**, the loss that trains features, codewords
+# and curvatures together.
 #
 # ## Further reading
 # - Qiu et al., *HiHPQ: Hierarchical Hyperbolic Product Quantization for Unsupervised

@@ -101,10 +101,21 @@ print(f"fast mode: {runtime.fast_mode()}, quick subset: {QUICK}, epochs: {EPOCHS
 # The configuration is the demo's CPU profile (`demo.demo_config`): CIFAR-10 protocol II
 # (5,000 training images, 10,000 test queries, a 50,000-image database), 32-bit codes
 # ($M = 4$ subspaces of dimension $d = 16$, $K = 256$ codewords each), the frozen
-# EfficientNet-Lite0 backbone at 128 px. `tutorial.tutorial_config` shortens it to
-# `EPOCHS` epochs and, here, switches the two hierarchy losses of notebook 05 off
-# (`proto_weight=0, instance_weight=0`). `prepare` loads the images, the splits and the
-# cached features.
+# EfficientNet-Lite0 backbone at 128 px.
+#
+# A few words used from here on. **Protocol II** is one of the paper's two ways of
+# splitting CIFAR-10's 60,000 images (1,000 queries per class, the other 5,000 per class
+# are the database, and 500 database images per class train; notebook 06 has the
+# details). The **backbone** is a pretrained image network (EfficientNet-Lite0, trained
+# on ImageNet) that turns an image into a feature vector of $F$ numbers; **frozen** means
+# its weights never change, so its features are computed once and cached. The model we
+# train sits on top: a small **projection head** (a 2-layer network, applied by
+# `model.project`) maps the $F$ backbone numbers to the $M d$ numbers that the quantizer
+# of notebooks 02–03 maps onto the product of hyperboloids.
+#
+# `tutorial.tutorial_config` shortens the CPU profile to `EPOCHS` epochs and, here,
+# switches the two hierarchy losses of notebook 05 off (`proto_weight=0,
+# instance_weight=0`). `prepare` loads the images, the splits and the cached features.
 #
 # Model selection uses **validation** queries drawn from the database, never the test
 # queries. The quick subset keeps only one validation query per class, too few to
@@ -136,10 +147,14 @@ print(f"proto_weight = {cfg.proto_weight}, instance_weight = {cfg.instance_weigh
 #
 # Training on a CPU cannot afford to push fresh views through the backbone at every step,
 # so `prepare` did it once: the **augmentation bank** `prep.bank` holds the backbone
-# features of `cfg.n_views` views of every training image, shape $(N, V, F)$ in float16.
+# features of `cfg.n_views` views of every training image, shape $(N, V, F)$ in float16
+# ($N$ training images, $V$ views, $F$ backbone features).
 # View $v$ of training image $i$ is `augment_batch` with the seed
 # `derive_seed(cfg.seed, v)` and index $i$, so we can redraw exactly the views the bank
-# holds. For display we skip the backbone's colour normalisation (`mean=0, std=1`):
+# holds. For display we skip the backbone's colour normalisation (`mean=0, std=1`). In the
+# grid each row is one image: the original, then its views 0 and 1; they differ in crop,
+# zoom, flip and colour, yet show the same object, and that sameness is what the loss
+# will ask the codes to capture:
 
 # %%
 train_labels = np.asarray(prep.dataset.labels)[prep.splits.train]
@@ -175,15 +190,16 @@ tutorial.views_grid(
 # ## 2. The quantized contrastive loss
 #
 # Take a batch of $B$ images and two views of each. The model maps every view to a point
-# of the product of hyperboloids $\mathcal M = \mathbb H^{d}_{k_1} \times \dots \times
-# \mathbb H^{d}_{k_M}$ and soft-quantizes it (notebook 03): that gives $2B$ points
+# of the product of hyperboloids $\mathcal P = \mathbb H^{d}_{k_1} \times \dots \times
+# \mathbb H^{d}_{k_M}$ (notebook 02) and soft-quantizes it (notebook 03): that gives $2B$ points
 # $z_1, \dots, z_{2B}$, where $z_i$ and $z_{i+B}$ come from the same image. The
 # **positive** of $z_i$, written $z_{i^+}$, is the other view of its image. Distances add
 # up over the subspaces, each with its own curvature:
 #
 # $$D(a, b) = \sum_{m=1}^{M} d_{k_m}(a_m, b_m), \qquad s(a, b) = -\frac{D(a, b)}{\tau}$$
 #
-# (library: `losses.product_distance(space, a, b)`, all pairs). The similarity $s$ is a
+# (library: `losses.product_distance(space, a, b)`, all pairs: $(B, M, d+1)$ and
+# $(N, M, d+1)$ points give a $(B, N)$ matrix). The similarity $s$ is a
 # negative distance divided by the temperature $\tau = 0.2$: here, as in SimCLR, a
 # *smaller* $\tau$ is sharper (the opposite of the codebook softmax temperature $T$ of
 # notebook 03, which multiplies). The loss is the cross-entropy of finding the positive
@@ -194,9 +210,11 @@ tutorial.views_grid(
 #   \log\frac{\exp s(z_i, z_{i^+})}{\sum_{j \ne i} \exp s(z_i, z_j)} .$$
 #
 # Library call: `losses.quantized_contrastive_loss(z1, z2, space, tau=cfg.tau)`, with
-# `z1`, `z2` the $(B, M, d+1)$ soft quantizations of the two views. Before training, on
-# a tiny batch of $B = 4$ images, with the model exactly as training will start it
-# (`tutorial.initial_model`):
+# `z1`, `z2` the $(B, M, d+1)$ soft quantizations of the two views; it returns a scalar.
+# Before training, on a tiny batch of $B = 4$ images, with the model exactly as training
+# will start it (`tutorial.initial_model`). Calling the model on backbone features
+# $(B, F)$ runs the head and then the quantizer, and returns notebook 03's
+# `QuantizerOutput`; `.soft` is its soft quantization:
 
 # %%
 start = tutorial.initial_model(cfg, train_data)
@@ -268,9 +286,13 @@ print(f"Exercise 1: correct. A collapsed batch costs log(2B - 1) = {collapsed:.4
 #
 # ## 3. A short training run: load the checkpoint, else train
 #
-# `training.train(cfg, data, run, resume=True)` trains with Riemannian SGD (geoopt; the
-# codebooks, the projection head and the curvatures all learn), a linear warm-up and a
-# cosine decay of the learning rate; after every epoch it computes mAP@1000 on the
+# `training.train(cfg, data, run, resume=True)` trains with Riemannian SGD (geoopt's
+# `RiemannianSGD`: SGD with momentum whose steps keep parameters that live on a manifold
+# on it; here every parameter, codebooks included since they are stored as tangent
+# vectors, is an ordinary tensor, so it acts as plain SGD). The codebooks, the projection
+# head and the curvatures all learn, with a linear warm-up and a cosine decay of the
+# learning rate. After every epoch it computes mAP@1000 (notebook 02's mAP@K with a
+# cut-off of `cfg.topk` = 1000 results) on the
 # **validation** queries (drawn from the database; never the test queries) and writes
 # `checkpoint.pt`, `best.pt` (the best validation epoch) and `metrics.jsonl` to `run`.
 # With `resume=True` a finished checkpoint is simply loaded, so re-running this cell costs
@@ -409,7 +431,8 @@ viz.line_plot(rank, usage_curves, usage_names, backend="matplotlib", **usage_arg
 #
 # ### Exercise 2 — initialise the codewords from data
 # Take a copy of the untrained model (`import copy; net = copy.deepcopy(start)`),
-# initialise its codebooks from the training images with
+# initialise its codebooks from the training images (`train_data.train`, the $(N, F)$
+# backbone features of the un-augmented training images) with
 # `net.quantizer.init_from_features(net.project(train_data.train), generator)` (use
 # `torch.Generator().manual_seed(0)`; call it inside `torch.no_grad()`), and count the
 # dead codewords of each subspace on the database (`usage_table` or

@@ -157,7 +157,9 @@ print("tangent features:", V.shape, " superclasses:", super_names)
 
 # %% [markdown]
 # **Ward's method** starts with every image as its own cluster and repeatedly merges the
-# two clusters $A, B$ whose merge increases the within-cluster sum of squares the least:
+# two clusters $A, B$ whose merge increases the **within-cluster sum of squares** (the sum,
+# over all clusters, of the squared distances from each member to its cluster's mean) the
+# least; that increase is
 #
 # $$\Delta(A, B) = \frac{|A|\,|B|}{|A| + |B|}\ \big\|\bar v_A - \bar v_B\big\|^2 ,$$
 #
@@ -208,13 +210,20 @@ viz.dendrogram_vs_labels(
 # %% [markdown]
 # ## 3. How well does the pseudo hierarchy match the real one?
 #
-# Two standard scores compare a clustering $U$ with the true labels $V$:
+# Two standard scores compare a clustering $U$ with the true labels $Y$ (both are
+# partitions of the images):
 # - the **adjusted Rand index**: the Rand index RI is the fraction of pairs of images on
-#   which $U$ and $V$ agree (together in both, or apart in both); ARI corrects it for
+#   which $U$ and $Y$ agree (together in both, or apart in both); ARI corrects it for
 #   chance, $\mathrm{ARI} = \frac{\mathrm{RI} - \mathbb E[\mathrm{RI}]}{\max\mathrm{RI} -
-#   \mathbb E[\mathrm{RI}]}$: 0 for a random clustering, 1 for identical partitions;
+#   \mathbb E[\mathrm{RI}]}$, with $\mathbb E[\mathrm{RI}]$ the RI expected from a random
+#   clustering with the same cluster sizes: 0 for a random clustering, 1 for identical
+#   partitions;
 # - the **normalised mutual information**
-#   $\mathrm{NMI} = \frac{I(U; V)}{\frac12\,(H(U) + H(V))}$, in $[0, 1]$.
+#   $\mathrm{NMI} = \frac{I(U; Y)}{\frac12\,(H(U) + H(Y))}$, in $[0, 1]$. Here
+#   $H(U) = -\sum_u p_u \log p_u$ is the entropy of the cluster sizes ($p_u$ the fraction
+#   of images in cluster $u$; notebook 04's entropy) and $I(U; Y) = H(Y) - H(Y \mid U)$
+#   the mutual information: how much knowing an image's cluster reduces the uncertainty
+#   about its label (0 if it tells nothing, $H(Y)$ if it tells everything).
 #
 # Library call: `metrics.hierarchy_agreement(levels, y, y_super)` (scikit-learn's
 # `adjusted_rand_score` and `normalized_mutual_info_score`). Both punish a clustering
@@ -299,7 +308,8 @@ print(f"Exercise 1: correct. The top split of the tree vs. vehicles/animals: ARI
 # (`method="scalable"`) first summarises the data with k-means into `n_anchors` centres,
 # runs Ward on the centres weighted by their sizes (`hierarchy.weighted_ward_linkage`,
 # the same merge cost with $|A|$ counting images), and gives every image its centre's
-# labels: memory $O(N F + P^2)$ for $P$ anchors. `method="auto"` (the default, used by
+# labels: memory $O(N \cdot M d + P^2)$ for $P$ anchors ($M d$ numbers per tangent
+# feature). `method="auto"` (the default, used by
 # training) picks exact up to 20,000 images.
 
 # %%
@@ -359,7 +369,8 @@ print(f"Exercise 2: correct. {expected:.2f} GB, on top of everything else in mem
 # %% [markdown]
 # ## 5. The prototype-wise loss
 #
-# At level $l$ of the hierarchy, image $i$ belongs to cluster $y^l_i$. The cluster
+# At level $l$ of the hierarchy, image $i$ belongs to cluster $y^l_i$ (here the index
+# $c$ numbers clusters, $c = 1, \dots, C_l$: not a curvature). The cluster
 # centroids $\bar v^l_c$ live in the tangent space; mapped onto the product of
 # hyperboloids with the same map as the features (clipped $\exp_o$ in every subspace),
 # they become **prototypes** $\mu^l_c$. The loss is a cross-entropy: find your own
@@ -587,7 +598,8 @@ for name, m in best.items():
 #
 # ### Exercise 3 — retrieval at the superclass level
 # Does a hierarchy help most where it is coarse? Using the rankings in `ranked` (one
-# `(Q, K)` tensor per model, validation queries against the validation database), compute
+# `(Q, 1000)` tensor of database rows per model, nearest first, `cfg_cl.topk` = 1000;
+# validation queries against the validation database), compute
 # each model's validation mAP when a retrieved image counts as a hit if it has the **same
 # superclass** (vehicle / animal) as the query. Relabel with `metrics.superclass_labels`
 # (`names`, `data.CIFAR10_SUPERCLASSES`) and score with `metrics.map_at_k`. Store a dict

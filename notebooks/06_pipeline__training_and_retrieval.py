@@ -95,7 +95,7 @@ cfg = demo.demo_config(
 )
 UMAP_POINTS = runtime.pick(5000, 1000)  # database images on the UMAP map
 PR_QUERIES = runtime.pick(1000, 600)  # queries that rank the whole database (PR curve)
-K = cfg.topk  # mAP@1000
+TOPK = cfg.topk  # the mAP@1000 cut-off (not cfg.K, the 256 codewords per codebook)
 RUN = tutorial.run_folder("06_training", cfg)  # runs/tutorial/06_training-<digest>
 print(f"fast mode: {runtime.fast_mode()}; {cfg.epochs} epochs, batches of {cfg.batch_size}")
 print(f"CIFAR-10 protocol {cfg.protocol}, {cfg.bits} bits = M {cfg.M} codebooks of K {cfg.K}")
@@ -147,6 +147,12 @@ print("classes:", ", ".join(class_names))
 # The progress bars show each epoch's batches; one line per epoch gives the training
 # loss and the validation mAP. In full mode this cell takes several minutes the first
 # time.
+#
+# `run_experiment` returns a dict: `res["model"]` (the final epoch's model),
+# `res["history"]` (one dict per epoch), `res["val_selected_epoch"]`, `res["epochs"]`
+# and the two test scores `res["map@1000_val_selected"]` and `res["map@1000_final"]`.
+# `training.load_model(RUN, "best")` rebuilds the validation-selected model from
+# `best.pt` and returns a pair `(model, config)`; we keep the model.
 
 # %%
 already_trained = (RUN / "checkpoint.pt").is_file()
@@ -206,17 +212,21 @@ viz.line_plot(
 # AP rewards hits that come early: it averages the precision *at the ranks where hits
 # occur*. The denominator counts the hits within the top $K$ (the convention of the
 # product-quantization literature and of HiHPQ's code). Library call:
-# `metrics.map_at_k(query_labels, db_labels, topk_indices)`.
+# `metrics.map_at_k(query_labels, db_labels, topk_indices)`, with `topk_indices` the
+# $(Q, K)$ database rows of each query, nearest first; it returns a float. **In this
+# section $K$ = 1000 is the ranking cut-off** (`TOPK` in the code); from section 4 on, $K$
+# is again the number of codewords per codebook (256).
 #
 # First the ranking: `best_model.build_index(database.feats)` encodes the database into
-# codes and `index.search(best_model.points(query.feats), K)` returns the top-$K$
-# database rows of every query (section 4 explains the distance). Then mAP from
-# scratch, a plain loop over five queries:
+# codes and `index.search(best_model.points(query.feats), TOPK)` returns a pair
+# `(distances, indices)`, each $(Q, 1000)$: the top-1000 database rows of every query
+# (section 4 explains the distance). Then mAP from scratch, a plain loop over five
+# queries:
 
 # %%
 index = best_model.build_index(database.feats)  # PQIndex with the database codes
 q_points = best_model.points(query.feats)  # (Q, M, d+1): queries stay unquantized
-_, top = index.search(q_points, K)  # (Q, K) database rows, nearest first
+_, top = index.search(q_points, TOPK)  # (Q, 1000) database rows, nearest first
 
 
 def ap_at_k(query_label, ranked_labels):
@@ -247,17 +257,17 @@ print(f"from scratch {np.mean(ap_scratch):.6f} = metrics.map_at_k {map_lib:.6f}"
 # %%
 exact = FloatBaseline().fit(database.feats.numpy())
 exact.add(database.feats.numpy())
-_, top_float = exact.search(query.feats.numpy(), K)
+_, top_float = exact.search(query.feats.numpy(), TOPK)
 top_float = torch.as_tensor(top_float)
 map_selected = metrics.map_at_k(query.labels, database.labels, top)
-assert abs(map_selected - res[f"map@{K}_val_selected"]) < 1e-9  # what run_experiment reported
+assert abs(map_selected - res[f"map@{TOPK}_val_selected"]) < 1e-9  # run_experiment's number
 rows = [
     {
         "method": "HiHPQ (validation-selected epoch)",
         "bits": cfg.bits,
         "mAP@1000": map_selected,
     },
-    {"method": "HiHPQ (final epoch)", "bits": cfg.bits, "mAP@1000": res[f"map@{K}_final"]},
+    {"method": "HiHPQ (final epoch)", "bits": cfg.bits, "mAP@1000": res[f"map@{TOPK}_final"]},
     {
         "method": "float features (cosine, exact)",
         "bits": 32 * database.feats.shape[1],
@@ -289,8 +299,13 @@ print(metrics.format_table(rows))
 #
 # so one $M \times K$ table $T_q$ of geodesic distances per query turns every database
 # item into $M$ lookups. Library calls: `PQIndex.distances(query_points)` (all
-# distances) and `PQIndex.search(query_points, k)` (the top $k$). Check one query by
-# hand with `lorentz.dist` on the decoded codewords:
+# distances, $(Q, M, d+1)$ queries → $(Q, N)$) and `PQIndex.search(query_points, k)`
+# (the top $k$). Here $c_{m,j}$ is codeword $j$ of subspace $m$ (two indices; the
+# curvature $c_m = 1/k_m$ has one). Two differences from notebook 02: the table holds
+# geodesic distances $d_{k_m}$, not squared Euclidean ones, and the codes were chosen with
+# the squared Lorentzian distance of notebook 03; both rank the codewords of a subspace in
+# the same order, so the code is still the nearest codeword. Check one query by hand with
+# `lorentz.dist` on the decoded codewords:
 
 # %%
 codes = index.codes  # (N, M) uint8: M bytes per database image
@@ -336,7 +351,7 @@ viz.pr_curve(
 )
 
 # %%
-k_axis = np.arange(1, K + 1)
+k_axis = np.arange(1, TOPK + 1)
 p_at_k = {
     "HiHPQ (selected)": metrics.precision_at_k_curve(query.labels, database.labels, top, k_axis)[1],
     "float features (exact)": metrics.precision_at_k_curve(
@@ -455,9 +470,13 @@ viz.subspace_codewords_disks(
 )
 
 # %% [markdown]
-# Points that sit far from the centre are "specific" (near the leaves of a hierarchy);
-# points near the centre are generic. The learnt curvatures (`k` in the titles, $k =
-# 1/c$) differ between subspaces: each subspace chose how curved it wants to be.
+# The usual reading of hyperbolic embeddings: points far from the centre are "specific"
+# (near the leaves of a hierarchy), points near the centre generic. Keep in mind that
+# every feature's tangent norm is clipped to `clip_r` = 1.5, so no point lies farther than
+# 1.5 from the origin, i.e. beyond disk radius $\tanh(1.5\sqrt{c_m}/2)$ (notebook 01), and
+# the PCA view only shrinks norms: a point drawn near the centre may lie farther out in
+# its 16 dimensions. The learnt curvatures (`k` in the titles, $k = 1/c$) differ between
+# subspaces: each subspace chose how curved it wants to be.
 #
 # ## 9. Memory, and a save/load round trip
 #
@@ -541,7 +560,8 @@ print(f"ADC mAP@1000 of these {SDC_QUERIES} queries: {adc_map:.4f}")
 # %% [markdown]
 # ### Exercise 3 — symmetric distance (SDC)
 # Compute the mAP@1000 of the same queries with the symmetric distance: search
-# `q_points[sdc_rows]` in `index` with `mode="symmetric"`, then score with
+# `q_points[sdc_rows]` in `index` for the top `TOPK` (= 1000) with `mode="symmetric"`,
+# then score with
 # `metrics.map_at_k` and `query.labels[sdc_rows]`. Store it (a float) in `answer`. Is it
 # higher or lower than `adc_map`?
 
@@ -550,13 +570,13 @@ answer = None  # your code: a float
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
 if answer is None:
-    _, top_sym = index.search(q_points[sdc_rows], K, mode="symmetric")
+    _, top_sym = index.search(q_points[sdc_rows], TOPK, mode="symmetric")
     answer = metrics.map_at_k(query.labels[sdc_rows], database.labels, top_sym)
 
 # %% tags=["check"]
 assert answer is not None, "set answer to the symmetric mAP@1000 (a float)"
 sdc_split = training.FeatureSplit(query.feats[sdc_rows], query.labels[sdc_rows])
-expected = training.evaluate_map(best_model, sdc_split, database, K, symmetric=True)
+expected = training.evaluate_map(best_model, sdc_split, database, TOPK, symmetric=True)
 assert np.isfinite(answer) and abs(float(answer) - expected) < 1e-9, (
     f"got {answer}, expected {expected:.4f}: search q_points[sdc_rows] with mode='symmetric', "
     "then map_at_k with query.labels[sdc_rows]"

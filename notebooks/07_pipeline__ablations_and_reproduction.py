@@ -110,6 +110,12 @@ for key, overrides in reporting.ABLATIONS.items():
 # view pairs, clustering), keeps the validation-selected epoch, and scores it on the
 # test queries. Each run goes to its own folder, `runs/tutorial/07_ablation_<method>_seed<s>-<digest>`
 # (`tutorial.run_folder`); a finished run is loaded instead of retrained.
+#
+# It returns a list with one dict per (method, seed): `method`, `seed`, `map` (test
+# mAP@1000 of the validation-selected epoch), `map_final` (last epoch), `ap` (the
+# per-query APs, used in section 3), `val_selected_epoch`, `seconds`.
+# `reporting.ablation_table(runs)` summarises them per method: number of seeds, mean
+# mAP, **std** (sample standard deviation over seeds), min and max.
 
 # %%
 prep = pipeline.prepare(base, progress=False)
@@ -430,7 +436,7 @@ print(metrics.format_table(reporting.paper_comparison_rows(results), floatfmt=".
 #    database images: its numbers only show that the pipeline runs.
 #
 # For scale: the full CPU profile (notebook 06 in full mode, protocol II, 32 bits, one
-# seed) reached a test mAP@1000 of about 0.54 (validation-selected epoch) when this
+# seed) reached a test mAP@1000 of 0.533 (validation-selected epoch) when this
 # notebook was written, against 0.652 for the official code on a GPU and 0.641 for
 # MeCoQ.
 #
@@ -485,8 +491,8 @@ print(f"Exercise 3: correct: {answer[0]} at {answer[1]} px, {answer[2]} epochs, 
 
 # %% [markdown]
 # Compare with the CPU profile (`configs/cpu/cpu_cifar10_i_64bits.yaml`, which keeps
-# the defaults of `TrainConfig`): `efficientnet_lite0` at 128 px, frozen, 20 epochs on
-# a feature bank.
+# `TrainConfig`'s default backbone and resolution): `efficientnet_lite0` at 128 px,
+# frozen, 20 epochs on a feature bank (4 views per image).
 #
 # ## Summary
 # - An ablation switches one component off through config overrides
