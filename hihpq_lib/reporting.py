@@ -414,6 +414,71 @@ def load_benchmark_results(
     return res, p
 
 
+def load_benchmark_suite(folder: str | Path | None = None) -> tuple[dict | None, list[Path]]:
+    """All protocols of the benchmark in one results dict: the best file for each protocol.
+
+    ``make bench`` writes one folder per protocol (``protocol_i/``, ``protocol_ii/``);
+    this reads every ``results.json`` in ``folder`` (default ``benchmarks/results``) and
+    its subfolders, ranks them as :func:`load_benchmark_results` does (complete, then
+    full over ``--quick``, then top level, then newest) and, for each protocol, keeps
+    the rows, deltas and ADC rows of the best file that has that protocol.
+
+    Returns
+    -------
+    (merged results, the files read) or (None, []) when no file exists. The merged
+    dict has the keys of one results file; ``meta`` holds ``sources`` (one entry per
+    protocol: path, start time, argv, quick) and ``quick`` (True if any source was).
+    """
+    root = Path(folder) if folder is not None else REPO_ROOT / "benchmarks" / "results"
+    ranked = []
+    for p in [root / "results.json", *sorted(root.glob("*/results.json"))]:
+        if not p.is_file():
+            continue
+        try:
+            res = json.loads(p.read_text())
+        except json.JSONDecodeError:  # a file being written: skip it
+            continue
+        meta = res.get("meta", {})
+        rank = (
+            not res.get("complete", False),
+            bool(meta.get("quick", False)),
+            p.parent != root,
+            -p.stat().st_mtime,
+            str(p),
+        )
+        ranked.append((rank, p, res))
+    ranked.sort(key=lambda t: t[0])
+    chosen: dict[str, tuple[Path, dict]] = {}
+    for _, p, res in ranked:
+        for protocol in sorted({r["protocol"] for r in res.get("rows", [])}):
+            chosen.setdefault(protocol, (p, res))
+    if not chosen:
+        return None, []
+    merged: dict[str, Any] = {"rows": [], "deltas": [], "adc": [], "protocols": {}}
+    sources = []
+    for protocol in sorted(chosen, key=lambda q: (len(q), q)):  # I before II
+        p, res = chosen[protocol]
+        for key in ("rows", "deltas", "adc"):
+            merged[key] += [r for r in res.get(key, []) if r.get("protocol") == protocol]
+        if protocol in res.get("protocols", {}):
+            merged["protocols"][protocol] = res["protocols"][protocol]
+        meta = res.get("meta", {})
+        sources.append(
+            {
+                "protocol": protocol,
+                "path": str(p),
+                "started": meta.get("started"),
+                "argv": meta.get("argv", []),
+                "quick": bool(meta.get("quick", False)),
+                "complete": bool(res.get("complete", False)),
+            }
+        )
+    merged["meta"] = {"sources": sources, "quick": any(s["quick"] for s in sources)}
+    merged["complete"] = all(s["complete"] for s in sources)
+    paths = list(dict.fromkeys(chosen[q][0] for q in chosen))
+    return merged, paths
+
+
 def benchmark_rows(results: Mapping, *, protocol: str | None = None, bits: int | None = None):
     """The benchmark's main table as plain rows (for ``metrics.format_table``).
 

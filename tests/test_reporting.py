@@ -279,3 +279,62 @@ def test_load_benchmark_results(tmp_path):
         assert len(reporting.benchmark_rows(res)) == len(res["rows"])
         assert isinstance(reporting.ablation_effects(res), list)
         assert len(reporting.paper_comparison_rows(res)) == len(reporting.PAPER_HIHPQ_MAP)
+
+
+def test_load_benchmark_suite_merges_the_best_file_per_protocol(tmp_path):
+    import json
+
+    assert reporting.load_benchmark_suite(tmp_path) == (None, [])
+    value = {"quick": 0.1, "ii": 0.2, "i": 0.3, "partial": 0.4, "": 0.0}
+
+    def write(rel, protocols, *, complete=True, quick=False, tag=""):
+        f = tmp_path / rel
+        f.parent.mkdir(parents=True, exist_ok=True)
+        res = {
+            "rows": [
+                {"protocol": p, "bits": 32, "method": "hihpq", "label": "HiHPQ", "map": value[tag]}
+                for p in protocols
+            ],
+            "deltas": [{"protocol": p, "bits": 32, "method": "faiss_opq"} for p in protocols],
+            "adc": [{"protocol": p, "bits": 32} for p in protocols],
+            "protocols": {p: {"n_train": tag} for p in protocols},
+            "complete": complete,
+            "meta": {"quick": quick, "started": tag, "argv": [tag]},
+        }
+        f.write_text(json.dumps(res))
+        return f
+
+    quick = write("quick/results.json", ["II"], quick=True, tag="quick")
+    res, paths = reporting.load_benchmark_suite(tmp_path)
+    assert paths == [quick] and res["meta"]["quick"] and res["complete"]
+    ii = write("protocol_ii/results.json", ["II"], tag="ii")
+    i = write("protocol_i/results.json", ["I"], tag="i")
+    write("broken/results.json", ["I"]).write_text("{not json")  # skipped
+    write("partial/results.json", ["I", "II"], complete=False, tag="partial")
+    res, paths = reporting.load_benchmark_suite(tmp_path)
+    assert set(paths) == {i, ii}
+    assert [(r["protocol"], r["map"]) for r in res["rows"]] == [("I", 0.3), ("II", 0.2)]
+    assert [d["protocol"] for d in res["deltas"]] == ["I", "II"]
+    assert [a["protocol"] for a in res["adc"]] == ["I", "II"]
+    assert res["protocols"] == {"I": {"n_train": "i"}, "II": {"n_train": "ii"}}
+    assert [s["started"] for s in res["meta"]["sources"]] == ["i", "ii"]
+    assert res["complete"] and not res["meta"]["quick"]
+    # the merged dict feeds the notebook's table functions like one file does
+    assert len(reporting.benchmark_rows(res)) == 2
+    ours = {
+        (r["protocol"], r["bits"]): r["ours: HiHPQ"] for r in reporting.paper_comparison_rows(res)
+    }
+    assert ours[("I", 32)] == 0.3 and ours[("II", 32)] == 0.2 and ours[("I", 16)] == "—"
+    # a protocol only an interrupted run has is still shown, marked incomplete
+    i.unlink()
+    res, paths = reporting.load_benchmark_suite(tmp_path)
+    assert [r["map"] for r in res["rows"]] == [0.4, 0.2] and not res["complete"]
+
+
+def test_the_repositorys_benchmark_suite_has_both_protocols_if_committed():
+    res, paths = reporting.load_benchmark_suite()
+    if res is None:
+        pytest.skip("no benchmark results committed")
+    protocols = {r["protocol"] for r in res["rows"]}
+    assert protocols <= {"I", "II"} and len(paths) >= 1
+    assert isinstance(reporting.ablation_effects(res), list)
