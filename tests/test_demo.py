@@ -45,3 +45,20 @@ def test_quick_demo_end_to_end(tmp_path, monkeypatch):
 
     index = PQIndex.load(tmp_path / "index")
     assert index.ntotal == res["n_database"]
+
+
+def test_demo_config_full_quick_and_user_overrides():
+    from hihpq_lib.config import TrainConfig
+    from hihpq_lib.demo import DEMO_OVERRIDES, QUICK_OVERRIDES, demo_config
+
+    profile = TrainConfig()
+    full, quick = demo_config(), demo_config(quick=True)
+    assert full == profile.with_overrides(["name=demo", *DEMO_OVERRIDES])
+    assert full.resolution == 160 != profile.resolution
+    # the quick subset keeps the profile's resolution (CI and fast-mode notebooks share
+    # its cached features)
+    assert quick == profile.with_overrides(["name=demo", *QUICK_OVERRIDES])
+    assert quick.resolution == profile.resolution and quick.epochs < full.epochs
+    # the user's --set comes last and wins
+    assert demo_config(overrides=["resolution=128"]).resolution == 128
+    assert demo_config(data="/x/cifar").data == "/x/cifar"
