@@ -57,6 +57,9 @@
 #   (`HIHPQ_FAST=1`: the quick subset of 300 training images, 20 epochs of 2 steps);
 #   measured with the kernel start on 2 CPU cores while the machine was shared (load
 #   average 5–7), so expect less on a quiet laptop.
+# - Measured again after the last edits (2026-11-28, an idle 2-core machine, features
+#   cached, kernel start included): full mode 40 s (training its run at 160 px); fast
+#   mode 30 s (its run already saved).
 
 # %% [markdown]
 # ## Setup
@@ -101,7 +104,8 @@ print(f"fast mode: {runtime.fast_mode()}, quick subset: {QUICK}, epochs: {EPOCHS
 # The configuration is the demo's CPU profile (`demo.demo_config`): CIFAR-10 protocol II
 # (5,000 training images, 10,000 test queries, a 50,000-image database), 32-bit codes
 # ($M = 4$ subspaces of dimension $d = 16$, $K = 256$ codewords each), the frozen
-# EfficientNet-Lite0 backbone at 128 px.
+# EfficientNet-Lite0 backbone at `cfg.resolution` px (160 in full mode, as in `make demo`;
+# 128 in fast mode's quick subset).
 #
 # A few words used from here on. **Protocol II** is one of the paper's two ways of
 # splitting CIFAR-10's 60,000 images (1,000 queries per class, the other 5,000 per class
@@ -139,7 +143,8 @@ print(f"M = {cfg.M} subspaces of d = {cfg.sub_dim}, K = {cfg.K}, tau = {cfg.tau}
 print(f"proto_weight = {cfg.proto_weight}, instance_weight = {cfg.instance_weight}")
 
 # %% [markdown]
-# A **view** is the image after a random crop (50–100% of its area, resized to 128 px),
+# A **view** is the image after a random crop (50–100% of its area, resized to the
+# backbone's input size, `cfg.resolution` px),
 # a horizontal flip (half the time), colour jitter (70%), grey scale (20%) and a blur
 # (50%): the recipe of the reference implementation, `transforms.augment_batch`. A good
 # representation should not care about any of these, so the two views of one image make a
@@ -177,7 +182,7 @@ tutorial.views_grid(
     views,
     row_titles=[names[c] for c in train_labels[show]],
     view_titles=["bank view 0", "bank view 1"],
-    title="CIFAR-10 images (32 px) and two augmented views (128 px)",
+    title=f"CIFAR-10 images (32 px) and two augmented views ({cfg.resolution} px)",
 )
 
 # %% [markdown]

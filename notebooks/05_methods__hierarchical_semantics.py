@@ -58,6 +58,9 @@
 #   training images, 20 epochs of 2 steps, 40 / 20 / 10 clusters): 35 s. Measured with
 #   the kernel start on 2 CPU cores while the machine was shared (load average 5–7), so
 #   expect less on a quiet laptop.
+# - Measured again after the last edits (2026-11-28, an idle 2-core machine, features
+#   cached, kernel start included): full mode 65 s (after 04, training its own run);
+#   fast mode 14 s (runs already saved).
 
 # %% [markdown]
 # ## Setup
@@ -681,8 +684,8 @@ print(f"{len(query.feats)} test queries against {len(database.feats)} database i
 print(metrics.format_table(test_rows, floatfmt=".4f"))
 
 # %% [markdown]
-# In our runs: full mode 0.527 (contrastive) and 0.542 (+ hierarchy) on the 10,000 test
-# queries, fast mode 0.337 and 0.337 on 600. The full-mode gap is larger on the test
+# In our runs: full mode (160-px features) 0.542 (contrastive) and 0.571 (+ hierarchy) on
+# the 10,000 test queries, fast mode 0.337 and 0.337 on 600. The full-mode gap is larger on the test
 # queries than on validation and points the same way, but it is still one seed of one
 # short run: it agrees with the validation reading ("maybe a small gain"), it does not
 # upgrade it.

@@ -45,9 +45,10 @@
 #   quick subset (notebook 06 in fast mode, `hihpq demo --quick` or
 #   `python -m benchmarks.run_all --quick` computes them; otherwise the first run
 #   extracts them, a few minutes).
-# - The benchmark results `benchmarks/results/results.json` (full run, `make bench`) or
-#   `benchmarks/results/quick/results.json` (`--quick`); both are committed. Without
-#   either the notebook still runs and shows the live ablation only.
+# - The benchmark results: `benchmarks/results/protocol_ii/results.json` and
+#   `benchmarks/results/protocol_i/results.json` (`make bench`, committed), or
+#   `benchmarks/results/quick/results.json` (`python -m benchmarks.run_all --quick`).
+#   Without any of them the notebook still runs and shows the live ablation only.
 #
 # ## How long it takes on a laptop CPU
 # - Reading and doing the exercises: about 45 minutes.
@@ -57,6 +58,9 @@
 #   quick subset) about 45 s; **full mode** (3 methods × 5 seeds) about 70 s. Trained
 #   runs are saved under `runs/tutorial/07_ablation_*` (fast and full mode share seeds
 #   0–2), so a second run only evaluates: about 20 s fast, 30 s full.
+# - Measured again after the last edits (2026-11-28, an idle 2-core machine, features
+#   cached, kernel start included): full mode 18 s (the 5 seeds already saved); fast
+#   mode 15 s (seeds already saved).
 
 # %% [markdown]
 # ## Setup
@@ -67,6 +71,8 @@
 
 # %%
 # %matplotlib inline
+from pathlib import Path
+
 import numpy as np
 
 from hihpq_lib import config, demo, metrics, pipeline, reporting, runtime, tutorial, viz
@@ -329,28 +335,28 @@ print(f"Exercise 2: correct, {n} seeds for std {noise_std:.4f}")
 # ## 4. The benchmark table, read as a lesson
 #
 # `benchmarks/run_all.py` trains every method on the same frozen features and writes
-# `benchmarks/results/results.json` (`make bench`; hours on a CPU); `--out DIR` and
-# `--quick` write to subfolders of `benchmarks/results/`. `reporting.load_benchmark_results`
-# picks the best file there (a complete run over an interrupted one, full over quick)
-# and the cell prints which one it read. **mAP** is the test mAP@1000 of the
+# one `results.json` per protocol (`make bench` writes `benchmarks/results/protocol_ii/`
+# and `protocol_i/`; about two hours on a CPU; `--quick` writes `quick/`).
+# `reporting.load_benchmark_suite` takes, for each protocol, the best file there (a
+# complete run over an interrupted one, full over quick) and merges them into one table;
+# the cell prints which files it read. **mAP** is the test mAP@1000 of the
 # validation-selected epoch; `± std` is over seeds where several ran; `HiHPQ − this` is
 # HiHPQ's mAP minus the row's.
 
 # %%
-results, results_path = reporting.load_benchmark_results()
+results, results_paths = reporting.load_benchmark_suite()
 if results is None:
     print("no benchmark results found: run `make bench` (or `python -m benchmarks.run_all")
     print("--quick`); the rest of this section then shows empty tables")
     results = {"rows": [], "deltas": [], "meta": {}}
 else:
-    meta = results.get("meta", {})
-    mode = "quick subset" if meta.get("quick") else "full protocol"
-    print(
-        f"read {results_path.relative_to(runtime.REPO_ROOT)}: {mode}, started {meta.get('started')}"
-    )
-    print(f"options: {' '.join(meta.get('argv', []))}")
-    if not results.get("complete"):
-        print("NOTE: this run is incomplete (interrupted or still running): some rows are missing")
+    for src in results["meta"]["sources"]:
+        mode = "quick subset" if src["quick"] else "full protocol"
+        path = Path(src["path"]).relative_to(runtime.REPO_ROOT)
+        print(f"protocol {src['protocol']}: read {path} ({mode}, started {src['started']})")
+        print(f"  options: {' '.join(src['argv'])}")
+        if not src["complete"]:
+            print("  NOTE: this run is incomplete (interrupted or still running): rows are missing")
 print(metrics.format_table(reporting.benchmark_rows(results), floatfmt=".4f"))
 
 # %% [markdown]
@@ -419,8 +425,8 @@ print(metrics.format_table(reporting.paper_comparison_rows(results), floatfmt=".
 #
 # 1. **Backbone and resolution.** The paper fine-tunes the last layers of an
 #    ImageNet VGG-16 on 224-px images (CIFAR's 32-px images upscaled), trained
-#    together with the quantizer. We use a **frozen** EfficientNet-Lite0 at 128 px
-#    (the only trainable part is a small head), because a CPU cannot push 50 epochs of
+#    together with the quantizer. We use a **frozen** EfficientNet-Lite0 at 128 px in
+#    the benchmark and 160 px in `make demo` (the only trainable part is a small head), because a CPU cannot push 50 epochs of
 #    fresh augmentations through a CNN. Frozen features cap what any quantizer can
 #    reach: the float-feature row is that cap (exact search, 40,960 bits).
 # 2. **Augmentation budget.** The paper draws two fresh augmentations of every image
@@ -435,10 +441,10 @@ print(metrics.format_table(reporting.paper_comparison_rows(results), floatfmt=".
 # 5. **Subset.** The quick file uses 300 training images (not 5,000) and 3,000
 #    database images: its numbers only show that the pipeline runs.
 #
-# For scale: the full CPU profile (notebook 06 in full mode, protocol II, 32 bits, one
-# seed) reached a test mAP@1000 of 0.533 (validation-selected epoch) when this
-# notebook was written, against 0.652 for the official code on a GPU and 0.641 for
-# MeCoQ.
+# For scale: the demo's setting (notebook 06 in full mode: protocol II, 32 bits, 160 px,
+# one seed) reached a test mAP@1000 of 0.594 (validation-selected epoch) when this
+# notebook was last run, and the benchmark's 128-px profile 0.557 ± 0.004 (3 seeds),
+# against 0.652 for the official code on a GPU and 0.641 for MeCoQ.
 #
 # ## 6. Reproducing the paper on a GPU
 #

@@ -148,7 +148,7 @@ def test_total_loss_decreases_on_toy_hierarchy(geometry):
             parts["loss"].backward()
             opt.step()
             space.project_parameters_()
-        return float(parts["loss"])
+        return parts["loss"].detach().item()
 
     first = np.mean([step_loss(False) for _ in range(5)])
     for _ in range(200):
