@@ -374,6 +374,34 @@ def seeds_needed(delta: float, std: float, *, z: float = 2.0) -> int:
 
 
 # ----------------------------------------------------------------------------- benchmark
+def _ranked_result_files(folder: str | Path | None) -> list[tuple[dict, Path]]:
+    """Every readable ``results.json`` in ``folder`` and its subfolders, best first.
+
+    Best: complete over interrupted runs, full over ``--quick`` runs, the top-level file
+    over subfolders, then the newest (ties by path). A file that does not parse (being
+    written) is skipped.
+    """
+    root = Path(folder) if folder is not None else REPO_ROOT / "benchmarks" / "results"
+    ranked = []
+    for p in [root / "results.json", *sorted(root.glob("*/results.json"))]:
+        if not p.is_file():
+            continue
+        try:
+            res = json.loads(p.read_text())
+        except json.JSONDecodeError:  # a file being written: skip it
+            continue
+        rank = (
+            not res.get("complete", False),
+            bool(res.get("meta", {}).get("quick", False)),
+            p.parent != root,
+            -p.stat().st_mtime,
+            str(p),
+        )
+        ranked.append((rank, res, p))
+    ranked.sort(key=lambda t: t[0])
+    return [(res, p) for _, res, p in ranked]
+
+
 def load_benchmark_results(
     path: str | Path | None = None, *, folder: str | Path | None = None
 ) -> tuple[dict | None, Path | None]:
@@ -391,27 +419,8 @@ def load_benchmark_results(
     if path is not None:
         p = Path(path)
         return (json.loads(p.read_text()), p) if p.is_file() else (None, None)
-    root = Path(folder) if folder is not None else REPO_ROOT / "benchmarks" / "results"
-    found = []
-    for p in [root / "results.json", *sorted(root.glob("*/results.json"))]:
-        if not p.is_file():
-            continue
-        try:
-            res = json.loads(p.read_text())
-        except json.JSONDecodeError:  # a file being written: skip it
-            continue
-        meta = res.get("meta", {})
-        rank = (
-            not res.get("complete", False),
-            bool(meta.get("quick", False)),
-            p.parent != root,
-            -p.stat().st_mtime,
-        )
-        found.append((rank, str(p), res, p))
-    if not found:
-        return None, None
-    _, _, res, p = min(found)
-    return res, p
+    ranked = _ranked_result_files(folder)
+    return ranked[0] if ranked else (None, None)
 
 
 def load_benchmark_suite(folder: str | Path | None = None) -> tuple[dict | None, list[Path]]:
@@ -429,27 +438,8 @@ def load_benchmark_suite(folder: str | Path | None = None) -> tuple[dict | None,
     dict has the keys of one results file; ``meta`` holds ``sources`` (one entry per
     protocol: path, start time, argv, quick) and ``quick`` (True if any source was).
     """
-    root = Path(folder) if folder is not None else REPO_ROOT / "benchmarks" / "results"
-    ranked = []
-    for p in [root / "results.json", *sorted(root.glob("*/results.json"))]:
-        if not p.is_file():
-            continue
-        try:
-            res = json.loads(p.read_text())
-        except json.JSONDecodeError:  # a file being written: skip it
-            continue
-        meta = res.get("meta", {})
-        rank = (
-            not res.get("complete", False),
-            bool(meta.get("quick", False)),
-            p.parent != root,
-            -p.stat().st_mtime,
-            str(p),
-        )
-        ranked.append((rank, p, res))
-    ranked.sort(key=lambda t: t[0])
     chosen: dict[str, tuple[Path, dict]] = {}
-    for _, p, res in ranked:
+    for res, p in _ranked_result_files(folder):
         for protocol in sorted({r["protocol"] for r in res.get("rows", [])}):
             chosen.setdefault(protocol, (p, res))
     if not chosen:
