@@ -57,7 +57,7 @@ def test_large_temperature_approaches_nearest_codeword(geometry):
         pq = make_pq(geometry, T=T)
         out = pq(feats)
         nearest = pq.decode(out.codes)
-        errors.append(float(pq.space.dist(out.soft, nearest).max()))
+        errors.append(pq.space.dist(out.soft, nearest).detach().max().item())
     assert errors[-1] < 1e-3
     assert errors == sorted(errors, reverse=True)
 
