@@ -424,49 +424,110 @@ def load_benchmark_results(
 
 
 def load_benchmark_suite(folder: str | Path | None = None) -> tuple[dict | None, list[Path]]:
-    """All protocols of the benchmark in one results dict: the best file for each protocol.
+    """All protocols and methods of the benchmark in one results dict.
 
     ``make bench`` writes one folder per protocol (``protocol_i/``, ``protocol_ii/``);
-    this reads every ``results.json`` in ``folder`` (default ``benchmarks/results``) and
-    its subfolders, ranks them as :func:`load_benchmark_results` does (complete, then
-    full over ``--quick``, then top level, then newest) and, for each protocol, keeps
-    the rows, deltas and ADC rows of the best file that has that protocol.
+    extra methods can be run into folders of their own. This reads every
+    ``results.json`` in ``folder`` (default ``benchmarks/results``) and its subfolders,
+    ranks them as :func:`load_benchmark_results` does (complete, then full over
+    ``--quick``, then top level, then newest), and for each protocol:
+
+    * the best file with that protocol and HiHPQ rows (else the best file with that
+      protocol) is its **primary**: its rows, deltas, ADC rows and protocol summary are
+      kept whole;
+    * lower-ranked files of the same kind (quick or full) add the rows of
+      (bits, method) cells the primary lacks. Their ``HiHPQ − this`` is the difference
+      to the primary's HiHPQ row, unpaired (``paired: False``, ``n = 1``), since the two
+      ran in different processes.
 
     Returns
     -------
     (merged results, the files read) or (None, []) when no file exists. The merged
     dict has the keys of one results file; ``meta`` holds ``sources`` (one entry per
-    protocol: path, start time, argv, quick) and ``quick`` (True if any source was).
+    protocol and file: path, start time, argv, quick, complete, methods) and ``quick``
+    (True if any source was).
     """
-    chosen: dict[str, tuple[Path, dict]] = {}
-    for res, p in _ranked_result_files(folder):
-        for protocol in sorted({r["protocol"] for r in res.get("rows", [])}):
-            chosen.setdefault(protocol, (p, res))
-    if not chosen:
+    ranked = _ranked_result_files(folder)
+    protocols = sorted(
+        {r["protocol"] for res, _ in ranked for r in res.get("rows", [])},
+        key=lambda q: (len(q), q),  # I before II
+    )
+    if not protocols:
         return None, []
     merged: dict[str, Any] = {"rows": [], "deltas": [], "adc": [], "protocols": {}}
-    sources = []
-    for protocol in sorted(chosen, key=lambda q: (len(q), q)):  # I before II
-        p, res = chosen[protocol]
-        for key in ("rows", "deltas", "adc"):
-            merged[key] += [r for r in res.get(key, []) if r.get("protocol") == protocol]
-        if protocol in res.get("protocols", {}):
-            merged["protocols"][protocol] = res["protocols"][protocol]
-        meta = res.get("meta", {})
-        sources.append(
-            {
-                "protocol": protocol,
-                "path": str(p),
-                "started": meta.get("started"),
-                "argv": meta.get("argv", []),
-                "quick": bool(meta.get("quick", False)),
-                "complete": bool(res.get("complete", False)),
-            }
+    sources, paths = [], []
+    for protocol in protocols:
+        files = [
+            (res, p)
+            for res, p in ranked
+            if any(r["protocol"] == protocol for r in res.get("rows", []))
+        ]
+        # the primary holds the reference (HiHPQ) rows where any file does
+        files.sort(
+            key=lambda f: (
+                not any(
+                    r["protocol"] == protocol and r["method"] == "hihpq"
+                    for r in f[0].get("rows", [])
+                )
+            )
         )
+        primary_quick = bool(files[0][0].get("meta", {}).get("quick", False))
+        have: set[tuple[int, str]] = set()
+        for i, (res, p) in enumerate(files):
+            meta = res.get("meta", {})
+            if i > 0 and bool(meta.get("quick", False)) != primary_quick:
+                continue
+            rows = [
+                r
+                for r in res.get("rows", [])
+                if r["protocol"] == protocol and (r["bits"], r["method"]) not in have
+            ]
+            if not rows:
+                continue
+            merged["rows"] += rows
+            cells = {(r["bits"], r["method"]) for r in rows}
+            if i == 0:
+                merged["deltas"] += [d for d in res.get("deltas", []) if d["protocol"] == protocol]
+                merged["adc"] += [a for a in res.get("adc", []) if a.get("protocol") == protocol]
+                if protocol in res.get("protocols", {}):
+                    merged["protocols"][protocol] = res["protocols"][protocol]
+            else:
+                hihpq = {
+                    r["bits"]: r["map"]
+                    for r in merged["rows"]
+                    if r["protocol"] == protocol and r["method"] == "hihpq"
+                }
+                merged["deltas"] += [
+                    {
+                        "protocol": protocol,
+                        "bits": r["bits"],
+                        "reference": "hihpq",
+                        "method": r["method"],
+                        "delta_map": hihpq[r["bits"]] - r["map"],
+                        "delta_std": None,
+                        "delta_se": None,
+                        "n": 1,
+                        "paired": False,
+                    }
+                    for r in rows
+                    if r["method"] != "hihpq" and r["bits"] in hihpq
+                ]
+            have |= cells
+            sources.append(
+                {
+                    "protocol": protocol,
+                    "path": str(p),
+                    "started": meta.get("started"),
+                    "argv": meta.get("argv", []),
+                    "quick": bool(meta.get("quick", False)),
+                    "complete": bool(res.get("complete", False)),
+                    "methods": sorted({m for _, m in cells}),
+                }
+            )
+            paths.append(p)
     merged["meta"] = {"sources": sources, "quick": any(s["quick"] for s in sources)}
     merged["complete"] = all(s["complete"] for s in sources)
-    paths = list(dict.fromkeys(chosen[q][0] for q in chosen))
-    return merged, paths
+    return merged, list(dict.fromkeys(paths))
 
 
 def benchmark_rows(results: Mapping, *, protocol: str | None = None, bits: int | None = None):

@@ -338,3 +338,46 @@ def test_the_repositorys_benchmark_suite_has_both_protocols_if_committed():
     protocols = {r["protocol"] for r in res["rows"]}
     assert protocols <= {"I", "II"} and len(paths) >= 1
     assert isinstance(reporting.ablation_effects(res), list)
+
+
+def test_load_benchmark_suite_adds_methods_run_into_their_own_folder(tmp_path):
+    import json
+    import os
+
+    def write(rel, rows, *, quick=False):
+        f = tmp_path / rel
+        f.parent.mkdir(parents=True, exist_ok=True)
+        res = {
+            "rows": [
+                {"protocol": "I", "bits": b, "method": m, "label": m, "map": v} for b, m, v in rows
+            ],
+            "deltas": [],
+            "adc": [{"protocol": "I", "bits": 32}],
+            "complete": True,
+            "meta": {"quick": quick, "started": rel, "argv": []},
+        }
+        f.write_text(json.dumps(res))
+        return f
+
+    main = write("protocol_i/results.json", [(32, "hihpq", 0.59), (32, "faiss_opq", 0.51)])
+    extra = write("protocol_i_more/results.json", [(32, "euclidean_hier", 0.56)])
+    write("quick/results.json", [(32, "euclidean_cpq", 0.3)], quick=True)  # never mixed in
+    os.utime(main, (1, 1))  # older, but it has the HiHPQ rows: it stays the primary
+    res, paths = reporting.load_benchmark_suite(tmp_path)
+    assert paths == [main, extra]
+    cells = {(r["method"], r["map"]) for r in res["rows"]}
+    assert cells == {("hihpq", 0.59), ("faiss_opq", 0.51), ("euclidean_hier", 0.56)}
+    (delta,) = res["deltas"]
+    assert delta["method"] == "euclidean_hier" and not delta["paired"]
+    assert delta["delta_map"] == pytest.approx(0.59 - 0.56)
+    assert len(res["adc"]) == 1  # the primary's only
+    assert [s["methods"] for s in res["meta"]["sources"]] == [
+        ["faiss_opq", "hihpq"],
+        ["euclidean_hier"],
+    ]
+    table = {r["method"]: r["HiHPQ − this"] for r in reporting.benchmark_rows(res)}
+    assert table == {"hihpq": "(ref)", "faiss_opq": "—", "euclidean_hier": "+0.0300"}
+    # the contrasts read the merged rows
+    effects = {e["contrast"]: e["Δ mAP"] for e in reporting.ablation_effects(res)}
+    assert effects["hyperbolic vs Euclidean, with hierarchy"] == pytest.approx(0.03)
+    assert effects["HiHPQ vs faiss OPQ"] == pytest.approx(0.08)
