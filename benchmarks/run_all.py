@@ -52,7 +52,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import math
 import os
 import platform
 import subprocess
@@ -74,6 +73,7 @@ from hihpq_lib.config import ConfigError, TrainConfig, load_config
 from hihpq_lib.demo import QUICK_OVERRIDES
 from hihpq_lib.metrics import map_at_k
 from hihpq_lib.pipeline import peak_rss_mb, prepare
+from hihpq_lib.reporting import compute_deltas, mean_std
 from hihpq_lib.runtime import REPO_ROOT, fast_mode, runs_dir, shared_cifar10_archive
 from hihpq_lib.training import evaluate_map, load_model, train
 
@@ -376,18 +376,6 @@ def run_baseline(method: str, M: int, train_feats: np.ndarray, q, db, k: int) ->
 
 
 # ----------------------------------------------------------------------------- tables
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for one value).
-
-    >>> _mean_std([1.0, 2.0, 3.0])
-    (2.0, 1.0)
-    """
-    a = np.asarray(values, dtype=float)
-    if a.size == 0:
-        return float("nan"), float("nan")
-    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
-
-
 def aggregate_runs(protocol: str, bits: int, method: str, runs: list[dict]) -> dict:
     """One table row from the per-seed runs of a cell: means, stds, maxima of memory."""
     if not runs:
@@ -398,9 +386,9 @@ def aggregate_runs(protocol: str, bits: int, method: str, runs: list[dict]) -> d
     row["seeds"] = [r["seed"] for r in runs]
     row["n_seeds"] = len(runs)
     for key in ("map", "map_final"):
-        row[key], row[f"{key}_std"] = _mean_std([r[key] for r in runs])
+        row[key], row[f"{key}_std"] = mean_std([r[key] for r in runs])
     for key in ("train_seconds", "encode_seconds", "search_qps"):
-        row[key] = round(_mean_std([r[key] for r in runs])[0], 3)
+        row[key] = round(mean_std([r[key] for r in runs])[0], 3)
     for key in ("rss_peak_mb", "rss_delta_mb"):
         row[key] = max(r[key] for r in runs)
     row["code_bits"] = runs[0]["code_bits"]
@@ -409,51 +397,6 @@ def aggregate_runs(protocol: str, bits: int, method: str, runs: list[dict]) -> d
             row[key] = runs[0][key]
     row["runs"] = runs
     return row
-
-
-def compute_deltas(rows: list[dict], reference: str = REFERENCE) -> list[dict]:
-    """``reference`` (HiHPQ) minus every other method's mAP, per (protocol, bits).
-
-    Where both have more than one run with the same seeds, the difference is paired
-    (per seed) and ``delta_std`` is the std of the paired differences; otherwise it is
-    the difference of the means and ``delta_std`` combines the two stds. ``delta_se`` is
-    ``delta_std / sqrt(n)``: a difference of a few s.e. is not noise.
-    """
-    out = []
-    cells = sorted({(r["protocol"], r["bits"]) for r in rows}, key=lambda c: (c[0], c[1]))
-    for protocol, bits in cells:
-        cell = {r["method"]: r for r in rows if (r["protocol"], r["bits"]) == (protocol, bits)}
-        ref = cell.get(reference)
-        if ref is None:
-            continue
-        for method, row in cell.items():
-            if method == reference:
-                continue
-            ref_runs = {r["seed"]: r["map"] for r in ref["runs"]}
-            runs = {r["seed"]: r["map"] for r in row["runs"]}
-            paired = len(ref_runs) > 1 and set(ref_runs) == set(runs)
-            if paired:
-                diffs = [ref_runs[s] - runs[s] for s in sorted(runs)]
-                delta, std = _mean_std(diffs)
-                n = len(diffs)
-            else:
-                delta = ref["map"] - row["map"]
-                std = math.hypot(ref["map_std"], row["map_std"])
-                n = max(ref["n_seeds"], row["n_seeds"])
-            out.append(
-                {
-                    "protocol": protocol,
-                    "bits": bits,
-                    "reference": reference,
-                    "method": method,
-                    "delta_map": delta,
-                    "delta_std": std,
-                    "delta_se": std / math.sqrt(n),
-                    "n": n,
-                    "paired": paired,
-                }
-            )
-    return out
 
 
 def _fmt_map(row: dict, key: str = "map") -> str:

@@ -51,7 +51,10 @@ __all__ = [
     "verdict",
     "t_multiplier",
     "seeds_needed",
+    "mean_std",
+    "compute_deltas",
     "load_benchmark_results",
+    "load_benchmark_suite",
     "benchmark_rows",
     "ablation_effects",
     "paper_comparison_rows",
@@ -374,6 +377,63 @@ def seeds_needed(delta: float, std: float, *, z: float = 2.0) -> int:
 
 
 # ----------------------------------------------------------------------------- benchmark
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value).
+
+    >>> mean_std([1.0, 2.0, 3.0])
+    (2.0, 1.0)
+    """
+    a = np.asarray(values, dtype=float)
+    if a.size == 0:
+        return float("nan"), float("nan")
+    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
+
+
+def compute_deltas(rows: list[dict], reference: str = "hihpq") -> list[dict]:
+    """``reference`` (HiHPQ) minus every other method's mAP, per (protocol, bits).
+
+    Where both have more than one run with the same seeds, the difference is paired
+    (per seed) and ``delta_std`` is the std of the paired differences; otherwise it is
+    the difference of the means and ``delta_std`` combines the two stds. ``delta_se`` is
+    ``delta_std / sqrt(n)``: a difference of a few s.e. is not noise.
+    """
+    out = []
+    cells = sorted({(r["protocol"], r["bits"]) for r in rows}, key=lambda c: (c[0], c[1]))
+    for protocol, bits in cells:
+        cell = {r["method"]: r for r in rows if (r["protocol"], r["bits"]) == (protocol, bits)}
+        ref = cell.get(reference)
+        if ref is None:
+            continue
+        for method, row in cell.items():
+            if method == reference:
+                continue
+            ref_runs = {r["seed"]: r["map"] for r in ref["runs"]}
+            runs = {r["seed"]: r["map"] for r in row["runs"]}
+            paired = len(ref_runs) > 1 and set(ref_runs) == set(runs)
+            if paired:
+                diffs = [ref_runs[s] - runs[s] for s in sorted(runs)]
+                delta, std = mean_std(diffs)
+                n = len(diffs)
+            else:
+                delta = ref["map"] - row["map"]
+                std = math.hypot(ref["map_std"], row["map_std"])
+                n = max(ref["n_seeds"], row["n_seeds"])
+            out.append(
+                {
+                    "protocol": protocol,
+                    "bits": bits,
+                    "reference": reference,
+                    "method": method,
+                    "delta_map": delta,
+                    "delta_std": std,
+                    "delta_se": std / math.sqrt(n),
+                    "n": n,
+                    "paired": paired,
+                }
+            )
+    return out
+
+
 def _ranked_result_files(folder: str | Path | None) -> list[tuple[dict, Path]]:
     """Every readable ``results.json`` in ``folder`` and its subfolders, best first.
 
@@ -436,9 +496,9 @@ def load_benchmark_suite(folder: str | Path | None = None) -> tuple[dict | None,
       protocol) is its **primary**: its rows, deltas, ADC rows and protocol summary are
       kept whole;
     * lower-ranked files of the same kind (quick or full) add the rows of
-      (bits, method) cells the primary lacks. Their ``HiHPQ − this`` is the difference
-      to the primary's HiHPQ row, unpaired (``paired: False``, ``n = 1``), since the two
-      ran in different processes.
+      (bits, method) cells the primary lacks. Their ``HiHPQ − this`` comes from
+      :func:`compute_deltas` against the primary's HiHPQ rows (as ``make bench``
+      computes it within one file: paired where both ran the same several seeds).
 
     Returns
     -------
@@ -491,26 +551,14 @@ def load_benchmark_suite(folder: str | Path | None = None) -> tuple[dict | None,
                 merged["adc"] += [a for a in res.get("adc", []) if a.get("protocol") == protocol]
                 if protocol in res.get("protocols", {}):
                     merged["protocols"][protocol] = res["protocols"][protocol]
-            else:
-                hihpq = {
-                    r["bits"]: r["map"]
+            else:  # HiHPQ − this for the added cells, against the primary's HiHPQ rows
+                ref = [
+                    r
                     for r in merged["rows"]
                     if r["protocol"] == protocol and r["method"] == "hihpq"
-                }
+                ]
                 merged["deltas"] += [
-                    {
-                        "protocol": protocol,
-                        "bits": r["bits"],
-                        "reference": "hihpq",
-                        "method": r["method"],
-                        "delta_map": hihpq[r["bits"]] - r["map"],
-                        "delta_std": None,
-                        "delta_se": None,
-                        "n": 1,
-                        "paired": False,
-                    }
-                    for r in rows
-                    if r["method"] != "hihpq" and r["bits"] in hihpq
+                    d for d in compute_deltas(ref + rows) if (d["bits"], d["method"]) in cells
                 ]
             have |= cells
             sources.append(

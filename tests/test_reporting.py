@@ -349,7 +349,17 @@ def test_load_benchmark_suite_adds_methods_run_into_their_own_folder(tmp_path):
         f.parent.mkdir(parents=True, exist_ok=True)
         res = {
             "rows": [
-                {"protocol": "I", "bits": b, "method": m, "label": m, "map": v} for b, m, v in rows
+                {
+                    "protocol": "I",
+                    "bits": b,
+                    "method": m,
+                    "label": m,
+                    "map": v,
+                    "map_std": 0.0,
+                    "n_seeds": 1,
+                    "runs": [{"seed": 0, "map": v}],
+                }
+                for b, m, v in rows
             ],
             "deltas": [],
             "adc": [{"protocol": "I", "bits": 32}],
