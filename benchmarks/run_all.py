@@ -759,27 +759,29 @@ def _run_protocol(args, protocol: str, results: dict, out: Path, workdir: Path) 
             )
         prep, q, db, train_np = prepared[key]
         k = min(base.topk, len(db.feats))
-        # ADC throughput at this cell's N, M, K
+        # ADC throughput at this cell's N, M, K: single-threaded and on --threads
         adc_q = 200 if args.quick else 1000
-        row = adc_throughput.compare(
-            len(db.feats),
-            base.M,
-            base.K,
-            base.feat_dim,
-            min(adc_q, len(q.feats)),
-            k,
-            args.threads,
-            repeats=1 if args.quick else 2,
-        )
-        results["adc"].append({"protocol": protocol, "bits": bits, **row})
+        for adc_threads in sorted({1, args.threads}):
+            row = adc_throughput.compare(
+                len(db.feats),
+                base.M,
+                base.K,
+                base.feat_dim,
+                min(adc_q, len(q.feats)),
+                k,
+                adc_threads,
+                repeats=1 if args.quick else 2,
+            )
+            results["adc"].append({"protocol": protocol, "bits": bits, **row})
+            print(
+                f"[{protocol}/{bits}b] ADC q/s on {adc_threads} thread(s): faiss "
+                f"{row['faiss_qps']:.0f}, ours Lorentz {row['lorentz_qps']:.0f} "
+                f"(x{row['ratio_lorentz']:.2f}), ours Euclidean {row['euclidean_qps']:.0f} "
+                f"(x{row['ratio_euclidean']:.2f})",
+                flush=True,
+            )
         torch.set_num_threads(args.threads)
         faiss.omp_set_num_threads(args.threads)
-        print(
-            f"[{protocol}/{bits}b] ADC q/s: faiss {row['faiss_qps']:.0f}, ours Lorentz "
-            f"{row['lorentz_qps']:.0f} (x{row['ratio_lorentz']:.2f}), ours Euclidean "
-            f"{row['euclidean_qps']:.0f} (x{row['ratio_euclidean']:.2f})",
-            flush=True,
-        )
         for method in args.methods:
             m = METHODS[method]
             if method == "float":  # independent of the code length: once per protocol

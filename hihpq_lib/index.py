@@ -46,8 +46,11 @@ images          M = 4 (32 bits/image)   M = 8 (64 bits/image)
 ==============  ======================  ======================
 
 (The float features themselves would take ``128 * 4 = 512`` bytes per image: 512 MB for
-1 million images.) Searching also needs a ``(batch, N)`` distance buffer per query batch;
-:meth:`PQIndex.search` sizes its query batches to keep it near ``2**25`` elements.
+1 million images.) On CPU in float32, :meth:`PQIndex.search` scans the codes with a
+compiled kernel (:mod:`hihpq_lib.adc_kernel`) that keeps only about ``1.3 k`` candidates
+per query, so searching needs no memory beyond the codes. The torch path (other devices
+and dtypes, small databases) builds a ``(batch, N)`` distance buffer per query batch and
+sizes its query batches to keep it near ``2**25`` elements.
 
 Ranking is deterministic: ties are broken by the lower database index
 (:func:`topk_smallest`), so symmetric search, where many items share a distance,
@@ -67,7 +70,7 @@ from typing import Any
 
 import torch
 
-from hihpq_lib import lorentz
+from hihpq_lib import adc_kernel, lorentz
 from hihpq_lib.atomic import atomic_write_bytes
 
 __all__ = [
@@ -87,8 +90,15 @@ _METRICS = {
 }
 #: Target number of elements in one (query batch, database) distance buffer.
 _BUFFER_ELEMENTS = 2**25
+#: Elements of one (M, b, K, D') difference chunk in the table computation: 8 MB in
+#: float32, a size at which the elementwise ops run about twice as fast as at 16x more.
+_TABLE_ELEMENTS = 2**21
 #: Default queries per search batch: the lookup runs fastest with (M*K, B) tables in cache.
 _SEARCH_BATCH = 128
+#: Queries per batch for the compiled kernel (no (batch, N) buffer: only tables).
+_KERNEL_BATCH = 256
+#: Search backends: "auto" = the compiled kernel where it applies, else torch.
+_BACKENDS = ("auto", "kernel", "torch")
 #: Rows at least this long (and ``k <= N / 4``) use the threshold top-k.
 _THRESHOLD_MIN_N = 4096
 
@@ -446,7 +456,25 @@ class PQIndex:
         return self._tables(points)
 
     def _tables(self, points: torch.Tensor) -> torch.Tensor:
-        """(B, M, D') points -> (B, M, K) distances to the codewords."""
+        """(B, M, D') points -> (B, M, K) distances to the codewords.
+
+        Lorentz codebooks in float32 on the CPU: :func:`hihpq_lib.adc_kernel.lorentz_tables`
+        (compiled, float64 accumulation); otherwise torch (:meth:`_pairwise`).
+        """
+        if (
+            self.geometry == "lorentz"
+            and self.dtype == torch.float32
+            and self.codewords.device.type == "cpu"
+            and points.shape[0] > 0
+        ):
+            return torch.from_numpy(
+                adc_kernel.lorentz_tables(
+                    points.detach().contiguous().numpy(),
+                    self.codewords.detach().contiguous().numpy(),
+                    self.k.detach().numpy(),
+                    geodesic=self.metric == "geodesic",
+                )
+            )
         return self._pairwise(points.transpose(0, 1), self.codewords).transpose(0, 1)
 
     def _pairwise(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -456,22 +484,38 @@ class PQIndex:
         with a matrix product: exact zeros for identical points, no cancellation between
         large coordinates, and results that do not depend on the batch size.
         """
-        step = max(1, _BUFFER_ELEMENTS // 8 // max(1, y.shape[0] * y.shape[1] * y.shape[2]))
+        step = max(1, _TABLE_ELEMENTS // max(1, y.shape[0] * y.shape[1] * y.shape[2]))
         yy = y.unsqueeze(1)  # (M, 1, K, D')
         out = []
         for s in range(0, x.shape[1], step):
             xx = x[:, s : s + step].unsqueeze(2)  # (M, b, 1, D')
             if self.geometry == "lorentz":
-                if self.metric == "geodesic":
-                    out.append(lorentz.dist(xx, yy, k=self.k.view(-1, 1, 1, 1)))
-                else:
-                    out.append(lorentz.sqdist(xx, yy, k=self.k.view(-1, 1, 1, 1)))
+                sq = self._lorentz_sqdist(xx, yy)
+                kk = self.k.view(-1, 1, 1)
+                out.append(lorentz._dist_from_sq(sq, kk) if self.metric == "geodesic" else sq)
             else:
                 sq = (xx - yy).square().sum(-1)
                 out.append(sq if self.metric == "sqeuclidean" else sq.sqrt())
         if not out:
             return x.new_zeros((x.shape[0], 0, y.shape[1]))
         return torch.cat(out, dim=1)
+
+    def _lorentz_sqdist(self, xx: torch.Tensor, yy: torch.Tensor) -> torch.Tensor:
+        """:func:`hihpq_lib.lorentz.sqdist` of (M, b, 1, D') and (M, 1, K, D') sub-points.
+
+        The same two forms and the same choice between them, but the difference form
+        (which needs a second (M, b, K, D') product) is computed only for the pairs that
+        use it: nearly identical points, a handful per table. About twice as fast.
+        """
+        kk = self.k.view(-1, 1, 1)
+        xy = lorentz.inner(xx, yy)  # (M, b, K)
+        sq = -2.0 * kk - 2.0 * xy
+        near = ~(sq > 2e-3 * xy.abs())
+        if bool(near.any()):
+            m, b, j = near.nonzero(as_tuple=True)
+            diff = xx[m, b, 0] - yy[m, 0, j]
+            sq = sq.index_put((m, b, j), lorentz.inner(diff, diff))
+        return torch.clamp_min(sq, 0.0)
 
     def symmetric_tables(self) -> torch.Tensor:
         """Codeword-to-codeword distances ``S[m, i, j] = d_m(c[m, i], c[m, j])``.
@@ -608,6 +652,7 @@ class PQIndex:
         *,
         mode: str = "asymmetric",
         batch_size: int | None = None,
+        backend: str = "auto",
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The ``topk`` nearest database items of each query, nearest first.
 
@@ -619,8 +664,14 @@ class PQIndex:
             ``1 <= topk <= N``.
         mode : {"asymmetric", "symmetric"}
         batch_size : int, optional
-            Queries per batch; by default 128, fewer when one ``(batch, N)`` distance
-            buffer would exceed ``2**25`` elements.
+            Queries per batch. Default: 256 for the kernel; for torch 128, fewer when one
+            ``(batch, N)`` distance buffer would exceed ``2**25`` elements.
+        backend : {"auto", "kernel", "torch"}
+            ``"kernel"``: the compiled scan of :mod:`hihpq_lib.adc_kernel` (CPU, float32
+            codebooks only). ``"torch"``: table lookups by
+            :func:`~torch.nn.functional.embedding_bag` and :func:`topk_smallest`. ``"auto"``
+            uses the kernel on CPU in float32 when ``N >= 4096`` (below that the torch path
+            is as fast and needs no compilation). Both give the same result.
 
         Returns
         -------
@@ -636,21 +687,46 @@ class PQIndex:
             raise ValueError(
                 f"topk must be an int with 1 <= topk <= N = {self.ntotal}, got {topk!r}"
             )
+        use_kernel = self._use_kernel(backend)
         if batch_size is None:
-            batch_size = max(1, min(_SEARCH_BATCH, _BUFFER_ELEMENTS // self.ntotal))
+            batch_size = (
+                _KERNEL_BATCH
+                if use_kernel
+                else max(1, min(_SEARCH_BATCH, _BUFFER_ELEMENTS // self.ntotal))
+            )
         if not (isinstance(batch_size, numbers.Integral) and batch_size >= 1):
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         topk, batch_size = int(topk), int(batch_size)
         dists, idxs = [], []
         for s in range(0, query_points.shape[0], batch_size):
-            d = self._lookup_columns(self._query_tables(query_points[s : s + batch_size], mode))
-            v, i = _topk_smallest_columns(d, topk)
+            tables = self._query_tables(query_points[s : s + batch_size], mode)
+            if use_kernel and bool(torch.isfinite(tables).all()):
+                v, i = adc_kernel.adc_topk(
+                    tables.contiguous().numpy(), self.codes.contiguous().numpy(), topk
+                )
+                v, i = torch.from_numpy(v), torch.from_numpy(i)
+            else:  # torch path (also where a table holds inf or NaN: it rejects NaN)
+                v, i = _topk_smallest_columns(self._lookup_columns(tables), topk)
             dists.append(v)
             idxs.append(i)
         if not dists:
             empty = query_points.new_zeros((0, topk))
             return empty, torch.zeros((0, topk), dtype=torch.long, device=empty.device)
         return torch.cat(dists), torch.cat(idxs)
+
+    def _use_kernel(self, backend: str) -> bool:
+        """Whether :meth:`search` runs the compiled kernel for this ``backend``."""
+        if backend not in _BACKENDS:
+            raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
+        fits = self.codes.device.type == "cpu" and self.dtype == torch.float32
+        if backend == "kernel" and not fits:
+            raise ValueError(
+                "backend='kernel' needs float32 codebooks and codes on the CPU, got "
+                f"{self.dtype} on {self.codes.device}; use backend='torch' or 'auto'"
+            )
+        return backend == "kernel" or (
+            backend == "auto" and fits and self.ntotal >= _THRESHOLD_MIN_N
+        )
 
     # ------------------------------------------------------------------ persistence
     def save(self, folder: str | os.PathLike) -> Path:
