@@ -1,7 +1,7 @@
 """The benchmark table: HiHPQ against baselines and ablations on CIFAR-10 (``make bench``).
 
 Run: ``python -m benchmarks.run_all [--quick] [--protocols I II] [--bits 16 32 64]
-[--methods ...] [--seeds 3] [--epochs N] [--threads N] [--out DIR]``
+[--methods ...] [--seeds 3] [--epochs N] [--threads N] [--out DIR] [--adc-only]``
 
 For each protocol, :func:`hihpq_lib.pipeline.prepare` computes (or loads from the shared
 feature cache) the frozen EfficientNet-Lite0 features and the augmentation bank **once**;
@@ -35,7 +35,10 @@ What is measured, per (protocol, bits, method):
 * ratios: HiHPQ minus each other method in mAP (paired over seeds where both have the
   same seeds), and our ADC search throughput over faiss ``IndexPQ``'s on the same N
   (the database size), M and K = 256, measured in this run with
-  :mod:`benchmarks.adc_throughput`.
+  :mod:`benchmarks.adc_throughput` on one thread and on ``--threads``. ``--adc-only``
+  re-measures just this table in an existing ``--out`` folder (after a change to the
+  search code; the codes are random, so no training is needed) and says so in
+  ``results.md``.
 
 Seeds: the learned methods at protocol II / 32 bits run ``--seeds`` times (seeds 0, 1, ...)
 and report mean ± std; a seed changes the training randomness only (initialisation,
@@ -532,7 +535,14 @@ def format_markdown(results: dict) -> str:
         "",
         _markdown_table(*_table_cells(results)),
         "",
-        "## ADC search throughput (same N, M, K = 256; random codes; measured in this run)",
+        "## ADC search throughput (same N, M, K = 256; random codes; "
+        + (
+            f"re-measured {meta['adc_remeasured']['date']} at commit "
+            f"{meta['adc_remeasured'].get('git_commit')} by `--adc-only`: the main table above "
+            "is from the run started " + str(meta.get("started", "?")) + ")"
+            if meta.get("adc_remeasured")
+            else "measured in this run)"
+        ),
         "",
         "faiss `IndexPQ` (squared-L2 tables) against our `PQIndex` with Lorentz geodesic "
         "tables (what HiHPQ uses) and with Euclidean tables (apples to apples). "
@@ -608,6 +618,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--data", default=None, help="CIFAR-10 path (default: $HIHPQ_CIFAR10)")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", dest="overrides")
     ap.add_argument("--quiet", action="store_true", help="no feature-extraction progress bars")
+    ap.add_argument(
+        "--adc-only",
+        action="store_true",
+        help="re-measure only the ADC table of the results already in --out (no training)",
+    )
     args = ap.parse_args(argv)
     args.quick = args.quick or fast_mode()
     if args.protocols is None:
@@ -641,9 +656,56 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def remeasure_adc(out: Path, threads: int, *, repeats: int = 2) -> dict:
+    """Re-measure the ADC table of ``out/results.json`` in place (``--adc-only``).
+
+    The ADC rows use random codes at each cell's N, M, K, so they do not depend on the
+    training run: after a change to the search code they can be measured again without
+    re-training. Every cell (protocol, bits) of the old table is measured on one thread
+    and on ``threads``; ``meta.adc_remeasured`` records when, at which commit and under
+    which load, and ``results.md`` says so above the table.
+    """
+    path = out / "results.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"--adc-only needs an earlier run's {path}; none found")
+    results = json.loads(path.read_text())
+    cells: dict[tuple, dict] = {}
+    for a in results.get("adc", []):
+        cells.setdefault((a["protocol"], a["bits"]), a)
+    if not cells:
+        raise ValueError(f"{path} has no ADC rows to re-measure")
+    load = os.getloadavg()[0]
+    rows = []
+    for (protocol, bits), a in cells.items():
+        for t in sorted({1, threads}):
+            row = adc_throughput.compare(
+                a["N"], a["M"], a["K"], a.get("d"), a["Q"], a.get("topk", 1000), t, repeats
+            )
+            rows.append({"protocol": protocol, "bits": bits, **row})
+            print(
+                f"[{protocol}/{bits}b] ADC q/s on {t} thread(s): faiss {row['faiss_qps']:.0f}, "
+                f"ours Lorentz {row['lorentz_qps']:.0f} (x{row['ratio_lorentz']:.2f}), "
+                f"ours Euclidean {row['euclidean_qps']:.0f} (x{row['ratio_euclidean']:.2f})",
+                flush=True,
+            )
+    results["adc"] = rows
+    results["meta"]["adc_remeasured"] = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": _git_commit(),
+        "threads": sorted({1, threads}),
+        "load_before": load,
+        "load_after": os.getloadavg()[0],
+    }
+    _save(results, out)
+    print("\n".join(adc_throughput.summary_lines(rows)))
+    return results
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Run the benchmark; return the results dict (also written to ``--out``)."""
     args = parse_args(argv)
+    if args.adc_only:
+        return remeasure_adc(Path(args.out), args.threads, repeats=1 if args.quick else 2)
     torch.set_num_threads(args.threads)
     faiss.omp_set_num_threads(args.threads)
     out = Path(args.out)

@@ -165,6 +165,28 @@ def test_markdown_and_text_tables_hold_every_row_and_ratio():
     assert "incomplete" not in run_all.format_markdown(res)
 
 
+def test_adc_only_remeasures_the_adc_table_in_place(tmp_path):
+    """``--adc-only`` keeps the main table, measures each ADC cell on 1 and --threads
+    threads, and says in results.md that (and when) the ADC table was re-measured."""
+    res = _results()
+    (tmp_path / "results.json").write_text(json.dumps(res))
+    out = run_all.main(["--adc-only", "--quick", "--threads", "2", "--out", str(tmp_path)])
+    assert out["rows"] == res["rows"]
+    assert [(a["protocol"], a["bits"], a["threads"]) for a in out["adc"]] == [
+        ("II", 32, 1),
+        ("II", 32, 2),
+    ]
+    for a in out["adc"]:
+        assert (a["N"], a["M"], a["K"], a["Q"]) == (1000, 4, 256, 10)
+        assert a["faiss_qps"] > 0 and a["lorentz_qps"] > 0 and a["top10_agreement"] > 0.9
+    assert out["meta"]["adc_remeasured"]["threads"] == [1, 2]
+    md = (tmp_path / "results.md").read_text()
+    assert "re-measured " + out["meta"]["adc_remeasured"]["date"] in md
+    assert json.loads((tmp_path / "results.json").read_text())["adc"] == out["adc"]
+    with pytest.raises(FileNotFoundError, match="needs an earlier run"):
+        run_all.main(["--adc-only", "--quick", "--out", str(tmp_path / "none")])
+
+
 def test_write_atomic_leaves_no_temporary(tmp_path):
     target = tmp_path / "sub" / "results.json"
     run_all.write_atomic(target, "{}")
