@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from .quantizer import check_code_config, m_for_bits
+from .quantizer import ATTENTIONS, check_code_config, m_for_bits
 
 __all__ = ["TrainConfig", "ConfigError", "load_config"]
 
@@ -61,6 +61,7 @@ class TrainConfig:
     learn_curvature: bool = True
     clip_r: float = 1.5
     softmax_temp: float = 1.0
+    attention: str = "sqdist"  # softmax over -T * d^2: "sqdist" (paper) or "sqgeodesic"
     codebook_init: str = "uniform"  # "uniform" (reference: unit-norm random) or "data" (samples)
     # losses
     tau: float = 0.2
@@ -120,6 +121,8 @@ class TrainConfig:
             raise ConfigError(f"protocol must be 'I' or 'II', got {self.protocol!r}")
         if self.geometry not in ("lorentz", "euclidean"):
             raise ConfigError(f"geometry must be 'lorentz' or 'euclidean', got {self.geometry!r}")
+        if self.attention not in ATTENTIONS:
+            raise ConfigError(f"attention must be one of {ATTENTIONS}, got {self.attention!r}")
         if self.engine not in ("onnx", "torch"):
             raise ConfigError(f"engine must be 'onnx' or 'torch', got {self.engine!r}")
         if self.optimizer not in ("rsgd", "radam"):

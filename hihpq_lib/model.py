@@ -49,6 +49,7 @@ class HiHPQModel(nn.Module):
     space : ProductSpace, the product of hyperboloids (or Euclidean spaces).
     K : int, codewords per codebook.
     softmax_temp : float, codebook attention temperature.
+    attention : str, the distance in the codebook attention (see ProductQuantizer).
     head_hidden : int, hidden width of the projection head (0 = linear).
     """
 
@@ -59,11 +60,12 @@ class HiHPQModel(nn.Module):
         K: int = 256,
         softmax_temp: float = 1.0,
         head_hidden: int = 512,
+        attention: str = "sqdist",
     ):
         super().__init__()
         self.in_dim = int(in_dim)
         self.head = ProjectionHead(in_dim, space.M * space.dim, head_hidden)
-        self.quantizer = ProductQuantizer(space, K=K, temperature=softmax_temp)
+        self.quantizer = ProductQuantizer(space, K=K, temperature=softmax_temp, attention=attention)
 
     @property
     def space(self) -> ProductSpace:
@@ -144,5 +146,10 @@ def build_model(cfg: TrainConfig, in_dim: int) -> HiHPQModel:
     else:
         space = make_space("euclidean", cfg.M, cfg.sub_dim)
     return HiHPQModel(
-        in_dim, space, K=cfg.K, softmax_temp=cfg.softmax_temp, head_hidden=cfg.head_hidden
+        in_dim,
+        space,
+        K=cfg.K,
+        softmax_temp=cfg.softmax_temp,
+        head_hidden=cfg.head_hidden,
+        attention=cfg.attention,
     )

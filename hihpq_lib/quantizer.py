@@ -11,7 +11,9 @@ where :math:`d^2_{\mathcal L}` is the squared Lorentzian distance
 (:func:`hihpq_lib.lorentz.pairwise_sqdist`), :math:`T` the softmax temperature (the
 reference's ``softmax_temp``) and the centroid the weighted Lorentz centroid. The hard
 code of :math:`x_m` is :math:`\arg\min_j d^2(x_m, c_{m,j})`; codes are stored as
-``uint8`` when ``K <= 256``. The Euclidean counterpart is the same class over a
+``uint8`` when ``K <= 256``. ``attention="sqgeodesic"`` scores the codewords by the
+squared geodesic distance instead (an ablation; the hard codes do not change, the
+geodesic distance being an increasing function of the squared Lorentzian one). The Euclidean counterpart is the same class over a
 :class:`~hihpq_lib.manifolds.ProductEuclidean`.
 """
 
@@ -25,7 +27,10 @@ from torch import nn
 
 from .manifolds import ProductSpace
 
-__all__ = ["QuantizerOutput", "ProductQuantizer", "check_code_config", "m_for_bits"]
+__all__ = ["ATTENTIONS", "QuantizerOutput", "ProductQuantizer", "check_code_config", "m_for_bits"]
+
+#: Distances the codebook attention can use (see :class:`ProductQuantizer`).
+ATTENTIONS = ("sqdist", "sqgeodesic")
 
 
 def check_code_config(feature_dim: int, M: int, K: int) -> int:
@@ -105,6 +110,11 @@ class ProductQuantizer(nn.Module):
     temperature : float
         Softmax temperature :math:`T` multiplying the negative squared distances
         (larger = harder assignment).
+    attention : {"sqdist", "sqgeodesic"}
+        The distance in the softmax: the space's squared distance (the paper: squared
+        Lorentzian, :func:`hihpq_lib.lorentz.pairwise_sqdist`) or the squared geodesic
+        distance (:func:`hihpq_lib.lorentz.pairwise_dist` squared; the same as
+        ``"sqdist"`` in a Euclidean space).
 
     Attributes
     ----------
@@ -113,11 +123,20 @@ class ProductQuantizer(nn.Module):
         normalised to unit norm as in the reference.
     """
 
-    def __init__(self, space: ProductSpace, K: int = 256, temperature: float = 1.0):
+    def __init__(
+        self,
+        space: ProductSpace,
+        K: int = 256,
+        temperature: float = 1.0,
+        attention: str = "sqdist",
+    ):
         super().__init__()
         self.bits = check_code_config(space.M * space.dim, space.M, K)
         if not temperature > 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
+        if attention not in ATTENTIONS:
+            raise ValueError(f"attention must be one of {ATTENTIONS}, got {attention!r}")
+        self.attention = attention
         self.space = space
         self.M, self.K, self.dim = space.M, int(K), space.dim
         self.temperature = float(temperature)
@@ -151,7 +170,12 @@ class ProductQuantizer(nn.Module):
         points = self.embed(feats)
         cw = self.codewords()
         sq = self.space.pairwise_sqdist(points, cw, subspace_first=True).transpose(0, 1)
-        assign = torch.softmax(-self.temperature * sq, dim=-1)
+        if self.attention == "sqgeodesic":
+            score = self.space.pairwise_dist(points, cw, subspace_first=True).transpose(0, 1)
+            score = score.square()
+        else:
+            score = sq
+        assign = torch.softmax(-self.temperature * score, dim=-1)
         soft = self.space.centroid(assign, cw)
         codes = sq.argmin(dim=-1)
         return QuantizerOutput(points=points, soft=soft, codes=codes, assign=assign, sqdist=sq)

@@ -75,6 +75,64 @@ def test_gradients_reach_inputs_codebooks_and_curvatures():
         assert g is not None and torch.isfinite(g).all() and g.abs().sum() > 0, name
 
 
+@pytest.mark.parametrize("geometry", ["lorentz", "euclidean"])
+def test_sqgeodesic_attention_is_the_softmax_of_squared_geodesic_distances(geometry, dtype):
+    """``attention="sqgeodesic"``: softmax(-T d_geo^2) against an elementwise loop over
+    :func:`lorentz.dist` (Euclidean: the squared distance itself); hard codes unchanged."""
+    T = 3.0
+    pq = make_pq(geometry, T=T, dtype=dtype)
+    pq_geo = make_pq(geometry, T=T, dtype=dtype)
+    pq_geo.attention = "sqgeodesic"
+    feats = torch.randn(6, pq.feature_dim, dtype=dtype)
+    out, out_geo = pq(feats), pq_geo(feats)
+    assert torch.equal(out.codes, out_geo.codes)
+    with torch.no_grad():
+        pts, cw = pq.embed(feats), pq.codewords()
+        ref = torch.empty(6, pq.M, pq.K, dtype=torch.float64)
+        for i in range(6):
+            for m in range(pq.M):
+                for j in range(pq.K):
+                    x, y = pts[i, m].double(), cw[m, j].double()
+                    if geometry == "lorentz":
+                        k = float(pq.space.k[m])
+                        ref[i, m, j] = L.dist(x, y, k=k) ** 2
+                    else:
+                        ref[i, m, j] = ((x - y) ** 2).sum()
+    tol = 1e-5 if dtype == torch.float32 else 1e-10
+    torch.testing.assert_close(
+        out_geo.assign.double(), torch.softmax(-T * ref, -1), atol=tol, rtol=tol
+    )
+    if geometry == "euclidean":  # the same attention as "sqdist"
+        torch.testing.assert_close(out_geo.assign, out.assign)
+    else:  # d_geo^2 > d_L^2 away from 0: a different, sharper attention
+        assert not torch.allclose(out_geo.assign, out.assign)
+
+
+def test_sqgeodesic_attention_gradients_are_finite_at_hard_points(dtype):
+    """A feature equal to a codeword (distance 0), far-out features, tiny and large
+    curvature: finite, non-zero gradients through the squared geodesic attention."""
+    for curv in (0.01, 1.0, 10.0):  # the ends of the allowed curvature range
+        torch.manual_seed(1)
+        pq = ProductQuantizer(ProductLorentz(2, 3, curvature=curv), K=8, attention="sqgeodesic")
+        pq = pq.to(dtype)
+        feats = torch.randn(4, 6, dtype=dtype) * torch.tensor(
+            [[1.0], [0.01], [1.0], [50.0]], dtype=dtype
+        )
+        with torch.no_grad():
+            feats[0] = pq.codebooks[:, 0].reshape(-1)  # the tangent vectors of codewords 0
+        feats.requires_grad_(True)
+        out = pq(feats)
+        (out.soft**2).sum().backward()
+        for name, g in [("input", feats.grad), ("codebooks", pq.codebooks.grad)]:
+            assert torch.isfinite(g).all() and g.abs().sum() > 0, (curv, name)
+        assert torch.isfinite(pq.space.curvature.grad).all()
+
+
+def test_unknown_attention_is_refused():
+    with pytest.raises(ValueError, match="attention must be one of"):
+        ProductQuantizer(make_space("euclidean", 2, 4), K=8, attention="cosine")
+
+
 def test_code_length_and_bad_configs():
     assert check_code_config(64, 4, 256) == 32
     assert code_bits(8, 256) == 64

@@ -119,6 +119,13 @@ def test_config_errors_name_the_problem(tmp_path):
         TrainConfig().with_overrides(["epochs=three"])
     with pytest.raises(ConfigError, match="protocol must be"):
         TrainConfig().with_overrides(["protocol=III"])
+    with pytest.raises(ConfigError, match="attention must be one of"):
+        TrainConfig().with_overrides(["attention=cosine"])
+    geo = TrainConfig().with_overrides(["attention=sqgeodesic"])
+    from hihpq_lib.model import build_model
+
+    assert build_model(geo, 16).quantizer.attention == "sqgeodesic"
+    assert build_model(TrainConfig(), 16).quantizer.attention == "sqdist"
     bad = tmp_path / "bad.yaml"
     bad.write_text("lr: 0.1\nwarmup: 3\n")
     with pytest.raises(ConfigError, match="unknown config key 'warmup'"):
