@@ -304,7 +304,11 @@ print(metrics.format_table(rows))
 # so one $M \times K$ table $T_q$ of geodesic distances per query turns every database
 # item into $M$ lookups. Library calls: `PQIndex.distances(query_points)` (all
 # distances, $(Q, M, d+1)$ queries → $(Q, N)$) and `PQIndex.search(query_points, k)`
-# (the top $k$). Here $c_{m,j}$ is codeword $j$ of subspace $m$ (two indices; the
+# (the top $k$). On a CPU `search` never builds the $(Q, N)$ matrix: a compiled loop
+# (`hihpq_lib.adc_kernel`, numba) sums each database item's $M$ lookups and keeps only
+# the items below a threshold estimated from a sample of the database, about $1.3k$
+# candidates per query, which it then sorts; `python -m benchmarks.adc_throughput` times
+# it against faiss's `IndexPQ`. Here $c_{m,j}$ is codeword $j$ of subspace $m$ (two indices; the
 # curvature $c_m = 1/k_m$ has one). Two differences from notebook 02: the table holds
 # geodesic distances $d_{k_m}$, not squared Euclidean ones, and the codes were chosen with
 # the squared Lorentzian distance of notebook 03; both rank the codewords of a subspace in
