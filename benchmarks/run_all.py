@@ -40,7 +40,8 @@ What is measured, per (protocol, bits, method):
   search code; the codes are random, so no training is needed) and says so in
   ``results.md``.
 
-Seeds: the learned methods at protocol II / 32 bits run ``--seeds`` times (seeds 0, 1, ...)
+Seeds: the learned methods at protocol II / 32 bits (``--seed-cells``: other cells, e.g.
+``I:32``) run ``--seeds`` times (seeds 0, 1, ...)
 and report mean ± std; a seed changes the training randomness only (initialisation,
 batches, view pairs, clustering), never the splits or the augmentation bank, which come
 from seed 0 for every method. Other cells use seed 0.
@@ -259,17 +260,32 @@ def _method(key: str) -> Method:
     return METHODS[key]
 
 
-def seeds_for(protocol: str, bits: int, method: str, n_seeds: int) -> list[int]:
-    """Seeds a cell runs: ``range(n_seeds)`` for learned methods at II / 32 bits, else [0].
+def seeds_for(
+    protocol: str, bits: int, method: str, n_seeds: int, cells: tuple = (SEED_CELL,)
+) -> list[int]:
+    """Seeds a cell runs: ``range(n_seeds)`` for learned methods in ``cells`` (by default
+    II / 32 bits; ``--seed-cells``), else [0].
 
     >>> seeds_for("II", 32, "hihpq", 3), seeds_for("II", 16, "hihpq", 3)
     ([0, 1, 2], [0])
     >>> seeds_for("II", 32, "faiss_pq", 3)
     [0]
+    >>> seeds_for("I", 32, "hihpq", 3, cells=(("I", 32),))
+    [0, 1, 2]
     """
-    if _method(method).kind == "learned" and (protocol, int(bits)) == SEED_CELL:
+    if _method(method).kind == "learned" and (protocol, int(bits)) in cells:
         return list(range(max(1, int(n_seeds))))
     return [0]
+
+
+def _parse_seed_cell(text: str) -> tuple[str, int]:
+    """``"I:32"`` -> ``("I", 32)`` (for ``--seed-cells``)."""
+    protocol, _, bits = text.partition(":")
+    if protocol not in PROTOCOLS or not bits.isdigit():
+        raise argparse.ArgumentTypeError(
+            f"a seed cell is PROTOCOL:BITS with PROTOCOL in {PROTOCOLS}, e.g. II:32; got {text!r}"
+        )
+    return protocol, int(bits)
 
 
 def _prepare_key(cfg: TrainConfig) -> tuple:
@@ -612,6 +628,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--bits", nargs="+", type=int, default=None)
     ap.add_argument("--methods", nargs="+", default=None, help=f"subset of: {' '.join(METHODS)}")
     ap.add_argument("--seeds", type=int, default=None, help="seeds at II/32 bits (default 3)")
+    ap.add_argument(
+        "--seed-cells",
+        nargs="+",
+        type=_parse_seed_cell,
+        default=[SEED_CELL],
+        metavar="PROTOCOL:BITS",
+        help="cells whose learned methods run --seeds seeds (default II:32)",
+    )
     ap.add_argument("--epochs", type=int, default=None, help="epochs for every learned method")
     ap.add_argument("--threads", type=int, default=None, help="torch and faiss threads")
     ap.add_argument("--out", type=Path, default=None, help="results folder")
@@ -860,7 +884,7 @@ def _run_protocol(args, protocol: str, results: dict, out: Path, workdir: Path) 
                         flush=True,
                     )
                 runs = []
-                seeds = seeds_for(protocol, bits, method, args.seeds)
+                seeds = seeds_for(protocol, bits, method, args.seeds, tuple(args.seed_cells))
                 for seed in seeds:
                     runs.append(run_learned(prep, base, method, seed, q, db, workdir))
                     r = runs[-1]

@@ -55,6 +55,11 @@ def test_method_configs_and_seeds():
     assert run_all.seeds_for("II", 32, "euclidean_cpq", 3) == [0, 1, 2]
     assert run_all.seeds_for("I", 32, "hihpq", 3) == [0]
     assert run_all.seeds_for("II", 32, "float", 3) == [0]
+    assert run_all.seeds_for("I", 32, "hihpq", 2, cells=(("I", 32), ("II", 32))) == [0, 1]
+    args = run_all.parse_args(["--seed-cells", "I:32", "II:16"])
+    assert args.seed_cells == [("I", 32), ("II", 16)]
+    with pytest.raises(SystemExit):
+        run_all.parse_args(["--seed-cells", "III:32"])
 
 
 def test_parse_args_defaults_and_errors(monkeypatch):
