@@ -20,7 +20,7 @@ candidate buffer holds (many ties), the query is redone exactly: every distance,
 therefore always exact and equal to :func:`~hihpq_lib.index.topk_smallest` of the summed
 tables: ascending distances, ties broken by the lower item index.
 
-``M`` is a compile-time constant (:func:`numba.literally`): LLVM unrolls the ``M``
+``M`` is a compile-time constant (one compiled scan per ``M``): LLVM unrolls the ``M``
 lookups of an item, which makes the scan about twice as fast as a loop over ``M``. Each
 ``M`` compiles once (about a second) and is cached on disk next to this file when the
 folder is writable. Queries run in parallel (``prange``) on
@@ -41,7 +41,7 @@ import math
 import numba
 import numpy as np
 import torch
-from numba import literally, njit, prange
+from numba import njit, prange
 
 __all__ = ["adc_topk", "lorentz_tables"]
 
@@ -127,19 +127,27 @@ def _query(t, codes, k, m, out_v, out_i):
         _sort_candidates(cv, ci, cnt, k, out_v, out_i)
 
 
-@njit(cache=True, nogil=True, parallel=True)
-def _adc_topk_m(tables, codes, k, m):
-    b = tables.shape[0]
-    out_v = np.empty((b, k), tables.dtype)
-    out_i = np.empty((b, k), np.int64)
-    for q in prange(b):
-        _query(tables[q], codes, k, m, out_v[q], out_i[q])
-    return out_v, out_i
+_SCANS: dict = {}
 
 
-@njit(cache=True)
-def _adc_topk(tables, codes, k, m):
-    return _adc_topk_m(tables, codes, k, literally(m))
+def _scan_kernel(m: int):
+    """The parallel scan for ``M = m`` subspaces, compiled once per ``m``.
+
+    ``m`` is a closure constant, so numba compiles it as a literal and LLVM unrolls the
+    ``m`` lookups of an item. (:func:`numba.literally` would do the same, but its
+    dispatch kept a reference to every array argument: the memory of long runs grew
+    by the size of each call's tables.)
+    """
+    kernel = _SCANS.get(m)
+    if kernel is None:
+
+        @njit(cache=True, nogil=True, parallel=True)
+        def kernel(tables, codes, k, out_v, out_i):
+            for q in prange(tables.shape[0]):
+                _query(tables[q], codes, k, m, out_v[q], out_i[q])
+
+        _SCANS[m] = kernel
+    return kernel
 
 
 def adc_topk(
@@ -182,18 +190,24 @@ def adc_topk(
         )
     if not 1 <= k <= codes.shape[0]:
         raise ValueError(f"k must satisfy 1 <= k <= N = {codes.shape[0]}, got {k}")
+    _set_threads(threads)
+    out_v = np.empty((tables.shape[0], int(k)), np.float32)
+    out_i = np.empty((tables.shape[0], int(k)), np.int64)
+    _scan_kernel(int(tables.shape[1]))(
+        np.ascontiguousarray(tables), np.ascontiguousarray(codes), int(k), out_v, out_i
+    )
+    return out_v, out_i
+
+
+def _set_threads(threads: int | None) -> None:
     t = torch.get_num_threads() if threads is None else threads
     numba.set_num_threads(max(1, min(int(t), numba.config.NUMBA_NUM_THREADS)))
-    return _adc_topk(
-        np.ascontiguousarray(tables), np.ascontiguousarray(codes), int(k), int(tables.shape[1])
-    )
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _lorentz_tables(points, codewords, k, geodesic):
+def _lorentz_tables(points, codewords, k, geodesic, out):
     b, m, d = points.shape
     kw = codewords.shape[1]
-    out = np.empty((b, m, kw), np.float32)
     for q in prange(b):
         for mm in range(m):
             kk = np.float64(k[mm])
@@ -214,7 +228,6 @@ def _lorentz_tables(points, codewords, k, geodesic):
                 if geodesic:
                     sq = half * math.asinh(math.sqrt(max(sq, 1e-12)) / half)
                 out[q, mm, j] = sq
-    return out
 
 
 def lorentz_tables(
@@ -254,10 +267,13 @@ def lorentz_tables(
             f"points (B, M, D') and codewords (M, K, D') do not match: {points.shape}, "
             f"{codewords.shape}"
         )
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
-    return _lorentz_tables(
+    _set_threads(None)
+    out = np.empty((points.shape[0], m, codewords.shape[1]), np.float32)
+    _lorentz_tables(
         np.ascontiguousarray(points),
         np.ascontiguousarray(codewords),
         np.ascontiguousarray(k, dtype=np.float32),
         bool(geodesic),
+        out,
     )
+    return out

@@ -197,3 +197,22 @@ def test_lorentz_tables_reject_bad_input():
         adc_kernel.lorentz_tables(pts[:, :2], cw, k)
     with pytest.raises(ValueError, match="do not match"):
         adc_kernel.lorentz_tables(pts, cw[0], k)
+
+
+def test_kernels_keep_no_reference_to_their_arguments():
+    """A compiled call must not retain its array arguments (numba's ``literally``
+    dispatch did: every search leaked its tables, and a benchmark grew to 19 GB)."""
+    import sys
+
+    tables, codes = _problem(3, 4, 5000)
+    before = sys.getrefcount(tables), sys.getrefcount(codes)
+    for _ in range(3):
+        adc_kernel.adc_topk(tables, codes, 10)
+    assert (sys.getrefcount(tables), sys.getrefcount(codes)) == before
+    pts = np.ones((2, 3, 4), np.float32)
+    cw = np.ones((3, 5, 4), np.float32)
+    k = np.ones(3, np.float32)
+    before = sys.getrefcount(pts), sys.getrefcount(cw), sys.getrefcount(k)
+    for _ in range(3):
+        adc_kernel.lorentz_tables(pts, cw, k)
+    assert (sys.getrefcount(pts), sys.getrefcount(cw), sys.getrefcount(k)) == before
