@@ -52,7 +52,7 @@ lab: $(STAMP)
 	$(BIN)/jupytext --set-formats ipynb,py:percent notebooks/[0-9][0-9]_*.py
 	$(BIN)/jupyter lab notebooks/
 
-# The committed tables: protocol II (3 seeds at 32 bits, 82 minutes on 2 shared cores) and
+# The committed tables: protocol II (3 seeds at 32 bits, about 25 minutes from an empty cache) and
 # protocol I with all 50,000 training images (1 seed, about 37 minutes, peak 4.5 GB), and
 # its Euclidean rows in a folder of their own (about 10 minutes; notebook 07 merges them).
 bench: $(STAMP)

@@ -443,8 +443,8 @@ print(metrics.format_table(reporting.paper_comparison_rows(results), floatfmt=".
 #
 # For scale: the demo's setting (notebook 06 in full mode: protocol II, 32 bits, 160 px,
 # one seed) reached a test mAP@1000 of 0.594 (validation-selected epoch) when this
-# notebook was last run, and the benchmark's 128-px profile 0.557 ± 0.004 (3 seeds),
-# against 0.652 for the official code on a GPU and 0.641 for MeCoQ.
+# notebook was last run, and the benchmark's 128-px profile 0.553 ± 0.006 (3 seeds, the
+# 2026-11-30 run), against 0.652 for the official code on a GPU and 0.641 for MeCoQ.
 #
 # ## 6. Reproducing the paper on a GPU
 #
