@@ -54,7 +54,9 @@ lab: $(STAMP)
 
 # The committed tables: protocol II (3 seeds at 32 bits, about 25 minutes from an empty cache) and
 # protocol I with all 50,000 training images (1 seed, about 37 minutes, peak 4.5 GB), and
-# its Euclidean rows in a folder of their own (about 10 minutes; notebook 07 merges them).
+# its Euclidean rows in a folder of their own (about 10 minutes; notebook 07 merges them),
+# and a seed study of hyperbolic vs Euclidean at protocol I / 32 bits (3 seeds each; one
+# folder deeper, so notebook 07's table keeps the one-seed protocol I run).
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run_all --protocols II --bits 16 32 64 --epochs 12 --seeds 3 \
 	  --threads 2 --quiet --out benchmarks/results/protocol_ii
@@ -64,6 +66,9 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run_all --protocols I --bits 16 32 64 --epochs 8 --seeds 1 \
 	  --threads 2 --quiet --methods euclidean_cpq euclidean_hier \
 	  --out benchmarks/results/protocol_i_euclidean
+	$(BIN)/python -m benchmarks.run_all --protocols I --bits 32 --epochs 8 --seeds 3 \
+	  --seed-cells I:32 --threads 2 --quiet --methods hihpq euclidean_hier \
+	  --out benchmarks/results/seeds/protocol_i_32bits
 	$(BIN)/python -m benchmarks.float32_stress
 	$(BIN)/python -m benchmarks.hierarchy_memory
 

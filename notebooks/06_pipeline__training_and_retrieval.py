@@ -555,9 +555,9 @@ print(f"Exercise 2: correct, {answer[0] / 1e6:.0f} MB of codes = {answer[1]:,} f
 # %% [markdown]
 # One more way to search: with the **symmetric** distance (SDC) the query is quantized
 # too, and all distances come from precomputed codeword-to-codeword tables (notebook
-# 02). Symmetric search is several times slower than asymmetric search in this
-# library, so we compare the two on `SDC_QUERIES` random test queries, `sdc_rows`.
-# First their asymmetric mAP:
+# 02). Quantized queries share many exactly equal distances, so its top-k keeps
+# many tied candidates; to keep the fast mode fast we compare the two on `SDC_QUERIES`
+# random test queries, `sdc_rows`. First their asymmetric mAP:
 
 # %%
 SDC_QUERIES = runtime.pick(1000, 600)
