@@ -93,6 +93,8 @@ __all__ = [
     "format_markdown",
     "format_text",
     "write_atomic",
+    "measure_adc",
+    "remeasure_adc",
     "main",
 ]
 
@@ -680,6 +682,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def measure_adc(protocol: str, bits: int, problem: tuple, threads: int, repeats: int) -> list[dict]:
+    """ADC rows of one cell: :func:`adc_throughput.compare` on one thread and on ``threads``.
+
+    ``problem`` is ``(N, M, K, d, Q, topk)``. Prints one line per thread count.
+    """
+    rows = []
+    for t in sorted({1, threads}):
+        row = adc_throughput.compare(*problem, t, repeats)
+        rows.append({"protocol": protocol, "bits": bits, **row})
+        print(
+            f"[{protocol}/{bits}b] ADC q/s on {t} thread(s): faiss {row['faiss_qps']:.0f}, "
+            f"ours Lorentz {row['lorentz_qps']:.0f} (x{row['ratio_lorentz']:.2f}), "
+            f"ours Euclidean {row['euclidean_qps']:.0f} (x{row['ratio_euclidean']:.2f})",
+            flush=True,
+        )
+    return rows
+
+
 def remeasure_adc(out: Path, threads: int, *, repeats: int = 2) -> dict:
     """Re-measure the ADC table of ``out/results.json`` in place (``--adc-only``).
 
@@ -701,17 +721,13 @@ def remeasure_adc(out: Path, threads: int, *, repeats: int = 2) -> dict:
     load = os.getloadavg()[0]
     rows = []
     for (protocol, bits), a in cells.items():
-        for t in sorted({1, threads}):
-            row = adc_throughput.compare(
-                a["N"], a["M"], a["K"], a.get("d"), a["Q"], a.get("topk", 1000), t, repeats
-            )
-            rows.append({"protocol": protocol, "bits": bits, **row})
-            print(
-                f"[{protocol}/{bits}b] ADC q/s on {t} thread(s): faiss {row['faiss_qps']:.0f}, "
-                f"ours Lorentz {row['lorentz_qps']:.0f} (x{row['ratio_lorentz']:.2f}), "
-                f"ours Euclidean {row['euclidean_qps']:.0f} (x{row['ratio_euclidean']:.2f})",
-                flush=True,
-            )
+        rows += measure_adc(
+            protocol,
+            bits,
+            (a["N"], a["M"], a["K"], a.get("d"), a["Q"], a.get("topk", 1000)),
+            threads,
+            repeats,
+        )
     results["adc"] = rows
     results["meta"]["adc_remeasured"] = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -847,25 +863,13 @@ def _run_protocol(args, protocol: str, results: dict, out: Path, workdir: Path) 
         k = min(base.topk, len(db.feats))
         # ADC throughput at this cell's N, M, K: single-threaded and on --threads
         adc_q = 200 if args.quick else 1000
-        for adc_threads in sorted({1, args.threads}):
-            row = adc_throughput.compare(
-                len(db.feats),
-                base.M,
-                base.K,
-                base.feat_dim,
-                min(adc_q, len(q.feats)),
-                k,
-                adc_threads,
-                repeats=1 if args.quick else 2,
-            )
-            results["adc"].append({"protocol": protocol, "bits": bits, **row})
-            print(
-                f"[{protocol}/{bits}b] ADC q/s on {adc_threads} thread(s): faiss "
-                f"{row['faiss_qps']:.0f}, ours Lorentz {row['lorentz_qps']:.0f} "
-                f"(x{row['ratio_lorentz']:.2f}), ours Euclidean {row['euclidean_qps']:.0f} "
-                f"(x{row['ratio_euclidean']:.2f})",
-                flush=True,
-            )
+        results["adc"] += measure_adc(
+            protocol,
+            bits,
+            (len(db.feats), base.M, base.K, base.feat_dim, min(adc_q, len(q.feats)), k),
+            args.threads,
+            1 if args.quick else 2,
+        )
         torch.set_num_threads(args.threads)
         faiss.omp_set_num_threads(args.threads)
         for method in args.methods:

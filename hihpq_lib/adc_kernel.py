@@ -84,7 +84,7 @@ def _query_exact(t, codes, k, m, out_v, out_i):
     dist = np.empty(n, t.dtype)
     for j in range(n):
         dist[j] = _item(t, codes, j, m)
-    kth = np.partition(dist.copy(), k - 1)[k - 1]
+    kth = np.partition(dist, k - 1)[k - 1]  # a partitioned copy: dist stays in order
     cnt = 0
     for j in range(n):
         if dist[j] <= kth:

@@ -90,9 +90,10 @@ _METRICS = {
 }
 #: Target number of elements in one (query batch, database) distance buffer.
 _BUFFER_ELEMENTS = 2**25
-#: Elements of one (M, b, K, D') difference chunk in the table computation: 8 MB in
-#: float32, a size at which the elementwise ops run about twice as fast as at 16x more.
-_TABLE_ELEMENTS = 2**21
+#: Elements of one (M, b, K, D') chunk in the torch table computation. Float64 Lorentz
+#: tables (M = 2 / 4 / 8, K = 256, D' = 17, 2 threads) took 32 / 69 / 153 us per query
+#: at this size, 102 / 176 / 271 at 2**22 (the earlier size) and more at 2**18.
+_TABLE_ELEMENTS = 2**20
 #: Default queries per search batch: the lookup runs fastest with (M*K, B) tables in cache.
 _SEARCH_BATCH = 128
 #: Queries per batch for the compiled kernel (no (batch, N) buffer: only tables).
@@ -461,12 +462,7 @@ class PQIndex:
         Lorentz codebooks in float32 on the CPU: :func:`hihpq_lib.adc_kernel.lorentz_tables`
         (compiled, float64 accumulation); otherwise torch (:meth:`_pairwise`).
         """
-        if (
-            self.geometry == "lorentz"
-            and self.dtype == torch.float32
-            and self.codewords.device.type == "cpu"
-            and points.shape[0] > 0
-        ):
+        if self.geometry == "lorentz" and self._compiled_fits and points.shape[0] > 0:
             return torch.from_numpy(
                 adc_kernel.lorentz_tables(
                     points.detach().contiguous().numpy(),
@@ -490,32 +486,16 @@ class PQIndex:
         for s in range(0, x.shape[1], step):
             xx = x[:, s : s + step].unsqueeze(2)  # (M, b, 1, D')
             if self.geometry == "lorentz":
-                sq = self._lorentz_sqdist(xx, yy)
-                kk = self.k.view(-1, 1, 1)
-                out.append(lorentz._dist_from_sq(sq, kk) if self.metric == "geodesic" else sq)
+                if self.metric == "geodesic":
+                    out.append(lorentz.dist(xx, yy, k=self.k.view(-1, 1, 1, 1)))
+                else:
+                    out.append(lorentz.sqdist(xx, yy, k=self.k.view(-1, 1, 1, 1)))
             else:
                 sq = (xx - yy).square().sum(-1)
                 out.append(sq if self.metric == "sqeuclidean" else sq.sqrt())
         if not out:
             return x.new_zeros((x.shape[0], 0, y.shape[1]))
         return torch.cat(out, dim=1)
-
-    def _lorentz_sqdist(self, xx: torch.Tensor, yy: torch.Tensor) -> torch.Tensor:
-        """:func:`hihpq_lib.lorentz.sqdist` of (M, b, 1, D') and (M, 1, K, D') sub-points.
-
-        The same two forms and the same choice between them, but the difference form
-        (which needs a second (M, b, K, D') product) is computed only for the pairs that
-        use it: nearly identical points, a handful per table. About twice as fast.
-        """
-        kk = self.k.view(-1, 1, 1)
-        xy = lorentz.inner(xx, yy)  # (M, b, K)
-        sq = -2.0 * kk - 2.0 * xy
-        near = ~(sq > 2e-3 * xy.abs())
-        if bool(near.any()):
-            m, b, j = near.nonzero(as_tuple=True)
-            diff = xx[m, b, 0] - yy[m, 0, j]
-            sq = sq.index_put((m, b, j), lorentz.inner(diff, diff))
-        return torch.clamp_min(sq, 0.0)
 
     def symmetric_tables(self) -> torch.Tensor:
         """Codeword-to-codeword distances ``S[m, i, j] = d_m(c[m, i], c[m, j])``.
@@ -714,11 +694,16 @@ class PQIndex:
             return empty, torch.zeros((0, topk), dtype=torch.long, device=empty.device)
         return torch.cat(dists), torch.cat(idxs)
 
+    @property
+    def _compiled_fits(self) -> bool:
+        """Whether the compiled code of :mod:`hihpq_lib.adc_kernel` applies: float32 on CPU."""
+        return self.dtype == torch.float32 and self.codewords.device.type == "cpu"
+
     def _use_kernel(self, backend: str) -> bool:
         """Whether :meth:`search` runs the compiled kernel for this ``backend``."""
         if backend not in _BACKENDS:
             raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
-        fits = self.codes.device.type == "cpu" and self.dtype == torch.float32
+        fits = self._compiled_fits
         if backend == "kernel" and not fits:
             raise ValueError(
                 "backend='kernel' needs float32 codebooks and codes on the CPU, got "

@@ -13,7 +13,8 @@ reference's ``softmax_temp``) and the centroid the weighted Lorentz centroid. Th
 code of :math:`x_m` is :math:`\arg\min_j d^2(x_m, c_{m,j})`; codes are stored as
 ``uint8`` when ``K <= 256``. ``attention="sqgeodesic"`` scores the codewords by the
 squared geodesic distance instead (an ablation; the hard codes do not change, the
-geodesic distance being an increasing function of the squared Lorentzian one). The Euclidean counterpart is the same class over a
+geodesic distance being an increasing function of the squared Lorentzian one). The
+Euclidean counterpart is the same class over a
 :class:`~hihpq_lib.manifolds.ProductEuclidean`.
 """
 
