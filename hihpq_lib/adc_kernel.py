@@ -22,8 +22,10 @@ tables: ascending distances, ties broken by the lower item index.
 
 ``M`` is a compile-time constant (one compiled scan per ``M``): LLVM unrolls the ``M``
 lookups of an item, which makes the scan about twice as fast as a loop over ``M``. Each
-``M`` compiles once (about a second) and is cached on disk next to this file when the
-folder is writable. Queries run in parallel (``prange``) on
+``M`` compiles once (about a second) and is cached on disk: next to this file when the
+folder is writable, else in numba's user cache folder, else under ``cache_dir()/numba``
+(``HIHPQ_CACHE_DIR``), else not at all (a read-only install with no writable home: each
+process compiles again); a one-line note on stderr says which fallback was taken. Queries run in parallel (``prange``) on
 :func:`torch.get_num_threads` threads.
 
 :func:`lorentz_tables` builds the ADC tables themselves for Lorentz codebooks: one loop
@@ -37,6 +39,8 @@ Measured by ``python -m benchmarks.adc_throughput`` (see ``benchmarks/README.md`
 from __future__ import annotations
 
 import math
+import os
+import sys
 
 import numba
 import numpy as np
@@ -45,12 +49,61 @@ from numba import njit, prange
 
 __all__ = ["adc_topk", "lorentz_tables"]
 
+_CACHE_NOTED: list[str] = []
+
+
+def _note(text: str) -> None:
+    if text not in _CACHE_NOTED:
+        _CACHE_NOTED.append(text)
+        print(f"hihpq: note: {text}", file=sys.stderr)
+
+
+def _cached_njit(**options):
+    """``numba.njit(cache=True, **options)`` that survives a read-only install.
+
+    numba looks for a writable cache folder beside the source file, then in the user's
+    cache folder, and raises ``RuntimeError: cannot cache function ...: no locator
+    available`` when both are read-only: every command crashed on a shared install.
+    Here the next place is ``cache_dir()/numba`` (``HIHPQ_CACHE_DIR``), then no cache.
+    """
+
+    def decorate(fn):
+        try:
+            return njit(cache=True, **options)(fn)
+        except RuntimeError as exc:
+            if "no locator available" not in str(exc):
+                raise
+        if not numba.config.CACHE_DIR:
+            from .runtime import cache_dir
+
+            folder = cache_dir() / "numba"
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                if os.access(folder, os.W_OK):
+                    numba.config.CACHE_DIR = str(folder)
+                    _note(
+                        f"the package folder is read-only: compiled search kernels are cached "
+                        f"in {folder} (set NUMBA_CACHE_DIR to choose another folder)"
+                    )
+                    return njit(cache=True, **options)(fn)
+            except (OSError, RuntimeError):
+                numba.config.CACHE_DIR = ""
+        _note(
+            "no writable folder for numba's cache (package, home and HIHPQ_CACHE_DIR are "
+            "read-only): the search kernels compile in each process; set NUMBA_CACHE_DIR "
+            "to a writable folder to keep them"
+        )
+        return njit(cache=False, **options)(fn)
+
+    return decorate
+
+
 _HIGH_BIT = np.uint64(0x80000000)
 _LOW_WORD = np.uint64(0xFFFFFFFF)
 _SHIFT = np.uint64(32)
 
 
-@njit(cache=True, nogil=True)
+@_cached_njit(nogil=True)
 def _sort_candidates(cv, ci, cnt, k, out_v, out_i):
     """Write the ``k`` smallest of ``cv[:cnt]`` (ties: lower ``ci``) to ``out_*``, ascending."""
     bits = cv[:cnt].view(np.uint32)
@@ -69,7 +122,7 @@ def _sort_candidates(cv, ci, cnt, k, out_v, out_i):
         out_i[r] = ci[pos]
 
 
-@njit(cache=True, nogil=True, inline="always")
+@_cached_njit(nogil=True, inline="always")
 def _item(t, codes, j, m):
     s = t[0, codes[j, 0]]
     for mm in range(1, m):
@@ -77,7 +130,7 @@ def _item(t, codes, j, m):
     return s
 
 
-@njit(cache=True, nogil=True)
+@_cached_njit(nogil=True)
 def _query_exact(t, codes, k, m, out_v, out_i):
     """Every distance, the exact k-th value, every item at or below it (fallback)."""
     n = codes.shape[0]
@@ -100,7 +153,7 @@ def _query_exact(t, codes, k, m, out_v, out_i):
     _sort_candidates(cv, ci, cnt, k, out_v, out_i)
 
 
-@njit(cache=True, nogil=True)
+@_cached_njit(nogil=True)
 def _query(t, codes, k, m, out_v, out_i):
     n = codes.shape[0]
     step = max(1, min(32, n // (4 * k)))
@@ -141,7 +194,7 @@ def _scan_kernel(m: int):
     kernel = _SCANS.get(m)
     if kernel is None:
 
-        @njit(cache=True, nogil=True, parallel=True)
+        @_cached_njit(nogil=True, parallel=True)
         def kernel(tables, codes, k, out_v, out_i):
             for q in prange(tables.shape[0]):
                 _query(tables[q], codes, k, m, out_v[q], out_i[q])
@@ -200,11 +253,16 @@ def adc_topk(
 
 
 def _set_threads(threads: int | None) -> None:
-    t = torch.get_num_threads() if threads is None else threads
+    torch_threads = torch.get_num_threads()
+    t = torch_threads if threads is None else threads
     numba.set_num_threads(max(1, min(int(t), numba.config.NUMBA_NUM_THREADS)))
+    # numba's OpenMP pool, started by its first parallel call, resets the process-wide
+    # OpenMP thread count that torch shares: put torch's back (see runtime.use_threads)
+    if torch.get_num_threads() != torch_threads:
+        torch.set_num_threads(torch_threads)
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@_cached_njit(nogil=True, parallel=True)
 def _lorentz_tables(points, codewords, k, geodesic, out):
     b, m, d = points.shape
     kw = codewords.shape[1]

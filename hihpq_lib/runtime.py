@@ -14,10 +14,15 @@ Environment variables
     Where cached features live (default ``<data dir>/cache``).
 ``HIHPQ_RUNS_DIR``
     Where training runs, checkpoints and figures go (default ``<repo>/runs``).
+``HIHPQ_THREADS``
+    The number of threads every compute library may use (torch, ONNX Runtime, numba,
+    faiss, BLAS); default: the cores free when a stage starts (see :func:`thread_budget`).
+    A config's ``threads`` key, when not 0, wins over it.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import random
 from pathlib import Path
@@ -34,6 +39,9 @@ __all__ = [
     "cache_dir",
     "runs_dir",
     "shared_cifar10_archive",
+    "thread_budget",
+    "free_cores",
+    "use_threads",
 ]
 
 #: The repository root (the folder holding ``hihpq_lib``).
@@ -102,3 +110,110 @@ def shared_cifar10_archive() -> Path | None:
     """
     path = REPO_ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
     return path if path.is_file() else None
+
+
+# --------------------------------------------------------------------------------------
+# One thread budget for torch, ONNX Runtime, numba, faiss and BLAS
+# --------------------------------------------------------------------------------------
+
+
+def _available_cpus() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _cpu_times() -> tuple[float, float] | None:
+    """(busy, total) jiffies of all CPUs from ``/proc/stat``; None where it is unreadable."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu":
+        return None
+    vals = [float(v) for v in fields[1:]]
+    idle = vals[3] + (vals[4] if len(vals) > 4 else 0.0)  # idle + iowait
+    total = sum(vals[:8])  # guest time is already counted in user
+    return total - idle, total
+
+
+def free_cores(sample_s: float = 0.25) -> int:
+    """Cores not busy with other work, measured over ``sample_s`` seconds (at least 1).
+
+    Reads ``/proc/stat`` twice while this process sleeps; the busy share of all CPUs,
+    times the number of CPUs, is what others use. Where ``/proc/stat`` is missing (not
+    Linux) every available core counts as free.
+    """
+    n = _available_cpus()
+    first = _cpu_times()
+    if first is None:
+        return n
+    import time
+
+    time.sleep(sample_s)
+    second = _cpu_times()
+    if second is None or second[1] <= first[1]:
+        return n
+    busy_share = (second[0] - first[0]) / (second[1] - first[1])
+    n_all = os.cpu_count() or n
+    busy = busy_share * n_all
+    # a core counts as taken once another process keeps it more than a third busy
+    return int(min(n, max(1, n - math.floor(busy + 2 / 3))))
+
+
+def thread_budget(requested: int | None = 0) -> int:
+    """The number of threads a stage may use.
+
+    ``requested`` (a config's ``threads``) when positive; else ``HIHPQ_THREADS``; else
+    :func:`free_cores`: on a machine where a notebook kernel or another run keeps a core
+    busy, the stage runs on the cores left instead of fighting over them (threads that
+    share a core with another busy process make every parallel step wait for the slowest
+    one).
+
+    >>> thread_budget(3)
+    3
+    """
+    if requested is not None and int(requested) > 0:
+        return int(requested)
+    env = os.environ.get("HIHPQ_THREADS", "").strip()
+    if env:
+        try:
+            value = int(env)
+        except ValueError:
+            raise ValueError(
+                f"HIHPQ_THREADS={env!r} is not a whole number; set it to e.g. 2, or unset it"
+            ) from None
+        if value < 1:
+            raise ValueError(f"HIHPQ_THREADS must be >= 1, got {value}; or unset it")
+        return value
+    return free_cores()
+
+
+def use_threads(n: int) -> int:
+    """Give every compute library the same budget of ``n`` threads; return ``n``.
+
+    numba's OpenMP pool, when it starts, sets the OpenMP thread count of the whole process
+    (torch shares the same OpenMP runtime) to numba's own default, all cores. So the pool
+    is started here first, and torch's count is set after it: otherwise the first search
+    or validation in a run silently switched torch from 1 thread to all cores (a run with
+    ``threads: 1`` then differed bit for bit from its resumed copy). ONNX Runtime sessions
+    read :func:`torch.get_num_threads` when they are created.
+    """
+    n = max(1, int(n))
+    try:
+        import numba
+
+        numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
+    except ImportError:  # pragma: no cover - numba is a dependency
+        pass
+    torch.set_num_threads(n)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(n)  # BLAS and OpenMP of numpy, scipy, scikit-learn, faiss
+    except ImportError:  # pragma: no cover
+        pass
+    torch.set_num_threads(n)  # threadpoolctl may have touched the shared OpenMP runtime
+    return n
