@@ -8,8 +8,11 @@
     hihpq search RUN IMAGE [--k N]
     hihpq demo [--quick] [--out DIR] [--data PATH]
 
-Errors a user can fix (unknown config key, bad code length, unknown dataset or backbone,
-missing data or weights, corrupt image) print one line ``hihpq: error: ...`` and exit 2.
+Errors a user can fix (unknown config key or a bad value, malformed YAML, bad code length,
+unknown dataset or backbone, missing data or weights, a corrupt image, archive or checkpoint,
+a non-empty run folder, a folder without write permission, a file where ``--out`` should be)
+print one line ``hihpq: error: ...`` naming the file and the fix, and exit 2. See
+``docs/reliability.md``.
 """
 
 from __future__ import annotations
@@ -57,9 +60,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--resume", action="store_true", help="continue from the run folder's checkpoint"
     )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run in a non-empty run folder (default: refuse it)",
+    )
     p = sub.add_parser("evaluate", help="mAP of a trained run on its test queries")
     p.add_argument("run", help="run folder")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument(
+        "--data",
+        default=None,
+        help="dataset source (default: the locally configured one; a path stored in "
+        "the run folder is never followed)",
+    )
     p = sub.add_parser("search", help="query a trained run's index with an image file")
     p.add_argument("run", help="run folder")
     p.add_argument("image", help="image file (any format PIL reads)")
@@ -69,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output folder (default: runs/demo)")
     p.add_argument("--data", default=None, help="CIFAR-10 source")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     return ap
 
 
@@ -108,17 +123,20 @@ def _print_results(res: dict) -> None:
 
 
 def _cmd_train(args) -> int:
-    from .pipeline import run_experiment
+    from .pipeline import run_experiment, run_folder
 
     cfg = _config(args)
-    res = run_experiment(cfg, args.out, resume=args.resume)
-    print(f"run folder: {Path(args.out) if args.out else cfg.name}")
+    res = run_experiment(cfg, args.out, resume=args.resume, overwrite=args.overwrite)
+    print(f"run folder: {run_folder(cfg, args.out).resolve()}")
     _print_results(res)
     return 0
 
 
 def _cmd_evaluate(args) -> int:
-    from .pipeline import prepare
+    import dataclasses
+
+    from .data import DatasetNotFoundError
+    from .pipeline import check_run_stamps, prepare
     from .training import evaluate_map, load_model
 
     run = Path(args.run)
@@ -126,7 +144,23 @@ def _cmd_evaluate(args) -> int:
         raise FileNotFoundError(
             f"{run} is not a run folder (no checkpoint.pt); train one with `hihpq train`"
         )
+    check_run_stamps(run)
     model, cfg = load_model(run, "final")
+    # A run folder may come from someone else: the data path stored in it is never
+    # followed (a hostile folder could run code when read). --data, or the local setup.
+    stored = cfg.data
+    if args.data is None and cfg.dataset != "cifar10" and stored:
+        raise DatasetNotFoundError(
+            f"{run} was trained on {cfg.dataset} data at {stored}; a path stored in a run "
+            "folder is not followed: pass --data PATH (your copy of that dataset)"
+        )
+    cfg = dataclasses.replace(cfg, data=args.data)
+    if stored and stored != args.data and not args.json:
+        print(
+            f"note: the run was trained on data at {stored}; evaluating on "
+            f"{args.data or 'the locally configured CIFAR-10'}",
+            file=sys.stderr,
+        )
     prep = prepare(cfg, progress=not args.json)
     q, db = prep.split("query"), prep.split("database")
     best, _ = load_model(run, "best", in_dim=prep.feats.shape[1])
@@ -150,10 +184,16 @@ def _cmd_search(args) -> int:
     from .data import read_image_file
     from .features import extract_features
     from .index import PQIndex
+    from .pipeline import check_run_stamps
     from .training import load_model
 
     run = Path(args.run)
     img = read_image_file(args.image)  # a corrupt or missing image fails first, by name
+    if not (run / "checkpoint.pt").is_file():
+        raise FileNotFoundError(
+            f"{run} is not a run folder (no checkpoint.pt); train one with `hihpq train`"
+        )
+    check_run_stamps(run)  # the index must come from the same run as the model
     model, cfg = load_model(run, "final")
     index = PQIndex.load(run / "index")
     if args.k < 1 or args.k > index.ntotal:
@@ -172,7 +212,13 @@ def _cmd_search(args) -> int:
 def _cmd_demo(args) -> int:
     from .demo import run_demo
 
-    run_demo(out_dir=args.out, quick=args.quick, data=args.data, overrides=args.overrides)
+    run_demo(
+        out_dir=args.out,
+        quick=args.quick,
+        data=args.data,
+        overrides=args.overrides,
+        overwrite=args.overwrite,
+    )
     return 0
 
 
@@ -202,11 +248,44 @@ def main(argv: list[str] | None = None) -> int:
         FileNotFoundError,
         ValueError,
     ) as err:
-        msg = str(err).strip().splitlines()
-        print(f"hihpq: error: {msg[0] if msg else type(err).__name__}", file=sys.stderr)
-        for line in msg[1:]:
-            print(f"  {line}", file=sys.stderr)
-        return 2
+        return _error(_message(err))
+    except OSError as err:  # permissions, a file where a folder should be, disk full...
+        return _error(_os_message(err))
+
+
+def _message(err: BaseException) -> str:
+    if isinstance(err, OSError) and str(err).startswith("[Errno"):
+        return _os_message(err)  # a bare OS error (FileNotFoundError from open...)
+    return str(err).strip() or type(err).__name__
+
+
+def _os_message(err: OSError) -> str:
+    name = err.filename or "a file"
+    if err.filename2:
+        name = f"{err.filename} -> {err.filename2}"
+    text = str(err)
+    if not text.startswith("[Errno"):
+        return text  # already one of ours, naming the file and the fix
+    fixes = {
+        PermissionError: "check its permissions, or point --out / HIHPQ_RUNS_DIR / "
+        "HIHPQ_DATA_DIR / HIHPQ_CACHE_DIR at a folder you can write",
+        FileExistsError: "a file stands where a folder is needed; move it or choose "
+        "another path (e.g. --out)",
+        IsADirectoryError: "a folder stands where a file is needed; pass a file",
+        NotADirectoryError: "a file stands where a folder is needed; choose another path",
+    }
+    fix = next((f for t, f in fixes.items() if isinstance(err, t)), "check the path")
+    if err.errno == 28:  # ENOSPC
+        fix = "free disk space or point HIHPQ_DATA_DIR / HIHPQ_RUNS_DIR elsewhere"
+    return f"{name}: {err.strerror or type(err).__name__}; {fix}"
+
+
+def _error(text: str) -> int:
+    msg = text.splitlines() or ["error"]
+    print(f"hihpq: error: {msg[0]}", file=sys.stderr)
+    for line in msg[1:]:
+        print(f"  {line}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -16,6 +16,7 @@ import dataclasses
 import difflib
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -138,6 +139,7 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.num_clusters or min(self.num_clusters) < 2:
             raise ConfigError(f"num_clusters must list granularities >= 2, got {self.num_clusters}")
+        _check_ranges(self)
         return self
 
     # --- construction -------------------------------------------------------------
@@ -167,7 +169,7 @@ class TrainConfig:
                 close = difflib.get_close_matches(key, list(d), n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 raise ConfigError(f"unknown config key {key!r}{hint}")
-            d[key] = _coerce(key, yaml.safe_load(raw), self.fields()[key])
+            d[key] = _coerce(key, _parse_value(key, raw, self.fields()[key]), self.fields()[key])
         return TrainConfig.from_dict(d)
 
     def to_dict(self) -> dict:
@@ -178,6 +180,63 @@ class TrainConfig:
 
     def key(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
+
+
+#: Run names become folder names under the runs folder: no path separators, no "..".
+_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+-]{0,99}$")
+
+#: (key, lower bound, whether the bound itself is allowed) for numeric keys.
+_BOUNDS = [
+    ("lr", 0.0, False),
+    ("start_lr", 0.0, True),
+    ("final_lr", 0.0, True),
+    ("lr_backbone_scale", 0.0, True),
+    ("momentum", 0.0, True),
+    ("weight_decay", 0.0, True),
+    ("tau", 0.0, False),
+    ("proto_weight", 0.0, True),
+    ("instance_weight", 0.0, True),
+    ("curvature", 0.0, False),
+    ("clip_r", 0.0, False),
+    ("softmax_temp", 0.0, False),
+    ("n_val_per_class", 1, True),
+    ("n_views", 1, True),
+    ("eval_interval", 1, True),
+    ("hierarchy_warmup", 0, True),
+    ("lr_warmup_epochs", 0, True),
+    ("cluster_anchors", 1, True),
+    ("head_hidden", 0, True),
+    ("threads", 0, True),
+    ("trainable_layers", 0, True),
+]
+
+
+def _check_ranges(cfg: TrainConfig) -> None:
+    """Every value a run would only reject later (after data preparation), checked now."""
+    if not isinstance(cfg.name, str) or not _NAME_RE.match(cfg.name):
+        raise ConfigError(
+            f"run name {cfg.name!r} is not a plain folder name; use letters, digits and "
+            "'_', '-', '.', '+' (no '/', '\\', '..' or spaces), e.g. name=my_run"
+        )
+    for key, low, inclusive in _BOUNDS:
+        if key not in cfg.fields():
+            continue
+        value = getattr(cfg, key)
+        if value is None:
+            continue
+        if value < low or (value == low and not inclusive):
+            rel = ">=" if inclusive else ">"
+            raise ConfigError(f"{key} must be {rel} {low}, got {value}")
+    if cfg.momentum >= 1:
+        raise ConfigError(f"momentum must be < 1, got {cfg.momentum}")
+    if cfg.batch_size < 2:
+        raise ConfigError(f"batch_size must be >= 2 (the contrastive loss), got {cfg.batch_size}")
+    for key in ("subsample_per_class", "train_per_class"):
+        value = getattr(cfg, key)
+        if value is not None and value < 1:
+            raise ConfigError(f"{key} must be >= 1 or null, got {value}")
+    if cfg.trainable_layers > 2:
+        raise ConfigError(f"trainable_layers must be 0, 1 or 2, got {cfg.trainable_layers}")
 
 
 def _coerce(key: str, value, f: dataclasses.Field):
@@ -209,15 +268,50 @@ def _coerce(key: str, value, f: dataclasses.Field):
     return value
 
 
+def _parse_value(key: str, raw: str, f: dataclasses.Field):
+    """An override's value: the text itself for string keys (``name=a: b`` is the string
+    ``a: b``, not a YAML mapping), YAML for everything else (``3``, ``true``, ``[1, 2]``)."""
+    if str(f.type).startswith("str"):
+        text = raw.strip()
+        if "None" in str(f.type) and text in ("", "null", "None", "~"):
+            return None
+        return text
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        raise ConfigError(f"--set {key}={raw!r}: the value is not valid YAML") from None
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
     """Load a YAML config (``None`` = defaults) and apply ``key=value`` overrides."""
     if path is None:
         cfg = TrainConfig()
     else:
         p = Path(path)
+        if p.is_dir():
+            raise ConfigError(
+                f"config path {p} is a folder, not a file; pass one YAML file in it "
+                "(e.g. configs/cpu/cpu_cifar10_ii_32bits.yaml)"
+            )
         if not p.is_file():
             raise ConfigError(f"config file {p} does not exist (see the configs/ folder)")
-        raw = yaml.safe_load(p.read_text()) or {}
+        try:
+            text = p.read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            raise ConfigError(
+                f"config file {p} is not UTF-8 text (a binary file?); pass a YAML file "
+                "such as configs/cpu/cpu_cifar10_ii_32bits.yaml"
+            ) from None
+        try:
+            raw = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+            problem = getattr(exc, "problem", None) or type(exc).__name__
+            raise ConfigError(
+                f"config file {p} is not valid YAML{where}: {problem}; fix that line "
+                "(each line is key: value)"
+            ) from None
         if not isinstance(raw, dict):
             raise ConfigError(f"config file {p} must hold a mapping of key: value")
         raw = {

@@ -30,6 +30,7 @@ Examples
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -37,6 +38,7 @@ import pickle
 import shutil
 import tarfile
 import uuid
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +46,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from hihpq_lib.atomic import atomic_write, atomic_write_text
+from hihpq_lib.atomic import atomic_write, atomic_write_text, check_writable, clean_stale_tmp
 from hihpq_lib.runtime import cache_dir, data_dir
 
 __all__ = [
@@ -54,6 +56,7 @@ __all__ = [
     "DATASETS",
     "CorruptImageError",
     "DatasetNotFoundError",
+    "content_fingerprint",
     "ImageDataset",
     "Splits",
     "resolve_cifar10",
@@ -262,6 +265,37 @@ class ImageDataset:
             name=self.name,
             is_train=None if self.is_train is None else self.is_train[idx],
         )
+
+
+def content_fingerprint(ds: ImageDataset, indices=None) -> str:
+    """A digest of the images ``indices`` of ``ds`` as they are now (feature-cache keys).
+
+    In-memory images (CIFAR-10): a BLAKE2 hash of their pixels. Images read from files:
+    each file's resolved path, size and modification time, so another folder with the same
+    number of images, or a file replaced in place, gives another digest.
+
+    >>> a = ImageDataset(np.zeros((2, 4, 4, 3), np.uint8), [0, 1], ["a", "b"])
+    >>> b = ImageDataset(np.ones((2, 4, 4, 3), np.uint8), [0, 1], ["a", "b"])
+    >>> content_fingerprint(a) == content_fingerprint(b)
+    False
+    """
+    idx = np.arange(len(ds)) if indices is None else _check_indices(indices, len(ds))
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"n={idx.size};".encode())
+    if ds.in_memory:
+        images = ds.images
+        h.update(f"pixels{images.shape[1:]}:".encode())
+        for start in range(0, idx.size, 4096):
+            h.update(np.ascontiguousarray(images[idx[start : start + 4096]]).tobytes())
+    else:
+        for i in idx.tolist():
+            path = ds.images[i]
+            try:
+                st = os.stat(path)
+                h.update(f"{os.path.realpath(path)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+            except OSError:
+                h.update(f"{path}:missing\n".encode())
+    return h.hexdigest()
 
 
 def _check_superclass_map(mapping: Mapping, class_names: Sequence[str], source: str) -> None:
@@ -500,8 +534,22 @@ def _extract_archive(archive: Path, target: Path) -> Path:
     old = target.parent / f".{target.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         tmp.mkdir()
-        with tarfile.open(archive, "r:*") as tar:
-            tar.extractall(tmp, filter="data")
+        try:
+            with tarfile.open(archive, "r:*") as tar:
+                tar.extractall(tmp, filter="data")
+        except tarfile.FilterError as exc:
+            raise CorruptImageError(
+                f"archive {archive} holds an unsafe member, refused ({exc}); use an archive "
+                "from a trusted source"
+            ) from None
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+            if isinstance(exc, OSError) and not isinstance(exc, gzip.BadGzipFile):
+                if exc.errno is not None:  # disk full, permissions: not the archive's fault
+                    raise
+            raise CorruptImageError(
+                f"archive {archive} is truncated or not a .tar.gz/.tar ({type(exc).__name__}: "
+                f"{exc}); download it again or unpack it by hand and pass the folder"
+            ) from None
         root = _image_tree_root(tmp)
         if root is None:
             raise ValueError(
@@ -597,9 +645,58 @@ def resolve_cifar10(path: str | os.PathLike | None = None, *, download: bool = T
     return tv_root
 
 
+#: What a CIFAR-10 batch pickle may build besides dicts, lists, strings, bytes and numbers:
+#: numpy arrays (its reconstruct helper, ndarray and dtype, the scalar helper for labels
+#: stored as numpy ints) and ``_codecs.encode``, with which Python 3 pickles bytes at
+#: protocol 2. Nothing that can run code (``os.system``, ``builtins.eval``, ...).
+_CIFAR_PICKLE_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("_codecs", "encode"),
+}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickler that builds only the types of the CIFAR-10 python batches."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in _CIFAR_PICKLE_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(
+            f"refusing to load {module}.{name}: a CIFAR-10 batch holds only arrays, lists "
+            "and strings, and anything else could run code"
+        )
+
+
 def _load_pickle_batch(path: Path) -> dict:
-    with open(path, "rb") as f:
-        entry = pickle.load(f, encoding="latin1")
+    """A CIFAR-10 python batch file, read without running code from it.
+
+    Raises ``CorruptImageError`` naming the file when it holds anything but the format's
+    dict / list / bytes / str / ndarray (a hostile or foreign pickle is refused, not run).
+    """
+    try:
+        with open(path, "rb") as f:
+            entry = _CifarUnpickler(f, encoding="latin1").load()
+    except pickle.UnpicklingError as exc:
+        raise CorruptImageError(
+            f"CIFAR-10 batch file {path} is not a plain CIFAR-10 batch ({exc}); download a "
+            "fresh copy, or convert it to an image tree (train/<class>/*.png, "
+            "test/<class>/*.png) and pass that folder"
+        ) from None
+    except (EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError) as exc:
+        raise CorruptImageError(
+            f"CIFAR-10 batch file {path} is truncated or corrupt ({type(exc).__name__}); "
+            "download a fresh copy"
+        ) from None
+    if not isinstance(entry, dict):
+        raise CorruptImageError(
+            f"CIFAR-10 batch file {path} holds a {type(entry).__name__}, not a dict; "
+            "download a fresh copy"
+        )
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in entry.items()}
 
 
@@ -610,8 +707,8 @@ def _load_cifar10_torchvision(batches: Path) -> tuple[np.ndarray, np.ndarray, np
         file = batches / name
         if not file.is_file():
             raise DatasetNotFoundError(f"CIFAR-10 batch file {file} is missing")
+        entry = _load_pickle_batch(file)
         try:
-            entry = _load_pickle_batch(file)
             data = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
             lab = np.asarray(entry.get("labels", entry.get("fine_labels")), dtype=np.int64)
         except Exception as exc:
@@ -715,8 +812,13 @@ def load_cifar10(
                     ):
                         images = np.load(img_file)
             if images is None or images.shape != (len(files), 32, 32, 3):
+                check_writable(
+                    cdir,
+                    "image cache folder",
+                    "set HIHPQ_CACHE_DIR (or HIHPQ_DATA_DIR) to a writable folder",
+                )
+                clean_stale_tmp(cdir)
                 images = _decode_tree(files, progress)
-                cdir.mkdir(parents=True, exist_ok=True)
                 _atomic_save_npy(img_file, images)
                 atomic_write(meta_file, lambda f: np.savez(f, labels=labels, is_train=is_train))
         else:
@@ -907,6 +1009,21 @@ def load_nuswide(
     )
 
 
+def _no_duplicate_keys(path: Path):
+    def hook(pairs):
+        seen: dict = {}
+        for key, value in pairs:
+            if key in seen:
+                raise ValueError(
+                    f"class {key!r} appears twice (superclasses {seen[key]!r} and {value!r}); "
+                    "keep one line per class"
+                )
+            seen[key] = value
+        return seen
+
+    return hook
+
+
 def read_superclass_file(
     path: str | os.PathLike, class_names: Sequence[str] | None = None
 ) -> dict[str, str]:
@@ -922,9 +1039,9 @@ def read_superclass_file(
     text = path.read_text()
     if path.suffix.lower() == ".json" or text.lstrip().startswith("{"):
         try:
-            mapping = json.loads(text)
+            mapping = json.loads(text, object_pairs_hook=_no_duplicate_keys(path))
         except ValueError as exc:
-            raise ValueError(f"superclass file {path} is not valid JSON: {exc}") from exc
+            raise ValueError(f"superclass file {path} is not valid JSON: {exc}") from None
     else:
         mapping = {}
         for lineno, line in enumerate(text.splitlines(), 1):
@@ -1034,6 +1151,11 @@ class Splits:
             if arr.ndim != 1:
                 raise ValueError(f"split {name!r} must be 1-D, got shape {arr.shape}")
             if arr.size == 0:
+                if name == "val_query":
+                    raise ValueError(
+                        "split 'val_query' is empty: no validation queries were carved from "
+                        "the database; raise n_val_per_class (or n_val) to at least 1"
+                    )
                 raise ValueError(
                     f"split {name!r} is empty; use more data or smaller per-class counts "
                     "(e.g. n_val_per_class, n_query_per_class, the subsample fraction)"

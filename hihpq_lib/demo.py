@@ -19,11 +19,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
+from .atomic import atomic_write_text
 from .baselines import FaissOPQ, FloatBaseline
 from .config import TrainConfig
 from .metrics import format_table, map_at_k
-from .pipeline import peak_rss_mb, prepare, run_experiment
+from .pipeline import check_run_folder, peak_rss_mb, prepare, run_experiment
 from .runtime import fast_mode, runs_dir
 
 __all__ = ["run_demo", "demo_config", "baseline_maps", "DEMO_OVERRIDES", "QUICK_OVERRIDES"]
@@ -135,17 +137,33 @@ def _figures(res: dict, out: Path) -> list[Path]:
     return paths
 
 
+def _is_demo_run(out: Path) -> bool:
+    """Whether ``out`` holds a demo run (its config is named ``demo``), e.g. a killed one."""
+    try:
+        return yaml.safe_load((out / "config.yaml").read_text()).get("name") == "demo"
+    except (OSError, ValueError, AttributeError, yaml.YAMLError):
+        return False
+
+
 def run_demo(
-    out_dir=None, quick: bool = False, data: str | None = None, overrides=None, figures: bool = True
+    out_dir=None,
+    quick: bool = False,
+    data: str | None = None,
+    overrides=None,
+    figures: bool = True,
+    overwrite: bool = False,
 ) -> dict:
     """Run the demo; return the table rows and write ``results.json`` / ``table.md``."""
     quick = quick or fast_mode()
     cfg = demo_config(quick, data or os.environ.get("HIHPQ_CIFAR10"), overrides)
     out = Path(out_dir) if out_dir else runs_dir() / "demo"
-    out.mkdir(parents=True, exist_ok=True)
+    # The demo replaces its own earlier output, and nothing else: a folder that holds
+    # files but no demo.json is someone's run, refused as `hihpq train` refuses it.
+    own = overwrite or (out / "demo.json").is_file() or _is_demo_run(out)
+    check_run_folder(cfg, out, overwrite=own)
     t0 = time.perf_counter()
-    prep = prepare(cfg, run_dir=out)
-    res = run_experiment(cfg, out, prepared=prep)
+    prep = prepare(cfg)
+    res = run_experiment(cfg, out, prepared=prep, overwrite=own)
     key = f"mAP@{cfg.topk}"
     rows = [
         {
@@ -183,6 +201,6 @@ def run_demo(
         "quick": quick,
         "config": cfg.to_dict(),
     }
-    (out / "demo.json").write_text(json.dumps(summary, indent=2))
-    (out / "table.md").write_text(table + "\n")
+    atomic_write_text(out / "demo.json", json.dumps(summary, indent=2))
+    atomic_write_text(out / "table.md", table + "\n")
     return summary

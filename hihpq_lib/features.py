@@ -9,10 +9,12 @@ augmented view) and everything downstream trains on cached features:
   image (the reference draws two fresh views per step; a bank of ``V`` views gives
   ``V * (V - 1) / 2`` distinct pairs per image). Memory: ``N * V * F * 2`` bytes, e.g.
   CIFAR-10 training set ``50,000 x 8 x 1280 x 2 B = 1.0 GB``.
-* :class:`FeatureCache` -- tensors on disk keyed by a dict (dataset, split, backbone,
-  resolution, weights_id, and for banks n_views and seed). The key is hashed into the
-  file name *and* stored beside the tensor, and compared on load, so a changed key
-  recomputes and never reuses stale features.
+* :class:`FeatureCache` -- tensors on disk keyed by a dict that identifies the content
+  (:func:`feature_key`: a digest of the images, the backbone and a digest of its
+  weights, the resolution, the transform, the feature code's version, and for banks
+  n_views and seed). The key is hashed into the file name *and* stored beside the
+  tensor, and compared on load, so a changed key recomputes and never reuses stale
+  features.
 
 Throughput (EfficientNet-Lite0, 2 CPU threads, 128 px, batches of 256, on a shared
 2-core machine): 35-80 img/s in torch eager, 220-620 img/s through ONNX Runtime
@@ -38,7 +40,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from .atomic import atomic_write
+from .atomic import atomic_write, check_writable, clean_stale_tmp
 from .backbones import OnnxBackbone, weights_fingerprint
 from .runtime import cache_dir
 from .transforms import (
@@ -56,6 +58,7 @@ __all__ = [
     "FeatureCacheWarning",
     "FeatureCache",
     "feature_key",
+    "FEATURE_CODE_VERSION",
     "extract_features",
     "augmentation_bank",
 ]
@@ -266,17 +269,28 @@ def _canonical(key: Mapping) -> str:
     return json.dumps(dict(key), sort_keys=True, separators=(",", ":"), default=_json_default)
 
 
+#: Version of the code that turns images into cached features (the evaluation transform,
+#: the augmentation recipe, the ONNX export, the batching). Bump it when any of them
+#: changes what a feature holds, so that older cache entries are recomputed.
+FEATURE_CODE_VERSION = 2
+
+
 def feature_key(dataset: str, split: str, backbone, resolution: int, **extra) -> dict:
     """The standard cache key for features of ``backbone`` on ``dataset``/``split``.
 
-    Extra entries (``n_views=8, seed=0`` for banks, ``engine``, subset sizes ...) are
-    added as given. A backbone with trainable parameters (VGG-16 with
-    ``trainable_layer_num > 0``) also gets ``trainable``: the fingerprint of those
+    The key identifies the content, not names: ``extra`` should carry ``content=`` (a
+    digest of the images, :func:`~hihpq_lib.data.content_fingerprint`), and the key holds
+    the backbone's name, ``weights_id`` and (for a torch module) a digest of all its
+    weights, the resolution, the normalisation of the transform and
+    :data:`FEATURE_CODE_VERSION`. Extra entries (``n_views=8, seed=0`` for banks,
+    ``engine``, ...) are added as given. A backbone with trainable parameters (VGG-16
+    with ``trainable_layer_num > 0``) also gets ``trainable``: the fingerprint of those
     parameters now, so features are not reused after they change.
 
-    >>> class B: name, weights_id = "efficientnet_lite0", "w1"
-    >>> feature_key("cifar10", "train", B(), 128, n_views=8, seed=0)
-    {'dataset': 'cifar10', 'split': 'train', 'backbone': 'efficientnet_lite0', 'weights_id': 'w1', 'resolution': 128, 'n_views': 8, 'seed': 0}
+    >>> class B: name, weights_id, mean, std = "efficientnet_lite0", "w1", (0.5,), (0.5,)
+    >>> key = feature_key("cifar10", "train", B(), 128, n_views=8, seed=0)
+    >>> key["backbone"], key["resolution"], key["transform"], key["n_views"]
+    ('efficientnet_lite0', 128, {'mean': [0.5], 'std': [0.5]}, 8)
     """
     key = {
         "dataset": str(dataset),
@@ -284,8 +298,15 @@ def feature_key(dataset: str, split: str, backbone, resolution: int, **extra) ->
         "backbone": str(backbone.name),
         "weights_id": str(backbone.weights_id),
         "resolution": int(resolution),
+        "transform": {
+            name: [round(float(v), 6) for v in np.asarray(getattr(backbone, name)).reshape(-1)]
+            for name in ("mean", "std")
+            if getattr(backbone, name, None) is not None
+        },
+        "code_version": FEATURE_CODE_VERSION,
     }
     if isinstance(backbone, nn.Module):
+        key["weights_digest"] = weights_fingerprint(backbone, length=32)
         tuned = weights_fingerprint(backbone, trainable_only=True)
         if tuned is not None:
             key["trainable"] = tuned
@@ -410,6 +431,13 @@ class FeatureCache:
             value = self.load(key)
             if value is not None:
                 return value
+        # a read-only cache must fail now, not after minutes of feature extraction
+        check_writable(
+            self.root,
+            "feature cache folder",
+            "set HIHPQ_CACHE_DIR (or HIHPQ_DATA_DIR) to a writable folder",
+        )
+        clean_stale_tmp(self.root)
         value = compute_fn()
         self.save(key, value)
         return value

@@ -13,7 +13,9 @@ import dataclasses
 import hashlib
 import json
 import resource
+import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,15 +23,18 @@ import numpy as np
 import torch
 
 from . import data as D
-from .atomic import atomic_write_text
+from .atomic import atomic_write_text, clean_stale_tmp
 from .backbones import build_backbone
 from .config import TrainConfig
 from .features import FeatureCache, augmentation_bank, extract_features, feature_key
-from .runtime import runs_dir
+from .runtime import runs_dir, thread_budget, use_threads
 from .training import (
+    BEST,
+    CHECKPOINT,
     FeatureSplit,
     OnlineViews,
     TrainingData,
+    check_stamp,
     evaluate_map,
     load_checkpoint,
     load_model,
@@ -44,6 +49,12 @@ __all__ = [
     "run_experiment",
     "peak_rss_mb",
     "StageTimer",
+    "OneClassWarning",
+    "RunFolderError",
+    "RUN_FILES",
+    "run_folder",
+    "check_run_folder",
+    "check_run_stamps",
 ]
 
 
@@ -111,6 +122,25 @@ def _digest(indices: np.ndarray) -> str:
     return hashlib.sha1(np.ascontiguousarray(indices, dtype=np.int64).tobytes()).hexdigest()[:12]
 
 
+class OneClassWarning(UserWarning):
+    """The retrieval task is trivial: every item has the same label."""
+
+
+def _warn_if_one_class(ds: D.ImageDataset, splits: D.Splits) -> None:
+    labels = np.asarray(ds.labels)
+    idx = np.concatenate([splits.query, splits.database])
+    sub = labels[idx]
+    same = len(np.unique(sub)) == 1 if sub.ndim == 1 else bool((sub == sub[:1]).all())
+    if same:
+        warnings.warn(
+            f"dataset {ds.name!r}: every query and database item has the same label, so "
+            "every retrieved item counts as relevant and mAP is 1.0 whatever the model does; "
+            "use a dataset with at least two classes",
+            OneClassWarning,
+            stacklevel=3,
+        )
+
+
 def load_data(cfg: TrainConfig, progress: bool = True) -> D.ImageDataset:
     """The dataset a config names (CIFAR-10 through the source-resolution order)."""
     if cfg.dataset == "cifar10":
@@ -171,6 +201,7 @@ def prepare(cfg: TrainConfig, *, progress: bool = True, run_dir: Path | None = N
         splits = make_run_splits(cfg, ds)
     if run_dir is not None:
         D.save_splits(splits, Path(run_dir) / "splits.json")
+    _warn_if_one_class(ds, splits)
     needed = np.unique(np.concatenate([splits.query, splits.database, splits.train]))
     backbone = build_backbone(cfg.backbone, pretrained=cfg.pretrained)
     cache = FeatureCache()
@@ -181,7 +212,10 @@ def prepare(cfg: TrainConfig, *, progress: bool = True, run_dir: Path | None = N
         backbone,
         cfg.resolution,
         engine=cfg.engine,
+        content=D.content_fingerprint(ds, needed),
+        image_size=size,
     )
+    use_threads(thread_budget(cfg.threads))
     with timer("features"):
         feats = cache.get_or_compute(
             key,
@@ -202,7 +236,10 @@ def prepare(cfg: TrainConfig, *, progress: bool = True, run_dir: Path | None = N
         engine=cfg.engine,
         n_views=cfg.n_views,
         seed=cfg.seed,
+        content=D.content_fingerprint(ds, train_idx),
+        image_size=size,
     )
+    use_threads(thread_budget(cfg.threads))
     with timer("augmentation bank"):
         bank = cache.get_or_compute(
             bkey,
@@ -271,11 +308,115 @@ def prepare_online(
     return PreparedOnline(cfg, ds, splits, online, timer)
 
 
+#: What a run writes into its folder (``--overwrite`` removes exactly these).
+RUN_FILES = (
+    "config.yaml",
+    "splits.json",
+    "metrics.jsonl",
+    CHECKPOINT,
+    BEST,
+    "results.json",
+    "index",
+    "database_indices.npy",
+)
+
+
+class RunFolderError(ValueError):
+    """A run folder that a command must not write into (or read from) as asked."""
+
+
+def run_folder(cfg: TrainConfig, out_dir: str | Path | None = None) -> Path:
+    """The folder a run writes to: ``out_dir``, else ``runs_dir() / cfg.name``."""
+    return Path(out_dir) if out_dir is not None else runs_dir() / cfg.name
+
+
+def check_run_folder(
+    cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False
+) -> Path:
+    """Validate a run folder before anything is written to it; return it.
+
+    * ``out`` must be a folder (or not exist yet);
+    * with ``resume``, a checkpoint there must have been written with ``cfg`` (nothing
+      is written when it was not);
+    * otherwise the folder must be empty, unless ``overwrite``: then the files of the
+      earlier run (:data:`RUN_FILES`) are removed first, so a new run killed midway never
+      leaves a folder that mixes two runs.
+
+    Orphaned temporary files of killed writers are removed in every case.
+    """
+    cfg.validate()
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RunFolderError(
+            f"run folder {out} exists and is a file, not a folder; pass another --out"
+        )
+    if resume and overwrite:
+        raise RunFolderError("--resume and --overwrite contradict each other; pass one")
+    if not out.is_dir():
+        return out
+    clean_stale_tmp(out)
+    clean_stale_tmp(out / "index")
+    if resume:
+        ckpt = out / CHECKPOINT
+        if ckpt.is_file():
+            ck = load_checkpoint(ckpt)
+            if ck.get("config") != cfg.to_dict():
+                theirs, ours = ck.get("config") or {}, cfg.to_dict()
+                diff = sorted(
+                    k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k)
+                )
+                raise RunFolderError(
+                    f"{ckpt} was written with another configuration (differs in "
+                    f"{', '.join(diff[:5])}); start a new run folder or drop --resume"
+                )
+        return out
+    present = sorted(p.name for p in out.iterdir())
+    if not present:
+        return out
+    if not overwrite:
+        shown = ", ".join(present[:4]) + (", ..." if len(present) > 4 else "")
+        raise RunFolderError(
+            f"run folder {out} is not empty (holds {shown}); pass --resume to continue its "
+            "run, --overwrite to replace it, or another --out"
+        )
+    for name in RUN_FILES:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    return out
+
+
+def check_run_stamps(run: str | Path) -> dict:
+    """Load ``checkpoint.pt`` of a run folder and check that its index and results belong
+    to the same run (see :func:`~hihpq_lib.training.check_stamp`); return the checkpoint."""
+    run = Path(run)
+    ck = load_checkpoint(run / CHECKPOINT)
+    run_id = ck.get("run_id")
+    header = run / "index" / "index.json"
+    if header.is_file():
+        try:
+            meta = json.loads(header.read_text()).get("metadata", {})
+        except (OSError, ValueError, AttributeError):
+            meta = {}
+        check_stamp(run / "index", meta.get("run_id"), run_id)
+    results = run / "results.json"
+    if results.is_file():
+        try:
+            stamp = json.loads(results.read_text()).get("run_id")
+        except (OSError, ValueError, AttributeError):
+            stamp = None
+        check_stamp(results, stamp, run_id)
+    return ck
+
+
 def run_experiment(
     cfg: TrainConfig,
     out_dir: str | Path | None = None,
     *,
     resume: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
     prepared: Prepared | None = None,
 ) -> dict:
@@ -283,8 +424,13 @@ def run_experiment(
 
     The validation queries select the epoch (``best``); the test queries are only used to
     report the final model and the selected model, never to choose between them.
+
+    A non-empty run folder is refused unless ``resume`` (continue its checkpoint; a
+    checkpoint of another configuration is refused before anything is written) or
+    ``overwrite`` (its earlier run's files are removed first); see
+    :func:`check_run_folder`.
     """
-    out = Path(out_dir) if out_dir is not None else runs_dir() / cfg.name
+    out = check_run_folder(cfg, run_folder(cfg, out_dir), resume=resume, overwrite=overwrite)
     out.mkdir(parents=True, exist_ok=True)
     cfg.save(out / "config.yaml")
     if prepared is None:
@@ -310,11 +456,15 @@ def run_experiment(
         prep.online.backbone.load_state_dict(final_backbone)
     else:
         best_map = evaluate_map(best_model, query, database, cfg.topk, cfg.symmetric)
-    index = res["model"].build_index(database.feats, metadata={"config": cfg.to_dict()})
+    index = res["model"].build_index(
+        database.feats, metadata={"config": cfg.to_dict(), "run_id": res["run_id"]}
+    )
     index.save(out / "index")
     np.save(out / "database_indices.npy", np.asarray(prep.splits.database))
     results = {
         "name": cfg.name,
+        "run_id": res["run_id"],
+        "threads": res["threads"],
         "dataset": cfg.dataset,
         "protocol": cfg.protocol,
         "bits": cfg.bits,

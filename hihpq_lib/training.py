@@ -24,7 +24,10 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 import time
+import uuid
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +41,7 @@ from .hierarchy import TangentWardHierarchy
 from .losses import HiHPQLoss
 from .metrics import map_at_k
 from .model import HiHPQModel, build_model
+from .runtime import thread_budget, use_threads
 
 __all__ = [
     "FeatureSplit",
@@ -49,6 +53,8 @@ __all__ = [
     "OnlineViews",
     "load_model",
     "load_checkpoint",
+    "CheckpointError",
+    "check_stamp",
     "atomic_torch_save",
 ]
 
@@ -210,12 +216,40 @@ class LRSchedule:
         return self.final + 0.5 * (self.base - self.final) * (1 + math.cos(math.pi * min(t, 1.0)))
 
 
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used (empty, truncated, foreign or hostile)."""
+
+
 def load_checkpoint(path: Path) -> dict:
-    """Load a checkpoint written by :func:`train` (``weights_only=True``: tensors and plain data)."""
+    """Load a checkpoint written by :func:`train` (``weights_only=True``: tensors and plain data).
+
+    Raises :class:`CheckpointError` with one line naming the file for an empty, truncated
+    or foreign file, and for one that holds anything but tensors and plain data (such a
+    file is never unpickled: it could run code).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    if path.stat().st_size == 0:
+        raise CheckpointError(
+            f"checkpoint {path} is empty (a crash while it was first written?); delete it "
+            "and train again, or resume from a copy"
+        )
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(
+            f"checkpoint {path} holds objects other than tensors and plain data, so it was "
+            "not loaded (it may run code); use a checkpoint written by hihpq, or train again"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError) as exc:
+        raise CheckpointError(
+            f"checkpoint {path} is truncated or not a hihpq checkpoint "
+            f"({type(exc).__name__}); delete it and train again"
+        ) from None
+    if not isinstance(ck, dict) or "model" not in ck:
+        raise CheckpointError(f"{path} is not a hihpq checkpoint (no model weights); train again")
+    return ck
 
 
 @torch.no_grad()
@@ -291,9 +325,19 @@ def train(
     """
     cfg.validate()
     out = Path(out_dir)
+    ckpt_path = out / CHECKPOINT
+    ck = load_checkpoint(ckpt_path) if resume and ckpt_path.is_file() else None
+    if ck is not None and ck.get("config") != cfg.to_dict():
+        raise ValueError(
+            f"{ckpt_path} was written with another configuration; start a new run folder "
+            "or drop --resume"
+        )
     out.mkdir(parents=True, exist_ok=True)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    # The thread count changes float rounding: a resumed run keeps the count it started
+    # with (recorded in the checkpoint), so that it ends bit for bit like an uninterrupted one.
+    threads = cfg.threads or (ck or {}).get("threads") or thread_budget(0)
+    use_threads(int(threads))
+    run_id = (ck or {}).get("run_id") or uuid.uuid4().hex
     torch.manual_seed(cfg.seed)
     device = torch.device(cfg.device)
     model = build_model(cfg, data.train.shape[1]).to(torch.float32).to(device)
@@ -322,14 +366,7 @@ def train(
     )
     history: list[dict] = []
     start_epoch, best_val, best_epoch = 0, -1.0, -1
-    ckpt_path = out / CHECKPOINT
-    if resume and ckpt_path.is_file():
-        ck = load_checkpoint(ckpt_path)
-        if ck["config"] != cfg.to_dict():
-            raise ValueError(
-                f"{ckpt_path} was written with another configuration; start a new run folder "
-                "or drop --resume"
-            )
+    if ck is not None:
         model.load_state_dict(ck["model"])
         if backbone_params and ck.get("backbone") is not None:
             online.backbone.load_state_dict(ck["backbone"])
@@ -406,7 +443,12 @@ def train(
             record["eval_seconds"] = round(time.perf_counter() - te, 3)
             if val > best_val:
                 best_val, best_epoch = val, epoch + 1
-                best = {"model": model.state_dict(), "epoch": epoch, "val_map": val}
+                best = {
+                    "model": model.state_dict(),
+                    "epoch": epoch,
+                    "val_map": val,
+                    "run_id": run_id,
+                }
                 if backbone_params:
                     best["backbone"] = online.backbone.state_dict()
                 atomic_torch_save(best, out / BEST)
@@ -421,6 +463,8 @@ def train(
                 "best_epoch": best_epoch,
                 "config": cfg.to_dict(),
                 "backbone": online.backbone.state_dict() if backbone_params else None,
+                "run_id": run_id,
+                "threads": int(threads),
             },
             ckpt_path,
         )
@@ -440,7 +484,25 @@ def train(
         "best_val_map": best_val,
         "final_val_map": final_val,
         "finished": bool(history) and history[-1]["epoch"] == cfg.epochs,
+        "run_id": run_id,
+        "threads": int(threads),
     }
+
+
+def check_stamp(path: Path, stamp: str | None, run_id: str | None) -> None:
+    """Refuse a file of a run folder written by another run than its ``checkpoint.pt``.
+
+    Every file a run writes carries the run's id (``run_id`` in ``checkpoint.pt`` and
+    ``best.pt``, in the index metadata and ``results.json``); a folder where training
+    into it was interrupted after an older run could otherwise pair the new model with
+    the old index. Folders written before run ids existed carry none and pass.
+    """
+    if run_id is not None and stamp != run_id:
+        raise CheckpointError(
+            f"{path} was written by another run than {Path(path).parent / CHECKPOINT} "
+            f"(run id {stamp} vs {run_id}): the run folder mixes two runs; train again "
+            "into an empty folder (or with --overwrite)"
+        )
 
 
 def load_model(
@@ -450,7 +512,12 @@ def load_model(
     run = Path(run_dir)
     ck = load_checkpoint(run / CHECKPOINT)
     cfg = TrainConfig.from_dict(ck["config"])
-    state = ck["model"] if which == "final" else load_checkpoint(run / BEST)["model"]
+    if which == "final":
+        state = ck["model"]
+    else:
+        best = load_checkpoint(run / BEST)
+        check_stamp(run / BEST, best.get("run_id"), ck.get("run_id"))
+        state = best["model"]
     first = "head.net.0.weight" if "head.net.0.weight" in state else "head.net.weight"
     dim = in_dim if in_dim is not None else state[first].shape[1]
     model = build_model(cfg, dim)

@@ -276,7 +276,7 @@ def test_tar_extraction_uses_data_filter(tmp_path, tmp_data):
         info = tarfile.TarInfo("../escaped.txt")
         info.size = len(payload)
         tar.addfile(info, io.BytesIO(payload))
-    with pytest.raises(tarfile.FilterError):
+    with pytest.raises(D.CorruptImageError, match="unsafe member"):
         D.resolve_cifar10(archive)
     assert not (tmp_data / "escaped.txt").exists()
     assert not (tmp_data.parent / "escaped.txt").exists()
