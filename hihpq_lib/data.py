@@ -368,7 +368,7 @@ def read_image_file(path: str | os.PathLike, *, size: int | None = None) -> np.n
     im = _open_rgb(path)
     if size is not None:
         im = _resize_center_crop(im, int(size))
-    return np.asarray(im, dtype=np.uint8)
+    return np.array(im, dtype=np.uint8)  # a writable copy (np.asarray of PIL is read-only)
 
 
 def read_images(
@@ -546,9 +546,10 @@ def _extract_archive(archive: Path, target: Path) -> Path:
             if isinstance(exc, OSError) and not isinstance(exc, gzip.BadGzipFile):
                 if exc.errno is not None:  # disk full, permissions: not the archive's fault
                     raise
+            detail = (str(exc).splitlines() or [""])[0].rstrip(":")
             raise CorruptImageError(
                 f"archive {archive} is truncated or not a .tar.gz/.tar ({type(exc).__name__}: "
-                f"{exc}); download it again or unpack it by hand and pass the folder"
+                f"{detail}); download it again or unpack it by hand and pass the folder"
             ) from None
         root = _image_tree_root(tmp)
         if root is None:
@@ -656,6 +657,8 @@ _CIFAR_PICKLE_GLOBALS = {
     ("numpy._core.multiarray", "scalar"),
     ("numpy", "ndarray"),
     ("numpy", "dtype"),
+    ("numpy.core.numeric", "_frombuffer"),  # arrays at pickle protocol 5
+    ("numpy._core.numeric", "_frombuffer"),
     ("_codecs", "encode"),
 }
 
@@ -719,7 +722,8 @@ def _load_cifar10_torchvision(batches: Path) -> tuple[np.ndarray, np.ndarray, np
     class_names = list(CIFAR10_CLASSES)
     meta = batches / "batches.meta"
     if meta.is_file():
-        class_names = list(_load_pickle_batch(meta)["label_names"])
+        names = _load_pickle_batch(meta).get("label_names", CIFAR10_CLASSES)
+        class_names = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
     return (
         np.ascontiguousarray(np.concatenate(images)),
         np.concatenate(labels),

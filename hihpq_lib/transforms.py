@@ -113,7 +113,10 @@ def images_to_tensor(images) -> torch.Tensor:
     """
     check_images(images)
     if isinstance(images, np.ndarray):
-        images = torch.from_numpy(np.ascontiguousarray(images))
+        images = np.ascontiguousarray(images)
+        if not images.flags.writeable:  # PIL arrays, read-only memory maps: torch warns
+            images = images.copy()
+        images = torch.from_numpy(images)
     return images.permute(0, 3, 1, 2)
 
 

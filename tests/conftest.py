@@ -9,6 +9,11 @@ from hypothesis import settings
 
 matplotlib.use("Agg")
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+# A fixed thread budget (runtime.thread_budget): without it every stage and training run
+# would size its threads from the cores free at that moment, and two runs that a test
+# compares bit for bit could round differently on a busy machine. Tests of the automatic
+# budget unset it with monkeypatch. Set at import, before the environment fixture looks.
+os.environ.setdefault("HIHPQ_THREADS", str(torch.get_num_threads()))
 
 # Deterministic property tests: the same examples on every run.
 settings.register_profile("hihpq", derandomize=True, max_examples=60, deadline=None)

@@ -65,8 +65,10 @@ def test_training_learns_and_writes_run_files(tmp_path):
     assert cfg.bits == 8 and model.quantizer.M == 2  # 8 bits = 2 x log2(16)
 
 
-def test_resume_gives_the_same_metrics_as_an_uninterrupted_run(tmp_path):
-    cfg = small_config()
+@pytest.mark.parametrize("threads", [1, 2])
+def test_resume_gives_the_same_metrics_as_an_uninterrupted_run(tmp_path, threads):
+    # threads=1 failed before numba's pool stopped resetting torch's OpenMP thread count
+    cfg = small_config(threads=threads)
     full = train(cfg, synthetic_data(), tmp_path / "full", progress=False)
     part = train(cfg, synthetic_data(), tmp_path / "killed", progress=False, stop_after=2)
     assert not part["finished"] and len(part["history"]) == 2
