@@ -139,26 +139,37 @@ def _cpu_times() -> tuple[float, float] | None:
     return total - idle, total
 
 
+def _own_cpu_ticks() -> float:
+    """CPU time of this process (all threads) in ``/proc/stat`` units; 0 where unknown."""
+    try:
+        with open("/proc/self/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return float(fields[11]) + float(fields[12])  # utime + stime
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def free_cores(sample_s: float = 0.25) -> int:
     """Cores not busy with other work, measured over ``sample_s`` seconds (at least 1).
 
     Reads ``/proc/stat`` twice while this process sleeps; the busy share of all CPUs,
-    times the number of CPUs, is what others use. Where ``/proc/stat`` is missing (not
+    times the number of CPUs, minus this process's own CPU time (threads of an earlier
+    stage still winding down), is what others use. Where ``/proc/stat`` is missing (not
     Linux) every available core counts as free.
     """
     n = _available_cpus()
-    first = _cpu_times()
+    first, own = _cpu_times(), _own_cpu_ticks()
     if first is None:
         return n
     import time
 
     time.sleep(sample_s)
-    second = _cpu_times()
+    second, own = _cpu_times(), _own_cpu_ticks() - own
     if second is None or second[1] <= first[1]:
         return n
-    busy_share = (second[0] - first[0]) / (second[1] - first[1])
     n_all = os.cpu_count() or n
-    busy = busy_share * n_all
+    # (busy ticks of others) / (ticks of one CPU over the interval)
+    busy = (second[0] - first[0] - own) / ((second[1] - first[1]) / n_all)
     # a core counts as taken once another process keeps it more than a third busy
     return int(min(n, max(1, n - math.floor(busy + 2 / 3))))
 
