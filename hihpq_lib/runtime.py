@@ -199,7 +199,65 @@ def thread_budget(requested: int | None = 0) -> int:
         if value < 1:
             raise ValueError(f"HIHPQ_THREADS must be >= 1, got {value}; or unset it")
         return value
-    return free_cores()
+    return _claim_free_cores()
+
+
+#: A claim counts for this long: enough to cover a stage that has just started and does
+#: not show in ``/proc/stat`` yet; after that the measurement sees the work itself.
+_CLAIM_TTL_S = 20.0
+
+
+def _claims_dir() -> Path:
+    import tempfile
+
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    return Path(tempfile.gettempdir()) / f"hihpq-threads-{uid}"
+
+
+def _claim_free_cores() -> int:
+    """:func:`free_cores`, minus the threads other hihpq processes claimed moments ago.
+
+    Two copies started together would otherwise both measure an idle machine and both
+    take every core. Each process measures under a file lock and leaves a claim (its
+    thread count, for :data:`_CLAIM_TTL_S` seconds), so the second one counts the first.
+    Without a writable temporary folder (or ``fcntl``), this is plain :func:`free_cores`.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        return free_cores()
+    folder = _claims_dir()
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        lock = open(folder / "lock", "a")  # noqa: SIM115 (closed below)
+    except OSError:
+        return free_cores()
+    import time
+
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        n = free_cores()
+        now, claimed = time.time(), 0
+        for claim in folder.glob("pid-*"):
+            try:
+                pid = int(claim.name[4:])
+                if pid == os.getpid():
+                    continue
+                if now - claim.stat().st_mtime > _CLAIM_TTL_S:
+                    claim.unlink()
+                    continue
+                os.kill(pid, 0)
+                claimed += int(claim.read_text() or 0)
+            except ProcessLookupError:
+                claim.unlink(missing_ok=True)
+            except (ValueError, OSError):
+                continue
+        n = max(1, min(n, _available_cpus() - claimed))
+        try:
+            (folder / f"pid-{os.getpid()}").write_text(str(n))
+        except OSError:
+            pass
+    return n
 
 
 def use_threads(n: int) -> int:

@@ -604,6 +604,28 @@ def test_free_cores_sees_a_busy_process():
         busy.wait()
 
 
+def test_a_fresh_claim_of_another_process_counts(tmp_path, monkeypatch):
+    """Two copies started together: the second counts the cores the first just took."""
+    import hihpq_lib.runtime as R
+
+    monkeypatch.delenv("HIHPQ_THREADS")
+    monkeypatch.setattr(R, "_claims_dir", lambda: tmp_path)
+    n = len(os.sched_getaffinity(0))
+    monkeypatch.setattr(R, "free_cores", lambda: n)  # an idle machine, as both copies see it
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / f"pid-{other.pid}").write_text(str(os.cpu_count()))
+        assert thread_budget(0) == 1
+        assert (tmp_path / f"pid-{os.getpid()}").read_text() == "1"
+        old = time.time() - 3600  # an old claim: the measurement sees that work itself
+        os.utime(tmp_path / f"pid-{other.pid}", (old, old))
+        assert thread_budget(0) == n
+        assert not (tmp_path / f"pid-{other.pid}").exists()
+    finally:
+        other.kill()
+        other.wait()
+
+
 def test_checkpoint_records_its_thread_count(tmp_path):
     res = train(small_config(threads=1), synthetic_data(), tmp_path, progress=False, stop_after=1)
     assert res["threads"] == 1 and load_checkpoint(tmp_path / "checkpoint.pt")["threads"] == 1
