@@ -103,7 +103,7 @@ def prototype_loss(
     tangent_centroids: Sequence[torch.Tensor],
     space: ProductSpace,
     tau: float = 0.2,
-    mode: str = "clusters",
+    mode: str = "reference",
 ) -> torch.Tensor:
     r"""Prototype-wise contrastive loss, averaged over the hierarchy levels.
 
@@ -133,6 +133,7 @@ def prototype_loss(
         Cluster centroids in the tangent space; they are mapped onto the product space
         here (so gradients reach the curvatures, as in the reference).
     mode : {"reference", "clusters"}
+        Default: the reference's.
     """
     _check_tau(tau)
     if mode not in PROTOTYPE_MODES:
@@ -178,7 +179,7 @@ def instance_loss(
     labels: Sequence[torch.Tensor],
     space: ProductSpace,
     tau: float = 0.2,
-    mode: str = "masked",
+    mode: str = "reference",
 ) -> torch.Tensor:
     r"""Instance-wise loss toward a same-cluster neighbour, averaged over levels.
 
@@ -203,6 +204,7 @@ def instance_loss(
     z : (B, M, D') float
     labels : list of L tensors (B,) int64
     mode : {"reference", "masked"}
+        Default: the reference's.
     """
     _check_tau(tau)
     if mode not in INSTANCE_MODES:
@@ -248,8 +250,8 @@ class HiHPQLoss(nn.Module):
         tau: float = 0.2,
         proto_weight: float = 1.0,
         instance_weight: float = 0.1,
-        prototype_mode: str = "clusters",
-        instance_mode: str = "masked",
+        prototype_mode: str = "reference",
+        instance_mode: str = "reference",
     ):
         super().__init__()
         _check_tau(tau)

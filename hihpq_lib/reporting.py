@@ -58,6 +58,9 @@ __all__ = [
     "benchmark_rows",
     "ablation_effects",
     "paper_comparison_rows",
+    "FIDELITY_RESULTS",
+    "load_fidelity_results",
+    "fidelity_rows",
 ]
 
 #: The ablations of notebook 07, as config overrides on top of the HiHPQ profile (the same
@@ -689,3 +692,41 @@ def paper_comparison_rows(results: Mapping | None) -> list[dict]:
             }
         )
     return rows
+
+
+#: The committed reference-fidelity ablation (``benchmarks/fidelity_ablation.py``), by protocol.
+FIDELITY_RESULTS = REPO_ROOT / "benchmarks" / "results" / "fidelity"
+
+
+def load_fidelity_results(protocol: str = "II", bits: int = 32) -> dict | None:
+    """The fidelity ablation's ``results.json`` for a cell, or ``None`` if not committed."""
+    p = FIDELITY_RESULTS / f"protocol_{protocol.lower()}_{int(bits)}bits" / "results.json"
+    return json.loads(p.read_text()) if p.is_file() else None
+
+
+def fidelity_rows(
+    rows: Sequence[str] | None = None, protocol: str = "II", bits: int = 32
+) -> list[str]:
+    """Printable lines of the fidelity ablation: per row, HiHPQ test mAP (validation-selected
+    epoch, mean ± std over seeds), the paired change against ``current`` and the
+    HiHPQ - Euclidean margin. One explanatory line when the table is not committed."""
+    res = load_fidelity_results(protocol, bits)
+    if res is None:
+        return [f"no fidelity table committed for protocol {protocol} / {bits} bits"]
+    out = []
+    for s in res.get("summary", []):
+        if rows is not None and s["row"] not in rows:
+            continue
+        h = s.get("lorentz")
+        if not h:
+            continue
+        n = len(h["seeds"])
+        line = f"{s['row']:27s} HiHPQ mAP {h['map'][0]:.4f} ± {h['map'][1]:.4f} ({n} seeds)"
+        d = h.get("delta_map")
+        if d:
+            line += f", vs current {d['delta']:+.4f} ± {d['std']:.4f}"
+        m = s.get("margin")
+        if m:
+            line += f"; HiHPQ - Euclidean {m['delta']:+.4f} ± {m['std']:.4f}"
+        out.append(line)
+    return out
