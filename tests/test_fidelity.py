@@ -367,8 +367,10 @@ except Exception:  # pragma: no cover
 )
 def test_paper_config_runs_online_vgg16_end_to_end(tmp_path, monkeypatch):
     """configs/paper on the CPU: online VGG-16 at 224 px with random weights, reference mode,
-    a tiny subset, the clustering epochs and the evaluation on the test queries."""
-    from hihpq_lib.pipeline import run_experiment
+    a tiny subset, the clustering epoch and the evaluation on the test queries."""
+    import dataclasses
+
+    from hihpq_lib.pipeline import prepare_online, run_experiment
 
     monkeypatch.setenv("HIHPQ_CIFAR10", str(ARCHIVE))
     cfg = load_config(
@@ -376,23 +378,43 @@ def test_paper_config_runs_online_vgg16_end_to_end(tmp_path, monkeypatch):
         [
             "pretrained=false",  # random VGG-16 weights: offline there are none
             "device=cpu",
-            "subsample_per_class=1",
-            "n_val_per_class=1",
             "epochs=2",
-            "hierarchy_warmup=1",
+            "hierarchy_warmup=1",  # epoch 1 warms up, epoch 2 clusters
             "num_clusters=[3, 2]",
-            "batch_size=4",
+            "batch_size=3",
             "eval_interval=1",
             "topk=5",
-            "threads=2",
         ],
     )
     assert cfg.fidelity() == REFERENCE_OPTIONS
     assert (cfg.backbone, cfg.resolution, cfg.online_augmentation) == ("vgg16", 224, True)
-    res = run_experiment(cfg, tmp_path / "run", progress=False)
+    assert cfg.trainable_layers == 2 and cfg.head_hidden == 0
+    prep = prepare_online(cfg, progress=False)
+    # a tiny subset of the protocol II splits: every image costs a VGG-16 pass at 224 px
+    sp = prep.splits
+    prep.splits = dataclasses.replace(
+        sp,
+        train=sp.train[
+            :7
+        ],  # 7 = 2 * 3 + 1: with drop_last false, 2 steps (a batch of 1 is skipped)
+        query=sp.query[:4],
+        database=sp.database[:10],
+        val_query=sp.val_query[:3],
+        val_database=sp.val_database[:8],
+    )
+    bb = prep.online.backbone
+    fc6_before = bb.classifier[0].weight.detach().clone()
+    conv_before = bb.features[0].weight.detach().clone()
+    res = run_experiment(cfg, tmp_path / "run", progress=False, prepared=prep)
     hist = res["history"]
-    assert len(hist) == 2 and hist[0]["prototype"] == 0.0 and hist[1]["prototype"] > 0
-    assert hist[1]["cluster_seconds"] > 0
+    assert [h["epoch"] for h in hist] == [1, 2]
+    assert hist[0]["prototype"] == 0.0 and hist[1]["prototype"] > 0 and hist[1]["instance"] >= 0
+    assert hist[0]["cluster_seconds"] == 0.0 and hist[1]["cluster_seconds"] > 0
+    assert all(math.isfinite(h["loss"]) and "val_map" in h for h in hist)
     for key in ("map@5_final", "map@5_val_selected"):
         assert 0.0 <= res[key] <= 1.0
+    assert res["n_train"] == 7 and res["n_query"] == 4 and res["n_database"] == 10
+    # fc6 trained (shared lr), the convolutions stayed frozen
+    assert not torch.equal(bb.classifier[0].weight.detach(), fc6_before)
+    assert torch.equal(bb.features[0].weight.detach(), conv_before)
     assert (tmp_path / "run" / "results.json").is_file()
