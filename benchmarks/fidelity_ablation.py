@@ -115,12 +115,17 @@ def _get(runs: list[dict], row: str, geometry: str) -> dict[int, dict]:
 def summarize(runs: list[dict]) -> list[dict]:
     """One summary per row: means, stds, paired deltas vs ``current`` and H - E margins."""
     out = []
-    for row in ROWS:
+    present = list(dict.fromkeys(r["row"] for r in runs))
+    for row in [r for r in ROWS if r in present] + [r for r in present if r not in ROWS]:
         h, e = _get(runs, row, "lorentz"), _get(runs, row, "euclidean")
-        if not h and not e:
-            continue
-        s: dict = {"row": row, "options": list(ROWS[row])}
+        opts = next(r["options"] for r in runs if r["row"] == row)
+        s: dict = {
+            "row": row,
+            "options": [k for k, v in opts.items() if v != CURRENT_OPTIONS.get(k)],
+        }
         for geo, d in (("lorentz", h), ("euclidean", e)):
+            if not d:
+                continue
             seeds = sorted(d)
             s[geo] = {
                 "seeds": seeds,
@@ -227,7 +232,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--protocol", choices=("I", "II"), default="II")
     ap.add_argument("--bits", type=int, default=32)
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    ap.add_argument("--rows", nargs="+", default=None, help=f"of: {' '.join(ROWS)}")
+    ap.add_argument(
+        "--custom",
+        nargs="*",
+        default=[],
+        metavar="NAME=OPT1,OPT2",
+        help="extra rows: NAME with the listed options at the reference's behaviour",
+    )
     ap.add_argument("--geometries", nargs="+", default=list(GEOMETRIES), choices=GEOMETRIES)
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--threads", type=int, default=0)
@@ -235,6 +247,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", dest="overrides")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
+    for item in args.custom:
+        name, _, opts = item.partition("=")
+        keys = tuple(k for k in opts.split(",") if k)
+        bad = [k for k in keys if k not in REFERENCE_OPTIONS]
+        if not name or bad:
+            ap.error(
+                f"--custom {item!r}: NAME=OPT1,OPT2 with options from {list(REFERENCE_OPTIONS)}"
+            )
+        ROWS[name] = keys
+    args.rows = args.rows or [r for r in ROWS if r not in ("current",)] + ["current"]
+    unknown = [r for r in args.rows if r not in ROWS]
+    if unknown:
+        ap.error(f"unknown rows {unknown}; rows: {', '.join(ROWS)}")
     if args.data is None:
         args.data = os.environ.get("HIHPQ_CIFAR10") or (
             str(shared_cifar10_archive()) if shared_cifar10_archive() else None
