@@ -418,3 +418,53 @@ def test_paper_config_runs_online_vgg16_end_to_end(tmp_path, monkeypatch):
     assert not torch.equal(bb.classifier[0].weight.detach(), fc6_before)
     assert torch.equal(bb.features[0].weight.detach(), conv_before)
     assert (tmp_path / "run" / "results.json").is_file()
+
+
+# ---------------------------------------------------------------- the ablation script
+def test_fidelity_ablation_rows_and_paired_summary():
+    from benchmarks import fidelity_ablation as F
+
+    assert F.row_options("current") == CURRENT_OPTIONS
+    ref = F.row_options("reference")
+    assert ref == {**REFERENCE_OPTIONS, "backbone_lr": CURRENT_OPTIONS["backbone_lr"]}
+    sched = F.row_options("schedule")
+    assert (sched["lr_warmup"], sched["drop_last"], sched["prototype_loss"]) == (
+        "linspace",
+        False,
+        "clusters",
+    )
+    cfg = TrainConfig().with_overrides(F.row_overrides("subspace"))
+    assert cfg.subspace == "ambient" and cfg.instance_loss == "masked"
+    runs = []
+    for row, bump in (("current", 0.0), ("prototype_loss", 0.01)):
+        for seed, base in enumerate((0.50, 0.52, 0.51)):
+            for geo, off in (("lorentz", 0.004), ("euclidean", 0.0)):
+                m = base + bump + off + 0.001 * seed * (geo == "lorentz")
+                runs.append(
+                    {
+                        "row": row,
+                        "geometry": geo,
+                        "seed": seed,
+                        "map": m,
+                        "val_map_best": m - 0.01,
+                        "map_final": m,
+                        "val_selected_epoch": 5,
+                        "train_wall_seconds": 1.0,
+                        "options": F.row_options(row),
+                    }
+                )
+    summary = {s["row"]: s for s in F.summarize(runs)}
+    assert summary["prototype_loss"]["options"] == ["prototype_loss"]
+    d = summary["prototype_loss"]["lorentz"]["delta_map"]
+    assert abs(d["delta"] - 0.01) < 1e-12 and d["n"] == 3 and d["std"] < 1e-12
+    margin = summary["current"]["margin"]
+    assert [round(v, 6) for v in margin["per_seed"].values()] == [0.004, 0.005, 0.006]
+    assert abs(margin["delta"] - 0.005) < 1e-12 and abs(margin["std"] - 0.001) < 1e-12
+    text = F.format_markdown(
+        {
+            "meta": {"protocol": "II", "bits": 32, "command": "x", "started": "now"},
+            "runs": runs,
+            "summary": F.summarize(runs),
+        }
+    )
+    assert "| `prototype_loss`: prototype_loss | 3 |" in text and "+0.0100" in text
