@@ -392,15 +392,16 @@ def test_paper_config_runs_online_vgg16_end_to_end(tmp_path, monkeypatch):
     prep = prepare_online(cfg, progress=False)
     # a tiny subset of the protocol II splits: every image costs a VGG-16 pass at 224 px
     sp = prep.splits
+    train = sp.train[:7]  # 7 = 2 * 3 + 1: drop_last false gives 2 steps (a batch of 1 is skipped)
+    val_query = np.setdiff1d(sp.val_query, train)[:3]
+    val_database = np.union1d(train, np.setdiff1d(sp.val_database, train)[:3])
     prep.splits = dataclasses.replace(
         sp,
-        train=sp.train[
-            :7
-        ],  # 7 = 2 * 3 + 1: with drop_last false, 2 steps (a batch of 1 is skipped)
+        train=train,
         query=sp.query[:4],
-        database=sp.database[:10],
-        val_query=sp.val_query[:3],
-        val_database=sp.val_database[:8],
+        database=np.union1d(val_query, val_database),
+        val_query=val_query,
+        val_database=val_database,
     )
     bb = prep.online.backbone
     fc6_before = bb.classifier[0].weight.detach().clone()
@@ -413,7 +414,7 @@ def test_paper_config_runs_online_vgg16_end_to_end(tmp_path, monkeypatch):
     assert all(math.isfinite(h["loss"]) and "val_map" in h for h in hist)
     for key in ("map@5_final", "map@5_val_selected"):
         assert 0.0 <= res[key] <= 1.0
-    assert res["n_train"] == 7 and res["n_query"] == 4 and res["n_database"] == 10
+    assert res["n_train"] == 7 and res["n_query"] == 4 and res["n_database"] == 13
     # fc6 trained (shared lr), the convolutions stayed frozen
     assert not torch.equal(bb.classifier[0].weight.detach(), fc6_before)
     assert torch.equal(bb.features[0].weight.detach(), conv_before)
