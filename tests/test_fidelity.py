@@ -469,3 +469,14 @@ def test_fidelity_ablation_rows_and_paired_summary():
         }
     )
     assert "| `prototype_loss`: prototype_loss | 3 |" in text and "+0.0100" in text
+
+
+def test_cpu_defaults_are_the_documented_choice():
+    from hihpq_lib.config import CPU_DEFAULT_OPTIONS
+
+    assert TrainConfig().fidelity() == CPU_DEFAULT_OPTIONS
+    for f in sorted((ROOT / "configs" / "cpu").glob("*.yaml")):
+        assert load_config(f).fidelity() == CPU_DEFAULT_OPTIONS, f.name
+    doc = (ROOT / "docs" / "fidelity.md").read_text()
+    for key, value in CPU_DEFAULT_OPTIONS.items():
+        assert f"`{key}: {json.dumps(value).strip(chr(34))}`" in doc, key
