@@ -708,8 +708,13 @@ def fidelity_rows(
     rows: Sequence[str] | None = None, protocol: str = "II", bits: int = 32
 ) -> list[str]:
     """Printable lines of the fidelity ablation: per row, HiHPQ test mAP (validation-selected
-    epoch, mean ± std over seeds), the paired change against ``current`` and the
-    HiHPQ - Euclidean margin. One explanatory line when the table is not committed."""
+    epoch, mean ± std over seeds) and its paired change against ``current`` (our earlier
+    behaviour), the validation mAP and its change, and the HiHPQ - Euclidean margin. One
+    explanatory line when the table is not committed.
+
+    >>> fidelity_rows(protocol="I", bits=48)
+    ['no fidelity table committed for protocol I / 48 bits']
+    """
     res = load_fidelity_results(protocol, bits)
     if res is None:
         return [f"no fidelity table committed for protocol {protocol} / {bits} bits"]
@@ -725,6 +730,10 @@ def fidelity_rows(
         d = h.get("delta_map")
         if d:
             line += f", vs current {d['delta']:+.4f} ± {d['std']:.4f}"
+        line += f"; val {h['val_map'][0]:.4f}"
+        dv = h.get("delta_val")
+        if dv:
+            line += f" ({dv['delta']:+.4f} ± {dv['std']:.4f})"
         m = s.get("margin")
         if m:
             line += f"; HiHPQ - Euclidean {m['delta']:+.4f} ± {m['std']:.4f}"

@@ -506,6 +506,18 @@ for key, value in paper_ii.fidelity().items():
 # %%
 for line in reporting.fidelity_rows():
     print(line)
+assert config.TrainConfig().fidelity() == config.CPU_DEFAULT_OPTIONS
+
+# %% [markdown]
+# Read the rows with section 3 in mind: with 3 seeds a paired difference must exceed
+# about 4.3 standard errors. On **validation** mAP (the only number used to choose), the
+# reference's two hierarchy losses and its raw clustering input each helped HiHPQ and
+# widened its lead over the Euclidean twin; its subspace convention, its eval mode after
+# clustering and its schedule details did not. The CPU profile therefore takes the
+# former and keeps ours for the latter (`config.CPU_DEFAULT_OPTIONS`, the row
+# `reference_losses_clustering`), and that combination beat both all-reference and our
+# earlier behaviour on validation. The GPU configs stay in full reference mode: they
+# exist to reproduce the paper as its code runs.
 
 # %% [markdown]
 # ### Exercise 3 — what the paper's configuration changes
