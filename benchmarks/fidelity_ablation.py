@@ -1,7 +1,9 @@
 """Reference-fidelity ablation: the effect of each fidelity option on the CPU profile.
 
 Run: ``python -m benchmarks.fidelity_ablation [--protocol II] [--bits 32] [--seeds 3]
-[--rows current reference ...] [--geometries lorentz euclidean] [--out DIR]``
+[--rows current reference ...] [--custom NAME=OPT1,OPT2] [--geometries lorentz euclidean]
+[--epochs 12] [--threads 2] [--out DIR]`` (the committed table: ``--epochs 12 --threads 2``,
+the budget of ``make bench``; its ``results.md`` lists the exact invocations).
 
 Each row is a set of fidelity options (:data:`hihpq_lib.config.FIDELITY_OPTIONS`) on
 top of the CPU profile ``configs/cpu/cpu_cifar10_<p>_<b>bits.yaml`` (``--set`` adds
