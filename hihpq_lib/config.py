@@ -24,7 +24,46 @@ import yaml
 
 from .quantizer import ATTENTIONS, check_code_config, m_for_bits
 
-__all__ = ["TrainConfig", "ConfigError", "load_config"]
+__all__ = [
+    "TrainConfig",
+    "ConfigError",
+    "load_config",
+    "FIDELITY_OPTIONS",
+    "REFERENCE_OPTIONS",
+    "CURRENT_OPTIONS",
+    "CPU_DEFAULT_OPTIONS",
+    "with_legacy_fidelity",
+]
+
+#: Every place where the reference implementation (github.com/zexuanqiu/HiHPQ) and our
+#: earlier code differed, as ``key: (reference value, earlier value, allowed values)``.
+#: ``configs/paper/*`` set the reference value of each; ``docs/fidelity.md`` explains
+#: them and ``benchmarks/results/fidelity/`` measures them on the CPU profile.
+FIDELITY_OPTIONS: dict[str, tuple] = {
+    "subspace": ("ambient", "tangent", ("ambient", "tangent")),
+    "instance_loss": ("reference", "masked", ("reference", "masked")),
+    "prototype_loss": ("reference", "clusters", ("reference", "clusters")),
+    "cluster_input": ("raw", "clipped", ("raw", "clipped")),
+    "backbone_lr": ("shared", "scaled", ("shared", "scaled")),
+    "eval_mode_after_clustering": (True, False, (True, False)),
+    "lr_warmup": ("linspace", "linear", ("linspace", "linear")),
+    "drop_last": (False, True, (False, True)),
+}
+#: The reference's behaviour for every option of :data:`FIDELITY_OPTIONS`.
+REFERENCE_OPTIONS: dict = {k: v[0] for k, v in FIDELITY_OPTIONS.items()}
+#: Our earlier behaviour (the CPU defaults before the fidelity options existed; the row
+#: ``current`` of the fidelity ablation) for every option.
+CURRENT_OPTIONS: dict = {k: v[1] for k, v in FIDELITY_OPTIONS.items()}
+#: The CPU profile's choice (``TrainConfig``'s defaults), made on validation mAP with the
+#: fidelity ablation (docs/fidelity.md): the reference's losses and clustering input;
+#: our subspace convention, train mode and schedule, which did not score higher there.
+CPU_DEFAULT_OPTIONS: dict = {
+    **REFERENCE_OPTIONS,
+    "subspace": "tangent",
+    "eval_mode_after_clustering": False,
+    "lr_warmup": "linear",
+    "drop_last": True,
+}
 
 
 class ConfigError(ValueError):
@@ -33,7 +72,11 @@ class ConfigError(ValueError):
 
 @dataclass
 class TrainConfig:
-    """Every knob of a HiHPQ run. Defaults: the CIFAR-10 protocol II CPU profile."""
+    """Every knob of a HiHPQ run. Defaults: the CIFAR-10 protocol II CPU profile.
+
+    The fidelity options (:data:`FIDELITY_OPTIONS`) default to :data:`CPU_DEFAULT_OPTIONS`;
+    ``configs/paper/*`` set :data:`REFERENCE_OPTIONS`.
+    """
 
     name: str = "cifar10_ii_32bits_cpu"
     # data
@@ -64,6 +107,14 @@ class TrainConfig:
     softmax_temp: float = 1.0
     attention: str = "sqdist"  # softmax over -T * d^2: "sqdist" (paper) or "sqgeodesic"
     codebook_init: str = "uniform"  # "uniform" (reference: unit-norm random) or "data" (samples)
+    # Each chunk of feat_dim / M head outputs is one subspace. "ambient" (reference): the
+    # chunk is a vector of R^D whose first (time) coordinate is zeroed, a tangent vector
+    # of H^(D-1); the first output of each chunk is discarded (zero gradient), so a
+    # subspace has D - 1 usable dimensions (15 at 32 bits). "tangent": the chunk is a
+    # tangent vector of H^D (a zero time coordinate is prepended), D usable dimensions.
+    # The Euclidean ablation follows the same rule (R^(D-1) or R^D) so both geometries
+    # get the same degrees of freedom.
+    subspace: str = "tangent"
     # losses
     tau: float = 0.2
     proto_weight: float = 1.0
@@ -72,17 +123,49 @@ class TrainConfig:
     cluster_method: str = "auto"
     cluster_anchors: int = 1000
     hierarchy_warmup: int = 3  # epochs before the first clustering
+    # Instance-wise loss. "reference": the anchor's similarity to itself stays in the
+    # softmax denominator and the sum over anchors with a same-cluster neighbour is
+    # divided by the batch size. "masked": self excluded, mean over those anchors.
+    instance_loss: str = "reference"
+    # Prototype-wise loss. "reference": one prototype column per batch sample plus one
+    # per cluster absent from the batch, i.e. -s_own + log sum_c m_c exp(s_c) with m_c
+    # the batch members of cluster c (1 if none). "clusters": cross-entropy over the
+    # clusters (each once). They agree when every sample is in its own cluster.
+    prototype_loss: str = "reference"
+    # What Ward clusters. "raw" (reference): the head outputs as they are (first
+    # coordinate of each chunk dropped with subspace=ambient), no clipping and no
+    # exp/log map. "clipped": log_o(exp_o(clip(x))) = the clipped tangent vectors
+    # (unit-normalised sub-vectors for the Euclidean ablation).
+    cluster_input: str = "raw"
     # optimisation
     epochs: int = 20
     batch_size: int = 128
     optimizer: str = "rsgd"  # "rsgd" (reference) or "radam"
     lr: float = 0.01
     lr_backbone_scale: float = 1e-3
+    # "shared" (reference): the warm-up/cosine schedule sets the same lr on every
+    # parameter group, so trainable backbone layers (VGG fc6/fc7) train at the full lr and
+    # lr_backbone_scale has no effect. "scaled": backbone lr = schedule x lr_backbone_scale.
+    # No effect on the CPU profile (frozen backbone).
+    backbone_lr: str = "shared"
     momentum: float = 0.9
     weight_decay: float = 5e-3
     lr_warmup_epochs: int = 1
     start_lr: float = 1e-5
     final_lr: float = 1e-5
+    # "linspace" (reference): the warm-up is linspace(start_lr, lr, W) over its W steps,
+    # reaching lr at its last step. "linear": start_lr + (lr - start_lr) * step / W,
+    # reaching lr at step W (the first step after the warm-up).
+    lr_warmup: str = "linear"
+    # True: floor(N / batch_size) steps per epoch, the last partial batch dropped.
+    # False (reference, a DataLoader without drop_last): ceil(N / batch_size) steps, the
+    # last batch smaller (a last batch of one image is skipped: the losses need two).
+    drop_last: bool = True
+    # True (reference): epochs that start with a clustering pass (epoch >=
+    # hierarchy_warmup) train with the model in eval mode: the reference computes the
+    # clustering features after model.eval() and does not switch back, so VGG's dropout
+    # is off from then on (and a BatchNorm head, ours, uses its running statistics).
+    eval_mode_after_clustering: bool = False
     # evaluation
     topk: int = 1000
     eval_interval: int = 1
@@ -97,7 +180,17 @@ class TrainConfig:
 
     @property
     def sub_dim(self) -> int:
+        """Head outputs per subspace: ``feat_dim / M``."""
         return self.feat_dim // self.M
+
+    @property
+    def space_dim(self) -> int:
+        """Usable dimensions per subspace: ``sub_dim - 1`` with ``subspace="ambient"``."""
+        return self.sub_dim - 1 if self.subspace == "ambient" else self.sub_dim
+
+    def fidelity(self) -> dict:
+        """The fidelity options of this config (see :data:`FIDELITY_OPTIONS`)."""
+        return {k: getattr(self, k) for k in FIDELITY_OPTIONS}
 
     def validate(self) -> TrainConfig:
         try:
@@ -131,6 +224,17 @@ class TrainConfig:
         if self.codebook_init not in ("data", "uniform"):
             raise ConfigError(
                 f"codebook_init must be 'data' or 'uniform', got {self.codebook_init!r}"
+            )
+        for key, (_, _, allowed) in FIDELITY_OPTIONS.items():
+            if getattr(self, key) not in allowed:
+                raise ConfigError(
+                    f"{key} must be one of {list(allowed)}, got {getattr(self, key)!r} "
+                    "(see docs/fidelity.md)"
+                )
+        if self.subspace == "ambient" and self.sub_dim < 2:
+            raise ConfigError(
+                f"subspace=ambient drops the first of feat_dim/M = {self.sub_dim} outputs per "
+                "subspace, leaving none: raise feat_dim or use subspace=tangent"
             )
         if self.n_views < 2 and not self.online_augmentation:
             raise ConfigError("n_views must be >= 2: each step needs two augmented views")
@@ -237,6 +341,20 @@ def _check_ranges(cfg: TrainConfig) -> None:
             raise ConfigError(f"{key} must be >= 1 or null, got {value}")
     if cfg.trainable_layers > 2:
         raise ConfigError(f"trainable_layers must be 0, 1 or 2, got {cfg.trainable_layers}")
+
+
+def with_legacy_fidelity(d: dict) -> dict:
+    """A saved config dict, with :data:`CURRENT_OPTIONS` filled in if it predates them.
+
+    Run folders written before the fidelity options existed hold none of their keys;
+    they were trained with the earlier behaviour, which is what they must be rebuilt with.
+
+    >>> with_legacy_fidelity({"epochs": 3})["prototype_loss"]
+    'clusters'
+    """
+    if any(k in d for k in FIDELITY_OPTIONS):
+        return dict(d)
+    return {**d, **CURRENT_OPTIONS}
 
 
 def _coerce(key: str, value, f: dataclasses.Field):

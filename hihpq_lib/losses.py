@@ -5,12 +5,17 @@ temperature :math:`\tau`, similarities are :math:`s(a, b) = -D(a, b)/\tau`.
 
 * :func:`quantized_contrastive_loss` — NT-Xent between the soft-quantized vectors of two
   augmented views (each of the ``2B`` views against the other ``2B - 1``).
-* :func:`prototype_loss` — at each level of the pseudo hierarchy, cross-entropy of each
-  sample against all cluster centroids of that level (mapped from the tangent space to
-  the product space), the positive being its own cluster; averaged over levels.
-* :func:`instance_loss` — each anchor against the rest of the batch, the positive being
-  a same-cluster neighbour (the first one in batch order, as in the reference);
-  averaged over the anchors that have one, then over levels.
+* :func:`prototype_loss` — at each level of the pseudo hierarchy, each sample against
+  the cluster centroids of that level (mapped from the tangent space to the product
+  space), the positive being its own cluster; averaged over levels. ``mode="reference"``
+  (the paper's code) has one prototype column per batch sample plus one per cluster
+  absent from the batch, so a cluster with ``m_c`` members in the batch counts ``m_c``
+  times in the denominator; ``mode="clusters"`` is a plain cross-entropy over clusters.
+* :func:`instance_loss` — each anchor against the batch, the positive being a
+  same-cluster neighbour (the first one in batch order, as in the reference).
+  ``mode="reference"`` keeps the anchor itself in the denominator and divides by the
+  batch size; ``mode="masked"`` excludes it and averages over the anchors that have a
+  neighbour. Then averaged over levels.
 
 Because the space is a parameter, the Euclidean ablations use the same functions.
 :class:`HiHPQLoss` combines them: ``L = L_cl + w_p L_proto + w_i L_inst`` with the
@@ -34,7 +39,14 @@ __all__ = [
     "instance_loss",
     "first_neighbour",
     "HiHPQLoss",
+    "PROTOTYPE_MODES",
+    "INSTANCE_MODES",
 ]
+
+#: ``mode`` values of :func:`prototype_loss` (the reference's first).
+PROTOTYPE_MODES = ("reference", "clusters")
+#: ``mode`` values of :func:`instance_loss` (the reference's first).
+INSTANCE_MODES = ("reference", "masked")
 
 
 def product_distance(space: ProductSpace, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -91,12 +103,25 @@ def prototype_loss(
     tangent_centroids: Sequence[torch.Tensor],
     space: ProductSpace,
     tau: float = 0.2,
+    mode: str = "reference",
 ) -> torch.Tensor:
     r"""Prototype-wise contrastive loss, averaged over the hierarchy levels.
+
+    ``mode="clusters"``:
 
     .. math::
         \mathcal L_{proto} = \frac{1}{L}\sum_{l=1}^{L} \frac{1}{B}\sum_{i=1}^{B}
         -\log\frac{\exp s(z_i, \mu^l_{y^l_i})}{\sum_{c=1}^{C_l}\exp s(z_i, \mu^l_c)}
+
+    ``mode="reference"`` (the paper's code): the logits hold the prototype of every batch
+    sample (a cluster repeated once per member) and then each cluster absent from the
+    batch once, the target of sample ``i`` being column ``i``; so with
+    :math:`m_c = \max(1, |\{j : y_j = c\}|)`
+
+    .. math::
+        \ell_i = -s(z_i, \mu_{y_i}) + \log \sum_{c} m_c \exp s(z_i, \mu_c).
+
+    The two agree when every sample of the batch is in a different cluster.
 
     Parameters
     ----------
@@ -107,8 +132,12 @@ def prototype_loss(
     tangent_centroids : list of L tensors (C_l, M*d) float
         Cluster centroids in the tangent space; they are mapped onto the product space
         here (so gradients reach the curvatures, as in the reference).
+    mode : {"reference", "clusters"}
+        Default: the reference's.
     """
     _check_tau(tau)
+    if mode not in PROTOTYPE_MODES:
+        raise ValueError(f"prototype loss mode must be one of {PROTOTYPE_MODES}, got {mode!r}")
     if len(labels) != len(tangent_centroids) or len(labels) == 0:
         raise ValueError("labels and tangent_centroids must be non-empty lists of equal length")
     losses = []
@@ -119,7 +148,15 @@ def prototype_loss(
             )
         mu = space.embed(cent.to(z.dtype).view(cent.shape[0], space.M, space.dim))
         logits = -product_distance(space, z, mu) / tau
-        losses.append(F.cross_entropy(logits, lab.long().to(z.device)))
+        lab = lab.long().to(z.device)
+        if mode == "reference":
+            # column multiplicities: batch members per cluster, 1 for an absent cluster
+            counts = torch.bincount(lab, minlength=cent.shape[0]).clamp_min(1)
+            own = logits.gather(1, lab[:, None]).squeeze(1)
+            denom = torch.logsumexp(logits + counts.to(logits.dtype).log(), dim=1)
+            losses.append((denom - own).mean())
+        else:
+            losses.append(F.cross_entropy(logits, lab))
     return torch.stack(losses).mean()
 
 
@@ -138,38 +175,57 @@ def first_neighbour(labels: torch.Tensor) -> torch.Tensor:
 
 
 def instance_loss(
-    z: torch.Tensor, labels: Sequence[torch.Tensor], space: ProductSpace, tau: float = 0.2
+    z: torch.Tensor,
+    labels: Sequence[torch.Tensor],
+    space: ProductSpace,
+    tau: float = 0.2,
+    mode: str = "reference",
 ) -> torch.Tensor:
     r"""Instance-wise loss toward a same-cluster neighbour, averaged over levels.
 
-    For each anchor :math:`i` with a same-cluster neighbour :math:`n(i)` in the batch
-    (at level :math:`l`):
+    Let :math:`V_l` be the anchors with a same-cluster neighbour :math:`n(i)` in the
+    batch at level :math:`l`. ``mode="masked"``:
 
     .. math::
-        \ell_i = -\log\frac{\exp s(z_i, z_{n(i)})}{\sum_{j\ne i}\exp s(z_i, z_j)}
+        \ell_i = -\log\frac{\exp s(z_i, z_{n(i)})}{\sum_{j\ne i}\exp s(z_i, z_j)},
+        \qquad \mathcal L_l = \frac{1}{|V_l|}\sum_{i\in V_l}\ell_i
 
-    averaged over anchors that have a neighbour (0 for a level where none has).
+    (0 for a level where :math:`V_l` is empty). ``mode="reference"`` (the paper's code):
+    the denominator runs over all :math:`j` including :math:`i` itself (whose similarity
+    :math:`s(z_i, z_i) = 0` is the largest), and the sum is divided by the batch size
+    :math:`B`:
+
+    .. math::
+        \ell_i = -\log\frac{\exp s(z_i, z_{n(i)})}{\sum_{j=1}^{B}\exp s(z_i, z_j)},
+        \qquad \mathcal L_l = \frac{1}{B}\sum_{i\in V_l}\ell_i
 
     Parameters
     ----------
     z : (B, M, D') float
     labels : list of L tensors (B,) int64
+    mode : {"reference", "masked"}
+        Default: the reference's.
     """
     _check_tau(tau)
+    if mode not in INSTANCE_MODES:
+        raise ValueError(f"instance loss mode must be one of {INSTANCE_MODES}, got {mode!r}")
     if len(labels) == 0:
         raise ValueError("labels must be a non-empty list (one tensor per level)")
     B = z.shape[0]
     sim = -product_distance(space, z, z) / tau
-    eye = torch.eye(B, dtype=torch.bool, device=z.device)
-    sim = sim.masked_fill(eye, float("-inf"))
+    if mode == "masked":
+        eye = torch.eye(B, dtype=torch.bool, device=z.device)
+        sim = sim.masked_fill(eye, float("-inf"))
     losses = []
     for lab in labels:
         nb = first_neighbour(lab.to(z.device))
         valid = nb >= 0
-        if bool(valid.any()):
+        if not bool(valid.any()):
+            losses.append(sim.new_zeros(()))
+        elif mode == "masked":
             losses.append(F.cross_entropy(sim[valid], nb[valid]))
         else:
-            losses.append(sim.new_zeros(()))
+            losses.append(F.cross_entropy(sim[valid], nb[valid], reduction="sum") / B)
     return torch.stack(losses).mean()
 
 
@@ -183,6 +239,9 @@ class HiHPQLoss(nn.Module):
         Temperature of all three losses (reference ``T``: 0.2).
     proto_weight, instance_weight : float
         Weights of the hierarchy losses (reference: 1.0 and 0.1). Zero disables one.
+    prototype_mode, instance_mode : str
+        See :func:`prototype_loss` and :func:`instance_loss` (``"reference"`` = the
+        paper's code).
     """
 
     def __init__(
@@ -191,11 +250,18 @@ class HiHPQLoss(nn.Module):
         tau: float = 0.2,
         proto_weight: float = 1.0,
         instance_weight: float = 0.1,
+        prototype_mode: str = "reference",
+        instance_mode: str = "reference",
     ):
         super().__init__()
         _check_tau(tau)
+        if prototype_mode not in PROTOTYPE_MODES:
+            raise ValueError(f"prototype_mode must be one of {PROTOTYPE_MODES}")
+        if instance_mode not in INSTANCE_MODES:
+            raise ValueError(f"instance_mode must be one of {INSTANCE_MODES}")
         self.space = space
         self.tau, self.proto_weight, self.instance_weight = tau, proto_weight, instance_weight
+        self.prototype_mode, self.instance_mode = prototype_mode, instance_mode
 
     def forward(
         self,
@@ -214,8 +280,10 @@ class HiHPQLoss(nn.Module):
         proto, inst = zero, zero
         if labels is not None:
             if self.proto_weight and tangent_centroids is not None:
-                proto = prototype_loss(z1, labels, tangent_centroids, self.space, self.tau)
+                proto = prototype_loss(
+                    z1, labels, tangent_centroids, self.space, self.tau, self.prototype_mode
+                )
             if self.instance_weight:
-                inst = instance_loss(z1, labels, self.space, self.tau)
+                inst = instance_loss(z1, labels, self.space, self.tau, self.instance_mode)
         total = cl + self.proto_weight * proto + self.instance_weight * inst
         return {"loss": total, "contrastive": cl, "prototype": proto, "instance": inst}

@@ -51,6 +51,9 @@ class HiHPQModel(nn.Module):
     softmax_temp : float, codebook attention temperature.
     attention : str, the distance in the codebook attention (see ProductQuantizer).
     head_hidden : int, hidden width of the projection head (0 = linear).
+    ambient : bool, the reference's subspace convention (see
+        :class:`~hihpq_lib.quantizer.ProductQuantizer`): the head emits ``M * (d + 1)``
+        values and the first of each chunk is discarded.
     """
 
     def __init__(
@@ -61,11 +64,14 @@ class HiHPQModel(nn.Module):
         softmax_temp: float = 1.0,
         head_hidden: int = 512,
         attention: str = "sqdist",
+        ambient: bool = False,
     ):
         super().__init__()
         self.in_dim = int(in_dim)
-        self.head = ProjectionHead(in_dim, space.M * space.dim, head_hidden)
-        self.quantizer = ProductQuantizer(space, K=K, temperature=softmax_temp, attention=attention)
+        self.quantizer = ProductQuantizer(
+            space, K=K, temperature=softmax_temp, attention=attention, ambient=ambient
+        )
+        self.head = ProjectionHead(in_dim, self.quantizer.feature_dim, head_hidden)
 
     @property
     def space(self) -> ProductSpace:
@@ -97,10 +103,24 @@ class HiHPQModel(nn.Module):
         return out
 
     @torch.no_grad()
-    def tangent(self, feats: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
-        """Tangent-space features ``log_o(points)`` concatenated, ``(N, M*d)`` (clustering)."""
-        pts = self.points(feats, batch_size)
-        return self.space.log(pts).reshape(pts.shape[0], -1)
+    def tangent(self, feats: torch.Tensor, batch_size: int = 4096, raw: bool = False):
+        """Tangent-space features for clustering, ``(N, M*d)``.
+
+        ``raw=False``: ``log_o(points)``, i.e. the clipped tangent vectors (unit sub-vectors
+        in the normalised Euclidean space). ``raw=True`` (the reference's
+        ``encode_tangent_feats``): the head outputs as they are (first coordinate of each
+        chunk dropped with ``ambient``), no clipping, no exp/log map. Eval mode either way.
+        """
+        if not raw:
+            pts = self.points(feats, batch_size)
+            return self.space.log(pts).reshape(pts.shape[0], -1)
+        was = self.training
+        self.eval()
+        out = torch.cat(
+            [self.quantizer.tangent_input(self.project(c)) for c in feats.split(batch_size)]
+        )
+        self.train(was)
+        return out.reshape(out.shape[0], -1)
 
     @torch.no_grad()
     def encode(self, feats: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
@@ -138,13 +158,13 @@ def build_model(cfg: TrainConfig, in_dim: int) -> HiHPQModel:
         space = make_space(
             "lorentz",
             cfg.M,
-            cfg.sub_dim,
+            cfg.space_dim,
             curvature=cfg.curvature,
             learn_curvature=cfg.learn_curvature,
             clip_r=cfg.clip_r,
         )
     else:
-        space = make_space("euclidean", cfg.M, cfg.sub_dim)
+        space = make_space("euclidean", cfg.M, cfg.space_dim)
     return HiHPQModel(
         in_dim,
         space,
@@ -152,4 +172,5 @@ def build_model(cfg: TrainConfig, in_dim: int) -> HiHPQModel:
         softmax_temp=cfg.softmax_temp,
         head_hidden=cfg.head_hidden,
         attention=cfg.attention,
+        ambient=cfg.subspace == "ambient",
     )

@@ -99,7 +99,7 @@ class QuantizerOutput:
 
 
 class ProductQuantizer(nn.Module):
-    """Soft product quantizer over a product space.
+    r"""Soft product quantizer over a product space.
 
     Parameters
     ----------
@@ -116,6 +116,14 @@ class ProductQuantizer(nn.Module):
         Lorentzian, :func:`hihpq_lib.lorentz.pairwise_sqdist`) or the squared geodesic
         distance (:func:`hihpq_lib.lorentz.pairwise_dist` squared; the same as
         ``"sqdist"`` in a Euclidean space).
+    ambient : bool
+        The reference's subspace convention (``subspace="ambient"`` in a config): input
+        features are ``(B, M*(d+1))``, each chunk of ``d + 1`` a vector of the ambient
+        space whose first (time) coordinate is set to zero, leaving a tangent vector of
+        :math:`\mathbb H^d` at the origin; the first input of each chunk is discarded
+        (it gets zero gradient). Codewords are drawn the same way (unit ``d+1``-vectors,
+        first coordinate dropped). ``False``: input chunks of ``d`` are the tangent
+        vectors themselves.
 
     Attributes
     ----------
@@ -130,9 +138,11 @@ class ProductQuantizer(nn.Module):
         K: int = 256,
         temperature: float = 1.0,
         attention: str = "sqdist",
+        ambient: bool = False,
     ):
         super().__init__()
         self.bits = check_code_config(space.M * space.dim, space.M, K)
+        self.ambient = bool(ambient)
         if not temperature > 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
         if attention not in ATTENTIONS:
@@ -141,13 +151,21 @@ class ProductQuantizer(nn.Module):
         self.space = space
         self.M, self.K, self.dim = space.M, int(K), space.dim
         self.temperature = float(temperature)
-        cb = torch.empty(self.M, self.K, self.dim)
-        nn.init.xavier_uniform_(cb.view(self.M * self.K, self.dim))
-        self.codebooks = nn.Parameter(nn.functional.normalize(cb, dim=-1))
+        chunk = self.dim + 1 if self.ambient else self.dim
+        cb = torch.empty(self.M, self.K, chunk)
+        nn.init.xavier_uniform_(cb.view(self.M * self.K, chunk))
+        cb = nn.functional.normalize(cb, dim=-1)
+        self.codebooks = nn.Parameter(cb[..., 1:].contiguous() if self.ambient else cb)
+
+    @property
+    def chunk_dim(self) -> int:
+        """Input features per subspace: ``d + 1`` with ``ambient``, else ``d``."""
+        return self.dim + 1 if self.ambient else self.dim
 
     @property
     def feature_dim(self) -> int:
-        return self.M * self.dim
+        """Input feature length ``M * chunk_dim``."""
+        return self.M * self.chunk_dim
 
     def codewords(self) -> torch.Tensor:
         """Codewords on the product space, ``(M, K, D')``."""
@@ -157,10 +175,19 @@ class ProductQuantizer(nn.Module):
         if not torch.is_tensor(feats) or feats.dim() != 2 or feats.shape[1] != self.feature_dim:
             shape = tuple(feats.shape) if torch.is_tensor(feats) else type(feats).__name__
             raise ValueError(
-                f"features must have shape (B, {self.feature_dim}) = (B, M*d) "
-                f"with M={self.M}, d={self.dim}; got {shape}"
+                f"features must have shape (B, {self.feature_dim}) = (B, M*{self.chunk_dim}) "
+                f"with M={self.M}, d={self.dim}, ambient={self.ambient}; got {shape}"
             )
-        return feats.view(feats.shape[0], self.M, self.dim)
+        v = feats.view(feats.shape[0], self.M, self.chunk_dim)
+        return v[..., 1:] if self.ambient else v
+
+    def tangent_input(self, feats: torch.Tensor) -> torch.Tensor:
+        """Features ``(B, feature_dim)`` -> the tangent vectors they stand for ``(B, M, d)``.
+
+        No clipping: the first coordinate of each chunk dropped with ``ambient``, else
+        the features reshaped.
+        """
+        return self._split(feats)
 
     def embed(self, feats: torch.Tensor) -> torch.Tensor:
         """Features ``(B, M*d)`` -> points on the product space ``(B, M, D')``."""

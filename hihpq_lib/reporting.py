@@ -58,6 +58,9 @@ __all__ = [
     "benchmark_rows",
     "ablation_effects",
     "paper_comparison_rows",
+    "FIDELITY_RESULTS",
+    "load_fidelity_results",
+    "fidelity_rows",
 ]
 
 #: The ablations of notebook 07, as config overrides on top of the HiHPQ profile (the same
@@ -689,3 +692,50 @@ def paper_comparison_rows(results: Mapping | None) -> list[dict]:
             }
         )
     return rows
+
+
+#: The committed reference-fidelity ablation (``benchmarks/fidelity_ablation.py``), by protocol.
+FIDELITY_RESULTS = REPO_ROOT / "benchmarks" / "results" / "fidelity"
+
+
+def load_fidelity_results(protocol: str = "II", bits: int = 32) -> dict | None:
+    """The fidelity ablation's ``results.json`` for a cell, or ``None`` if not committed."""
+    p = FIDELITY_RESULTS / f"protocol_{protocol.lower()}_{int(bits)}bits" / "results.json"
+    return json.loads(p.read_text()) if p.is_file() else None
+
+
+def fidelity_rows(
+    rows: Sequence[str] | None = None, protocol: str = "II", bits: int = 32
+) -> list[str]:
+    """Printable lines of the fidelity ablation: per row, HiHPQ test mAP (validation-selected
+    epoch, mean ± std over seeds) and its paired change against ``current`` (our earlier
+    behaviour), the validation mAP and its change, and the HiHPQ - Euclidean margin. One
+    explanatory line when the table is not committed.
+
+    >>> fidelity_rows(protocol="I", bits=48)
+    ['no fidelity table committed for protocol I / 48 bits']
+    """
+    res = load_fidelity_results(protocol, bits)
+    if res is None:
+        return [f"no fidelity table committed for protocol {protocol} / {bits} bits"]
+    out = []
+    for s in res.get("summary", []):
+        if rows is not None and s["row"] not in rows:
+            continue
+        h = s.get("lorentz")
+        if not h:
+            continue
+        n = len(h["seeds"])
+        line = f"{s['row']:27s} HiHPQ mAP {h['map'][0]:.4f} ± {h['map'][1]:.4f} ({n} seeds)"
+        d = h.get("delta_map")
+        if d:
+            line += f", vs current {d['delta']:+.4f} ± {d['std']:.4f}"
+        line += f"; val {h['val_map'][0]:.4f}"
+        dv = h.get("delta_val")
+        if dv:
+            line += f" ({dv['delta']:+.4f} ± {dv['std']:.4f})"
+        m = s.get("margin")
+        if m:
+            line += f"; HiHPQ - Euclidean {m['delta']:+.4f} ± {m['std']:.4f}"
+        out.append(line)
+    return out

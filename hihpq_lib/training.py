@@ -36,7 +36,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .atomic import atomic_torch_save, atomic_write_text
-from .config import TrainConfig
+from .config import TrainConfig, with_legacy_fidelity
 from .hierarchy import TangentWardHierarchy
 from .losses import HiHPQLoss
 from .metrics import map_at_k
@@ -47,6 +47,7 @@ __all__ = [
     "FeatureSplit",
     "TrainingData",
     "LRSchedule",
+    "steps_per_epoch",
     "evaluate_map",
     "train",
     "BankViews",
@@ -131,7 +132,8 @@ class BankViews:
     def __init__(self, bank: torch.Tensor):
         self.bank = bank
 
-    def sample(self, idx: torch.Tensor, gen: torch.Generator):
+    def sample(self, idx: torch.Tensor, gen: torch.Generator, training: bool = True):
+        """Two views ``(B, F)`` float32 each (``training`` is ignored: a bank is fixed)."""
         V = self.bank.shape[1]
         v1 = torch.randint(0, V, (len(idx),), generator=gen)
         v2 = (v1 + torch.randint(1, V, (len(idx),), generator=gen)) % V
@@ -160,13 +162,18 @@ class OnlineViews:
     def trainable_parameters(self) -> list:
         return [p for p in self.backbone.parameters() if p.requires_grad]
 
-    def sample(self, idx: torch.Tensor, gen: torch.Generator):
+    def sample(self, idx: torch.Tensor, gen: torch.Generator, training: bool = True):
+        """Two augmented views through the backbone, ``(B, F)`` each.
+
+        The backbone runs in train mode (dropout on) when it has trainable layers and
+        ``training`` is true, else in eval mode (``eval_mode_after_clustering``).
+        """
         from .transforms import augment_batch
 
         imgs = self.images[idx.numpy()]
         seeds = torch.randint(0, 2**62, (2,), generator=gen).tolist()
         bb = self.backbone
-        bb.train(bool(self.trainable_parameters()))
+        bb.train(bool(self.trainable_parameters()) and training)
         views = [
             augment_batch(
                 imgs, self.resolution, int(s), indices=idx.numpy(), mean=bb.mean, std=bb.std
@@ -198,20 +205,38 @@ class OnlineViews:
 class LRSchedule:
     """Linear warm-up from ``start_lr`` to ``base_lr``, then cosine decay to ``final_lr``.
 
-    Per optimisation step, as the reference's ``WarmUpAndCosineDecayScheduler``.
+    Per optimisation step, as the reference's ``WarmUpAndCosineDecayScheduler``. With
+    ``W`` warm-up steps and ``T`` steps in all, step ``t``'s learning rate is
+
+    * ``warmup="linspace"`` (reference): ``start + (base - start) * t / (W - 1)`` for
+      ``t < W`` (``numpy.linspace(start, base, W)``: ``base`` at the last warm-up step;
+      ``start`` when ``W = 1``);
+    * ``warmup="linear"``: ``start + (base - start) * t / W`` (``base`` at step ``W``);
+
+    then ``final + (base - final) * (1 + cos(pi * (t - W) / (T - W))) / 2``.
 
     >>> s = LRSchedule(0.01, 1e-5, 1e-5, total_steps=100, warmup_steps=10)
     >>> round(s(0), 6), round(s(10), 6), round(s(99), 6)
     (1e-05, 0.01, 1.3e-05)
+    >>> r = LRSchedule(0.01, 1e-5, 1e-5, 100, 10, warmup="linspace")
+    >>> round(r(9), 6), round(s(9), 6)
+    (0.01, 0.009001)
     """
 
-    def __init__(self, base_lr, start_lr, final_lr, total_steps, warmup_steps):
+    def __init__(self, base_lr, start_lr, final_lr, total_steps, warmup_steps, warmup="linear"):
+        if warmup not in ("linear", "linspace"):
+            raise ValueError(f"warmup must be 'linear' or 'linspace', got {warmup!r}")
         self.base, self.start, self.final = base_lr, start_lr, final_lr
         self.total, self.warm = max(1, total_steps), max(0, warmup_steps)
+        self.warmup = warmup
 
     def __call__(self, step: int) -> float:
         if step < self.warm:
-            return self.start + (self.base - self.start) * step / self.warm
+            if self.warmup == "linspace":
+                frac = step / (self.warm - 1) if self.warm > 1 else 0.0
+            else:
+                frac = step / self.warm
+            return self.start + (self.base - self.start) * frac
         t = (step - self.warm) / max(1, self.total - self.warm)
         return self.final + 0.5 * (self.base - self.final) * (1 + math.cos(math.pi * min(t, 1.0)))
 
@@ -280,8 +305,26 @@ def _make_optimizer(cfg: TrainConfig, model: HiHPQModel, backbone_params=()):
     return geoopt.optim.RiemannianAdam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
+def steps_per_epoch(n: int, batch_size: int, drop_last: bool = True) -> int:
+    """Optimisation steps per epoch over ``n`` images.
+
+    ``drop_last``: ``floor(n / batch_size)``; else (the reference's DataLoader)
+    ``ceil(n / batch_size)``, less one when the last batch would hold a single image
+    (the contrastive loss needs two).
+
+    >>> steps_per_epoch(5000, 128), steps_per_epoch(5000, 128, drop_last=False)
+    (39, 40)
+    >>> steps_per_epoch(257, 128, drop_last=False)
+    2
+    """
+    if drop_last:
+        return max(1, n // batch_size)
+    full, rest = divmod(n, batch_size)
+    return max(1, full + (1 if rest >= 2 else 0))
+
+
 def _cluster(cfg: TrainConfig, model: HiHPQModel, train_feats: torch.Tensor, epoch: int):
-    tangent = model.tangent(train_feats).double().numpy()
+    tangent = model.tangent(train_feats, raw=cfg.cluster_input == "raw").double().numpy()
     hier = TangentWardHierarchy(
         n_clusters=tuple(cfg.num_clusters),
         method=cfg.cluster_method,
@@ -353,16 +396,22 @@ def train(
     views = online if online is not None else BankViews(data.bank)
     optimizer = _make_optimizer(cfg, model, backbone_params)
     loss_fn = HiHPQLoss(
-        model.space, tau=cfg.tau, proto_weight=cfg.proto_weight, instance_weight=cfg.instance_weight
+        model.space,
+        tau=cfg.tau,
+        proto_weight=cfg.proto_weight,
+        instance_weight=cfg.instance_weight,
+        prototype_mode=cfg.prototype_loss,
+        instance_mode=cfg.instance_loss,
     )
     n = data.n_train
-    steps_per_epoch = max(1, n // cfg.batch_size)
+    n_steps = steps_per_epoch(n, cfg.batch_size, cfg.drop_last)
     sched = LRSchedule(
         cfg.lr,
         cfg.start_lr,
         cfg.final_lr,
-        cfg.epochs * steps_per_epoch,
-        cfg.lr_warmup_epochs * steps_per_epoch,
+        cfg.epochs * n_steps,
+        cfg.lr_warmup_epochs * n_steps,
+        warmup=cfg.lr_warmup,
     )
     history: list[dict] = []
     start_epoch, best_val, best_epoch = 0, -1.0, -1
@@ -394,21 +443,24 @@ def train(
             labels = [lab.to(device) for lab in labels]
             cents = [c.to(device) for c in cents]
             cluster_s = time.perf_counter() - tc
-        model.train()
+        # the reference leaves the model in eval mode after computing clustering features
+        training_mode = not (cfg.eval_mode_after_clustering and epoch >= cfg.hierarchy_warmup)
+        model.train(training_mode)
         perm = torch.randperm(n, generator=gen)
         sums = {"loss": 0.0, "contrastive": 0.0, "prototype": 0.0, "instance": 0.0}
         bar = tqdm(
-            range(steps_per_epoch),
+            range(n_steps),
             desc=f"epoch {epoch + 1}/{cfg.epochs}",
             disable=not progress,
             leave=False,
         )
         for step in bar:
             idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-            x1, x2 = views.sample(idx, gen)
+            x1, x2 = views.sample(idx, gen, training_mode)
             x1, x2 = x1.to(device), x2.to(device)
-            for group in optimizer.param_groups:
-                group["lr"] = sched(epoch * steps_per_epoch + step) * group["lr_scale"]
+            lr = sched(epoch * n_steps + step)
+            for group in optimizer.param_groups:  # "shared": the reference sets every group
+                group["lr"] = lr * (group["lr_scale"] if cfg.backbone_lr == "scaled" else 1.0)
             o1, o2 = model(x1), model(x2)
             if use_hier:
                 parts = loss_fn(o1.soft, o2.soft, [lab[idx.to(device)] for lab in labels], cents)
@@ -426,7 +478,7 @@ def train(
                     "lower lr, or check curvature / clip radius"
                 )
         train_s = time.perf_counter() - t0 - cluster_s
-        record = {"epoch": epoch + 1, **{k: v / steps_per_epoch for k, v in sums.items()}}
+        record = {"epoch": epoch + 1, **{k: v / n_steps for k, v in sums.items()}}
         record["lr"] = optimizer.param_groups[0]["lr"]
         if model.space.geometry == "lorentz":
             record["curvature"] = [round(float(c), 4) for c in model.space.curvature.detach()]
@@ -511,7 +563,7 @@ def load_model(
     """Rebuild a trained model from a run folder (``which``: "final" or "best")."""
     run = Path(run_dir)
     ck = load_checkpoint(run / CHECKPOINT)
-    cfg = TrainConfig.from_dict(ck["config"])
+    cfg = TrainConfig.from_dict(with_legacy_fidelity(ck["config"]))
     if which == "final":
         state = ck["model"]
     else:

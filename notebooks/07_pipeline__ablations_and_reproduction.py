@@ -471,6 +471,55 @@ print(metrics.format_table(reporting.paper_comparison_rows(results), floatfmt=".
 # forward and backward pass per view).
 
 # %% [markdown]
+# ### Reference mode: the paper's method as its code runs it
+#
+# Side by side with the reference implementation on identical tensors, most of our code
+# agrees to rounding; eight details did not, and each is now a config option whose
+# reference value every `configs/paper/` file sets (`config.REFERENCE_OPTIONS`):
+# the subspace convention (`subspace: ambient` — the first of each chunk of head outputs
+# is discarded, so a 32-bit subspace is $\mathbb H^{15}$), the two hierarchy losses as the
+# reference writes them (`prototype_loss: reference`, `instance_loss: reference`, taught
+# in notebook 05), Ward on the raw head outputs (`cluster_input: raw`), one learning rate
+# for every parameter group (`backbone_lr: shared`), the model left in eval mode after
+# the first clustering (`eval_mode_after_clustering: true`), the `numpy.linspace`
+# warm-up and the last partial batch (`lr_warmup: linspace`, `drop_last: false`).
+# [docs/fidelity.md](../docs/fidelity.md) lists them with the test that pins each one.
+# The paper configs load in reference mode:
+
+# %%
+paper_ii = config.load_config(runtime.REPO_ROOT / "configs/paper/paper_cifar10_ii_32bits.yaml")
+assert paper_ii.fidelity() == config.REFERENCE_OPTIONS
+for key, value in paper_ii.fidelity().items():
+    print(f"{key:28s} paper: {value!s:10s} CPU profile: {getattr(config.TrainConfig(), key)}")
+
+# %% [markdown]
+# Why offer the other behaviour at all? Some of the reference's choices look like
+# accidents (the anchor competing with its own neighbour in the instance loss, a
+# prototype counted once per batch member, dropout silently switched off after the
+# warm-up), and a student reproducing the paper should be able to ask whether they
+# matter. We measured each one on the CPU profile — protocol II, 32 bits, 3 seeds
+# paired, the option alone on top of our earlier behaviour, HiHPQ and its Euclidean
+# twin with the same option (`python -m benchmarks.fidelity_ablation`; table in
+# `benchmarks/results/fidelity/`). Per row: the HiHPQ test mAP, its paired change and the
+# hyperbolic − Euclidean margin:
+
+# %%
+for line in reporting.fidelity_rows():
+    print(line)
+assert config.TrainConfig().fidelity() == config.CPU_DEFAULT_OPTIONS
+
+# %% [markdown]
+# Read the rows with section 3 in mind: with 3 seeds a paired difference must exceed
+# about 4.3 standard errors. On **validation** mAP (the only number used to choose), the
+# reference's two hierarchy losses and its raw clustering input each helped HiHPQ and
+# widened its lead over the Euclidean twin; its subspace convention, its eval mode after
+# clustering and its schedule details did not. The CPU profile therefore takes the
+# former and keeps ours for the latter (`config.CPU_DEFAULT_OPTIONS`, the row
+# `reference_losses_clustering`), and that combination beat both all-reference and our
+# earlier behaviour on validation. The GPU configs stay in full reference mode: they
+# exist to reproduce the paper as its code runs.
+
+# %% [markdown]
 # ### Exercise 3 — what the paper's configuration changes
 # Load `configs/paper/paper_cifar10_i_64bits.yaml` with `config.load_config` (the path
 # is relative to the repository root, `runtime.REPO_ROOT`) and store

@@ -70,7 +70,7 @@ def test_prototype_loss_equals_loop(geometry):
             sims = [-prod_dist(space, z[i], mu[c]) / tau for c in range(len(mu))]
             level += -(sims[int(lab[i])] - math.log(sum(math.exp(s) for s in sims)))
         expected += level / 5
-    got = prototype_loss(z, labels, cents, space, tau)
+    got = prototype_loss(z, labels, cents, space, tau, mode="clusters")
     assert abs(got.detach().item() - expected / 2) < 1e-9
 
 
@@ -91,7 +91,7 @@ def test_instance_loss_equals_loop(geometry):
             lse = math.log(sum(math.exp(s) for s in sims.values()))
             terms.append(-(sims[nbrs[0]] - lse))
         expected += sum(terms) / len(terms)
-    got = instance_loss(z, labels, space, tau)
+    got = instance_loss(z, labels, space, tau, mode="masked")
     assert abs(got.detach().item() - expected / 2) < 1e-9
 
 
@@ -123,14 +123,15 @@ def toy_hierarchy(n_per_leaf=24, seed=0):
     return torch.tensor(x, dtype=torch.float32), torch.tensor(leaf), torch.tensor(leaf // 2)
 
 
+@pytest.mark.parametrize("modes", [("clusters", "masked"), ("reference", "reference")])
 @pytest.mark.parametrize("geometry", ["lorentz", "euclidean"])
-def test_total_loss_decreases_on_toy_hierarchy(geometry):
+def test_total_loss_decreases_on_toy_hierarchy(geometry, modes):
     torch.manual_seed(0)
     x, leaf, sup = toy_hierarchy()
     space = ProductLorentz(2, 4, curvature=1.0) if geometry == "lorentz" else ProductEuclidean(2, 4)
     head = torch.nn.Linear(8, 8)
     pq = ProductQuantizer(space, K=16, temperature=5.0)
-    loss_fn = HiHPQLoss(space, tau=0.5)
+    loss_fn = HiHPQLoss(space, tau=0.5, prototype_mode=modes[0], instance_mode=modes[1])
     params = list(head.parameters()) + list(pq.parameters())
     opt = torch.optim.Adam(params, lr=1e-2)
     hier = TangentWardHierarchy(n_clusters=(4, 2))
@@ -155,4 +156,9 @@ def test_total_loss_decreases_on_toy_hierarchy(geometry):
         step_loss(True)
     last = np.mean([step_loss(False) for _ in range(5)])
     assert np.isfinite(last)
-    assert last < 0.8 * first, (first, last)
+    if modes[0] == "clusters":
+        assert last < 0.8 * first, (first, last)
+    else:
+        # the reference's prototype loss has a floor of mean log(batch members of one's own
+        # cluster) (its prototype repeats once per member): ask for a drop of one nat
+        assert last < first - 1.0, (first, last)
