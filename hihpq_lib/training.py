@@ -38,6 +38,7 @@ from .hierarchy import TangentWardHierarchy
 from .losses import HiHPQLoss
 from .metrics import map_at_k
 from .model import HiHPQModel, build_model
+from .runtime import in_notebook, progress_bar
 
 __all__ = [
     "FeatureSplit",
@@ -281,7 +282,8 @@ def train(
     data : TrainingData
     out_dir : folder of the run (created).
     resume : continue from ``out_dir/checkpoint.pt`` if it exists.
-    progress : tqdm bars.
+    progress : a tqdm bar per epoch in a terminal, and one line per epoch (the only output
+        in a notebook, :func:`~hihpq_lib.runtime.progress_bar`).
     stop_after : stop after this many epochs of this call (to simulate a killed run).
 
     Returns
@@ -360,10 +362,12 @@ def train(
         model.train()
         perm = torch.randperm(n, generator=gen)
         sums = {"loss": 0.0, "contrastive": 0.0, "prototype": 0.0, "instance": 0.0}
-        bar = tqdm(
+        # in a notebook only the per-epoch line below is printed: a per-step bar would
+        # be saved as a frozen widget or as 39 stale lines per epoch
+        bar = progress_bar(
             range(steps_per_epoch),
             desc=f"epoch {epoch + 1}/{cfg.epochs}",
-            disable=not progress,
+            disable=not progress or in_notebook(),
             leave=False,
         )
         for step in bar:
