@@ -1465,6 +1465,97 @@ def tree_embeddings(
 
 
 # ---------------------------------------------------------------------- hierarchy
+def seed_strip(
+    values: Mapping[str, Sequence[float]],
+    seeds: Sequence[int],
+    *,
+    ylabel: str = "value",
+    title: str | None = None,
+    backend: str = "plotly",
+):
+    """One marker per (method, seed), methods side by side: no line joins seeds.
+
+    Seeds are separate runs, not points of a curve, so they are drawn as a strip per
+    method (a small horizontal offset per seed), each seed in its own colour in every
+    method, with the method's mean as a short black bar. Same-coloured markers that sit
+    high or low together show the pairing that paired differences exploit.
+
+    Parameters
+    ----------
+    values : {method: (S,) values in seed order}
+    seeds : (S,) seed numbers (legend)
+    ylabel, title : str
+    backend : {"plotly", "matplotlib"}
+    """
+    _check_backend(backend)
+    names = list(values)
+    seeds = [int(s) for s in seeds]
+    if not names or any(len(values[n]) != len(seeds) for n in names):
+        raise ValueError(f"values needs one list of {len(seeds)} numbers (one per seed) per method")
+    cols = palette(len(seeds))
+    offsets = np.linspace(-0.15, 0.15, len(seeds)) if len(seeds) > 1 else np.zeros(1)
+    means = [float(np.mean(values[n])) for n in names]
+    if backend == "plotly":
+        fig = go.Figure()
+        for j, (seed, col) in enumerate(zip(seeds, cols)):
+            fig.add_trace(
+                go.Scatter(
+                    x=np.arange(len(names)) + offsets[j],
+                    y=[values[n][j] for n in names],
+                    mode="markers",
+                    marker={"size": 9, "color": col},
+                    name=f"seed {seed}",
+                )
+            )
+        for i, mean in enumerate(means):
+            fig.add_trace(
+                go.Scatter(
+                    x=[i - 0.25, i + 0.25],
+                    y=[mean, mean],
+                    mode="lines",
+                    line={"color": "black", "width": 2},
+                    name="mean",
+                    legendgroup="mean",
+                    showlegend=i == 0,
+                )
+            )
+        fig.update_layout(
+            title=title,
+            yaxis_title=ylabel,
+            xaxis={"tickmode": "array", "tickvals": list(range(len(names))), "ticktext": names},
+            width=620,
+            height=440,
+            template="plotly_white",
+        )
+        return fig
+    fig = Figure(figsize=(6.0, 4.2), layout="constrained")
+    ax = fig.add_subplot(1, 1, 1)
+    for j, (seed, col) in enumerate(zip(seeds, cols)):
+        ax.scatter(
+            np.arange(len(names)) + offsets[j],
+            [values[n][j] for n in names],
+            s=40,
+            color=col,
+            label=f"seed {seed}",
+            zorder=3,
+        )
+    for i, mean in enumerate(means):
+        ax.plot(
+            [i - 0.25, i + 0.25],
+            [mean, mean],
+            color="black",
+            lw=2,
+            label="mean" if i == 0 else None,
+        )
+    ax.set_xticks(range(len(names)), names)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=11)
+    return fig
+
+
 def _leaf_members(Z: np.ndarray, node_ids: Sequence[int]) -> list[np.ndarray]:
     from scipy.cluster.hierarchy import to_tree
 

@@ -295,9 +295,9 @@ print(metrics.format_table(rows))
 # Each database image $x$ is stored as its codes $\mathrm{code}_m(x) \in \{0, \dots,
 # K-1\}$, one per subspace $m = 1, \dots, M$; the query $q$ stays exact: a point
 # $q_m$ on each hyperboloid $\mathbb H^{d}_{k_m}$. The distance is the product-space
-# distance to the chosen codewords $c_{m,j}$,
+# distance to the chosen codewords $e_{m,j}$,
 #
-# $$\tilde d(q, x) = \sum_{m=1}^{M} d_{k_m}\!\left(q_m, c_{m,\mathrm{code}_m(x)}\right)
+# $$\tilde d(q, x) = \sum_{m=1}^{M} d_{k_m}\!\left(q_m, e_{m,\mathrm{code}_m(x)}\right)
 #   = \sum_{m=1}^{M} T_q[m, \mathrm{code}_m(x)], \qquad
 #   d_k(u, v) = \sqrt k \,\operatorname{arcosh}\!\left(-\frac{\langle u, v\rangle_{\mathcal L}}{k}\right),$$
 #
@@ -308,8 +308,8 @@ print(metrics.format_table(rows))
 # (`hihpq_lib.adc_kernel`, numba) sums each database item's $M$ lookups and keeps only
 # the items below a threshold estimated from a sample of the database, about $1.3k$
 # candidates per query, which it then sorts; `python -m benchmarks.adc_throughput` times
-# it against faiss's `IndexPQ`. Here $c_{m,j}$ is codeword $j$ of subspace $m$ (two indices; the
-# curvature $c_m = 1/k_m$ has one). Two differences from notebook 02: the table holds
+# it against faiss's `IndexPQ`. Here $e_{m,j}$ is codeword $j$ of subspace $m$ (the
+# letter of notebook 02; $c$ is only the curvature). Two differences from notebook 02: the table holds
 # geodesic distances $d_{k_m}$, not squared Euclidean ones, and the codes were chosen with
 # the squared Lorentzian distance of notebook 03; both rank the codewords of a subspace in
 # the same order, so the code is still the nearest codeword. Check one query by hand with

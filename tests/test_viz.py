@@ -352,3 +352,15 @@ def test_tree_embeddings_distance_view_puts_nodes_at_their_hyperbolic_distance()
     assert isinstance(viz.tree_embeddings(parent, xy, xy, radial="distance"), go.Figure)
     with pytest.raises(ValueError, match="radial"):
         viz.tree_embeddings(parent, xy, xy, radial="klein")
+
+
+def test_seed_strip_draws_markers_only_one_per_seed_and_method():
+    vals = {"a": [0.5, 0.6, 0.55], "b": [0.4, 0.5, 0.45]}
+    fig = viz.seed_strip(vals, [0, 1, 2], backend="matplotlib")
+    ax = fig.axes[0]
+    assert len(ax.collections) == 3 and all(len(c.get_offsets()) == 2 for c in ax.collections)
+    assert [len(line.get_xdata()) for line in ax.lines] == [2, 2]  # only the two mean bars
+    pf = viz.seed_strip(vals, [0, 1, 2])
+    assert all(t.mode == "markers" for t in pf.data if t.name.startswith("seed"))
+    with pytest.raises(ValueError, match="one per seed"):
+        viz.seed_strip({"a": [0.1]}, [0, 1])
