@@ -459,13 +459,16 @@ viz.line_plot(temperatures, diff_curves, ["soft − hard", "0"], backend="matplo
 
 # %%
 claims.say(
-    "The soft error is below the hard one for **T from {lo:.3g} to {hi:.3g}**, by at most "
+    "The soft error is below the hard one **{where}**, by at most "
     "{depth:.4f} ({rel:.1%} of the hard error) at T = {tmin:.2g}: a blend of neighbouring "
     "codewords can be closer to a point than any single codeword, but a blend cannot be "
     "stored in a byte. Training at a finite $T$ keeps gradients flowing to several "
     "codewords; the paper's values (`softmax_temp` in `configs/paper/*.yaml`) are 1 to 15.",
-    lo=below.min(),
-    hi=below.max(),
+    where=(
+        f"from T = {below.min():.3g} on, approaching it from below as T grows"
+        if below.max() >= temperatures[-2]
+        else f"for T from {below.min():.3g} to {below.max():.3g}"
+    ),
     depth=hard_error - soft_error.min(),
     rel=(hard_error - soft_error.min()) / hard_error,
     tmin=temperatures[soft_error.argmin()],
