@@ -471,10 +471,12 @@ space.zero_grad()
 # database (coloured by digit) on one Poincaré disk per subspace. Unlike `space.embed`,
 # the quantizer's `hpq.embed` (like all `ProductQuantizer` methods) takes flat features
 # $(N, M d)$ and splits them into $(N, M, d)$ itself. The subspaces are
-# 8-dimensional, so each panel is a 2-D PCA view of the Poincaré ball (the ball's
-# coordinates projected onto the two directions along which the points spread most;
-# `viz.subspace_codewords_disks` says so in the titles): good for a look, not for
-# measuring distances.
+# 8-dimensional, so each panel is a 2-D view of the Poincaré ball: every point keeps its
+# true distance from the centre (its disk radius is exact) and takes its direction from
+# the two directions along which the points spread most (PCA; the titles give the share
+# of the squared norm a plain projection would keep). Good for a look, not for
+# measuring distances between points; notebook 06 explains why a plain projection
+# would shrink the codewords into a blob.
 
 # %%
 hpq = quantizer.ProductQuantizer(space, K=K)

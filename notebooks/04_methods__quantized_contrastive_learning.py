@@ -47,8 +47,7 @@
 # - CIFAR-10: set `HIHPQ_CIFAR10` to the archive (the Makefile points it at
 #   `../shared/data/cifar10-jpeg.tar.gz` when present; otherwise torchvision downloads
 #   it). The frozen EfficientNet-Lite0 features are cached under `data/cache`; if they are
-#   missing, the first run computes them (several minutes for the full set, about one for
-#   the quick subset). No GPU.
+#   missing, the first run computes them (how long: the next paragraph). No GPU.
 #
 # ## How long it takes on a laptop CPU
 # - Reading and doing the exercises: about 45 minutes.

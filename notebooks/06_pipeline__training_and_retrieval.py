@@ -50,8 +50,8 @@
 #   `.tar.gz` of one; in this project `../shared/data/cifar10-jpeg.tar.gz`, which
 #   `make lab` exports for you). Without it the library tries a torchvision download.
 #   The first run extracts the images and computes the frozen EfficientNet-Lite0
-#   features (about 20 minutes for all 60,000 images on 2 cores); they are cached
-#   under `data/cache`, and every later run loads them in seconds.
+#   features (how long: the next paragraph); they are cached under `data/cache`, and
+#   every later run loads them in seconds.
 # - A laptop CPU and about 3 GB of free memory (full mode; fast mode needs about 1.2 GB).
 #
 # ## How long it takes on a laptop CPU

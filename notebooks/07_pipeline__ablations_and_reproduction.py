@@ -44,7 +44,7 @@
 # - CIFAR-10 through `HIHPQ_CIFAR10` as in notebook 06, and its cached features of the
 #   quick subset (notebook 06 in fast mode, `hihpq demo --quick` or
 #   `python -m benchmarks.run_all --quick` computes them; otherwise the first run
-#   extracts them, a few minutes).
+#   extracts them; how long: the next paragraph).
 # - The benchmark results: `benchmarks/results/protocol_ii/results.json` and
 #   `benchmarks/results/protocol_i/results.json` (`make bench`, committed), or
 #   `benchmarks/results/quick/results.json` (`python -m benchmarks.run_all --quick`).
