@@ -633,7 +633,7 @@ claims.say(
 # gains from the hierarchy after much longer training on a GPU, with fresh augmentations
 # at every step; one short CPU run can neither confirm nor refute them.
 #
-# What the hierarchy losses *do* change is easier to see in the geometry. Cluster both
+# What do the hierarchy losses change in the geometry? Cluster both
 # models' tangent features in the same way and compare with the labels, and count the
 # codewords they use (these are the validation-selected checkpoints, so the contrastive
 # rows can differ a little from section 3, which used the last epoch):
@@ -741,6 +741,10 @@ print(
     f"class level: {boot['diff']:+.4f} {claims.fmt_interval(boot['low'], boot['high'])}"
     f" -> {val_reading} (query sampling only)"
 )
+claims.check(
+    all(super_ap[n].mean() > ap[n].mean() for n in ap),
+    "superclass mAP is much higher than class mAP for both models",
+)
 
 # %%
 claims.say(
@@ -758,13 +762,17 @@ claims.say(
     agree=(
         "The two levels point the same way."
         if np.sign(boot_super["diff"]) == np.sign(boot["diff"])
-        else "The two levels point in **opposite directions**: the hierarchy losses can help "
-        "tell classes apart while mixing the superclasses, or the reverse."
+        else "The two levels point in **opposite directions**: here the hierarchy losses "
+        + (
+            "help at the superclass level and hurt at the class level."
+            if boot_super["diff"] > 0
+            else "help at the class level and hurt at the superclass level."
+        )
     ),
 )
 
 # %% [markdown]
-# Why could the superclass level lose while the class level gains? The prototype loss
+# How can the two levels move differently? The prototype loss
 # pushes every cluster away from every other prototype of its level, a "cat" cluster
 # from a "dog" cluster as much as from a "truck" one; only the nesting of the levels, all
 # much finer than 2 superclasses, ties related clusters together. And whatever this run

@@ -559,18 +559,25 @@ claims.say(
 # from the origin, quantization errors, the share of squared norm a plain PCA keeps):
 
 # %%
-geometry = tutorial.codeword_geometry(best_model, database.feats[sample[:1500]])
+# 1,500 of the UMAP sample, drawn at random (the database is stored class by class)
+disk_pick = np.sort(
+    np.random.default_rng(1).choice(len(sample), min(1500, len(sample)), replace=False)
+)
+disk_rows = sample[disk_pick]
+geometry = tutorial.codeword_geometry(best_model, database.feats[disk_rows])
 print(metrics.format_table(geometry, floatfmt=".3f"))
 
 # %%
 with torch.no_grad():
-    disk_out = best_model(database.feats[sample[:1500]])
+    disk_out = best_model(database.feats[disk_rows])
 disk_args = (
     best_model.quantizer.codewords().detach(),
     best_model.space.k.detach(),
     disk_out.points,
 )
-disk_kw = dict(point_labels=sample_names[:1500], soft_points=disk_out.soft, max_points=1500)
+disk_kw = dict(
+    point_labels=[sample_names[i] for i in disk_pick], soft_points=disk_out.soft, max_points=1500
+)
 viz.subspace_codewords_disks(*disk_args, **disk_kw)
 
 # %%

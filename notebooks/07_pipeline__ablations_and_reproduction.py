@@ -330,8 +330,8 @@ claims.say(
     "the others (the same seed gives every method the same batches and view pairs)? "
     "Here the per-seed mAPs of two methods correlate by **{corr:+.2f}** on average, and "
     "the paired differences vary {cmp} the mAPs themselves (std {dstd:.4f} against "
-    "{mstd:.4f}): {pairing}. And does the winner change from seed to seed? Seeds won "
-    "by the first method of each contrast: {wins} of {n}; a split count is the picture "
+    "{mstd:.4f}): {pairing}. And does the winner change from seed to seed? Of the {n} "
+    "seeds, the first method of each contrast won {wins}; a split count is the picture "
     'of "not significant".',
     corr=corr,
     cmp=claims.direction(noise_std, std_methods, up="more than", down="less than"),
