@@ -44,12 +44,12 @@
 #
 # ## How long it takes on a laptop CPU
 # - Reading and doing the exercises: about 45 minutes.
-# - Running all cells: 10–25 s in full mode and in fast mode (`HIHPQ_FAST=1` runs one
-#   k-means initialisation per subspace instead of four), kernel start included, on 2
-#   shared CPU cores (the upper end while other jobs ran); most of it is starting Python
-#   and importing PyTorch.
-# - Measured again after the last edits (2026-11-28, an idle 2-core machine, features
-#   cached, kernel start included): full mode 12 s; fast mode 10 s.
+# - **Full mode** (4 k-means initialisations per subspace): 8 s.
+# - **Fast mode (`HIHPQ_FAST=1`)** (1 initialisation): 8 s.
+# - Measured 2026-12-01 on a 2-core CPU shared with three other developers (their heavy jobs
+#   serialised with a lock, their light work running alongside), OMP_NUM_THREADS=1, kernel
+#   start included (`jupyter nbconvert --execute`, one notebook at a time). Generated from
+#   `notebooks/timings.yaml` by `python -m benchmarks.notebook_timings`.
 
 # %% [markdown]
 # ## Setup

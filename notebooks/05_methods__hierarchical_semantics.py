@@ -51,16 +51,23 @@
 #
 # ## How long it takes on a laptop CPU
 # - Reading and doing the exercises: about 45 minutes.
-# - Running all cells: about 3 min in full mode (5,000 training images, 8 epochs, 100 /
-#   50 / 25 clusters), after notebook 04, whose contrastive run it loads (alone, add the
-#   minute that run takes); re-runs load both runs and take about 1 min 45 s, mostly
-#   scoring 10,000 test queries. Fast mode (`HIHPQ_FAST=1`: the quick subset of 300
-#   training images, 20 epochs of 2 steps, 40 / 20 / 10 clusters): 35 s. Measured with
-#   the kernel start on 2 CPU cores while the machine was shared (load average 5–7), so
-#   expect less on a quiet laptop.
-# - Measured again after the last edits (2026-11-28, an idle 2-core machine, features
-#   cached, kernel start included): full mode 65 s (after 04, training its own run);
-#   fast mode 14 s (runs already saved).
+# - **Full mode** (5,000 training images, 8 epochs, 100 / 50 / 25 clusters, 10,000 test
+#   queries): TBD; **training it yourself** instead: 1 min 29 s (after notebook 04, whose
+#   contrastive run it loads).
+# - **Fast mode (`HIHPQ_FAST=1`)** (the quick subset, 20 epochs of 2 steps, 40 / 20 / 10
+#   clusters): 12 s with its saved runs loaded; **training it yourself** instead: 23 s
+#   (after notebook 04, whose contrastive run it loads).
+# - **First run on a new machine:** before any of this the frozen backbone features are
+#   computed and cached: about 11 min for full mode (decoding CIFAR-10 12 s, 60,000 images
+#   at 160 px 171 s, the augmentation bank of 5,000 images × 8 views 460 s, measured by
+#   `make demo`'s cold start) and about 1 min for fast mode (decoding CIFAR-10 12 s, 3,600
+#   images at 128 px 25 s, the bank of 300 images × 3 views 5 s, measured by notebook 04's
+#   cold start). The notebook prints a FIRST RUN notice when that happens; later runs load
+#   the features in seconds.
+# - Measured 2026-12-01 on a 2-core CPU shared with three other developers (their heavy jobs
+#   serialised with a lock, their light work running alongside), OMP_NUM_THREADS=1, kernel
+#   start included (`jupyter nbconvert --execute`, one notebook at a time). Generated from
+#   `notebooks/timings.yaml` by `python -m benchmarks.notebook_timings`.
 
 # %% [markdown]
 # ## Setup

@@ -56,19 +56,22 @@
 #
 # ## How long it takes on a laptop CPU
 # - Reading and doing the exercises: about 45 minutes.
-# - Running all cells, features already cached, kernel start included, measured with
-#   `pytest --nbmake` and `OMP_NUM_THREADS=1` on 2 CPU cores shared with a benchmark
-#   (load average about 3):
-#   - **fast mode** (`HIHPQ_FAST=1`, the quick subset: 300 training images, 600 queries,
-#     3,000 database images, 10 epochs): about 40 s (33 s when the run is loaded);
-#   - **full mode** (5,000 training images, 10,000 queries, 50,000 database images, 20
-#     epochs): about 5.5 minutes the first time, about 3.7 minutes when the saved run
-#     is loaded (evaluating 10,000 queries, the exact float search, the PR curves and
-#     UMAP take most of it). On a busier machine (load average 6) the first run took
-#     11 minutes.
-# - Measured again after the last edits (2026-11-28, an idle 2-core machine, features
-#   cached, kernel start included): full mode 2 min 56 s (training its run); fast mode
-#   28 s (run already saved).
+# - **Full mode** (5,000 training images, 10,000 queries, 50,000 database images, 20
+#   epochs): TBD; **training it yourself** instead: 2 min 16 s.
+# - **Fast mode (`HIHPQ_FAST=1`)** (the quick subset: 300 training images, 600 queries,
+#   3,000 database images, 10 epochs): 22 s with its saved run loaded; **training it
+#   yourself** instead: 23 s.
+# - **First run on a new machine:** before any of this the frozen backbone features are
+#   computed and cached: about 11 min for full mode (decoding CIFAR-10 12 s, 60,000 images
+#   at 160 px 171 s, the augmentation bank of 5,000 images × 8 views 460 s, measured by
+#   `make demo`'s cold start) and about 1 min for fast mode (decoding CIFAR-10 12 s, 3,600
+#   images at 128 px 25 s, the bank of 300 images × 3 views 5 s, measured by notebook 04's
+#   cold start). The notebook prints a FIRST RUN notice when that happens; later runs load
+#   the features in seconds.
+# - Measured 2026-12-01 on a 2-core CPU shared with three other developers (their heavy jobs
+#   serialised with a lock, their light work running alongside), OMP_NUM_THREADS=1, kernel
+#   start included (`jupyter nbconvert --execute`, one notebook at a time). Generated from
+#   `notebooks/timings.yaml` by `python -m benchmarks.notebook_timings`.
 
 # %% [markdown]
 # ## Setup

@@ -52,15 +52,21 @@
 #
 # ## How long it takes on a laptop CPU
 # - Reading and doing the exercises: about 45 minutes.
-# - Running all cells, features cached, kernel start included, measured with
-#   `pytest --nbmake` and `OMP_NUM_THREADS=1` on 2 CPU cores shared with a benchmark
-#   (load average about 3): **fast mode** (`HIHPQ_FAST=1`: 3 methods × 3 seeds on the
-#   quick subset) about 45 s; **full mode** (3 methods × 5 seeds) about 70 s. Trained
-#   runs are saved under `runs/tutorial/07_ablation_*` (fast and full mode share seeds
-#   0–2), so a second run only evaluates: about 20 s fast, 30 s full.
-# - Measured again after the last edits (2026-11-28, an idle 2-core machine, features
-#   cached, kernel start included): full mode 18 s (the 5 seeds already saved); fast
-#   mode 15 s (seeds already saved).
+# - **Full mode** (3 methods × 5 seeds on the quick subset): TBD; **training it yourself**
+#   instead: 1 min 04 s (15 short runs), this measurement including the first run's
+#   quick-subset features.
+# - **Fast mode (`HIHPQ_FAST=1`)** (3 methods × 3 seeds; seeds 0–2 are shared with full
+#   mode): 12 s with its saved runs loaded; **training it yourself** instead: 24 s (9 short
+#   runs).
+# - **First run on a new machine:** this notebook always uses the quick subset, so in both
+#   modes the frozen backbone features are computed and cached first: about 1 min (decoding
+#   CIFAR-10 12 s, 3,600 images at 128 px 25 s, the bank of 300 images × 3 views 5 s,
+#   measured by notebook 04's cold start). The notebook prints a FIRST RUN notice when that
+#   happens; later runs load the features in seconds.
+# - Measured 2026-12-01 on a 2-core CPU shared with three other developers (their heavy jobs
+#   serialised with a lock, their light work running alongside), OMP_NUM_THREADS=1, kernel
+#   start included (`jupyter nbconvert --execute`, one notebook at a time). Generated from
+#   `notebooks/timings.yaml` by `python -m benchmarks.notebook_timings`.
 
 # %% [markdown]
 # ## Setup
@@ -450,7 +456,8 @@ claims.say(
     which=(
         " ("
         + "; ".join(
-            f"protocol {e['protocol']}, {e['bits']} bits: Δ {e['Δ mAP']:+.4f}" for e in real_geo
+            f"protocol {e['protocol']}, {e['bits']} bits, {e['contrast'].split(', ')[-1]}: Δ {e['Δ mAP']:+.4f}"
+            for e in real_geo
         )
         + ")"
     )

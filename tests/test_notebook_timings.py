@@ -29,7 +29,7 @@ def test_headers_and_readmes_agree_with_the_yaml():
 
 def test_generated_header_mentions_first_run_and_training(tmp_path):
     data = nt.load()
-    name = next(n for n, nb in data["notebooks"].items() if nb.get("features"))
+    name = next(n for n, nb in data["notebooks"].items() if nb.get("features") is True)
     text = "\n".join(nt.header_lines(name, data))
     assert "First run on a new machine" in text and "training it yourself" in text
     assert str(data["first_run"]["full"]["minutes"]) in text
