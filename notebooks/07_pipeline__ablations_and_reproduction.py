@@ -52,9 +52,9 @@
 #
 # ## How long it takes on a laptop CPU
 # - Reading and doing the exercises: about 45 minutes.
-# - **Full mode** (3 methods × 5 seeds on the quick subset): TBD; **training it yourself**
-#   instead: 1 min 04 s (15 short runs), this measurement including the first run's
-#   quick-subset features.
+# - **Full mode** (3 methods × 5 seeds on the quick subset): 13 s with its saved runs
+#   loaded; **training it yourself** instead: 1 min 04 s (15 short runs), this measurement
+#   including the first run's quick-subset features.
 # - **Fast mode (`HIHPQ_FAST=1`)** (3 methods × 3 seeds; seeds 0–2 are shared with full
 #   mode): 12 s with its saved runs loaded; **training it yourself** instead: 24 s (9 short
 #   runs).
