@@ -430,9 +430,9 @@ def read_images(
 def _progress(iterable, enabled: bool, desc: str, total: int | None = None):
     if not enabled:
         return iterable
-    from tqdm.auto import tqdm
+    from .runtime import progress_bar
 
-    return tqdm(iterable, desc=desc, total=total, unit="img")
+    return progress_bar(iterable, desc=desc, total=total, unit="img")
 
 
 def _list_class_folder(root: Path) -> tuple[list[str], list[list[Path]]]:

@@ -38,11 +38,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
 
 from .atomic import atomic_write, check_writable, clean_stale_tmp
 from .backbones import OnnxBackbone, weights_fingerprint
-from .runtime import cache_dir
+from .runtime import cache_dir, progress_bar
 from .transforms import (
     DEFAULT_RESOLUTION,
     _check_resolution,
@@ -166,7 +165,7 @@ def extract_features(
             batch, resolution, mean=backbone.mean, std=backbone.std, dtype=torch.float32
         )
 
-    with tqdm(total=n, desc=desc, unit="img", disable=not progress) as bar:
+    with progress_bar(total=n, desc=desc, unit="img", disable=not progress) as bar:
         _run(runner, backbone, images, prepare, out, None, batch_size, bar)
     return out
 
@@ -213,7 +212,7 @@ def augmentation_bank(
     runner = _runner(backbone, resolution, engine)
     n = len(images)
     bank = torch.empty(n, n_views, int(backbone.feature_dim), dtype=torch.float16)
-    with tqdm(
+    with progress_bar(
         total=n * n_views,
         desc=f"augmentation bank ({n_views} views)",
         unit="view",

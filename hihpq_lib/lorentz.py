@@ -57,6 +57,10 @@ __all__ = [
     "clip_tangent",
     "expmap0",
     "logmap0",
+    "expmap",
+    "logmap",
+    "transp",
+    "tangent_project",
     "sqdist",
     "pairwise_sqdist",
     "dist",
@@ -264,6 +268,114 @@ def logmap0(x: torch.Tensor, *, k=1.0) -> torch.Tensor:
     xs = x[..., 1:]
     s = _safe_norm(xs) / torch.sqrt(kk)
     return lift(_asinhc(s) * xs)
+
+
+def tangent_project(x: torch.Tensor, u: torch.Tensor, *, k=1.0) -> torch.Tensor:
+    r"""Project an ambient vector onto the tangent space at ``x``.
+
+    .. math:: P_x(u) = u + \frac{\langle x, u\rangle_{\mathcal L}}{k}\, x ,
+              \qquad \langle x, P_x(u)\rangle_{\mathcal L} = 0
+
+    (geoopt's ``project_u``). Shapes: ``x, u`` of shape ``(..., n+1)``, same out.
+    """
+    kk = _as_k(k, x)
+    return u + inner(x, u, keepdim=True) / kk * x
+
+
+def expmap(x: torch.Tensor, u: torch.Tensor, *, k=1.0) -> torch.Tensor:
+    r"""Exponential map at a general point ``x``: walk the geodesic from ``x`` along ``u``.
+
+    .. math::
+        \exp_x^k(u) = \cosh\theta\; x + \sqrt k \sinh\theta\, \frac{u}{\|u\|_{\mathcal L}},
+        \qquad \theta = \frac{\|u\|_{\mathcal L}}{\sqrt k},\quad
+        \|u\|_{\mathcal L} = \sqrt{\langle u, u\rangle_{\mathcal L}}
+
+    Same formula and argument order as geoopt's ``Lorentz.expmap(x, u)``; at the origin
+    it is :func:`expmap0`. ``d(x, exp_x(u)) = ||u||_L``.
+
+    Parameters
+    ----------
+    x : (..., n+1) float, on :math:`\mathbb H^n_k`
+    u : (..., n+1) float, tangent at ``x`` (:math:`\langle x, u\rangle_{\mathcal L} = 0`;
+        :func:`tangent_project` makes it so)
+    k : float or tensor broadcastable to (..., 1)
+
+    Returns
+    -------
+    (..., n+1) float, on the sheet (the time coordinate is recomputed by :func:`project`
+    to remove rounding drift). The angle is clamped to :func:`max_angle` (clamp 1) and
+    the norm floored (clamp 2), so ``u = 0`` gives ``x`` with finite gradients.
+    """
+    _check_point_dim(x, "x")
+    _check_point_dim(u, "u")
+    kk = _as_k(k, x)
+    sqrt_k = torch.sqrt(kk)
+    eps = _eps(u.dtype)
+    norm = torch.sqrt(torch.clamp_min(inner(u, u, keepdim=True), eps * eps))
+    theta = torch.clamp_max(norm / sqrt_k, max_angle(u.dtype))
+    # sqrt(k) sinh(theta) / ||u|| = sinh(theta)/theta without the clamp
+    clamped = norm / sqrt_k > max_angle(u.dtype)
+    scale = torch.where(clamped, sqrt_k * torch.sinh(theta) / norm, _sinhc(theta))
+    return project(torch.cosh(theta) * x + scale * u, k=kk)
+
+
+def logmap(x: torch.Tensor, y: torch.Tensor, *, k=1.0) -> torch.Tensor:
+    r"""Logarithmic map at ``x`` (inverse of :func:`expmap`): the tangent vector at ``x``
+    pointing to ``y``, of Minkowski norm :math:`d_k(x, y)`.
+
+    .. math::
+        \log_x^k(y) = \frac{\operatorname{asinh}(s)}{s}\,
+        \Big(y + \frac{\langle x, y\rangle_{\mathcal L}}{k}\,x\Big),
+        \qquad s = \sinh\frac{d_k(x, y)}{\sqrt k}
+
+    This equals geoopt's ``Lorentz.logmap(x, y)`` (``d * v / ||v||_L`` with
+    ``v = y + <x, y> x / k``); writing it with ``asinh(s)/s`` (Taylor series near 0) and
+    ``s`` from :func:`sqdist` keeps it finite, with finite gradients, at ``y = x``.
+
+    Parameters
+    ----------
+    x, y : (..., n+1) float, on :math:`\mathbb H^n_k`
+    k : float or tensor broadcastable to (..., 1)
+
+    Returns
+    -------
+    (..., n+1) float, tangent at ``x``.
+    """
+    _check_point_dim(x, "x")
+    _check_point_dim(y, "y")
+    kk = _as_k(k, x)
+    v = y + inner(x, y, keepdim=True) / kk * x
+    z = torch.clamp_min(sqdist(x, y, k=kk).unsqueeze(-1) / (2.0 * kk), 0.0)  # alpha - 1
+    s = torch.sqrt(torch.clamp_min(z * (2.0 + z), _eps(x.dtype) ** 2))  # sinh(d / sqrt k)
+    return _asinhc(s) * v
+
+
+def transp(x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, *, k=1.0) -> torch.Tensor:
+    r"""Parallel transport of a tangent vector ``v`` at ``x`` along the geodesic to ``y``.
+
+    .. math::
+        \Gamma_{x \to y}(v) = v + \frac{\langle y, v\rangle_{\mathcal L}}
+        {k - \langle x, y\rangle_{\mathcal L}}\,(x + y)
+
+    It keeps Minkowski norms and inner products and maps :math:`\log_x(y)` to
+    :math:`-\log_y(x)`; the same map as geoopt's ``Lorentz.transp(x, y, v)``. Used to
+    compare tangent vectors that live at different points (e.g. move a direction at
+    the origin to a centroid).
+
+    Parameters
+    ----------
+    x, y : (..., n+1) float, on :math:`\mathbb H^n_k`
+    v : (..., n+1) float, tangent at ``x``
+    k : float or tensor broadcastable to (..., 1)
+
+    Returns
+    -------
+    (..., n+1) float, tangent at ``y``.
+    """
+    _check_point_dim(v, "v")
+    kk = _as_k(k, x)
+    denom = kk - inner(x, y, keepdim=True)  # >= 2k > 0 on the sheet
+    return v + inner(y, v, keepdim=True) / denom * (x + y)
 
 
 def sqdist(x: torch.Tensor, y: torch.Tensor, *, k=1.0) -> torch.Tensor:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,8 @@ __all__ = [
     "thread_budget",
     "free_cores",
     "use_threads",
+    "in_notebook",
+    "progress_bar",
 ]
 
 #: The repository root (the folder holding ``hihpq_lib``).
@@ -286,3 +289,30 @@ def use_threads(n: int) -> int:
         pass
     torch.set_num_threads(n)  # threadpoolctl may have touched the shared OpenMP runtime
     return n
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel (where tqdm.auto would draw a widget)."""
+    shell = sys.modules.get("IPython")
+    if shell is None or "ipykernel" not in sys.modules:
+        return False
+    ip = shell.get_ipython() if hasattr(shell, "get_ipython") else None
+    return ip is not None and type(ip).__name__ == "ZMQInteractiveShell"
+
+
+def progress_bar(iterable=None, **kwargs):
+    """A tqdm progress bar that stays readable in a saved notebook.
+
+    In a terminal it is ``tqdm.auto.tqdm``. In a Jupyter kernel it is plain-text tqdm on
+    stdout, redrawn at most every 10 s: a widget would be saved in the executed
+    notebook frozen at its first state ("0/39"), while text ends at its final line.
+    Keyword arguments go to tqdm (``total``, ``desc``, ``unit``, ``disable``, ...).
+    """
+    if in_notebook():
+        from tqdm.std import tqdm
+
+        kwargs.setdefault("file", sys.stdout)
+        kwargs.setdefault("mininterval", 10.0)
+        kwargs.setdefault("ascii", True)
+        return tqdm(iterable, **kwargs)
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, **kwargs)

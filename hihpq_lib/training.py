@@ -41,7 +41,7 @@ from .hierarchy import TangentWardHierarchy
 from .losses import HiHPQLoss
 from .metrics import map_at_k
 from .model import HiHPQModel, build_model
-from .runtime import thread_budget, use_threads
+from .runtime import in_notebook, progress_bar, thread_budget, use_threads
 
 __all__ = [
     "FeatureSplit",
@@ -358,7 +358,8 @@ def train(
     data : TrainingData
     out_dir : folder of the run (created).
     resume : continue from ``out_dir/checkpoint.pt`` if it exists.
-    progress : tqdm bars.
+    progress : a tqdm bar per epoch in a terminal, and one line per epoch (the only output
+        in a notebook, :func:`~hihpq_lib.runtime.progress_bar`).
     stop_after : stop after this many epochs of this call (to simulate a killed run).
 
     Returns
@@ -448,10 +449,12 @@ def train(
         model.train(training_mode)
         perm = torch.randperm(n, generator=gen)
         sums = {"loss": 0.0, "contrastive": 0.0, "prototype": 0.0, "instance": 0.0}
-        bar = tqdm(
+        # in a notebook only the per-epoch line below is printed: a per-step bar would
+        # be saved as a frozen widget or as 39 stale lines per epoch
+        bar = progress_bar(
             range(n_steps),
             desc=f"epoch {epoch + 1}/{cfg.epochs}",
-            disable=not progress,
+            disable=not progress or in_notebook(),
             leave=False,
         )
         for step in bar:

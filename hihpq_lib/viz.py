@@ -1022,27 +1022,44 @@ def codebook_voronoi(
 
 
 # ---------------------------------------------------------------------- product subspaces
-def subspace_disk_data(codewords, k, points=None) -> dict[str, Any]:
+def subspace_disk_data(
+    codewords, k, points=None, *, soft=None, radius: str = "true"
+) -> dict[str, Any]:
     r"""2-D disk coordinates of each subspace's codewords (and points) for plotting.
 
     For :math:`d = 2` the coordinates are the exact Poincaré-disk coordinates
     (:func:`poincare_coords`). For :math:`d > 2` the :math:`d`-dimensional Poincaré-ball
     coordinates are projected onto their two principal directions (PCA of the
     codewords and points of that subspace, directions through the ball's centre, no
-    mean shift). The projection is linear and orthogonal, so norms only shrink and stay
-    below 1, but it is **not** a hyperbolic isometry: distances and cells are distorted.
+    mean shift). It is **not** a hyperbolic isometry: angles and cells are distorted.
+
+    ``radius`` decides what happens to the norms when :math:`d > 2`:
+
+    * ``"true"`` (default): each point keeps its **true** ball norm (so its true
+      hyperbolic distance from the origin, :math:`\|p\| = \tanh(d_k(o, x)/2\sqrt k)`)
+      and only its direction comes from the projection. Without it, vectors spread
+      evenly over :math:`d` dimensions (e.g. random codewords) keep only about
+      :math:`2/d` of their squared norm and collapse into a blob at the centre, while
+      data concentrated along the principal directions keep theirs.
+    * ``"projected"``: the plain orthogonal projection (norms only shrink).
 
     Parameters
     ----------
     codewords : (M, K, d+1) float, subspace ``m`` on :math:`\mathbb H^d_{k_m}`
     k : float or (M,) float, the curvature parameters (e.g. ``ProductLorentz.k``)
     points : (N, M, d+1) float, optional
+    soft : (S, M, d+1) float, optional; more points (e.g. soft quantizations) drawn with
+        the same projection, which they do not influence
+    radius : {"true", "projected"}
 
     Returns
     -------
-    dict with ``codewords`` (M, K, 2), ``points`` (N, M, 2) or None, ``exact`` (bool),
-    ``explained`` (M,) the fraction of squared norm kept by the projection (1 for d = 2).
+    dict with ``codewords`` (M, K, 2), ``points`` (N, M, 2) or None, ``soft`` (S, M, 2)
+    or None, ``exact`` (bool), ``explained`` (M,) the fraction of squared norm the plain
+    projection keeps (1 for d = 2), ``radius`` (the option used).
     """
+    if radius not in ("true", "projected"):
+        raise ValueError(f"radius must be 'true' or 'projected', got {radius!r}")
     cw = _to_tensor(codewords, "codewords").double()
     if cw.dim() != 3 or cw.shape[2] < 3:
         raise ValueError(
@@ -1055,20 +1072,35 @@ def subspace_disk_data(codewords, k, points=None) -> dict[str, Any]:
         kk = kk.expand(M)
     if kk.shape != (M,) or not bool((kk > 0).all()):
         raise ValueError(f"k must be a positive float or (M,) = ({M},) values, got {k!r}")
-    pts = None
-    if points is not None:
-        pts = _to_tensor(points, "points").double()
-        if pts.dim() != 3 or pts.shape[1:] != (M, cw.shape[2]):
+
+    def _points(x, name):
+        if x is None:
+            return None
+        x = _to_tensor(x, name).double()
+        if x.dim() != 3 or x.shape[1:] != (M, cw.shape[2]):
             raise ValueError(
-                f"points must be (N, M, d+1) = (N, {M}, {cw.shape[2]}), got {tuple(pts.shape)}"
+                f"{name} must be (N, M, d+1) = (N, {M}, {cw.shape[2]}), got {tuple(x.shape)}"
             )
+        return x
+
+    pts, sft = _points(points, "points"), _points(soft, "soft")
     d = cw.shape[2] - 1
     cw_out = np.zeros((M, cw.shape[1], 2))
     pt_out = None if pts is None else np.zeros((pts.shape[0], M, 2))
+    sf_out = None if sft is None else np.zeros((sft.shape[0], M, 2))
     explained = np.ones(M)
+
+    def _project(ball, proj):
+        flat = ball @ proj
+        if radius == "projected":
+            return flat
+        norm2 = np.linalg.norm(flat, axis=1, keepdims=True)
+        return flat / np.maximum(norm2, 1e-300) * np.linalg.norm(ball, axis=1, keepdims=True)
+
     for m in range(M):
         pc = poincare_coords(cw[m], k=kk[m], coords="hyperboloid")
         pp = None if pts is None else poincare_coords(pts[:, m], k=kk[m], coords="hyperboloid")
+        ps = None if sft is None else poincare_coords(sft[:, m], k=kk[m], coords="hyperboloid")
         if d > 2:
             both = pc if pp is None else np.concatenate([pc, pp])
             centred = both - both.mean(0)
@@ -1076,12 +1108,22 @@ def subspace_disk_data(codewords, k, points=None) -> dict[str, Any]:
             proj = vt[:2].T  # (d, 2) orthonormal columns
             tot = float((both**2).sum())
             explained[m] = float(((both @ proj) ** 2).sum()) / tot if tot > 0 else 1.0
-            pc = pc @ proj
-            pp = None if pp is None else pp @ proj
+            pc = _project(pc, proj)
+            pp = None if pp is None else _project(pp, proj)
+            ps = None if ps is None else _project(ps, proj)
         cw_out[m] = poincare_coords(pc, coords="poincare")
         if pp is not None:
             pt_out[:, m] = poincare_coords(pp, coords="poincare")
-    return {"codewords": cw_out, "points": pt_out, "exact": d == 2, "explained": explained}
+        if ps is not None:
+            sf_out[:, m] = poincare_coords(ps, coords="poincare")
+    return {
+        "codewords": cw_out,
+        "points": pt_out,
+        "soft": sf_out,
+        "exact": d == 2,
+        "explained": explained,
+        "radius": radius,
+    }
 
 
 def subspace_codewords_disks(
@@ -1090,9 +1132,11 @@ def subspace_codewords_disks(
     points=None,
     *,
     point_labels=None,
+    soft_points=None,
     max_points: int = 2000,
     cols: int = 4,
     title: str | None = None,
+    radius: str = "true",
     backend: str = "plotly",
     seed: int = 0,
 ):
@@ -1103,10 +1147,17 @@ def subspace_codewords_disks(
     codewords : (M, K, d+1) float; k : float or (M,)
     points : (N, M, d+1) float, optional; at most ``max_points`` (random, ``seed``) drawn.
     point_labels : (N,) labels colouring the points, optional.
+    soft_points : (N, M, d+1) float, optional: the points' soft quantizations (the
+        Lorentz centroids of the codewords they attend to), drawn as grey crosses with
+        the same subsample.
     cols : panels per row.
+    radius : {"true", "projected"}: for ``d > 2``, keep every point's true distance
+        from the centre and project only its direction (default), or project plainly.
 
-    For ``d > 2`` each panel is a PCA projection of the Poincaré ball (see
-    :func:`subspace_disk_data`); the panel title says so.
+    Codewords are drawn last, as small black stars with a white edge, so a dense
+    codebook stays visible over the data. Dashed circles mark the median disk radius of
+    the codewords (black) and of the points (grey). For ``d > 2`` the panel titles give
+    the share of squared norm the plain 2-D projection keeps.
     """
     _check_backend(backend)
     if points is not None:
@@ -1114,10 +1165,12 @@ def subspace_codewords_disks(
         if n > max_points:
             keep = np.sort(np.random.default_rng(seed).choice(n, max_points, replace=False))
             points = _to_tensor(points, "points")[torch.from_numpy(keep)]
+            if soft_points is not None:
+                soft_points = _to_tensor(soft_points, "soft_points")[torch.from_numpy(keep)]
             if point_labels is not None:
                 point_labels = _to_numpy(point_labels, "point_labels")[keep]
-    data = subspace_disk_data(codewords, k, points)
-    cw, pt = data["codewords"], data["points"]
+    data = subspace_disk_data(codewords, k, points, soft=soft_points, radius=radius)
+    cw, pt, sf = data["codewords"], data["points"], data["soft"]
     M = cw.shape[0]
     kk = _to_numpy(k, "k").reshape(-1)
     kk = np.broadcast_to(kk, (M,)) if kk.size == 1 else kk
@@ -1128,10 +1181,14 @@ def subspace_codewords_disks(
         + ("" if data["exact"] else f", PCA {data['explained'][m]:.0%}")
         for m in range(M)
     ]
-    title = title or (
-        "Codewords per subspace" + ("" if data["exact"] else " (PCA of the Poincaré ball)")
-    )
+    how = "PCA directions, true radii" if radius == "true" else "PCA of the Poincaré ball"
+    title = title or ("Codewords per subspace" + ("" if data["exact"] else f" ({how})"))
     groups = _label_groups(point_labels, 0 if pt is None else pt.shape[0])
+    rings = []  # (m, radius, colour, name)
+    for m in range(M):
+        rings.append((m, float(np.median(np.linalg.norm(cw[m], axis=1))), "black", "codewords"))
+        if pt is not None:
+            rings.append((m, float(np.median(np.linalg.norm(pt[:, m], axis=1))), "grey", "points"))
     if backend == "plotly":
         fig = make_subplots(rows=nrow, cols=ncol, subplot_titles=names)
         for m in range(M):
@@ -1152,12 +1209,48 @@ def subspace_codewords_disks(
                         row=r,
                         col=c,
                     )
+            if sf is not None:
+                fig.add_trace(
+                    go.Scatter(
+                        x=sf[:, m, 0],
+                        y=sf[:, m, 1],
+                        mode="markers",
+                        marker={"size": 4, "color": "dimgrey", "symbol": "x-thin-open"},
+                        name="soft quantizations",
+                        legendgroup="soft",
+                        showlegend=m == 0,
+                    ),
+                    row=r,
+                    col=c,
+                )
+            for mm, rad, col, what in rings:
+                if mm == m:
+                    circ = _circle(rad)
+                    fig.add_trace(
+                        go.Scatter(
+                            x=circ[:, 0],
+                            y=circ[:, 1],
+                            mode="lines",
+                            line={"color": col, "width": 1, "dash": "dash"},
+                            name=f"median radius: {what}",
+                            legendgroup=f"ring {what}",
+                            showlegend=m == 0,
+                            hoverinfo="skip",
+                        ),
+                        row=r,
+                        col=c,
+                    )
             fig.add_trace(
                 go.Scatter(
                     x=cw[m, :, 0],
                     y=cw[m, :, 1],
                     mode="markers",
-                    marker={"size": 7, "color": "black", "symbol": "star"},
+                    marker={
+                        "size": 6,
+                        "color": "black",
+                        "symbol": "star",
+                        "line": {"color": "white", "width": 0.5},
+                    },
                     name="codewords",
                     legendgroup="codewords",
                     showlegend=m == 0,
@@ -1166,19 +1259,33 @@ def subspace_codewords_disks(
                 col=c,
             )
         fig.update_layout(
-            title=title, width=260 * ncol + 120, height=260 * nrow + 80, template="plotly_white"
+            title=title, width=260 * ncol + 160, height=260 * nrow + 80, template="plotly_white"
         )
         return fig
-    fig = Figure(figsize=(2.8 * ncol + 1.0, 2.8 * nrow + 0.4), layout="constrained")
+    fig = Figure(figsize=(2.8 * ncol + 1.6, 2.8 * nrow + 0.4), layout="constrained")
     for m in range(M):
         ax = fig.add_subplot(nrow, ncol, m + 1)
         _mpl_disk_axes(ax, names[m])
         if pt is not None:
             for name, idx, col in groups:
                 ax.scatter(pt[idx, m, 0], pt[idx, m, 1], s=3, color=col, alpha=0.5, label=name)
-        if m == 0 and point_labels is not None:
-            _mpl_outside_legend(fig, ax, markerscale=3)
-        ax.scatter(cw[m, :, 0], cw[m, :, 1], s=30, color="black", marker="*", zorder=3)
+        if sf is not None:
+            ax.scatter(
+                sf[:, m, 0], sf[:, m, 1], s=6, color="dimgrey", marker="x", lw=0.5,
+                label="soft quantizations", zorder=2,
+            )  # fmt: skip
+        for mm, rad, col, what in rings:
+            if mm == m:
+                ax.add_patch(
+                    Circle((0, 0), rad, fill=False, ls="--", lw=0.8, color=col,
+                           label=f"median radius: {what}")
+                )  # fmt: skip
+        ax.scatter(
+            cw[m, :, 0], cw[m, :, 1], s=22, color="black", marker="*", edgecolors="white",
+            linewidths=0.3, zorder=3, label="codewords",
+        )  # fmt: skip
+        if m == 0:
+            _mpl_outside_legend(fig, ax, markerscale=2)
     fig.suptitle(title, fontsize=11)
     return fig
 
@@ -1215,9 +1322,10 @@ def tree_embeddings(
     euclidean_xy,
     *,
     titles: tuple[str, str] = ("hyperbolic (Poincaré disk)", "Euclidean plane"),
+    radial: str = "poincare",
     backend: str = "plotly",
 ):
-    """One tree drawn twice: in the Poincaré disk (edges are geodesics) and in the plane.
+    """One tree drawn twice: in the hyperbolic plane (edges are geodesics) and in the plane.
 
     Parameters
     ----------
@@ -1225,11 +1333,22 @@ def tree_embeddings(
     poincare_xy : (n, 2) unit-disk coordinates of the hyperbolic embedding (k = 1)
     euclidean_xy : (n, 2) coordinates of the Euclidean embedding
     titles : panel titles (e.g. with the distortion of each)
+    radial : {"poincare", "distance"}
+        How the hyperbolic panel is drawn. ``"poincare"``: the Poincaré disk, where the
+        deep levels crowd against the rim (a tiny Euclidean gap there is a large
+        hyperbolic distance). ``"distance"``: geodesic polar coordinates around the
+        origin, i.e. :func:`~hihpq_lib.lorentz.logmap0` of every node and of every
+        point of the edges: each node sits at its **true** hyperbolic distance from the
+        origin, in its true direction, so the depths spread out evenly; dotted circles
+        mark each depth's median distance. Distances between nodes are only exact
+        along the rays from the origin.
     backend : {"plotly", "matplotlib"}
 
     Nodes are coloured by depth; hyperbolic edges are drawn as geodesic arcs
     (:func:`geodesic_segment`).
     """
+    if radial not in ("poincare", "distance"):
+        raise ValueError(f"radial must be 'poincare' or 'distance', got {radial!r}")
     _check_backend(backend)
     par = _to_numpy(parent, "parent").astype(np.int64).reshape(-1)
     n = par.shape[0]
@@ -1244,12 +1363,23 @@ def tree_embeddings(
                 raise ValueError("parent does not describe a tree (cycle found)")
         depth[i] = d
     xh = L.from_poincare(torch.from_numpy(ph))
+
+    def to_panel(x):  # hyperboloid points -> coordinates of the hyperbolic panel
+        if radial == "distance":
+            return L.logmap0(x)[..., 1:].numpy()
+        return poincare_coords(x, coords="hyperboloid")
+
     arcs_h, arcs_e = [], []
     for i in range(n):
         if par[i] >= 0:
             seg = geodesic_segment(xh[par[i]], xh[i], samples=20)
-            arcs_h.append(poincare_coords(seg, coords="hyperboloid"))
+            arcs_h.append(to_panel(seg))
             arcs_e.append(pe[[par[i], i]])
+    rings = []
+    if radial == "distance":
+        ph = to_panel(xh)
+        r_nodes = np.linalg.norm(ph, axis=1)
+        rings = [float(np.median(r_nodes[depth == d])) for d in range(1, depth.max() + 1)]
     groups = _label_groups(depth, n, [f"depth {d}" for d in range(depth.max() + 1)])
     if backend == "plotly":
         fig = make_subplots(rows=1, cols=2, subplot_titles=titles)
@@ -1285,15 +1415,40 @@ def tree_embeddings(
                     row=1,
                     col=c,
                 )
-        _plotly_disk_axes(fig, 1, 1)
-        sub = fig.get_subplot(1, 2)
-        sub.yaxis.update(scaleanchor="x" + sub.xaxis.plotly_name[len("xaxis") :], visible=False)
-        sub.xaxis.update(visible=False)
+        if radial == "poincare":
+            _plotly_disk_axes(fig, 1, 1)
+        else:
+            for rad in rings:
+                circ = _circle(rad)
+                fig.add_trace(
+                    go.Scatter(
+                        x=circ[:, 0],
+                        y=circ[:, 1],
+                        mode="lines",
+                        line={"color": "lightgrey", "width": 1, "dash": "dot"},
+                        showlegend=False,
+                        hoverinfo="skip",
+                    ),
+                    row=1,
+                    col=1,
+                )
+        for col in (1, 2) if radial == "distance" else (2,):
+            sub = fig.get_subplot(1, col)
+            sub.yaxis.update(scaleanchor="x" + sub.xaxis.plotly_name[len("xaxis") :], visible=False)
+            sub.xaxis.update(visible=False)
         fig.update_layout(width=980, height=500, template="plotly_white")
         return fig
     fig = Figure(figsize=(11, 5), layout="constrained")
     ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-    _mpl_disk_axes(ax1, titles[0])
+    if radial == "poincare":
+        _mpl_disk_axes(ax1, titles[0])
+    else:
+        for rad in rings:
+            ax1.add_patch(Circle((0, 0), rad, fill=False, ls=":", lw=0.8, color="lightgrey"))
+        ax1.set_aspect("equal")
+        ax1.set_xticks([])
+        ax1.set_yticks([])
+        ax1.set_title(titles[0], fontsize=10)
     for a in arcs_h:
         ax1.plot(a[:, 0], a[:, 1], color="grey", lw=0.7)
     for a in arcs_e:
@@ -1310,6 +1465,97 @@ def tree_embeddings(
 
 
 # ---------------------------------------------------------------------- hierarchy
+def seed_strip(
+    values: Mapping[str, Sequence[float]],
+    seeds: Sequence[int],
+    *,
+    ylabel: str = "value",
+    title: str | None = None,
+    backend: str = "plotly",
+):
+    """One marker per (method, seed), methods side by side: no line joins seeds.
+
+    Seeds are separate runs, not points of a curve, so they are drawn as a strip per
+    method (a small horizontal offset per seed), each seed in its own colour in every
+    method, with the method's mean as a short black bar. Same-coloured markers that sit
+    high or low together show the pairing that paired differences exploit.
+
+    Parameters
+    ----------
+    values : {method: (S,) values in seed order}
+    seeds : (S,) seed numbers (legend)
+    ylabel, title : str
+    backend : {"plotly", "matplotlib"}
+    """
+    _check_backend(backend)
+    names = list(values)
+    seeds = [int(s) for s in seeds]
+    if not names or any(len(values[n]) != len(seeds) for n in names):
+        raise ValueError(f"values needs one list of {len(seeds)} numbers (one per seed) per method")
+    cols = palette(len(seeds))
+    offsets = np.linspace(-0.15, 0.15, len(seeds)) if len(seeds) > 1 else np.zeros(1)
+    means = [float(np.mean(values[n])) for n in names]
+    if backend == "plotly":
+        fig = go.Figure()
+        for j, (seed, col) in enumerate(zip(seeds, cols)):
+            fig.add_trace(
+                go.Scatter(
+                    x=np.arange(len(names)) + offsets[j],
+                    y=[values[n][j] for n in names],
+                    mode="markers",
+                    marker={"size": 9, "color": col},
+                    name=f"seed {seed}",
+                )
+            )
+        for i, mean in enumerate(means):
+            fig.add_trace(
+                go.Scatter(
+                    x=[i - 0.25, i + 0.25],
+                    y=[mean, mean],
+                    mode="lines",
+                    line={"color": "black", "width": 2},
+                    name="mean",
+                    legendgroup="mean",
+                    showlegend=i == 0,
+                )
+            )
+        fig.update_layout(
+            title=title,
+            yaxis_title=ylabel,
+            xaxis={"tickmode": "array", "tickvals": list(range(len(names))), "ticktext": names},
+            width=620,
+            height=440,
+            template="plotly_white",
+        )
+        return fig
+    fig = Figure(figsize=(6.0, 4.2), layout="constrained")
+    ax = fig.add_subplot(1, 1, 1)
+    for j, (seed, col) in enumerate(zip(seeds, cols)):
+        ax.scatter(
+            np.arange(len(names)) + offsets[j],
+            [values[n][j] for n in names],
+            s=40,
+            color=col,
+            label=f"seed {seed}",
+            zorder=3,
+        )
+    for i, mean in enumerate(means):
+        ax.plot(
+            [i - 0.25, i + 0.25],
+            [mean, mean],
+            color="black",
+            lw=2,
+            label="mean" if i == 0 else None,
+        )
+    ax.set_xticks(range(len(names)), names)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=11)
+    return fig
+
+
 def _leaf_members(Z: np.ndarray, node_ids: Sequence[int]) -> list[np.ndarray]:
     from scipy.cluster.hierarchy import to_tree
 

@@ -44,12 +44,12 @@
 #
 # ## How long it takes on a laptop CPU
 # - Reading and doing the exercises: about 45 minutes.
-# - Running all cells: 10–25 s in full mode and in fast mode (`HIHPQ_FAST=1` runs one
-#   k-means initialisation per subspace instead of four), kernel start included, on 2
-#   shared CPU cores (the upper end while other jobs ran); most of it is starting Python
-#   and importing PyTorch.
-# - Measured again after the last edits (2026-11-28, an idle 2-core machine, features
-#   cached, kernel start included): full mode 12 s; fast mode 10 s.
+# - **Full mode** (4 k-means initialisations per subspace): 8 s.
+# - **Fast mode (`HIHPQ_FAST=1`)** (1 initialisation): 8 s.
+# - Measured 2026-12-01 on a 2-core CPU shared with three other developers (their heavy jobs
+#   serialised with a lock, their light work running alongside), OMP_NUM_THREADS=1, kernel
+#   start included (`jupyter nbconvert --execute`, one notebook at a time). Generated from
+#   `notebooks/timings.yaml` by `python -m benchmarks.notebook_timings`.
 
 # %% [markdown]
 # ## Setup
@@ -64,7 +64,17 @@ from sklearn.cluster import KMeans
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from hihpq_lib import baselines, lorentz, losses, manifolds, metrics, quantizer, runtime, viz
+from hihpq_lib import (
+    baselines,
+    claims,
+    lorentz,
+    losses,
+    manifolds,
+    metrics,
+    quantizer,
+    runtime,
+    viz,
+)
 from hihpq_lib.index import PQIndex
 
 runtime.seed_everything(0)
@@ -99,12 +109,15 @@ print(f"database {X_db.shape}, queries {X_q.shape}, float32: {X_db.itemsize * D}
 # Split every vector into $M$ sub-vectors of $D/M$ consecutive numbers,
 # $x = [x^{(1)}, \dots, x^{(M)}]$; the block of coordinates that $x^{(m)}$ occupies is
 # called **subspace** $m$. For each subspace $m$ learn a **codebook** of $K$
-# **codewords** $c_{m,1}, \dots, c_{m,K}$ (the $K$ centres that k-means finds among the
+# **codewords** $e_{m,1}, \dots, e_{m,K}$ (the $K$ centres that k-means finds among the
 # database's sub-vectors of subspace $m$, each a vector of length $D/M$). A vector
 # is stored as the index of the nearest codeword in each subspace, its **code**:
 #
-# $$\mathrm{code}_m(x) = \arg\min_{j} \|x^{(m)} - c_{m,j}\|^2, \qquad
-#   \hat x = [c_{1,\mathrm{code}_1(x)}, \dots, c_{M,\mathrm{code}_M(x)}] .$$
+# $$\mathrm{code}_m(x) = \arg\min_{j} \|x^{(m)} - e_{m,j}\|^2, \qquad
+#   \hat x = [e_{1,\mathrm{code}_1(x)}, \dots, e_{M,\mathrm{code}_M(x)}] .$$
+#
+# (Codewords are $e_{m,j}$ throughout the series; the letter $c$ is kept for the
+# curvature, notebook 01.)
 #
 # Each code is a number in $\{0, \dots, K-1\}$, i.e. $\log_2 K$ bits, so a vector costs
 # $M \log_2 K$ bits. Library call: `quantizer.check_code_config(D, M, K)` checks the
@@ -184,7 +197,7 @@ print(f"faiss stores {faiss_pq.index_.code_size} bytes per image ({faiss_pq.code
 # the subspaces:
 #
 # $$\tilde d(q, x) = \|q - \hat x\|^2 = \sum_{m=1}^{M} T_q[m, \mathrm{code}_m(x)],
-#   \qquad T_q[m, j] = \|q^{(m)} - c_{m,j}\|^2 .$$
+#   \qquad T_q[m, j] = \|q^{(m)} - e_{m,j}\|^2 .$$
 #
 # The table $T_q$ has only $M \times K$ entries (computed once per query, $K \cdot D$
 # multiply-adds); each database item then costs $M$ lookups and additions instead of $D$
@@ -197,7 +210,7 @@ print(f"faiss stores {faiss_pq.index_.code_size} bytes per image ({faiss_pq.code
 
 # %%
 def adc_tables(Q, codebooks):
-    """T[q, m, j] = ||q^(m) - c_{m,j}||^2, shape (n_queries, M, K)."""
+    """T[q, m, j] = ||q^(m) - e_{m,j}||^2, shape (n_queries, M, K)."""
     subs = Q.reshape(len(Q), codebooks.shape[0], -1)
     return ((subs[:, :, None, :] - codebooks[None]) ** 2).sum(-1)
 
@@ -275,14 +288,37 @@ assert metrics.map_at_k(y_q, y_db, rankings[f"PQ from scratch ({bits} bits)"]) >
 
 # %% [markdown]
 # Precision@k for $k = 1, \dots, 100$, averaged over the queries, one curve per method:
-# the higher the better. Look at how far the PQ curves sit below the exact-search ones:
-# that gap is the price of storing 32 bits instead of 64 floats.
+# the higher the better. The gap between the PQ curves and the exact-search ones is the
+# price of storing 32 bits instead of 64 floats; the sentence after the figures says
+# how large it is in this run.
 
 # %%
 viz.precision_at_k_plot(ks, list(p_at_k.values()), list(p_at_k.keys()))
 
 # %%
 viz.precision_at_k_plot(ks, list(p_at_k.values()), list(p_at_k.keys()), backend="matplotlib")
+
+# %%
+map_of = {name: metrics.map_at_k(y_q, y_db, top) for name, top in rankings.items()}
+map_exact = map_of["float (exact L2)"]
+map_pq = map_of[f"PQ from scratch ({bits} bits)"]
+curve_gap = float(
+    np.abs(p_at_k["float (exact L2)"] - p_at_k[f"PQ from scratch ({bits} bits)"]).max()
+)
+claims.say(
+    "In this run PQ's mAP@100 is **{pq:.3f}** against **{ex:.3f}** for exact L2 search "
+    "({rel:.0%} of it), and the precision@k curves never differ by more than {gap:.3f}: "
+    "{reading}",
+    pq=map_pq,
+    ex=map_exact,
+    rel=map_pq / map_exact,
+    gap=curve_gap,
+    reading=(
+        "at this scale the PQ curves lie almost on top of the exact ones."
+        if curve_gap < 0.05
+        else "the PQ curves sit visibly below the exact ones."
+    ),
+)
 
 # %% [markdown]
 # Four queries (left) and their first 8 results under PQ, framed green when the digit
@@ -302,9 +338,12 @@ viz.retrieval_grid(
 
 # %% [markdown]
 # With 32 bits (4 bytes, packed) instead of 256 bytes the ranking stays close to exact
-# search. Memory for one
+# search (checked in the next cell). Memory for one
 # million images (`PQIndex.memory_bytes` counts codes plus codebooks; the simple layout
 # keeps one byte per subspace even when $K < 256$, faiss packs two 4-bit codes per byte):
+
+# %% tags=["claim"]
+claims.check(map_pq > 0.9 * map_exact, "32-bit PQ stays close to exact search", pq=map_pq)
 
 # %%
 million = 1_000_000
@@ -336,7 +375,7 @@ print("Exercise 1: correct, 32 bits = 4 bytes per image, 4 MB per million images
 # %% [markdown]
 # ### Exercise 2 — symmetric distance (SDC)
 # In *symmetric* distance computation the query is quantized too, and
-# $d(q, x) = \sum_m \|c_{m,\mathrm{code}_m(q)} - c_{m,\mathrm{code}_m(x)}\|^2$: all
+# $d(q, x) = \sum_m \|e_{m,\mathrm{code}_m(q)} - e_{m,\mathrm{code}_m(x)}\|^2$: all
 # distances come from a precomputed $M \times K \times K$ table of codeword-to-codeword
 # distances. Compute the $(10, N)$ array of symmetric distances from the first 10 queries
 # `X_q[:10]` to the database (use `encode` and `codebooks`; NumPy only). Store it in
@@ -365,8 +404,8 @@ print("Exercise 2: correct, matches PQIndex.distances(..., mode='symmetric')")
 #
 # HiHPQ keeps the product structure but replaces each Euclidean subspace
 # $\mathbb R^{d}$ ($d = D/M$) by a hyperboloid $\mathbb H^{d}_{k_m}$ (notebook 01), **each
-# with its own learnable curvature** $c_m = 1/k_m$ (one index: a curvature; a codeword
-# always has two, $c_{m,j}$):
+# with its own learnable curvature** $c_m = 1/k_m$ (the paper's curvature; the formulas
+# use $k_m$):
 #
 # $$\mathcal P = \mathbb H^{d}_{k_1} \times \dots \times \mathbb H^{d}_{k_M}, \qquad
 #   d_{\mathcal P}(x, y) = \sum_{m=1}^{M} d_{k_m}(x_m, y_m).$$
@@ -432,10 +471,12 @@ space.zero_grad()
 # database (coloured by digit) on one Poincaré disk per subspace. Unlike `space.embed`,
 # the quantizer's `hpq.embed` (like all `ProductQuantizer` methods) takes flat features
 # $(N, M d)$ and splits them into $(N, M, d)$ itself. The subspaces are
-# 8-dimensional, so each panel is a 2-D PCA view of the Poincaré ball (the ball's
-# coordinates projected onto the two directions along which the points spread most;
-# `viz.subspace_codewords_disks` says so in the titles): good for a look, not for
-# measuring distances.
+# 8-dimensional, so each panel is a 2-D view of the Poincaré ball: every point keeps its
+# true distance from the centre (its disk radius is exact) and takes its direction from
+# the two directions along which the points spread most (PCA; the titles give the share
+# of the squared norm a plain projection would keep). Good for a look, not for
+# measuring distances between points; notebook 06 explains why a plain projection
+# would shrink the codewords into a blob.
 
 # %%
 hpq = quantizer.ProductQuantizer(space, K=K)

@@ -44,12 +44,12 @@
 #
 # ## How long it takes on a laptop CPU
 # - Reading and doing the exercises: about 40 minutes.
-# - Running all cells: 8–20 s in full mode and in fast mode (`HIHPQ_FAST=1`: 600 instead
-#   of 2,000 points, coarser pictures, fewer temperatures), kernel start included, on 2
-#   shared CPU cores (the upper end while other jobs ran); most of it is starting Python
-#   and importing PyTorch.
-# - Measured again after the last edits (2026-11-28, an idle 2-core machine, features
-#   cached, kernel start included): full mode 10 s; fast mode 8 s.
+# - **Full mode** (2,000 points, 41 temperatures): 7 s.
+# - **Fast mode (`HIHPQ_FAST=1`)** (600 points, 15 temperatures, coarser pictures): 7 s.
+# - Measured 2026-12-01 on a 2-core CPU shared with three other developers (their heavy jobs
+#   serialised with a lock, their light work running alongside), OMP_NUM_THREADS=1, kernel
+#   start included (`jupyter nbconvert --execute`, one notebook at a time). Generated from
+#   `notebooks/timings.yaml` by `python -m benchmarks.notebook_timings`.
 
 # %% [markdown]
 # ## Setup
@@ -63,7 +63,7 @@ import numpy as np
 import torch
 from IPython.display import display
 
-from hihpq_lib import lorentz, manifolds, quantizer, runtime, viz
+from hihpq_lib import claims, exercises, lorentz, manifolds, quantizer, runtime, viz
 
 generator = runtime.seed_everything(0)
 torch.set_default_dtype(torch.float64)
@@ -93,8 +93,8 @@ print(f"fast mode: {runtime.fast_mode()}, points: {N_POINTS}")
 # `out.soft` $(B, M, d+1)$, the soft quantizations (section 3); `out.codes` $(B, M)$, the
 # hard codes (section 4). Here $M = 1$, so we take `[:, 0]` throughout.
 #
-# **Notation.** $c_j$ (with an index) is codeword $j$; a plain $c$ is still the curvature
-# $c = 1/k$ of notebook 01.
+# **Notation** (notebook 01): $e_j$ is codeword $j$, and $c = 1/k$ is only ever the
+# curvature.
 #
 # The figure below shows only the data on the Poincaré disk: 3 groups of 2 coloured clumps
 # (the 6 subgroups); the codewords appear in section 4.
@@ -128,27 +128,32 @@ with torch.no_grad():
     codewords = pq.codewords()[0]  # (K, 3) points on the sheet
 points = out.points[:, 0]  # (N, 3): the features on the sheet (subspace 0, the only one)
 print("points", tuple(points.shape), " codewords", tuple(codewords.shape))
-viz.poincare_disk(
-    points, labels, class_names=[f"group {g}.{s}" for g in range(3) for s in range(2)]
-)
+group_names = [f"group {g}.{s}" for g in range(3) for s in range(2)]
+viz.poincare_disk(points, labels, class_names=group_names)
+
+# %% [markdown]
+# The same figure as a static image (renders without a browser):
+
+# %%
+viz.poincare_disk(points, labels, class_names=group_names, backend="matplotlib")
 
 # %% [markdown]
 # ## 2. Soft assignment: attention over codewords
 #
-# HiHPQ scores a point $x$ against each codeword $c_j$ with the **squared Lorentzian
+# HiHPQ scores a point $x$ against each codeword $e_j$ with the **squared Lorentzian
 # distance** (Law et al., 2019)
 #
-# $$d^2_{\mathcal L}(x, c_j) = \|x - c_j\|^2_{\mathcal L} = -2k - 2\langle x, c_j\rangle_{\mathcal L}$$
+# $$d^2_{\mathcal L}(x, e_j) = \|x - e_j\|^2_{\mathcal L} = -2k - 2\langle x, e_j\rangle_{\mathcal L}$$
 #
 # (library: `lorentz.pairwise_sqdist(x, c, k=k)`, shape $(B, K)$ for $B$ points and $K$
 # codewords; it is `out.sqdist`). Here $\|u\|^2_{\mathcal L} = \langle u, u\rangle_{\mathcal L}$,
 # the Minkowski "squared norm" of notebook 01; the second equality uses
-# $\langle x, x\rangle_{\mathcal L} = \langle c_j, c_j\rangle_{\mathcal L} = -k$. It is 0
-# for $x = c_j$ and grows with the geodesic distance, but it is not itself a geodesic
+# $\langle x, x\rangle_{\mathcal L} = \langle e_j, e_j\rangle_{\mathcal L} = -k$. It is 0
+# for $x = e_j$ and grows with the geodesic distance, but it is not itself a geodesic
 # distance (see below). The scores become attention weights with a softmax at
 # temperature $T$:
 #
-# $$p_j(x) = \frac{\exp\left(-T\, d^2_{\mathcal L}(x, c_j)\right)}{\sum_{l=1}^{K} \exp\left(-T\, d^2_{\mathcal L}(x, c_l)\right)}$$
+# $$p_j(x) = \frac{\exp\left(-T\, d^2_{\mathcal L}(x, e_j)\right)}{\sum_{l=1}^{K} \exp\left(-T\, d^2_{\mathcal L}(x, e_l)\right)}$$
 #
 # (library: `ProductQuantizer(space, K, temperature=T)`; the weights are `out.assign`, shape
 # $(B, M, K)$). **Careful:** here $T$ *multiplies* the distances, as in the paper's code
@@ -171,7 +176,7 @@ print("first point's attention over the 8 codewords:", out.assign[0, 0].numpy().
 # Why not the geodesic distance $d_k$ itself? The two are tied by
 # $d^2_{\mathcal L} = 2k\left(\cosh(d_k/\sqrt k) - 1\right)$, an increasing function, so
 # they rank codewords identically (same nearest codeword); $d^2_{\mathcal L}$ is cheaper
-# (one inner product, no `arcosh`) and has a well-behaved gradient at $x = c_j$.
+# (one inner product, no `arcosh`) and has a well-behaved gradient at $x = e_j$.
 
 # %%
 d_geo = lorentz.pairwise_dist(points, codewords, k=k)
@@ -200,21 +205,28 @@ with torch.no_grad():
     pq5.load_state_dict(pq.state_dict())  # same codebooks, T = 5
     expected = pq5(feats[:1]).assign[0, 0]
 torch.testing.assert_close(torch.as_tensor(answer, dtype=expected.dtype), expected)
-print("Exercise 1: correct:", expected.numpy().round(3), "(sharper than at T = 1)")
+sharper = bool(expected.max() > out.assign[0, 0].max())
+print(
+    "Exercise 1: correct:",
+    expected.numpy().round(3),
+    f"(largest weight {expected.max():.3f} at T = 5 vs {out.assign[0, 0].max():.3f} at T = 1:",
+    "sharper)" if sharper else "not sharper?)",
+)
+claims.check(sharper, "a larger T makes the assignment sharper")
 
 # %% [markdown]
 # ## 3. The Lorentz centroid: averaging on the hyperboloid
 #
 # The soft quantization of $x$ is the "average" of the codewords weighted by $p(x)$. A
-# plain weighted sum $a = \sum_j p_j c_j$ leaves the sheet (it lies *inside* the bowl,
+# plain weighted sum $a = \sum_j p_j e_j$ leaves the sheet (it lies *inside* the bowl,
 # $\langle a, a\rangle_{\mathcal L} \le -k$), so it is rescaled back onto the sheet along the
 # ray from the origin $(0, 0, 0)$ of $\mathbb R^{3}$ (not the hyperbolic origin $o$):
 #
 # $$\mu = \sqrt k\, \frac{a}{\sqrt{\left|\langle a, a\rangle_{\mathcal L}\right|}},
-#   \qquad a = \sum_{j} p_j\, c_j .$$
+#   \qquad a = \sum_{j} p_j\, e_j .$$
 #
 # Law et al. (2019) show that $\mu$ is the point of the sheet minimising
-# $\sum_j p_j\, d^2_{\mathcal L}(\mu, c_j)$: the hyperbolic counterpart of the weighted mean,
+# $\sum_j p_j\, d^2_{\mathcal L}(\mu, e_j)$: the hyperbolic counterpart of the weighted mean,
 # in closed form. Library call: `lorentz.lorentz_centroid(points, weights, k=k)`. From
 # scratch:
 
@@ -245,7 +257,7 @@ assert all(weighted_sqdist(m, w0) >= weighted_sqdist(mu0, w0) - 1e-12 for m in n
 # %% [markdown]
 # ## 4. Soft codes for training, hard codes for storage
 #
-# The **hard code** is the nearest codeword, $\arg\min_j d^2_{\mathcal L}(x, c_j)$:
+# The **hard code** is the nearest codeword, $\arg\min_j d^2_{\mathcal L}(x, e_j)$:
 # `out.codes` during training, `pq.encode(feats)` (uint8, one byte per subspace) for the
 # database, and `pq.decode(codes)` returns the codeword points. The soft output is a blend
 # that cannot be stored in a byte, but it has gradients with respect to the codewords (and
@@ -261,23 +273,39 @@ segments += [viz.geodesic_segment(points[i], hard[i], k=k) for i in show]
 names = np.array(
     ["point"] * len(show) + ["soft quantization (T = 1)"] * len(show) + ["codeword"] * 8
 )
-viz.poincare_disk(
-    torch.cat([points[show], out.soft[show, 0], codewords]),
-    names,
-    curves=segments,
-    title="points, their soft quantization and the codewords",
-)
+soft_args = dict(curves=segments, title="points, their soft quantization and the codewords")
+soft_pts = torch.cat([points[show], out.soft[show, 0], codewords])
+viz.poincare_disk(soft_pts, names, **soft_args)
+
+# %%
+viz.poincare_disk(soft_pts, names, backend="matplotlib", **soft_args)
 
 # %% [markdown]
 # In the figure each of the 12 points is joined by a geodesic to its soft quantization
 # and to its codeword. Where the soft quantization sits away from the codeword, the
 # attention at $T = 1$ is shared between several codewords and the output is a blend;
 # where the two coincide, one codeword took almost all the weight.
+
+# %%
+gap_soft_hard = lorentz.dist(out.soft[show, 0], hard[show], k=k)
+top_weight = out.assign[show, 0].max(-1).values
+print("distance soft -> codeword:", gap_soft_hard.numpy().round(3))
+print("largest attention weight: ", top_weight.numpy().round(3))
+
+# %% tags=["claim"]
+# the picture's reading: the more the weight is shared, the farther the soft point sits
+order = torch.argsort(top_weight)
+claims.check(
+    bool(gap_soft_hard[order[:3]].mean() > gap_soft_hard[order[-3:]].mean()),
+    "soft quantizations with shared attention sit farther from their codeword",
+)
+
+# %% [markdown]
 #
 # ## 5. The cells of a hyperbolic codebook (sliders)
 #
-# The set of points whose nearest codeword is $c_j$ is the **cell** (Voronoi cell) of
-# $c_j$; the hard code of a point says which cell it is in.
+# The set of points whose nearest codeword is $e_j$ is the **cell** (Voronoi cell) of
+# $e_j$; the hard code of a point says which cell it is in.
 # Colour every point of the disk by its nearest codeword (hard cell, black boundaries)
 # and by the **entropy** of its soft assignment, $-\sum_j p_j \log p_j$: 0 where the
 # assignment is certain, up to $\log K$ where it is uniform. `viz.codebook_voronoi`
@@ -286,8 +314,8 @@ viz.poincare_disk(
 # - the **hard cells never change with $T$**; only the blurred band of uncertain
 #   assignment around their boundaries does: it shrinks as $T$ grows;
 # - the boundaries are **geodesics** (circular arcs meeting the rim at right angles):
-#   points equally far from $c_i$ and $c_j$ satisfy
-#   $\langle x, c_i - c_j\rangle_{\mathcal L} = 0$, a plane through the origin of
+#   points equally far from $e_i$ and $e_j$ satisfy
+#   $\langle x, e_i - e_j\rangle_{\mathcal L} = 0$, a plane through the origin of
 #   $\mathbb R^3$, which cuts the sheet along a geodesic;
 # - with a larger curvature $c$ the same tangent vectors land nearer the rim, where
 #   hyperbolic space is roomier: cells near the rim look small but are large in
@@ -340,12 +368,24 @@ for temp in (0.3, 10.0):
         )
     )
 
+# %% tags=["claim"]
+cold, hot = (
+    viz.voronoi_data(codewords, k, temperature=t, resolution=RESOLUTION) for t in (0.3, 10)
+)
+claims.check(
+    np.array_equal(cold["cells"], hot["cells"], equal_nan=True), "hard cells never change with T"
+)
+claims.check(
+    np.nanmean(hot["entropy"]) < np.nanmean(cold["entropy"]),
+    "the band of uncertain assignment shrinks as T grows",
+)
+
 # %% [markdown]
 # ## 6. Quantization error against temperature
 #
 # The quantization error is the mean geodesic distance between a point and its
 # quantization: `out.quantization_error(space)` for the soft one, and
-# $\frac1N\sum_n d_k(x_n, c_{\mathrm{code}(x_n)})$ for the hard one. Sweep $T$:
+# $\frac1N\sum_n d_k(x_n, e_{\mathrm{code}(x_n)})$ for the hard one. Sweep $T$:
 
 # %%
 temperatures = np.logspace(-2, 3, N_TEMPS)
@@ -398,13 +438,43 @@ viz.line_plot(
 # %% [markdown]
 # Read the curve from the left: at small $T$ every point gets nearly the same blend of all
 # codewords, so the soft quantization sits near the codebook's centroid and the error is
-# large. At moderate $T$ (see the printout above) the soft error dips *below* the hard
-# one: a blend of neighbouring codewords can be closer to a point than any single
-# codeword, but a blend cannot be stored in a byte. As $T$ grows the soft output becomes
-# the nearest codeword and the two errors meet. Training at a finite $T$ keeps gradients
-# flowing to several codewords; the paper's values (`softmax_temp` in
-# `configs/paper/*.yaml`) are 1 to 15.
-#
+# large. As $T$ grows the soft output becomes the nearest codeword and the two errors
+# meet. In between, something too small to see on that scale happens: the soft error
+# dips *below* the hard one. The difference soft − hard, on its own axis:
+
+# %%
+below = temperatures[soft_error < hard_error]
+diff_args = dict(
+    xlabel="temperature T (larger = harder)",
+    ylabel="soft error − hard error",
+    title="Below 0: the blend is closer to the point than its codeword",
+    log_x=True,
+    ylim=(float(soft_error.min() - hard_error) * 1.5, float(soft_error.min() - hard_error) * -1.5),
+)
+diff_curves = [soft_error - hard_error, np.zeros_like(soft_error)]
+viz.line_plot(temperatures, diff_curves, ["soft − hard", "0"], **diff_args)
+
+# %%
+viz.line_plot(temperatures, diff_curves, ["soft − hard", "0"], backend="matplotlib", **diff_args)
+
+# %%
+claims.say(
+    "The soft error is below the hard one **{where}**, by at most "
+    "{depth:.4f} ({rel:.1%} of the hard error) at T = {tmin:.2g}: a blend of neighbouring "
+    "codewords can be closer to a point than any single codeword, but a blend cannot be "
+    "stored in a byte. Training at a finite $T$ keeps gradients flowing to several "
+    "codewords; the paper's values (`softmax_temp` in `configs/paper/*.yaml`) are 1 to 15.",
+    where=(
+        f"from T = {below.min():.3g} on, approaching it from below as T grows"
+        if below.max() >= temperatures[-2]
+        else f"for T from {below.min():.3g} to {below.max():.3g}"
+    ),
+    depth=hard_error - soft_error.min(),
+    rel=(hard_error - soft_error.min()) / hard_error,
+    tmin=temperatures[soft_error.argmin()],
+)
+
+# %% [markdown]
 # ### Exercise 2 — one k-means (Lloyd) step on the hyperboloid
 # Improve the codebook: give every codeword the **Lorentz centroid** (equal weights) of
 # the points whose hard code it is, and keep a codeword with no points unchanged. Use
@@ -424,8 +494,10 @@ if answer is None:
 
 # %% tags=["check"]
 assert answer is not None, "set answer to the (8, 3) updated codewords"
-new_cw = torch.as_tensor(answer)
-assert new_cw.shape == (8, 3)
+empty = [j for j in range(8) if not bool((out.codes[:, 0] == j).any())]
+assert empty, "this check needs a codeword without points (the toy codebook has some)"
+exercises.check_lloyd_step(answer, points, out.codes[:, 0], codewords, k=k)  # empty: unchanged
+new_cw = torch.as_tensor(answer, dtype=codewords.dtype)
 torch.testing.assert_close(lorentz.inner(new_cw, new_cw), torch.full((8,), -k))  # on the sheet
 
 
@@ -436,11 +508,9 @@ def lloyd_objective(cw):
 
 before, after = lloyd_objective(codewords), lloyd_objective(new_cw)
 assert after <= before + 1e-12, "a Lloyd step never increases the objective"
-for j in range(8):  # each non-empty cell's codeword is the centroid of its points
-    members = points[out.codes[:, 0] == j]
-    if len(members):
-        torch.testing.assert_close(new_cw[j], lorentz.lorentz_centroid(members, k=k))
-print(f"Exercise 2: correct. objective {before:.4f} -> {after:.4f}")
+print(
+    f"Exercise 2: correct. objective {before:.4f} -> {after:.4f}; codewords {empty} had no points"
+)
 
 # %% [markdown]
 # Repeating this step is k-means on the hyperboloid (with the squared Lorentzian
@@ -470,15 +540,16 @@ print(
 
 # %% [markdown]
 # ## Summary
-# - Codebook attention: $p_j(x) = \operatorname{softmax}_j(-T\, d^2_{\mathcal L}(x, c_j))$
-#   with $d^2_{\mathcal L} = -2k - 2\langle x, c_j\rangle_{\mathcal L}$
+# - Codebook attention: $p_j(x) = \operatorname{softmax}_j(-T\, d^2_{\mathcal L}(x, e_j))$
+#   with $d^2_{\mathcal L} = -2k - 2\langle x, e_j\rangle_{\mathcal L}$
 #   (`lorentz.pairwise_sqdist`, `ProductQuantizer`); larger $T$ = harder.
 # - The soft quantization is the weighted Lorentz centroid of the codewords
 #   (`lorentz.lorentz_centroid`, `out.soft`), the closed-form minimiser of the weighted
 #   squared Lorentzian distances.
 # - Hard codes (`pq.encode`, uint8) are the argmin; their cells are bounded by geodesics,
 #   and do not depend on $T$.
-# - As $T$ grows, the soft quantization error tends to the hard one.
+# - As $T$ grows, the soft quantization error tends to the hard one; at moderate $T$ a
+#   blend can be slightly closer to a point than its nearest codeword.
 #
 # Next: **04 · Quantized contrastive learning**, the loss that trains features, codewords
 # and curvatures together.

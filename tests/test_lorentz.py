@@ -356,3 +356,105 @@ def test_self_pairwise_has_zero_diagonal_and_true_curvature_gradient():
     off = ~torch.eye(6, dtype=torch.bool)
     L.pairwise_dist(x64, x64.clone(), k=k64)[off].sum().backward()
     assert abs(float(k.grad) - float(k64.grad)) < 1e-3 * max(1.0, abs(float(k64.grad)))
+
+
+# --- exp / log / parallel transport at a general point -------------------------------
+
+
+def rand_points_at_angle(gen, n_points, n, dtype, k, angle=1.5):
+    """Points whose distance from the origin is at most ``angle * sqrt(k)``."""
+    return rand_points(gen, n_points, n, dtype, k, radius=angle * math.sqrt(k))
+
+
+def rand_tangent_at(gen, x, k, radius=1.5):
+    """Random tangent vectors at the points x, Minkowski norms in (0, radius * sqrt(k)].
+
+    Angles (norm / sqrt k) up to 1.5, as for the points of ``rand_points_at_angle``: far
+    beyond that, float32 Minkowski products of the large coordinates lose the digits
+    any test tolerance needs (geoopt's formulas alike).
+    """
+    radius = radius * math.sqrt(k)
+    u = L.tangent_project(x, torch.randn(x.shape, generator=gen, dtype=x.dtype), k=k)
+    norm = L.inner(u, u, keepdim=True).clamp_min(1e-30).sqrt()
+    r = torch.rand(x.shape[:-1] + (1,), generator=gen, dtype=x.dtype) * radius + 1e-3
+    return u / norm * r
+
+
+@pytest.mark.parametrize("k", [0.1, 1.0, 10.0])
+def test_expmap_general_point_on_sheet_and_distance(dtype, gen, tol, k):
+    x = rand_points_at_angle(gen, 40, 4, dtype, k)
+    u = rand_tangent_at(gen, x, k)
+    scale = x.abs().amax(-1) * u.abs().amax(-1)  # rounding of <x, u> is relative to this
+    assert torch.all(L.inner(x, u).abs() < (1e-5 if dtype == torch.float32 else 1e-13) * scale)
+    y = L.expmap(x, u, k=k)
+    assert y.dtype == dtype
+    err = (L.inner(y, y) + k).abs() / y[:, 0] ** 2
+    assert torch.all(err < (1e-6 if dtype == torch.float32 else 1e-13))
+    torch.testing.assert_close(L.dist(x, y, k=k), L.inner(u, u).sqrt(), **tol)
+
+
+@pytest.mark.parametrize("k", [0.1, 1.0, 10.0])
+def test_log_exp_identity_general_point(dtype, gen, tol, k):
+    x = rand_points_at_angle(gen, 40, 4, dtype, k)
+    u = rand_tangent_at(gen, x, k)
+    torch.testing.assert_close(L.logmap(x, L.expmap(x, u, k=k), k=k), u, **tol)
+    y = rand_points_at_angle(gen, 40, 4, dtype, k)
+    torch.testing.assert_close(L.expmap(x, L.logmap(x, y, k=k), k=k), y, **tol)
+
+
+def test_general_maps_reduce_to_the_origin_maps(dtype, gen, tol):
+    o = L.origin(3, k=2.0, dtype=dtype).expand(20, 4)
+    v = L.lift(rand_tangent(gen, 20, 3, dtype))
+    torch.testing.assert_close(L.expmap(o, v, k=2.0), L.expmap0(v, k=2.0), **tol)
+    y = rand_points_at_angle(gen, 20, 3, dtype, 2.0)
+    torch.testing.assert_close(L.logmap(o, y, k=2.0), L.logmap0(y, k=2.0), **tol)
+
+
+@pytest.mark.parametrize("k", [0.3, 1.0, 5.0])
+def test_general_maps_agree_with_geoopt(dtype, gen, tol, k):
+    kk = torch.tensor(k, dtype=dtype)
+    x = rand_points_at_angle(gen, 30, 5, dtype, k)
+    y = rand_points_at_angle(gen, 30, 5, dtype, k)
+    u = rand_tangent_at(gen, x, k)
+    torch.testing.assert_close(L.expmap(x, u, k=kk), gmath.expmap(x, u, k=kk), **tol)
+    torch.testing.assert_close(L.logmap(x, y, k=kk), gmath.logmap(x, y, k=kk), **tol)
+    torch.testing.assert_close(
+        L.transp(x, y, u, k=kk), gmath.parallel_transport(x, y, u, k=kk), **tol
+    )
+
+
+def test_transp_is_an_isometry_between_tangent_spaces(dtype, gen, tol):
+    k = 1.5
+    x, y = rand_points_at_angle(gen, 30, 4, dtype, k), rand_points_at_angle(gen, 30, 4, dtype, k)
+    u, w = rand_tangent_at(gen, x, k), rand_tangent_at(gen, x, k)
+    pu, pw = L.transp(x, y, u, k=k), L.transp(x, y, w, k=k)
+    torch.testing.assert_close(L.inner(y, pu), torch.zeros(30, dtype=dtype), **tol)
+    torch.testing.assert_close(L.inner(pu, pw), L.inner(u, w), **tol)
+    # the direction to y is carried to minus the direction back to x
+    torch.testing.assert_close(
+        L.transp(x, y, L.logmap(x, y, k=k), k=k), -L.logmap(y, x, k=k), **tol
+    )
+
+
+@pytest.mark.parametrize("k", [0.01, 1.0, 100.0])
+def test_general_maps_have_finite_gradients_at_hard_points(dtype, k):
+    gen = torch.Generator().manual_seed(0)
+    x = rand_points_at_angle(gen, 8, 3, dtype, k).requires_grad_(True)
+    y = x.detach().clone().requires_grad_(True)  # identical points: asinh(s)/s at s = 0
+    L.logmap(x, y, k=k).sum().backward()
+    assert torch.isfinite(x.grad).all() and torch.isfinite(y.grad).all()
+    zero = torch.zeros_like(x, requires_grad=True)  # u = 0
+    out = L.expmap(x.detach(), zero, k=k)
+    torch.testing.assert_close(out, x.detach(), **TOL_FOR(dtype))
+    out.sum().backward()
+    assert torch.isfinite(zero.grad).all()
+    big = (1e3 * L.tangent_project(x.detach(), torch.ones_like(x), k=k)).requires_grad_(True)
+    far = L.expmap(x.detach(), big, k=k)  # angle clamp: finite, no overflow
+    far.sum().backward()
+    assert torch.isfinite(far).all() and torch.isfinite(big.grad).all()
+
+
+def TOL_FOR(dtype):  # noqa: N802 - the tolerance table of conftest, outside a fixture
+    return (
+        {"rtol": 1e-4, "atol": 1e-4} if dtype == torch.float32 else {"rtol": 1e-10, "atol": 1e-10}
+    )

@@ -166,3 +166,52 @@ def test_every_notebook_is_built_for_execution(path):
         f"{built.relative_to(REPO)} is missing: `make notebooks` converts every notebook, or "
         f"list {path.stem!r} in SKIP with a reason"
     )
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=IDS)
+def test_claims_are_generated_or_checked(path):
+    """Prose numbers come from the run: ``claims.say`` cells, and ``claim`` cells that check.
+
+    A cell tagged ``claim`` asserts what the neighbouring text says about the printed
+    values (``claims.check`` or ``assert``), so a changed result fails the notebook in CI
+    instead of leaving a false sentence (issue 15).
+    """
+    cells = _read(path).cells
+    checks = [c for c in cells if c.cell_type == "code" and "claim" in _tags(c)]
+    assert checks, f"{path.name}: no cell tagged 'claim' checks the text against the run"
+    for c in checks:
+        assert "claims.check(" in c.source or re.search(r"^\s*assert\b", c.source, re.M), (
+            f"{path.name}: a 'claim' cell must check something: {c.source[:80]!r}"
+        )
+
+
+STALE = re.compile(r"when this notebook was (last )?(run|written)|in our runs:", re.I)
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=IDS)
+def test_no_stale_results_typed_into_markdown(path):
+    """Results of earlier runs typed into the text go stale; say them from the run instead."""
+    for cell in _read(path).cells:
+        if cell.cell_type == "markdown":
+            m = STALE.search(cell.source)
+            assert not m, f"{path.name}: {m.group(0)!r} in markdown: generate it with claims.say"
+
+
+def test_a_false_claim_fails_the_notebook(tmp_path):
+    """What nbmake sees: a notebook whose claim cell disagrees with its output fails."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("from hihpq_lib import claims\ngap = 0.0312"),
+        nbformat.v4.new_markdown_cell("The difference is within noise."),
+        nbformat.v4.new_code_cell(
+            'claims.check(abs(gap) < 0.01, "the difference is within noise")',
+            metadata={"tags": ["claim"]},
+        ),
+    ]
+    client = nbclient.NotebookClient(
+        nb, timeout=60, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}
+    )
+    with pytest.raises(nbclient.exceptions.CellExecutionError, match="the text claims"):
+        client.execute()

@@ -212,3 +212,32 @@ def test_runs_dir_default_is_used(monkeypatch):
     monkeypatch.delenv("HIHPQ_RUNS_DIR", raising=False)
     cfg = _small_config()
     assert tutorial.run_folder("x", cfg).parent == runtime.runs_dir() / "tutorial"
+
+
+def test_codeword_geometry_against_direct_computation():
+    from hihpq_lib import lorentz
+
+    cfg = _small_config()
+    model = build_model(cfg, 6).eval()
+    feats = torch.randn(40, 6)
+    rows = tutorial.codeword_geometry(model, feats)
+    assert len(rows) == model.quantizer.M
+    with torch.no_grad():
+        out = model(feats)
+        cw = model.quantizer.codewords()
+    for m, row in enumerate(rows):
+        k = model.space.k[m].detach()
+        # brute force: the nearest codeword by geodesic distance, one point at a time
+        hard = [
+            min(float(lorentz.dist(out.points[i, m], c, k=k)) for c in cw[m]) for i in range(40)
+        ]
+        assert row["hard error"] == pytest.approx(np.mean(hard), rel=1e-4)
+        assert row["soft error"] == pytest.approx(
+            float(lorentz.dist(out.points[:, m], out.soft[:, m], k=k).mean()), rel=1e-5
+        )
+        # distance from the origin = norm of the log map at the origin
+        assert row["d(o, codeword)"] == pytest.approx(
+            float(lorentz.logmap0(cw[m], k=k)[:, 1:].norm(dim=-1).median()), rel=1e-3
+        )
+        assert row["c"] == pytest.approx(float(model.space.curvature[m].detach()), rel=1e-5)
+        assert 0 < row["PCA share codewords"] <= 1 and 0 < row["PCA share points"] <= 1

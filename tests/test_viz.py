@@ -312,3 +312,55 @@ def test_embedding_umap_with_umap_learn():
     assert np.linalg.norm(a - b) > coords[:40].std(0).max()
     fig = viz.embedding_umap(feats, np.repeat([0, 1], 40), ["a", "b"], n_neighbors=8)
     assert isinstance(fig, go.Figure)
+
+
+def test_subspace_disk_data_true_radius_keeps_ball_norms_and_direction():
+    km = torch.tensor([0.5, 2.0], dtype=torch.float64)
+    gen = torch.Generator().manual_seed(0)
+    cw = L.expmap0(
+        L.lift(torch.randn(2, 30, 16, generator=gen, dtype=torch.float64)), k=km.view(2, 1, 1)
+    )
+    pts = L.expmap0(
+        L.lift(torch.randn(50, 2, 16, generator=gen, dtype=torch.float64)), k=km.view(2, 1)
+    )
+    true = viz.subspace_disk_data(cw, km, pts, soft=pts[:5], radius="true")
+    flat = viz.subspace_disk_data(cw, km, pts, soft=pts[:5], radius="projected")
+    for m in range(2):
+        ball = L.to_poincare(cw[m], k=km[m]).numpy()
+        np.testing.assert_allclose(
+            np.linalg.norm(true["codewords"][m], axis=1), np.linalg.norm(ball, axis=1), rtol=1e-9
+        )
+        # same direction as the plain projection, which only shrinks norms
+        a, b = true["codewords"][m], flat["codewords"][m]
+        cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+        np.testing.assert_allclose(cos, 1.0, atol=1e-9)
+        assert np.all(np.linalg.norm(b, axis=1) <= np.linalg.norm(a, axis=1) + 1e-12)
+    np.testing.assert_allclose(true["soft"], true["points"][:5])  # same projection
+    with pytest.raises(ValueError, match="radius"):
+        viz.subspace_disk_data(cw, km, radius="log")
+
+
+def test_tree_embeddings_distance_view_puts_nodes_at_their_hyperbolic_distance():
+    parent = [-1, 0, 0, 1, 1, 2]
+    xy = np.array([[0, 0], [0.5, 0], [-0.5, 0.1], [0.8, 0.1], [0.8, -0.1], [-0.85, 0.2]])
+    fig = viz.tree_embeddings(parent, xy, xy, radial="distance", backend="matplotlib")
+    ax = fig.axes[0]
+    plotted = np.concatenate([c.get_offsets() for c in ax.collections])
+    expected = L.logmap0(L.from_poincare(torch.as_tensor(xy, dtype=torch.float64)))[:, 1:].numpy()
+    for row in expected:  # every node appears at its log-map position
+        assert np.min(np.linalg.norm(plotted - row, axis=1)) < 1e-9
+    assert isinstance(viz.tree_embeddings(parent, xy, xy, radial="distance"), go.Figure)
+    with pytest.raises(ValueError, match="radial"):
+        viz.tree_embeddings(parent, xy, xy, radial="klein")
+
+
+def test_seed_strip_draws_markers_only_one_per_seed_and_method():
+    vals = {"a": [0.5, 0.6, 0.55], "b": [0.4, 0.5, 0.45]}
+    fig = viz.seed_strip(vals, [0, 1, 2], backend="matplotlib")
+    ax = fig.axes[0]
+    assert len(ax.collections) == 3 and all(len(c.get_offsets()) == 2 for c in ax.collections)
+    assert [len(line.get_xdata()) for line in ax.lines] == [2, 2]  # only the two mean bars
+    pf = viz.seed_strip(vals, [0, 1, 2])
+    assert all(t.mode == "markers" for t in pf.data if t.name.startswith("seed"))
+    with pytest.raises(ValueError, match="one per seed"):
+        viz.seed_strip({"a": [0.1]}, [0, 1])
