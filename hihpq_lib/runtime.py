@@ -289,6 +289,8 @@ def use_threads(n: int) -> int:
         pass
     torch.set_num_threads(n)  # threadpoolctl may have touched the shared OpenMP runtime
     return n
+
+
 def in_notebook() -> bool:
     """True inside a Jupyter kernel (where tqdm.auto would draw a widget)."""
     shell = sys.modules.get("IPython")
