@@ -21,7 +21,12 @@ data                               figure
 (matplotlib only)                  :func:`dendrogram_vs_labels`, :func:`retrieval_grid`
 =================================  ==========================================================
 
-:func:`slider_figure` puts any of them under ipywidgets sliders in a notebook.
+:func:`slider_figure` puts any of them under ipywidgets sliders in a notebook, redrawn
+in place; :func:`slider_frames` gives a plotly figure its own slider over precomputed
+frames, which needs no kernel (exported HTML, the book): :func:`curvature_explorer` and
+:func:`voronoi_explorer` are the two explorations of notebooks 01 and 03. Imported in a
+Jupyter kernel, this module selects :func:`use_notebook_renderer` (plotly's JSON plus
+offline HTML for every figure).
 
 Geometry is computed on the hyperboloid (:mod:`hihpq_lib.lorentz`); Poincaré coordinates
 are only for pictures and every point drawn on a Poincaré disk goes through
@@ -364,7 +369,13 @@ def poincare_disk(
                     showlegend=name is not None,
                 )
             )
-        fig.update_layout(title=title, width=560, height=520, template="plotly_white")
+        fig.update_layout(
+            title=title,
+            width=560,
+            height=520,
+            template="plotly_white",
+            legend={"itemsizing": "constant"},  # legend markers readable at any point size
+        )
         return fig
     fig = Figure(figsize=(5.2, 5.0), layout="constrained")
     ax = fig.add_subplot(1, 1, 1)
@@ -2236,6 +2247,7 @@ def embedding_umap(
             template="plotly_white",
             xaxis={"visible": False},
             yaxis={"visible": False},
+            legend={"itemsizing": "constant"},  # 4-px points, readable legend markers
         )
         return fig
     fig = Figure(figsize=(7.0, 5.6), layout="constrained")
