@@ -709,8 +709,8 @@ def hyperboloid_and_disk(
     ax3.set_xlim(-lim, lim)
     ax3.set_ylim(-lim, lim)
     ax3.set_zlim(pole[0] - 0.1, top)
-    ax3.set_box_aspect((1, 1, min(1.0, (top - pole[0] + 0.1) / (2 * lim))))
-    ax3.set_title(left, fontsize=10)
+    ax3.set_box_aspect((1, 1, min(1.0, (top - pole[0] + 0.1) / (2 * lim))), zoom=1.2)
+    ax3.set_title(left.replace(" (", "\n("), fontsize=10)  # two lines: no overlap
     ax2 = fig.add_subplot(1, 2, 2)
     _mpl_disk_axes(ax2, "Poincaré disk")
     for cd, nm in zip(data["curves_disk"], curve_names):

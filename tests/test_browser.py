@@ -346,6 +346,8 @@ def test_book_pages_render_every_figure_and_the_maths_offline(browser, book):
             n_traces = plot.evaluate("gd => (gd.data || []).length")
             box = plot.bounding_box()
             assert n_traces > 0 and box and box["height"] > 100, (html_page.name, i)
+            plot.scroll_into_view_if_needed()
+            plot.screenshot(path=SHOTS / f"book_{html_page.stem[:2]}_plotly{i + 1}.png")
         page.screenshot(path=SHOTS / f"book_{html_page.stem[:2]}.png")
     assert not errors, errors
     assert not outside, f"the book fetched from outside its folder: {outside[:5]}"
