@@ -11,12 +11,13 @@ NB_OUT := build/notebooks
 SHARED_CIFAR10 := $(abspath $(wildcard ../shared/data/cifar10-jpeg.tar.gz))
 export HIHPQ_CIFAR10 ?= $(SHARED_CIFAR10)
 
-.PHONY: demo test lint format lab bench notebooks clean-notebooks help
+.PHONY: demo test lint format lab book bench notebooks clean-notebooks help
 
 help:
 	@echo "make demo   - the main job: train and evaluate HiHPQ on CIFAR-10 (CPU profile)"
 	@echo "make test   - lint + the whole test suite + every notebook in fast mode"
 	@echo "make lab    - JupyterLab on notebooks/ with the project's kernel"
+	@echo "make book   - the executed series as a static site, build/book/index.html (offline)"
 	@echo "make bench  - benchmarks, results in benchmarks/results/"
 
 $(STAMP): pyproject.toml
@@ -29,12 +30,12 @@ demo: $(STAMP)
 	$(BIN)/hihpq demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check conftest.py hihpq_lib tests notebooks benchmarks
-	$(BIN)/ruff format --check conftest.py hihpq_lib tests notebooks benchmarks
+	$(BIN)/ruff check conftest.py hihpq_lib tests notebooks benchmarks book
+	$(BIN)/ruff format --check conftest.py hihpq_lib tests notebooks benchmarks book
 
 format: $(STAMP)
-	$(BIN)/ruff check --fix conftest.py hihpq_lib tests notebooks benchmarks
-	$(BIN)/ruff format conftest.py hihpq_lib tests notebooks benchmarks
+	$(BIN)/ruff check --fix conftest.py hihpq_lib tests notebooks benchmarks book
+	$(BIN)/ruff format conftest.py hihpq_lib tests notebooks benchmarks book
 
 # py:percent sources -> executable .ipynb (outputs are never committed)
 notebooks: $(STAMP)
@@ -43,14 +44,23 @@ notebooks: $(STAMP)
 	  $(BIN)/jupytext --quiet --to ipynb --output $(NB_OUT)/$$(basename $${nb%.py}).ipynb $$nb || exit 1; \
 	done
 
+# The notebooks are executed with their outputs kept (--overwrite), then the browser test
+# (tests/test_browser.py: JupyterLab and the book in Chromium) converts those outputs.
 test: lint notebooks
-	HIHPQ_FAST=1 MPLBACKEND=Agg $(BIN)/python -m pytest tests hihpq_lib $(NB_OUT) \
-	  --nbmake --nbmake-kernel=python3 --nbmake-timeout=600 -p no:cacheprovider
+	HIHPQ_FAST=1 MPLBACKEND=Agg $(BIN)/python -m pytest tests hihpq_lib $(NB_OUT) -m "not browser" \
+	  --nbmake --nbmake-kernel=python3 --nbmake-timeout=600 --overwrite -p no:cacheprovider
+	HIHPQ_FAST=1 $(BIN)/python -m pytest tests/test_browser.py -m browser -p no:cacheprovider
 
+# The .py sources open directly as notebooks (.jupyter/labconfig makes jupytext's notebook
+# view the default for them): nothing is paired or rewritten, git status stays clean.
 lab: $(STAMP)
 	$(BIN)/python -m ipykernel install --user --name hihpq --display-name "Python (hihpq)"
-	$(BIN)/jupytext --set-formats ipynb,py:percent notebooks/[0-9][0-9]_*.py
-	$(BIN)/jupyter lab notebooks/
+	JUPYTER_CONFIG_PATH=$(CURDIR)/.jupyter $(BIN)/jupyter lab notebooks/
+
+# The executed series as a static site (full mode when make demo's features are cached,
+# fast mode otherwise); open build/book/index.html, or serve build/book.
+book: $(STAMP)
+	$(BIN)/python -m book.build --out build/book
 
 # The committed tables: protocol II (3 seeds at 32 bits, about 25 minutes from an empty cache) and
 # protocol I with all 50,000 training images (1 seed, about 37 minutes, peak 4.5 GB), and

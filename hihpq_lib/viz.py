@@ -21,7 +21,12 @@ data                               figure
 (matplotlib only)                  :func:`dendrogram_vs_labels`, :func:`retrieval_grid`
 =================================  ==========================================================
 
-:func:`slider_figure` puts any of them under ipywidgets sliders in a notebook.
+:func:`slider_figure` puts any of them under ipywidgets sliders in a notebook, redrawn
+in place; :func:`slider_frames` gives a plotly figure its own slider over precomputed
+frames, which needs no kernel (exported HTML, the book): :func:`curvature_explorer` and
+:func:`voronoi_explorer` are the two explorations of notebooks 01 and 03. Imported in a
+Jupyter kernel, this module selects :func:`use_notebook_renderer` (plotly's JSON plus
+offline HTML for every figure).
 
 Geometry is computed on the hyperboloid (:mod:`hihpq_lib.lorentz`); Poincaré coordinates
 are only for pictures and every point drawn on a Poincaré disk goes through
@@ -39,6 +44,7 @@ The visualisation layer sits on top of the library: nothing in ``hihpq_lib`` imp
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -56,6 +62,7 @@ from . import lorentz as L
 
 __all__ = [
     "BACKENDS",
+    "OKABE_ITO",
     "palette",
     "poincare_coords",
     "poincare_disk",
@@ -75,6 +82,13 @@ __all__ = [
     "precision_at_k_plot",
     "line_plot",
     "slider_figure",
+    "slider_frames",
+    "curvature_figure",
+    "curvature_explorer",
+    "voronoi_figure",
+    "voronoi_explorer",
+    "RENDERER",
+    "use_notebook_renderer",
     "umap_coords",
     "embedding_umap",
 ]
@@ -98,14 +112,26 @@ def _check_backend(backend: str) -> str:
     return backend
 
 
+#: Okabe & Ito's colour-blind-safe qualitative palette (black replaced by grey, so that
+#: black stays free for codewords and cell boundaries), in an order whose first colours
+#: are the most distinct for the common colour-vision deficiencies.
+OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#999999"]
+
+
 def palette(n: int) -> list[str]:
     """``n`` distinct hex colours, the same for both backends.
 
-    tab10 for ``n <= 10``, tab20 up to 20, evenly spaced hues beyond.
+    Okabe-Ito (safe for colour-blind readers) for ``n <= 8``; beyond that no palette
+    stays safe, so tab10 up to 10 (e.g. the CIFAR-10 classes), tab20 up to 20 and
+    evenly spaced hues beyond.
 
     >>> palette(3)
-    ['#1f77b4', '#ff7f0e', '#2ca02c']
+    ['#0072B2', '#E69F00', '#009E73']
+    >>> len(set(palette(10))) == 10
+    True
     """
+    if n <= len(OKABE_ITO):
+        return OKABE_ITO[:n]
     if n <= 20:
         return _TAB20[:n]
     import colorsys
@@ -134,9 +160,18 @@ def _to_tensor(x, name: str) -> torch.Tensor:
 
 
 def _label_groups(labels, n: int, class_names=None):
-    """Split ``n`` points into (name, index array, colour) groups by label."""
+    """Split ``n`` points into (name, index array, colour) groups by label.
+
+    Integer labels are named ``class_names[label]``, or ``"class <label>"`` without names
+    (a legend that reads "0 1 2" does not say what the numbers are).
+
+    >>> [g[0] for g in _label_groups([2, 0, 2], 3)]
+    ['class 0', 'class 2']
+    >>> [g[0] for g in _label_groups(["cat", "dog"], 2)]
+    ['cat', 'dog']
+    """
     if labels is None:
-        return [(None, np.arange(n), _TAB20[0])]
+        return [(None, np.arange(n), palette(1)[0])]
     lab = _to_numpy(labels, "labels").reshape(-1)
     if lab.shape[0] != n:
         raise ValueError(f"labels must have one entry per point ({n}), got {lab.shape[0]}")
@@ -148,6 +183,8 @@ def _label_groups(labels, n: int, class_names=None):
     for i, v in enumerate(values):
         if class_names is not None and isinstance(v, (int, np.integer)):
             name = str(class_names[int(v)])
+        elif isinstance(v, (int, np.integer)):
+            name = f"class {v}"
         else:
             name = str(v)
         groups.append((name, np.flatnonzero(lab == v), cols[i]))
@@ -332,7 +369,13 @@ def poincare_disk(
                     showlegend=name is not None,
                 )
             )
-        fig.update_layout(title=title, width=560, height=520, template="plotly_white")
+        fig.update_layout(
+            title=title,
+            width=560,
+            height=520,
+            template="plotly_white",
+            legend={"itemsizing": "constant"},  # legend markers readable at any point size
+        )
         return fig
     fig = Figure(figsize=(5.2, 5.0), layout="constrained")
     ax = fig.add_subplot(1, 1, 1)
@@ -382,8 +425,10 @@ def hyperboloid_data(
     k : float > 0
     curves : list of (T, 3) float on the sheet, optional (e.g. :func:`lorentz.geodesic0`)
     radius : float, optional
-        Spatial radius of the drawn sheet (default: a bit beyond the farthest point,
-        at least :math:`2\sqrt k`).
+        Spatial radius of the drawn sheet (default: a bit beyond 90 % of the points, at
+        least :math:`2\sqrt k`; the spatial coordinates grow like :math:`e^{d}` with the
+        distance :math:`d` from the origin, so sizing the view for the farthest outlier
+        would squeeze every other point into the bottom of a tall bowl).
     zmax : float, optional
         Top of the 3-D view (default: the top of the drawn sheet).
     resolution : int
@@ -410,8 +455,9 @@ def hyperboloid_data(
     disk = poincare_coords(x, k=k, coords="hyperboloid")
     sk = math.sqrt(k)
     if radius is None:
-        far = float(x[:, 1:].norm(dim=-1).max()) if len(x) else 0.0
-        radius = max(2.0 * sk, 1.1 * far)
+        norms = x[:, 1:].norm(dim=-1).numpy()
+        far = float(np.quantile(norms, 0.9)) if len(norms) else 0.0
+        radius = max(2.0 * sk, 1.15 * far)
     zmax = math.sqrt(k + radius**2) if zmax is None else float(zmax)
     r = np.linspace(0.0, radius, resolution)
     t = np.linspace(0.0, 2.0 * math.pi, resolution)
@@ -464,6 +510,7 @@ def hyperboloid_and_disk(
     radius: float | None = None,
     zmax: float | None = None,
     resolution: int = 40,
+    curve_names: Sequence[str] | None = None,
     title: str | None = None,
     backend: str = "plotly",
 ):
@@ -482,6 +529,7 @@ def hyperboloid_and_disk(
     k : float
     labels, class_names : colour groups as in :func:`poincare_disk`
     curves : list of (T, 3) polylines on the sheet (e.g. geodesics), drawn in both views
+    curve_names : their legend entries (default ``"geodesic"``, numbered if several)
     radius, zmax : fix the drawn part of the sheet (useful under a curvature slider);
         points beyond it appear in the disk view only.
     backend : {"plotly", "matplotlib"}
@@ -501,6 +549,13 @@ def hyperboloid_and_disk(
         f" ({hidden} point{'s' * (hidden > 1)} beyond the drawn sheet)" if hidden else ""
     )
     red = "#d62728"
+    n_curves = len(data["curves"])
+    if curve_names is None:
+        curve_names = (
+            ["geodesic"] if n_curves == 1 else [f"geodesic {i + 1}" for i in range(n_curves)]
+        )
+    if len(curve_names) != n_curves:
+        raise ValueError(f"give one curve name per curve ({n_curves}), got {len(curve_names)}")
     if backend == "plotly":
         fig = make_subplots(
             rows=1,
@@ -538,18 +593,38 @@ def hyperboloid_and_disk(
                 mode="markers+text",
                 marker={"size": 3, "color": "black"},
                 text=["pole (-√k, 0, 0)"],
+                textposition="bottom center",  # below the pole, under the projection lines
             ),
         ]
         sheet_traces += [
-            go.Scatter3d(x=c[:, 1], y=c[:, 2], z=c[:, 0], mode="lines", line={"color": red})
-            for c in data["curves"]
+            go.Scatter3d(
+                x=c[:, 1],
+                y=c[:, 2],
+                z=c[:, 0],
+                mode="lines",
+                line={"color": red, "width": 5},
+                name=nm,
+                legendgroup=nm,
+            )
+            for c, nm in zip(data["curves"], curve_names)
         ]
+        for name, tr in zip(
+            ["sheet", "disk rim", "projection", "to the pole", "pole"], sheet_traces
+        ):
+            tr.update(name=name)
         for tr in sheet_traces:
             tr.update(showlegend=False, hoverinfo="skip")
             fig.add_trace(tr, row=1, col=1)
-        for cd in data["curves_disk"]:
+        for cd, nm in zip(data["curves_disk"], curve_names):
             fig.add_trace(
-                go.Scatter(x=cd[:, 0], y=cd[:, 1], mode="lines", line={"color": red}),
+                go.Scatter(
+                    x=cd[:, 0],
+                    y=cd[:, 1],
+                    mode="lines",
+                    line={"color": red, "width": 2.5},
+                    name=nm,
+                    legendgroup=nm,
+                ),
                 row=1,
                 col=2,
             )
@@ -563,7 +638,7 @@ def hyperboloid_and_disk(
                     z=x[iv, 0],
                     mode="markers",
                     marker={"size": 4, "color": col},
-                    showlegend=name is not None,
+                    showlegend=False,  # the disk trace below holds every point: its entry
                     **group,
                 ),
                 row=1,
@@ -588,7 +663,7 @@ def hyperboloid_and_disk(
                     y=disk[idx, 1],
                     mode="markers",
                     marker={"size": 8, "color": col},
-                    showlegend=False,
+                    showlegend=name is not None,
                     **group,
                 ),
                 row=1,
@@ -599,11 +674,19 @@ def hyperboloid_and_disk(
             xaxis={"title": "x1", "range": [-lim, lim]},
             yaxis={"title": "x2", "range": [-lim, lim]},
             zaxis={"title": "x0 (time)", "range": [pole[0] - 0.1, top]},
-            aspectmode="cube",
-            camera={"eye": {"x": 1.6, "y": 1.6, "z": 0.9}},
+            # true proportions, at most as tall as wide: a "cube" box stretched the
+            # height and left the points in a small region at the bottom
+            aspectmode="manual",
+            aspectratio={"x": 1, "y": 1, "z": min(1.0, (top - pole[0] + 0.1) / (2 * lim))},
+            camera={"eye": {"x": 1.2, "y": 1.2, "z": 0.65}},
         )
         fig.update_layout(
-            title=title, width=980, height=520, template="plotly_white", showlegend=True
+            title=title,
+            width=980,
+            height=520,
+            template="plotly_white",
+            showlegend=True,
+            legend={"itemsizing": "constant"},
         )
         return fig
     fig = Figure(figsize=(11, 5), layout="constrained")
@@ -626,14 +709,15 @@ def hyperboloid_and_disk(
     ax3.set_xlim(-lim, lim)
     ax3.set_ylim(-lim, lim)
     ax3.set_zlim(pole[0] - 0.1, top)
-    ax3.set_title(left, fontsize=10)
+    ax3.set_box_aspect((1, 1, min(1.0, (top - pole[0] + 0.1) / (2 * lim))), zoom=1.2)
+    ax3.set_title(left.replace(" (", "\n("), fontsize=10)  # two lines: no overlap
     ax2 = fig.add_subplot(1, 2, 2)
     _mpl_disk_axes(ax2, "Poincaré disk")
-    for cd in data["curves_disk"]:
-        ax2.plot(cd[:, 0], cd[:, 1], color=red, lw=1.5)
+    for cd, nm in zip(data["curves_disk"], curve_names):
+        ax2.plot(cd[:, 0], cd[:, 1], color=red, lw=1.5, label=nm)
     for name, idx, col in groups:
         ax2.scatter(disk[idx, 0], disk[idx, 1], color=col, s=25, label=name, zorder=3)
-    if labels is not None:
+    if labels is not None or n_curves:
         _mpl_outside_legend(fig, ax2)
     fig.suptitle(title, fontsize=11)
     return fig
@@ -897,7 +981,8 @@ def codebook_voronoi(
         Colour the disk by hard cell, by the entropy of the soft assignment (0 = hard,
         ``log K`` = uniform), or by its largest probability. Cell boundaries are always
         drawn in black.
-    points : (N, 3) float on the same sheet, optional; drawn as small grey dots.
+    points : (N, 3) float on the same sheet, optional; drawn as white dots with a dark
+        rim (readable on the dark and the light end of the colour scale).
     backend : {"plotly", "matplotlib"}
     """
     _check_backend(backend)
@@ -912,6 +997,7 @@ def codebook_voronoi(
     bound[bound == 0] = np.nan
     pts = None if points is None else poincare_coords(points, k=k, coords="hyperboloid")
     cwd = data["codewords_disk"]
+    ink = "white" if background in ("entropy", "max_prob") else "black"  # on viridis / light
     title = title or f"Codebook cells on the Poincaré disk (K={K}, k={k:g}, T={temperature:g})"
     if background == "cells":
         z = data["cells"].astype(float)
@@ -932,12 +1018,16 @@ def codebook_voronoi(
                     scale += [[j / K, c], [(j + 1) / K, c]]
                 hm = {"colorscale": scale, "showscale": False, "opacity": 0.45}
             else:
-                hm = {"colorscale": "Viridis", "colorbar": {"title": cbar}}
+                hm = {
+                    "colorscale": "Viridis",
+                    "colorbar": {"title": {"text": cbar, "side": "right"}, "len": 0.8},
+                }
             fig.add_trace(
                 go.Heatmap(
                     x=data["xs"],
                     y=data["ys"],
-                    z=z,
+                    z=z.astype(np.float32),  # half the bytes of a page or a frame
+                    name=cbar,
                     zmin=zrange[0],
                     zmax=zrange[1],
                     hoverinfo="skip",
@@ -948,10 +1038,11 @@ def codebook_voronoi(
             go.Heatmap(
                 x=data["xs"],
                 y=data["ys"],
-                z=bound,
+                z=bound.astype(np.float32),
                 colorscale=[[0, "black"], [1, "black"]],
                 showscale=False,
                 hoverinfo="skip",
+                name="cell boundaries",
             )
         )
         _plotly_disk_axes(fig)
@@ -961,8 +1052,12 @@ def codebook_voronoi(
                     x=pts[:, 0],
                     y=pts[:, 1],
                     mode="markers",
-                    marker={"size": 3, "color": "rgba(60,60,60,0.5)"},
-                    name="data",
+                    marker={
+                        "size": 5,
+                        "color": "rgba(255,255,255,0.85)",
+                        "line": {"width": 0.8, "color": "#222222"},
+                    },
+                    name="data points",
                 )
             )
         fig.add_trace(
@@ -973,10 +1068,19 @@ def codebook_voronoi(
                 marker={"size": 12, "color": cols, "symbol": "star", "line": {"width": 1}},
                 text=[str(j) for j in range(K)],
                 textposition="top center",
+                textfont={"color": ink, "size": 13},
                 name="codewords",
             )
         )
-        fig.update_layout(title=title, width=600, height=540, template="plotly_white")
+        fig.update_layout(
+            title=title,
+            width=600,
+            height=580,
+            template="plotly_white",
+            # below the disk: at the right it sat on top of the colour bar's title
+            legend={"orientation": "h", "x": 0.5, "xanchor": "center", "y": -0.02},
+            margin={"b": 40},
+        )
         return fig
     fig = Figure(figsize=(6.0, 5.2), layout="constrained")
     ax = fig.add_subplot(1, 1, 1)
@@ -1014,10 +1118,39 @@ def codebook_voronoi(
     )
     _mpl_disk_axes(ax, title)
     if pts is not None:
-        ax.scatter(pts[:, 0], pts[:, 1], s=3, color="0.3", alpha=0.5)
-    ax.scatter(cwd[:, 0], cwd[:, 1], s=120, c=cols, marker="*", edgecolors="black", zorder=4)
+        ax.scatter(
+            pts[:, 0],
+            pts[:, 1],
+            s=9,
+            color="white",
+            edgecolors="0.15",
+            linewidths=0.5,
+            alpha=0.85,
+            label="data points",
+            zorder=3,
+        )
+    ax.scatter(
+        cwd[:, 0],
+        cwd[:, 1],
+        s=160,
+        c=cols,
+        marker="*",
+        edgecolors="black",
+        zorder=4,
+        label="codewords",
+    )
     for j, (u, v) in enumerate(cwd):
-        ax.annotate(str(j), (u, v), textcoords="offset points", xytext=(0, 6), ha="center")
+        ax.annotate(
+            str(j),
+            (u, v),
+            textcoords="offset points",
+            xytext=(0, 7),
+            ha="center",
+            color=ink,
+            fontweight="bold",
+            zorder=5,
+        )
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=2, frameon=False, fontsize=8)
     return fig
 
 
@@ -1881,53 +2014,373 @@ def line_plot(
     return _line_figure(curves, xlabel, ylabel, title, backend, ylim=ylim, log_x=log_x)
 
 
-def slider_figure(make_figure, **sliders) -> None:
-    """Show ``make_figure(**values)`` under ipywidgets sliders and redraw it when one moves.
+def _mimebundle(obj) -> dict[str, Any]:
+    """The display data of ``obj`` as a Jupyter output dict, without displaying it.
 
-    The sliders and the figure are displayed here (nothing is returned, so a notebook cell
-    ending with this call shows them once). The figure is displayed with a display handle
-    and replaced in place (``handle.update``) from the sliders' ``observe`` callbacks. This
-    avoids ``ipywidgets.interact``, whose Output widget can deadlock headless notebook
-    execution (jupyter/nbclient#312) and so hang CI.
+    plotly figures give plotly's own mimetype (what JupyterLab, Notebook 7 and VS Code
+    render; ``display`` would show them through ``_ipython_display_`` instead of
+    returning data); anything else goes through the running IPython's formatters (so a
+    matplotlib figure becomes a PNG), or a plain formatter outside IPython.
+    """
+    if isinstance(obj, go.Figure):
+        import plotly.io as pio
+
+        data = pio.renderers["plotly_mimetype"].to_mimebundle(obj.to_dict())
+        data["text/plain"] = f"<plotly figure: {obj.layout.title.text or 'untitled'}>"
+        return {"output_type": "display_data", "data": data, "metadata": {}}
+    from IPython import get_ipython
+    from IPython.core.formatters import DisplayFormatter
+
+    shell = get_ipython()
+    formatter = shell.display_formatter if shell is not None else DisplayFormatter()
+    data, metadata = formatter.format(obj)
+    return {"output_type": "display_data", "data": data, "metadata": metadata}
+
+
+def slider_figure(make_figure, **sliders):
+    """``make_figure(**values)`` under ipywidgets sliders, redrawn in place when one moves.
+
+    Returns one widget (the sliders above an ``ipywidgets.Output``); end a notebook cell
+    with this call to show it. Each move calls ``make_figure`` with the sliders' values
+    and **replaces the Output widget's content** (its ``outputs`` trait) with the new
+    figure's display data. The front end re-renders the Output widget from that state, so
+    the redraw lands in the cell in JupyterLab, Notebook 7 and VS Code alike; the figure
+    is rendered by the front end's own renderers (plotly's mimetype in JupyterLab).
+
+    Why not the alternatives: replacing a display handle (``handle.update``) is ignored by
+    plotly's JupyterLab renderer, whose redraws went to the Log Console; printing into the
+    Output widget (``with out: display(...)``) relies on the front end capturing messages
+    by their parent, which headless runners (nbclient, so nbmake) must emulate; plotly's
+    ``FigureWidget`` needs anywidget and one fixed set of traces. Setting ``outputs`` is
+    plain widget state: nbmake executes it without a front end and without hanging.
+
+    A live slider needs a kernel; for exported HTML and the book, see
+    :func:`slider_frames` (a plotly slider over precomputed frames).
 
     Parameters
     ----------
     make_figure : callable(**values) -> any displayable object (plotly or matplotlib figure)
     **sliders : ipywidgets value widgets, keyed by ``make_figure``'s argument names
 
+    Returns
+    -------
+    ipywidgets.VBox with ``.children == (HBox(sliders), Output)``
+
     Examples
     --------
-    Outside a notebook ``display`` just prints:
-
     >>> import ipywidgets as widgets
     >>> c = widgets.FloatSlider(1.0)
-    >>> slider_figure(lambda c: f"figure for c = {c}", c=c)  # doctest: +ELLIPSIS
-    HBox(...)
-    figure for c = 1.0
+    >>> box = slider_figure(lambda c: f"figure for c = {c}", c=c)
+    >>> out = box.children[1]
+    >>> out.outputs[0]["data"]["text/plain"]
+    "'figure for c = 1.0'"
     >>> c.value = 2.0  # moving the slider redraws
-    figure for c = 2.0
+    >>> out.outputs[0]["data"]["text/plain"]
+    "'figure for c = 2.0'"
     """
     import ipywidgets as widgets
-    from IPython.display import display
 
     if not sliders:
         raise ValueError("give at least one slider, e.g. c=ipywidgets.FloatSlider(1.0)")
-
-    def values():
-        return {name: w.value for name, w in sliders.items()}
-
-    display(widgets.HBox(list(sliders.values())))
-    handle = display(make_figure(**values()), display_id=True)
+    out = widgets.Output(layout={"min_height": "120px"})
 
     def redraw(_change=None):
-        fig = make_figure(**values())
-        if handle is None:  # no IPython shell (plain Python): display just prints
-            display(fig)
-        else:
-            handle.update(fig)
+        fig = make_figure(**{name: w.value for name, w in sliders.items()})
+        out.outputs = (_mimebundle(fig),)
 
+    redraw()
     for w in sliders.values():
         w.observe(redraw, names="value")
+    return widgets.VBox([widgets.HBox(list(sliders.values())), out])
+
+
+def slider_frames(
+    make_figure,
+    values: Sequence[float],
+    *,
+    name: str,
+    active: int | None = None,
+    fmt: str = "{:.3g}",
+) -> go.Figure:
+    """A plotly figure with its own slider over precomputed frames: interactive without a kernel.
+
+    ``make_figure(v)`` is called for every value ``v`` (each must return a plotly figure
+    with the same traces in the same order); the figure for ``values[active]`` is shown,
+    the others become plotly frames, and a plotly slider switches between them in the
+    browser. So the exploration keeps working in exported HTML, in the built book
+    (``make book``) and in slides, with no Python running. Each frame carries its title.
+
+    Parameters
+    ----------
+    make_figure : callable(value) -> plotly.graph_objects.Figure
+    values : the slider's values (at least 2), in slider order
+    name : what the slider sets (shown as "name = value" above it)
+    active : index of the value shown first (default: the middle one)
+    fmt : format of the step labels
+
+    Returns
+    -------
+    plotly.graph_objects.Figure with ``len(values)`` frames and one slider
+
+    >>> f = slider_frames(
+    ...     lambda v: go.Figure(go.Scatter(y=[0, v]), layout={"title": f"v = {v}"}),
+    ...     [1.0, 2.0, 3.0],
+    ...     name="v",
+    ... )
+    >>> len(f.frames), f.layout.sliders[0].active, f.layout.title.text
+    (3, 1, 'v = 2.0')
+    >>> f.frames[2].layout.title.text, list(f.frames[2].data[0].y)
+    ('v = 3.0', [0, 3.0])
+    """
+    values = [float(v) for v in values]
+    if len(values) < 2:
+        raise ValueError(f"give at least 2 slider values, got {len(values)}")
+    active = len(values) // 2 if active is None else int(active)
+    if not 0 <= active < len(values):
+        raise ValueError(f"active must index values (0..{len(values) - 1}), got {active}")
+    figs = [make_figure(v) for v in values]
+    if not all(isinstance(f, go.Figure) for f in figs):
+        raise TypeError("make_figure must return plotly figures (backend='plotly')")
+    n = len(figs[active].data)
+    if any(len(f.data) != n for f in figs):
+        raise ValueError(
+            "every frame needs the same traces: make_figure returned "
+            f"{sorted({len(f.data) for f in figs})} traces for different values"
+        )
+    fig = go.Figure(figs[active])
+    fig.frames = [
+        go.Frame(data=f.data, layout={"title": f.layout.title}, name=str(i))
+        for i, f in enumerate(figs)
+    ]
+    steps = [
+        {
+            "label": fmt.format(v),
+            "method": "animate",
+            "args": [
+                [str(i)],
+                {
+                    "mode": "immediate",
+                    "frame": {"duration": 0, "redraw": True},
+                    "transition": {"duration": 0},
+                },
+            ],
+        }
+        for i, v in enumerate(values)
+    ]
+    height = (fig.layout.height or 520) + 90
+    fig.update_layout(
+        height=height,
+        sliders=[
+            {
+                "active": active,
+                "currentvalue": {"prefix": f"{name} = "},
+                "pad": {"t": 30},
+                "steps": steps,
+            }
+        ],
+    )
+    return fig
+
+
+def curvature_figure(
+    tangent,
+    c: float,
+    *,
+    labels=None,
+    class_names: Sequence[str] | None = None,
+    geodesic=None,
+    pair: tuple[int, int] = (0, 1),
+    radius: float = 4.5,
+    zmax: float = 5.0,
+    backend: str = "plotly",
+):
+    r"""The same tangent vectors mapped onto the sheet of curvature magnitude :math:`c = 1/k`.
+
+    Points :math:`\exp_o^k(v)` with :math:`k = 1/c` (:func:`lorentz.expmap0`), drawn by
+    :func:`hyperboloid_and_disk` on a fixed part of the sheet (``radius``, ``zmax``) so
+    that figures for different ``c`` compare. The title gives the distance between the
+    points ``pair`` (it grows with ``c``: more curvature, more room).
+
+    Parameters
+    ----------
+    tangent : (N, 2) float, tangent vectors at the origin (the "features")
+    c : float > 0, curvature magnitude
+    labels, class_names : colour groups as in :func:`poincare_disk`
+    geodesic : (2,) float, optional: direction of a geodesic from the origin (length 2.2)
+    pair : two point indices whose distance the title reports
+    radius, zmax : the drawn part of the sheet
+    backend : {"plotly", "matplotlib"}
+    """
+    if not c > 0:
+        raise ValueError(f"c must be positive (c = 1/k), got {c!r}")
+    v = _to_tensor(tangent, "tangent").double()
+    if v.dim() != 2 or v.shape[1] != 2:
+        raise ValueError(f"tangent must be (N, 2) tangent vectors, got {tuple(v.shape)}")
+    k = 1.0 / float(c)
+    pts = L.expmap0(L.lift(v), k=k)
+    curves = None
+    if geodesic is not None:
+        direction = _to_tensor(geodesic, "geodesic").double().reshape(2)
+        t = torch.linspace(0.0, 2.2, 60, dtype=torch.float64)
+        curves = [L.geodesic0(direction / direction.norm(), t, k=k)]
+    a, b = pair
+    d_ab = L.dist(pts[a], pts[b], k=k).item()
+    title = (
+        f"c = {c:.2f} (k = {k:.2f}): the first two points are {d_ab:.2f} apart; "
+        "larger c pushes the points toward the rim"
+    )
+    return hyperboloid_and_disk(
+        pts,
+        k,
+        labels=labels,
+        class_names=class_names,
+        curves=curves,
+        radius=radius,
+        zmax=zmax,
+        title=title,
+        backend=backend,
+    )
+
+
+def curvature_explorer(tangent, cs: Sequence[float], **kwargs) -> go.Figure:
+    """:func:`curvature_figure` for every ``c`` in ``cs``, under a kernel-free plotly slider.
+
+    ``kwargs`` go to :func:`curvature_figure`; see :func:`slider_frames`.
+    """
+    return slider_frames(
+        lambda c: curvature_figure(tangent, c, **kwargs), cs, name="c = 1/k", fmt="{:.2g}"
+    )
+
+
+def voronoi_figure(
+    tangent_codebook,
+    temperature: float,
+    c: float,
+    *,
+    points_tangent=None,
+    resolution: int = 200,
+    backend: str = "plotly",
+):
+    r"""A codebook given as tangent vectors, on the sheet of curvature ``c``, at temperature ``T``.
+
+    The codewords :math:`\exp_o^k(t_j)` (and the data :math:`\exp_o^k(v_n)`) with
+    :math:`k = 1/c`, drawn by :func:`codebook_voronoi` with the entropy of the soft
+    assignment as background.
+
+    Parameters
+    ----------
+    tangent_codebook : (K, 2) float, codewords as tangent vectors at the origin
+    temperature : float > 0 (larger = harder assignment)
+    c : float > 0, curvature magnitude
+    points_tangent : (N, 2) float, optional data points as tangent vectors
+    resolution : grid size per axis
+    backend : {"plotly", "matplotlib"}
+    """
+    if not c > 0:
+        raise ValueError(f"c must be positive (c = 1/k), got {c!r}")
+    k = 1.0 / float(c)
+    cw = L.expmap0(L.lift(_to_tensor(tangent_codebook, "tangent_codebook").double()), k=k)
+    pts = None
+    if points_tangent is not None:
+        pts = L.expmap0(L.lift(_to_tensor(points_tangent, "points_tangent").double()), k=k)
+    title = (
+        f"T = {temperature:.2g}, c = {c:.2g}: entropy of the soft assignment<br>"
+        "<sup>dark = certain; the bright bands between cells shrink as T grows</sup>"
+    )
+    return codebook_voronoi(
+        cw,
+        k,
+        temperature=temperature,
+        resolution=resolution,
+        background="entropy",
+        points=pts,
+        title=title,
+        backend=backend,
+    )
+
+
+def voronoi_explorer(
+    tangent_codebook,
+    values: Sequence[float],
+    *,
+    vary: str = "temperature",
+    temperature: float = 1.0,
+    c: float = 1.0,
+    points_tangent=None,
+    resolution: int = 120,
+) -> go.Figure:
+    """:func:`voronoi_figure` over ``values`` of the temperature or the curvature, kernel-free.
+
+    ``vary="temperature"`` slides :math:`T` at curvature ``c``; ``vary="curvature"``
+    slides :math:`c` at temperature ``temperature``. See :func:`slider_frames`; a
+    coarser default grid (120 per axis) keeps a page with its frames small.
+    """
+    if vary not in ("temperature", "curvature"):
+        raise ValueError(f"vary must be 'temperature' or 'curvature', got {vary!r}")
+
+    def make(v):
+        t, cc = (v, c) if vary == "temperature" else (temperature, v)
+        return voronoi_figure(
+            tangent_codebook, t, cc, points_tangent=points_tangent, resolution=resolution
+        )
+
+    return slider_frames(make, values, name="T" if vary == "temperature" else "c = 1/k")
+
+
+# ---------------------------------------------------------------------- notebook display
+#: Name under which :func:`use_notebook_renderer` registers its plotly renderer.
+RENDERER = "hihpq_notebook"
+
+
+def use_notebook_renderer() -> str:
+    """Make every plotly figure display as plotly's mimetype **and** offline HTML.
+
+    Sets ``plotly.io.renderers.default = "plotly_mimetype+hihpq_notebook"``:
+
+    * ``application/vnd.plotly.v1+json`` -- what JupyterLab and VS Code render;
+    * ``text/html`` -- a ``<div>`` and a ``Plotly.newPlot`` call, what ``jupyter
+      nbconvert --to html`` and the book (``make book``) keep. plotly.js itself is
+      embedded **once**, in the output of the cell that calls this (inside a kernel,
+      activating the renderer displays it), so exported pages work offline.
+
+    The HTML of plotly's own ``notebook`` renderer also loads MathJax from a CDN for
+    every figure; this renderer does not (the book bundles MathJax itself), so a page
+    opened offline has no failed request.
+
+    Importing :mod:`hihpq_lib.viz` inside a Jupyter kernel calls this, unless
+    ``PLOTLY_RENDERER`` is set (plotly's own way to choose). Returns the renderer string.
+    """
+    import plotly.io as pio
+    from plotly.io._base_renderers import NotebookRenderer
+
+    class _OfflineNotebookRenderer(NotebookRenderer):
+        def to_mimebundle(self, fig_dict):
+            html = pio.to_html(
+                fig_dict,
+                config=self.config,
+                include_plotlyjs=False,
+                include_mathjax=False,
+                full_html=False,
+                auto_play=False,  # a figure with frames (slider_frames) starts where it says
+                default_width="100%",
+                default_height=525,
+                validate=False,
+            )
+            return {"text/html": html}
+
+    pio.renderers[RENDERER] = _OfflineNotebookRenderer()
+    choice = f"plotly_mimetype+{RENDERER}"
+    pio.renderers.default = choice
+    return choice
+
+
+def _in_kernel() -> bool:
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython comes with ipywidgets
+        return False
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
 
 
 # ---------------------------------------------------------------------- UMAP
@@ -2040,6 +2493,7 @@ def embedding_umap(
             template="plotly_white",
             xaxis={"visible": False},
             yaxis={"visible": False},
+            legend={"itemsizing": "constant"},  # 4-px points, readable legend markers
         )
         return fig
     fig = Figure(figsize=(7.0, 5.6), layout="constrained")
@@ -2053,3 +2507,7 @@ def embedding_umap(
     if title:
         ax.set_title(title, fontsize=11)
     return fig
+
+
+if _in_kernel() and not os.environ.get("PLOTLY_RENDERER"):
+    use_notebook_renderer()

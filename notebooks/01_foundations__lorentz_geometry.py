@@ -319,13 +319,16 @@ group = torch.arange(30) % 3
 tangent = 1.6 * directions[group] + 0.35 * torch.randn(30, 2)  # fixed "features"
 geodesic = lorentz.geodesic0(torch.tensor([0.6, 0.8]), torch.linspace(0, 2.2, 60), k=1.0)
 points = lorentz.expmap0(lorentz.lift(tangent), k=1.0)
-viz.hyperboloid_and_disk(points, 1.0, labels=group, curves=[geodesic])
+GROUPS = ["group A", "group B", "group C"]  # the three directions
+viz.hyperboloid_and_disk(points, 1.0, labels=group, class_names=GROUPS, curves=[geodesic])
 
 # %% [markdown]
 # The same figure as a static image (renders without a browser, e.g. on GitHub):
 
 # %%
-viz.hyperboloid_and_disk(points, 1.0, labels=group, curves=[geodesic], backend="matplotlib")
+viz.hyperboloid_and_disk(
+    points, 1.0, labels=group, class_names=GROUPS, curves=[geodesic], backend="matplotlib"
+)
 
 # %% [markdown]
 # ## 4. Distances, and why they explode toward the boundary
@@ -426,46 +429,32 @@ print(
 #   one $c$ per subspace, i.e. per block of the feature vector (notebook 02).
 #
 # The 3-D view is fixed to the same part of the sheet for every $c$; points that move
-# beyond it are still drawn on the disk. (In a live notebook the figure is redrawn when you
-# release the slider; a static rendering shows only the starting picture, so the static
-# twin below shows $c = 0.25$ and $c = 4$.)
+# beyond it are still drawn on the disk. In a live notebook the figure is redrawn in place
+# when you release the slider (`viz.curvature_figure`, the same call for every `c`).
 
 # %%
-a_idx, b_idx = 0, 1  # the first two points (groups 0 and 1)
-
-
-def curvature_figure(c):
-    kk = 1.0 / c
-    pts = lorentz.expmap0(lorentz.lift(tangent), k=kk)
-    geo = lorentz.geodesic0(torch.tensor([0.6, 0.8]), torch.linspace(0, 2.2, 60), k=kk)
-    d_ab = lorentz.dist(pts[a_idx], pts[b_idx], k=kk).item()
-    title = f"c = {c:.2f} (k = {kk:.2f}): distance between the first two points = {d_ab:.2f}"
-    return viz.hyperboloid_and_disk(
-        pts, kk, labels=group, curves=[geo], radius=4.5, zmax=5.0, title=title
-    )
-
-
+curvature_args = dict(labels=group, class_names=GROUPS, geodesic=[0.6, 0.8])
 viz.slider_figure(
-    curvature_figure,
+    lambda c: viz.curvature_figure(tangent, c, **curvature_args),
     c=widgets.FloatLogSlider(
         value=1.0, base=10, min=-1, max=1, step=0.05, description="c = 1/k", continuous_update=False
     ),
 )
 
+# %% [markdown]
+# The same exploration with its slider built into the figure (9 values of $c$ computed in
+# advance): it needs no kernel, so it keeps working in an exported HTML page and in the
+# book (`make book`).
+
+# %%
+viz.curvature_explorer(tangent, np.geomspace(0.1, 10.0, 9), **curvature_args)
+
+# %% [markdown]
+# The static twin: $c = 0.25$ and $c = 4$.
+
 # %%
 for c in (0.25, 4.0):
-    kk = 1.0 / c
-    display(
-        viz.hyperboloid_and_disk(
-            lorentz.expmap0(lorentz.lift(tangent), k=kk),
-            kk,
-            labels=group,
-            radius=4.5,
-            zmax=5.0,
-            title=f"c = {c}",
-            backend="matplotlib",
-        )
-    )
+    display(viz.curvature_figure(tangent, c, backend="matplotlib", **curvature_args))
 
 # %% [markdown]
 # ## 6. Why trees fit: embedding a tree in 2-D

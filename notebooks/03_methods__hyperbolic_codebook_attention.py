@@ -323,32 +323,30 @@ claims.check(
 
 # %%
 tangent_codebook = pq.codebooks.detach()[0]  # (K, 2), fixed across the sliders
-
-
-def voronoi_figure(temperature, c):
-    kk = 1.0 / c
-    cw = lorentz.expmap0(lorentz.lift(tangent_codebook), k=kk)
-    data = lorentz.expmap0(lorentz.lift(feats[:300]), k=kk)
-    title = f"T = {temperature:.2g}, c = {c:.2g}: entropy of the soft assignment"
-    return viz.codebook_voronoi(
-        cw,
-        kk,
-        temperature=temperature,
-        resolution=RESOLUTION,
-        background="entropy",
-        points=data,
-        title=title,
-    )
-
-
+voronoi_args = dict(points_tangent=feats[:300], resolution=RESOLUTION)
 viz.slider_figure(
-    voronoi_figure,
+    lambda temperature, c: viz.voronoi_figure(tangent_codebook, temperature, c, **voronoi_args),
     temperature=widgets.FloatLogSlider(
         value=1.0, base=10, min=-1, max=2, step=0.1, description="T", continuous_update=False
     ),
     c=widgets.FloatLogSlider(
         value=1.0, base=10, min=-1, max=1, step=0.1, description="c = 1/k", continuous_update=False
     ),
+)
+
+# %% [markdown]
+# The same explorations with their sliders built into the figures, computed in advance
+# (no kernel needed: they keep working in an exported HTML page and in the book): the
+# temperature at $c = 1$, then the curvature at $T = 1$.
+
+# %%
+viz.voronoi_explorer(
+    tangent_codebook, np.geomspace(0.01, 100.0, 9), vary="temperature", points_tangent=feats[:300]
+)
+
+# %%
+viz.voronoi_explorer(
+    tangent_codebook, np.geomspace(0.1, 10.0, 5), vary="curvature", points_tangent=feats[:300]
 )
 
 # %% [markdown]

@@ -274,7 +274,7 @@ def test_tree_embeddings_rejects_a_cycle():
         viz.tree_embeddings([1, 0], np.zeros((2, 2)), np.zeros((2, 2)), backend="matplotlib")
 
 
-def test_slider_figure_redraws_on_change(capsys):
+def test_slider_figure_redraws_in_place_in_its_output_widget():
     ipywidgets = pytest.importorskip("ipywidgets")
     t = ipywidgets.FloatSlider(1.0)
     c = ipywidgets.FloatSlider(2.0)
@@ -282,14 +282,122 @@ def test_slider_figure_redraws_on_change(capsys):
 
     def make(t, c):
         calls.append((t, c))
-        return f"fig {t} {c}"
+        return go.Figure(go.Scatter(y=[t, c]), layout={"title": f"t = {t}, c = {c}"})
 
-    viz.slider_figure(make, t=t, c=c)
+    box = viz.slider_figure(make, t=t, c=c)
+    sliders, out = box.children
+    assert list(sliders.children) == [t, c] and isinstance(out, ipywidgets.Output)
+    (first,) = out.outputs
+    assert first["data"]["application/vnd.plotly.v1+json"]["layout"]["title"]["text"] == (
+        "t = 1.0, c = 2.0"
+    )
     c.value = 3.0
     assert calls == [(1.0, 2.0), (1.0, 3.0)]
-    assert "fig 1.0 3.0" in capsys.readouterr().out
+    (after,) = out.outputs  # replaced, not appended: one figure in the cell
+    plotly_json = after["data"]["application/vnd.plotly.v1+json"]
+    assert plotly_json["layout"]["title"]["text"] == "t = 1.0, c = 3.0"
     with pytest.raises(ValueError, match="slider"):
         viz.slider_figure(make)
+
+
+def test_slider_frames_hold_one_frame_per_value_and_a_slider_that_animates_them():
+    def make(v):
+        return go.Figure(
+            [go.Scatter(y=[0, v], name="a"), go.Scatter(y=[v, 0], name="b")],
+            layout={"title": f"v = {v}"},
+        )
+
+    fig = viz.slider_frames(make, [0.5, 1.0, 2.0, 4.0], name="v", active=2)
+    assert [f.name for f in fig.frames] == ["0", "1", "2", "3"]
+    assert fig.layout.title.text == "v = 2.0"  # the active frame is what shows first
+    slider = fig.layout.sliders[0]
+    assert slider.active == 2 and slider.currentvalue.prefix == "v = "
+    assert [s.label for s in slider.steps] == ["0.5", "1", "2", "4"]
+    for i, step in enumerate(slider.steps):
+        assert step.method == "animate" and list(step.args[0]) == [str(i)]
+        assert step.args[1]["frame"]["redraw"] is True
+        assert list(fig.frames[i].data[1].y) == [[0.5, 1.0, 2.0, 4.0][i], 0]
+    _render(fig)
+    with pytest.raises(ValueError, match="same traces"):
+        viz.slider_frames(lambda v: go.Figure([go.Scatter(y=[0])] * int(v)), [1, 2], name="n")
+    with pytest.raises(ValueError, match="at least 2"):
+        viz.slider_frames(make, [1.0], name="v")
+    with pytest.raises(TypeError, match="plotly"):
+        viz.slider_frames(lambda v: Figure(), [1, 2], name="v")
+
+
+def test_curvature_explorer_frames_match_the_library_geometry():
+    g = torch.Generator().manual_seed(0)
+    tangent = torch.randn(9, 2, generator=g, dtype=torch.float64)
+    labels = torch.arange(9) % 3
+    cs = [0.25, 1.0, 4.0]
+    fig = viz.curvature_explorer(tangent, cs, labels=labels, geodesic=[0.6, 0.8])
+    assert len(fig.frames) == 3
+    names = [tr.name for tr in fig.data]
+    assert (
+        "geodesic" in names
+        and "class 0" in names
+        and not any(n is None or n.startswith("trace") for n in names)
+    )
+    disk_index = [
+        i for i, tr in enumerate(fig.data) if tr.type == "scatter" and tr.name == "class 0"
+    ][0]
+    for c, frame in zip(cs, fig.frames):
+        k = 1.0 / c
+        pts = L.expmap0(L.lift(tangent), k=k)
+        expected = L.to_poincare(pts, k=k)[labels == 0].numpy()
+        disk = frame.data[disk_index]
+        np.testing.assert_allclose(np.c_[disk.x, disk.y], expected, atol=1e-12)
+        d01 = L.dist(pts[0], pts[1], k=k).item()
+        assert f"{d01:.2f} apart" in frame.layout.title.text
+    # more curvature, farther toward the rim
+    radius = [np.hypot(f.data[disk_index].x, f.data[disk_index].y).mean() for f in fig.frames]
+    assert radius[0] < radius[1] < radius[2] < 1.0
+    with pytest.raises(ValueError, match="positive"):
+        viz.curvature_figure(tangent, 0.0)
+
+
+def test_voronoi_explorer_frames_soften_with_temperature_and_follow_curvature():
+    tangent_codebook = torch.tensor([[1.0, 0.0], [-0.5, 0.8], [-0.5, -0.8]], dtype=torch.float64)
+    temps = [0.3, 1.0, 10.0]
+    fig = viz.voronoi_explorer(tangent_codebook, temps, resolution=40)
+    entropy = [np.nanmean(np.asarray(f.data[0].z, dtype=float)) for f in fig.frames]
+    assert entropy[0] > entropy[1] > entropy[2]  # harder assignment, less entropy
+    ref = viz.voronoi_data(
+        L.expmap0(L.lift(tangent_codebook), k=1.0), 1.0, temperature=10.0, resolution=40
+    )
+    np.testing.assert_allclose(
+        np.asarray(fig.frames[2].data[0].z, dtype=float), ref["entropy"], rtol=1e-6, atol=1e-6
+    )
+    fig_c = viz.voronoi_explorer(tangent_codebook, [0.5, 2.0], vary="curvature", resolution=40)
+    cw = [f.data[-1] for f in fig_c.frames]  # the codewords trace
+    assert np.hypot(cw[0].x, cw[0].y).mean() < np.hypot(cw[1].x, cw[1].y).mean()
+    assert "c = 2" in fig_c.frames[1].layout.title.text
+    with pytest.raises(ValueError, match="vary"):
+        viz.voronoi_explorer(tangent_codebook, temps, vary="k")
+
+
+def test_notebook_renderer_gives_plotly_json_and_offline_html():
+    import plotly.io as pio
+
+    before = pio.renderers.default
+    try:
+        assert viz.use_notebook_renderer() == "plotly_mimetype+hihpq_notebook"
+        bundle = pio.renderers._build_mime_bundle(go.Figure(go.Scatter(y=[1, 2])).to_dict())
+    finally:
+        pio.renderers.default = before
+    assert "application/vnd.plotly.v1+json" in bundle
+    html = bundle["text/html"]
+    assert "Plotly.newPlot" in html
+    assert "Plotly.animate" not in html  # a figure with frames does not play on load
+    assert "cdn" not in html.lower() and "mathjax" not in html.lower()  # nothing to fetch
+    assert len(html) < 20_000  # plotly.js is not repeated in every figure
+
+
+def test_label_groups_name_unnamed_integer_classes():
+    fig = viz.poincare_disk(_points(6), [0, 1, 2, 0, 1, 2])
+    assert [tr.name for tr in fig.data if tr.showlegend] == ["class 0", "class 1", "class 2"]
+    assert viz.palette(3) == viz.OKABE_ITO[:3]
 
 
 # ---------------------------------------------------------------------- UMAP
