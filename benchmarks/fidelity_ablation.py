@@ -76,7 +76,9 @@ def row_options(row: str) -> dict:
 
 def row_overrides(row: str) -> list[str]:
     """``key=value`` overrides for a row (every fidelity option explicit)."""
-    return [f"{k}={json.dumps(v)}" for k, v in row_options(row).items()]
+    return [
+        f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in row_options(row).items()
+    ]
 
 
 def _run(prep, base, row: str, geometry: str, seed: int, q, db, workdir: Path) -> dict:

@@ -267,7 +267,7 @@ def _online_data(n=70):
 def test_trainer_lr_of_every_group_steps_and_mode_per_epoch(fidelity, tmp_path, monkeypatch):
     opts = REFERENCE_OPTIONS if fidelity == "reference" else CURRENT_OPTIONS
     cfg = TrainConfig().with_overrides(
-        [f"{k}={json.dumps(v)}" for k, v in opts.items()]
+        [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in opts.items()]
         + [
             "epochs=4",
             "lr_warmup_epochs=1",
