@@ -13,7 +13,7 @@ import pytest
 # Importing torch, faiss and the library sets variables of their own (KMP_*,
 # TORCHINDUCTOR_CACHE_DIR): do it before any test, so that the first test to import them
 # is not blamed for it.
-import hihpq_lib.demo  # noqa: F401 (imports torch, faiss through baselines, geoopt)
+import hihpq_lib.app.demo  # noqa: F401 (imports torch, faiss through baselines, geoopt)
 
 #: Variables pytest itself changes between the phases of a test.
 _PYTEST_OWN = {"PYTEST_CURRENT_TEST"}

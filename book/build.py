@@ -58,7 +58,7 @@ def sources() -> list[Path]:
 
 def features_cached() -> bool:
     sys.path.insert(0, str(ROOT))
-    from hihpq_lib import runtime
+    from hihpq_lib.utils import runtime
 
     return any((runtime.cache_dir() / "features").glob("*.pt"))
 

@@ -90,21 +90,14 @@ import torch
 from sklearn.neighbors import NearestNeighbors
 from sklearn.preprocessing import FunctionTransformer
 
-from hihpq_lib import (
-    claims,
-    data,
-    demo,
-    lorentz,
-    metrics,
-    pipeline,
-    reporting,
-    runtime,
-    training,
-    tutorial,
-    viz,
-)
-from hihpq_lib.baselines import FloatBaseline
-from hihpq_lib.index import PQIndex
+from hihpq_lib import data, viz
+from hihpq_lib.app import demo, experiments, pipeline
+from hihpq_lib.evaluation import claims, metrics
+from hihpq_lib.evaluation.baselines import FloatBaseline
+from hihpq_lib.geometry import lorentz
+from hihpq_lib.learning import diagnostics, training
+from hihpq_lib.quantization.index import PQIndex
+from hihpq_lib.utils import runtime
 
 runtime.seed_everything(0)
 QUICK = runtime.pick(False, True)  # the quick subset
@@ -115,7 +108,7 @@ cfg = demo.demo_config(
 UMAP_POINTS = runtime.pick(5000, 1000)  # database images on the UMAP map
 PR_QUERIES = runtime.pick(1000, 600)  # queries that rank the whole database (PR curve)
 TOPK = cfg.topk  # the mAP@1000 cut-off (not cfg.K, the 256 codewords per codebook)
-RUN = tutorial.run_folder("06_training", cfg)  # runs/tutorial/06_training-<digest>
+RUN = experiments.run_folder("06_training", cfg)  # runs/tutorial/06_training-<digest>
 print(f"fast mode: {runtime.fast_mode()}; {cfg.epochs} epochs, batches of {cfg.batch_size}")
 print(f"CIFAR-10 protocol {cfg.protocol}, {cfg.bits} bits = M {cfg.M} codebooks of K {cfg.K}")
 print(f"run folder: {RUN}")
@@ -161,7 +154,7 @@ print("classes:", ", ".join(class_names))
 # reports the **test** mAP@1000 of both. With `resume=True` it continues from
 # `checkpoint.pt` when one exists: an interrupted run picks up where it stopped, and a
 # finished one is just loaded (nothing to train). The folder name carries a digest of
-# the configuration (`tutorial.run_folder`), so changing a setting starts a new run
+# the configuration (`experiments.run_folder`), so changing a setting starts a new run
 # instead of mixing two. To retrain from scratch, delete the folder printed above.
 #
 # The progress bars show each epoch's batches; one line per epoch gives the training
@@ -347,7 +340,7 @@ claims.say(
 # item into $M$ lookups. Library calls: `PQIndex.distances(query_points)` (all
 # distances, $(Q, M, d+1)$ queries → $(Q, N)$) and `PQIndex.search(query_points, k)`
 # (the top $k$). On a CPU `search` never builds the $(Q, N)$ matrix: a compiled loop
-# (`hihpq_lib.adc_kernel`, numba) sums each database item's $M$ lookups and keeps only
+# (`hihpq_lib.quantization.adc_kernel`, numba) sums each database item's $M$ lookups and keeps only
 # the items below a threshold estimated from a sample of the database, about $1.3k$
 # candidates per query, which it then sorts; `python -m benchmarks.adc_throughput` times
 # it against faiss's `IndexPQ`. Here $e_{m,j}$ is codeword $j$ of subspace $m$ (the
@@ -375,7 +368,7 @@ print(
 # images found in the top $k$; precision is the share of the top $k$ that are hits.
 # Recall only reaches 1 when the whole database is ranked, so the PR curve ranks all
 # of it for `PR_QUERIES` random queries, a chunk at a time
-# (`reporting.precision_recall_curve`, which calls `metrics.precision_recall_by_rank`
+# (`metrics.precision_recall_curve`, which calls `metrics.precision_recall_by_rank`
 # per chunk); precision@k up to 1000 uses every query (`metrics.precision_at_k_curve`).
 # (Random, not the first ones: the query split is stored class by class, so the first
 # 1,000 queries would all be airplanes.)
@@ -387,7 +380,7 @@ pr_rows = np.sort(np.random.default_rng(0).choice(len(query.labels), PR_QUERIES,
 pr = {}
 for name, m in (("HiHPQ (selected)", best_model), ("HiHPQ (final)", model)):
     idx_m = m.build_index(database.feats)
-    pr[name] = reporting.precision_recall_curve(
+    pr[name] = metrics.precision_recall_curve(
         idx_m, m.points(query.feats[pr_rows]), query.labels[pr_rows], database.labels, ks
     )
 viz.pr_curve([c["precision"] for c in pr.values()], [c["recall"] for c in pr.values()], list(pr))
@@ -437,12 +430,12 @@ claims.check(
 #
 # One random test query per class (left column) and its 10 nearest database images
 # under HiHPQ's codes, framed **green** for a hit (same class) and **red** for a miss.
-# `reporting.retrieval_examples` encodes, searches and reads the images;
+# `experiments.retrieval_examples` encodes, searches and reads the images;
 # `viz.retrieval_grid` draws them.
 
 # %%
-picks = reporting.pick_queries(prep, per_class=1, seed=0)  # dataset indices of 10 queries
-ex = reporting.retrieval_examples(prep, best_model, picks, k=10)
+picks = experiments.pick_queries(prep, per_class=1, seed=0)  # dataset indices of 10 queries
+ex = experiments.retrieval_examples(prep, best_model, picks, k=10)
 print(f"precision@10 of these {len(picks)} queries: {ex['precision']:.2f}")
 viz.retrieval_grid(
     ex["query_images"],
@@ -558,7 +551,7 @@ claims.say(
 # So each point below keeps its **true distance from the centre** (its disk radius is
 # exact) and only its *direction* comes from the 2-D PCA (`radius="true"`, the default
 # of `viz.subspace_codewords_disks`); the dashed circles are the median radii of the
-# codewords and of the points. Measured first (`tutorial.codeword_geometry`: distances
+# codewords and of the points. Measured first (`diagnostics.codeword_geometry`: distances
 # from the origin, quantization errors, the share of squared norm a plain PCA keeps):
 
 # %%
@@ -567,7 +560,7 @@ disk_pick = np.sort(
     np.random.default_rng(1).choice(len(sample), min(1500, len(sample)), replace=False)
 )
 disk_rows = sample[disk_pick]
-geometry = tutorial.codeword_geometry(best_model, database.feats[disk_rows])
+geometry = diagnostics.codeword_geometry(best_model, database.feats[disk_rows])
 print(metrics.format_table(geometry, floatfmt=".3f"))
 
 # %%
@@ -759,7 +752,7 @@ claims.say(
 # ## Summary
 # - `pipeline.prepare` + `pipeline.run_experiment(cfg, folder, resume=True,
 #   prepared=prep)` is the whole pipeline; a finished run is loaded, an interrupted one
-#   continues, a changed config gets a new folder (`tutorial.run_folder`).
+#   continues, a changed config gets a new folder (`experiments.run_folder`).
 # - The epoch is chosen on validation queries carved from the database; the test
 #   queries only report (selected and final).
 # - mAP@K averages the precision at the ranks of the hits within the top $K$

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from benchmarks import adc_throughput, run_all
-from hihpq_lib.config import ConfigError, TrainConfig
-from hihpq_lib.runtime import shared_cifar10_archive
+from hihpq_lib.learning.config import ConfigError, TrainConfig
+from hihpq_lib.utils.runtime import shared_cifar10_archive
 
 
 # ----------------------------------------------------------------------------- configs

@@ -1,4 +1,4 @@
-"""Tests for hihpq_lib.metrics: mAP@K, precision/recall by rank, hierarchy agreement."""
+"""Tests for hihpq_lib.evaluation.metrics: mAP@K, precision/recall by rank, hierarchy agreement."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score
 
-from hihpq_lib import metrics
-from hihpq_lib.metrics import (
+from hihpq_lib.evaluation import metrics
+from hihpq_lib.evaluation.metrics import (
     average_precision_at_k,
     format_table,
     hierarchy_agreement,

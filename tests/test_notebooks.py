@@ -203,7 +203,7 @@ def test_a_false_claim_fails_the_notebook(tmp_path):
     nbclient = pytest.importorskip("nbclient")
     nb = nbformat.v4.new_notebook()
     nb.cells = [
-        nbformat.v4.new_code_cell("from hihpq_lib import claims\ngap = 0.0312"),
+        nbformat.v4.new_code_cell("from hihpq_lib.evaluation import claims\ngap = 0.0312"),
         nbformat.v4.new_markdown_cell("The difference is within noise."),
         nbformat.v4.new_code_cell(
             'claims.check(abs(gap) < 0.01, "the difference is within noise")',

@@ -1,4 +1,4 @@
-"""Tests of hihpq_lib.tutorial, the helpers of notebooks 04-05 (no dataset needed)."""
+"""Tests of hihpq_lib.app.experiments, the helpers of notebooks 04-05 (no dataset needed)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,13 @@ import torch
 from matplotlib.figure import Figure
 
 from hihpq_lib import data as D
-from hihpq_lib import metrics, runtime, training, tutorial
-from hihpq_lib.model import build_model
-from hihpq_lib.pipeline import Prepared
+from hihpq_lib import viz
+from hihpq_lib.app import experiments
+from hihpq_lib.app.pipeline import Prepared
+from hihpq_lib.evaluation import metrics, stats
+from hihpq_lib.learning import config, diagnostics, training
+from hihpq_lib.learning.model import build_model
+from hihpq_lib.utils import runtime
 
 
 def _small_config(**extra):
@@ -26,7 +30,7 @@ def _small_config(**extra):
         "hierarchy_warmup=1",
         "n_views=2",
     ] + [f"{k}={v}" for k, v in extra.items()]
-    return tutorial.tutorial_config(True, 2, hierarchy=False).with_overrides(items)
+    return config.tutorial_config(True, 2, hierarchy=False).with_overrides(items)
 
 
 def _fake_prepared(cfg, n_per_class=12, n_classes=3, F=6, seed=0):
@@ -48,8 +52,8 @@ def _fake_prepared(cfg, n_per_class=12, n_classes=3, F=6, seed=0):
 
 
 def test_tutorial_config_switches_hierarchy_losses():
-    off = tutorial.tutorial_config(True, 3, hierarchy=False)
-    on = tutorial.tutorial_config(True, 3, hierarchy=True)
+    off = config.tutorial_config(True, 3, hierarchy=False)
+    on = config.tutorial_config(True, 3, hierarchy=True)
     assert off.epochs == on.epochs == 3
     assert off.proto_weight == 0 and off.instance_weight == 0
     assert on.proto_weight > 0 and on.instance_weight > 0
@@ -60,7 +64,7 @@ def test_tutorial_config_switches_hierarchy_losses():
 def test_training_data_carves_validation_from_the_database():
     cfg = _small_config()
     prep = _fake_prepared(cfg)
-    td = tutorial.training_data(prep, n_val_per_class=2)
+    td = experiments.training_data(prep, n_val_per_class=2)
     assert len(td.val_query.feats) == 2 * 3
     assert len(td.val_query.feats) + len(td.val_database.feats) == len(prep.splits.database)
     assert td.n_train == len(prep.splits.train)
@@ -77,26 +81,26 @@ def test_training_data_rejects_too_many_validation_queries():
     cfg = _small_config()
     prep = _fake_prepared(cfg)
     with pytest.raises(ValueError, match="too few"):
-        tutorial.training_data(prep, n_val_per_class=100)
+        experiments.training_data(prep, n_val_per_class=100)
 
 
 def test_run_folder_depends_on_config_and_extra(tmp_path, monkeypatch):
     monkeypatch.setenv("HIHPQ_RUNS_DIR", str(tmp_path))
     cfg = _small_config()
-    a = tutorial.run_folder("x", cfg, 10)
+    a = experiments.run_folder("x", cfg, 10)
     assert a.parent == tmp_path / "tutorial" and a.name.startswith("x-")
-    assert a == tutorial.run_folder("x", cfg, 10)
-    assert a != tutorial.run_folder("x", cfg, 11)
-    assert a != tutorial.run_folder("x", cfg.with_overrides(["seed=1"]), 10)
-    assert a != tutorial.run_folder("y", cfg, 10)
+    assert a == experiments.run_folder("x", cfg, 10)
+    assert a != experiments.run_folder("x", cfg, 11)
+    assert a != experiments.run_folder("x", cfg.with_overrides(["seed=1"]), 10)
+    assert a != experiments.run_folder("y", cfg, 10)
 
 
 def test_load_or_train_and_search_agree_with_evaluate_map(tmp_path, monkeypatch):
     monkeypatch.setenv("HIHPQ_RUNS_DIR", str(tmp_path))
     cfg = _small_config()
     prep = _fake_prepared(cfg)
-    td = tutorial.training_data(prep, 2)
-    run = tutorial.run_folder("t", cfg, 2)
+    td = experiments.training_data(prep, 2)
+    run = experiments.run_folder("t", cfg, 2)
     first = training.train(cfg, td, run, resume=True, progress=False)
     assert (run / "checkpoint.pt").is_file()
     again = training.train(cfg, td, run, resume=True, progress=False)  # loads, no training
@@ -104,13 +108,13 @@ def test_load_or_train_and_search_agree_with_evaluate_map(tmp_path, monkeypatch)
     for p, q in zip(first["model"].parameters(), again["model"].parameters()):
         torch.testing.assert_close(p, q)
     model = again["model"]
-    idx = tutorial.search(model, td.val_query, td.val_database, cfg.topk)
+    idx = experiments.rank_database(model, td.val_query, td.val_database, cfg.topk)
     assert idx.shape == (len(td.val_query.feats), min(cfg.topk, len(td.val_database.feats)))
     mean_ap = metrics.map_at_k(td.val_query.labels, td.val_database.labels, idx)
     expected = training.evaluate_map(model, td.val_query, td.val_database, cfg.topk)
     assert mean_ap == pytest.approx(expected, abs=1e-12)
     # raw tensors work too
-    idx2 = tutorial.search(model, td.val_query.feats, td.val_database.feats, cfg.topk)
+    idx2 = experiments.rank_database(model, td.val_query.feats, td.val_database.feats, cfg.topk)
     assert torch.equal(idx, idx2)
 
 
@@ -118,7 +122,7 @@ def test_search_ranks_an_item_first_against_itself():
     cfg = _small_config()
     model = build_model(cfg, 6).eval()
     feats = torch.randn(30, 6)
-    idx = tutorial.search(model, feats[:5], feats, 3)
+    idx = experiments.rank_database(model, feats[:5], feats, 3)
     # the query's own code is at least as close as any other code: itself or a code twin
     codes = model.encode(feats)
     for q in range(5):
@@ -128,9 +132,9 @@ def test_search_ranks_an_item_first_against_itself():
 def test_initial_model_is_where_training_starts(tmp_path):
     cfg = _small_config()
     prep = _fake_prepared(cfg)
-    td = tutorial.training_data(prep, 2)
-    a = tutorial.initial_model(cfg, td)
-    b = tutorial.initial_model(cfg, td)
+    td = experiments.training_data(prep, 2)
+    a = diagnostics.initial_model(cfg, td)
+    b = diagnostics.initial_model(cfg, td)
     torch.manual_seed(cfg.seed)
     c = build_model(cfg, td.train.shape[1])
     for p, q, r in zip(a.state_dict().values(), b.state_dict().values(), c.state_dict().values()):
@@ -138,28 +142,28 @@ def test_initial_model_is_where_training_starts(tmp_path):
         torch.testing.assert_close(p, r.to(p.dtype))
     assert not a.training
     # with data initialisation the codewords come from training features
-    d = tutorial.initial_model(cfg.with_overrides(["codebook_init=data"]), td)
+    d = diagnostics.initial_model(cfg.with_overrides(["codebook_init=data"]), td)
     assert not torch.allclose(d.quantizer.codebooks, a.quantizer.codebooks)
 
 
 def test_paired_bootstrap_identical_and_shifted():
     rng = np.random.default_rng(0)
     a = rng.random(200)
-    same = tutorial.paired_bootstrap(a, a)
+    same = stats.paired_bootstrap(a, a)
     assert same["diff"] == same["low"] == same["high"] == 0.0
-    shifted = tutorial.paired_bootstrap(a + 0.1, a)
+    shifted = stats.paired_bootstrap(a + 0.1, a)
     assert shifted["diff"] == pytest.approx(0.1)
     assert shifted["low"] == pytest.approx(0.1) and shifted["high"] == pytest.approx(0.1)
     assert shifted["p_a_better"] == 1.0
-    noisy = tutorial.paired_bootstrap(a, rng.random(200), level=0.9, seed=1)
+    noisy = stats.paired_bootstrap(a, rng.random(200), level=0.9, seed=1)
     assert noisy["low"] < noisy["diff"] < noisy["high"]
 
 
 def test_paired_bootstrap_is_reproducible_and_covers_the_truth():
     rng = np.random.default_rng(1)
     a, b = rng.random(300), rng.random(300)
-    assert tutorial.paired_bootstrap(a, b, seed=3) == tutorial.paired_bootstrap(a, b, seed=3)
-    r = tutorial.paired_bootstrap(torch.as_tensor(a), torch.as_tensor(b), n_boot=4000)
+    assert stats.paired_bootstrap(a, b, seed=3) == stats.paired_bootstrap(a, b, seed=3)
+    r = stats.paired_bootstrap(torch.as_tensor(a), torch.as_tensor(b), n_boot=4000)
     assert r["low"] < 0 < r["high"]  # same distribution: 0 inside the interval
     assert r["high"] - r["low"] == pytest.approx(2 * 1.96 * np.std(a - b) / np.sqrt(300), rel=0.15)
 
@@ -170,57 +174,57 @@ def test_paired_bootstrap_is_reproducible_and_covers_the_truth():
 )
 def test_paired_bootstrap_rejects_bad_input(a, b, match):
     with pytest.raises(ValueError, match=match):
-        tutorial.paired_bootstrap(a, b)
+        stats.paired_bootstrap(a, b)
 
 
 def test_paired_bootstrap_rejects_bad_level():
     with pytest.raises(ValueError, match="level"):
-        tutorial.paired_bootstrap([1.0], [0.0], level=1.5)
+        stats.paired_bootstrap([1.0], [0.0], level=1.5)
 
 
 def test_purity_against_brute_force():
     rng = np.random.default_rng(0)
     clusters, labels = rng.integers(0, 7, 500), rng.integers(0, 4, 500)
     expected = sum(np.bincount(labels[clusters == c]).max() for c in np.unique(clusters)) / 500
-    assert tutorial.purity(clusters, labels) == pytest.approx(expected)
-    assert tutorial.purity(labels, labels) == 1.0
-    assert tutorial.purity(np.arange(10), rng.integers(0, 3, 10)) == 1.0  # singletons are pure
-    assert tutorial.purity(np.zeros(4), [0, 0, 1, 2]) == 0.5
+    assert stats.purity(clusters, labels) == pytest.approx(expected)
+    assert stats.purity(labels, labels) == 1.0
+    assert stats.purity(np.arange(10), rng.integers(0, 3, 10)) == 1.0  # singletons are pure
+    assert stats.purity(np.zeros(4), [0, 0, 1, 2]) == 0.5
 
 
 def test_purity_rejects_mismatched_input():
     with pytest.raises(ValueError, match="equal length"):
-        tutorial.purity([0, 1], [0])
+        stats.purity([0, 1], [0])
 
 
 def test_views_grid_shapes_and_errors():
     imgs = np.zeros((3, 8, 8, 3), dtype=np.uint8)
     views = [torch.rand(3, 3, 16, 16), np.zeros((3, 16, 16, 3), dtype=np.uint8)]
-    fig = tutorial.views_grid(imgs, views, row_titles=["a", "b", "c"], title="t")
+    fig = viz.views_grid(imgs, views, row_titles=["a", "b", "c"], title="t")
     assert isinstance(fig, Figure)
     assert len(fig.axes) == 3 * 3
     assert fig.axes[0].get_title() == "original" and fig.axes[1].get_title() == "view 1"
     with pytest.raises(ValueError, match="uint8"):
-        tutorial.views_grid(imgs.astype(float), views)
+        viz.views_grid(imgs.astype(float), views)
     with pytest.raises(ValueError, match="3 images each"):
-        tutorial.views_grid(imgs, [torch.rand(2, 3, 16, 16)])
+        viz.views_grid(imgs, [torch.rand(2, 3, 16, 16)])
     with pytest.raises(ValueError, match="one title per view"):
-        tutorial.views_grid(imgs, views, view_titles=["only one"])
+        viz.views_grid(imgs, views, view_titles=["only one"])
 
 
 def test_runs_dir_default_is_used(monkeypatch):
     monkeypatch.delenv("HIHPQ_RUNS_DIR", raising=False)
     cfg = _small_config()
-    assert tutorial.run_folder("x", cfg).parent == runtime.runs_dir() / "tutorial"
+    assert experiments.run_folder("x", cfg).parent == runtime.runs_dir() / "tutorial"
 
 
 def test_codeword_geometry_against_direct_computation():
-    from hihpq_lib import lorentz
+    from hihpq_lib.geometry import lorentz
 
     cfg = _small_config()
     model = build_model(cfg, 6).eval()
     feats = torch.randn(40, 6)
-    rows = tutorial.codeword_geometry(model, feats)
+    rows = diagnostics.codeword_geometry(model, feats)
     assert len(rows) == model.quantizer.M
     with torch.no_grad():
         out = model(feats)
