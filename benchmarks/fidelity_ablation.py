@@ -45,7 +45,7 @@ from hihpq_lib.evaluation.metrics import map_at_k
 from hihpq_lib.evaluation.stats import mean_std, paired_difference
 from hihpq_lib.learning.config import CURRENT_OPTIONS, REFERENCE_OPTIONS
 from hihpq_lib.learning.training import evaluate_map, load_model, train
-from hihpq_lib.utils.runtime import runs_dir, shared_cifar10_archive
+from hihpq_lib.utils.runtime import runs_dir
 
 __all__ = ["ROWS", "row_options", "row_overrides", "summarize", "format_markdown", "main"]
 
@@ -265,9 +265,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if unknown:
         ap.error(f"unknown rows {unknown}; rows: {', '.join(ROWS)}")
     if args.data is None:
-        args.data = os.environ.get("HIHPQ_CIFAR10") or (
-            str(shared_cifar10_archive()) if shared_cifar10_archive() else None
-        )
+        args.data = os.environ.get("HIHPQ_CIFAR10")
     if args.out is None:
         args.out = RESULTS_DIR / "fidelity" / f"protocol_{args.protocol.lower()}_{args.bits}bits"
     return args

@@ -78,7 +78,7 @@ from hihpq_lib.evaluation.metrics import map_at_k
 from hihpq_lib.evaluation.stats import compute_deltas, mean_std
 from hihpq_lib.learning.config import QUICK_OVERRIDES, ConfigError, TrainConfig, load_config
 from hihpq_lib.learning.training import evaluate_map, load_model, train
-from hihpq_lib.utils.runtime import REPO_ROOT, fast_mode, runs_dir, shared_cifar10_archive
+from hihpq_lib.utils.runtime import fast_mode, runs_dir
 
 __all__ = [
     "METHODS",
@@ -98,6 +98,7 @@ __all__ = [
 ]
 
 PROTOCOLS = ("I", "II")
+REPO_ROOT = Path(__file__).resolve().parent.parent  # the checkout these scripts belong to
 PROFILE_DIR = REPO_ROOT / "configs" / "cpu"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 #: Output dimension of the OPQ transform (1280 -> 256: full-dimension OPQ takes minutes).
@@ -611,11 +612,7 @@ def _git_commit() -> str | None:
 
 
 def _default_data() -> str | None:
-    env = os.environ.get("HIHPQ_CIFAR10")
-    if env:
-        return env
-    archive = shared_cifar10_archive()
-    return str(archive) if archive else None
+    return os.environ.get("HIHPQ_CIFAR10") or None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -44,9 +44,8 @@
 # - Notebooks 01 (hyperboloid, $c = 1/k$, distances), 02 (product quantization, the
 #   product of hyperboloids) and 03 (soft assignment, the Lorentz centroid, `out.soft`).
 # - Softmax and cross-entropy; the idea of training with a minibatch optimiser.
-# - CIFAR-10: set `HIHPQ_CIFAR10` to the archive (the Makefile points it at
-#   `../shared/data/cifar10-jpeg.tar.gz` when present; otherwise torchvision downloads
-#   it). The frozen EfficientNet-Lite0 features are cached under `data/cache`; if they are
+# - CIFAR-10: set `HIHPQ_CIFAR10` to a copy (the Makefile exports the development copy
+#   when it has one; otherwise torchvision downloads it). The frozen EfficientNet-Lite0 features are cached under `data/cache`; if they are
 #   missing, the first run computes them (how long: the next paragraph). No GPU.
 #
 # ## How long it takes on a laptop CPU

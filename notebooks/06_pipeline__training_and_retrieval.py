@@ -47,8 +47,7 @@
 #   (02), codebook attention (03), the contrastive loss (04) and the pseudo hierarchy
 #   with its losses (05). Here they run together as one black box.
 # - CIFAR-10: set `HIHPQ_CIFAR10` to a copy (a torchvision folder, an image tree or a
-#   `.tar.gz` of one; in this project `../shared/data/cifar10-jpeg.tar.gz`, which
-#   `make lab` exports for you). Without it the library tries a torchvision download.
+#   `.tar.gz` of one; `make lab` exports the development copy the Makefile knows). Without it the library tries a torchvision download.
 #   The first run extracts the images and computes the frozen EfficientNet-Lite0
 #   features (how long: the next paragraph); they are cached under `data/cache`, and
 #   every later run loads them in seconds.

@@ -419,7 +419,7 @@ if results is None:
 else:
     for src in results["meta"]["sources"]:
         mode = "quick subset" if src["quick"] else "full protocol"
-        path = Path(src["path"]).relative_to(runtime.REPO_ROOT)
+        path = Path(src["path"]).relative_to(runtime.project_dir())
         print(f"protocol {src['protocol']}: read {path} ({mode}, started {src['started']})")
         print(f"  options: {' '.join(src['argv'])}")
         if not src["complete"]:
@@ -623,7 +623,7 @@ claims.say(
 # The paper configs load in reference mode:
 
 # %%
-paper_ii = config.load_config(runtime.REPO_ROOT / "configs/paper/paper_cifar10_ii_32bits.yaml")
+paper_ii = config.load_config(runtime.project_dir() / "configs/paper/paper_cifar10_ii_32bits.yaml")
 assert paper_ii.fidelity() == config.REFERENCE_OPTIONS
 for key, value in paper_ii.fidelity().items():
     print(f"{key:28s} paper: {value!s:10s} CPU profile: {getattr(config.TrainConfig(), key)}")
@@ -659,7 +659,7 @@ assert config.TrainConfig().fidelity() == config.CPU_DEFAULT_OPTIONS
 # ### Exercise 3 — how much more work is the paper's setting?
 # The paper's protocol I, 64-bit configuration is `configs/paper/paper_cifar10_i_64bits.yaml`;
 # our CPU profile of the same cell is `configs/cpu/cpu_cifar10_i_64bits.yaml` (paths
-# relative to `runtime.REPO_ROOT`; load them with `config.load_config`). How many times
+# relative to `runtime.project_dir()`; load them with `config.load_config`). How many times
 # more **pixels per input image** does the paper's backbone see (images are square,
 # `cfg.resolution` pixels on a side), and how many times more **epochs** does it train?
 # Store `answer = (pixel_ratio, epoch_ratio)`: two floats, paper over CPU.
@@ -669,8 +669,10 @@ answer = None  # your code: a tuple (float, float)
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
 if answer is None:
-    paper_cfg = config.load_config(runtime.REPO_ROOT / "configs/paper/paper_cifar10_i_64bits.yaml")
-    cpu_cfg = config.load_config(runtime.REPO_ROOT / "configs/cpu/cpu_cifar10_i_64bits.yaml")
+    paper_cfg = config.load_config(
+        runtime.project_dir() / "configs/paper/paper_cifar10_i_64bits.yaml"
+    )
+    cpu_cfg = config.load_config(runtime.project_dir() / "configs/cpu/cpu_cifar10_i_64bits.yaml")
     answer = (
         (paper_cfg.resolution / cpu_cfg.resolution) ** 2,
         paper_cfg.epochs / cpu_cfg.epochs,
@@ -678,8 +680,10 @@ if answer is None:
 
 # %% tags=["check"]
 assert answer is not None, "set answer = (pixel_ratio, epoch_ratio)"
-paper_check = config.load_config(runtime.REPO_ROOT / "configs/paper/paper_cifar10_i_64bits.yaml")
-cpu_check = config.load_config(runtime.REPO_ROOT / "configs/cpu/cpu_cifar10_i_64bits.yaml")
+paper_check = config.load_config(
+    runtime.project_dir() / "configs/paper/paper_cifar10_i_64bits.yaml"
+)
+cpu_check = config.load_config(runtime.project_dir() / "configs/cpu/cpu_cifar10_i_64bits.yaml")
 pix, ep = exercises.check_config_ratios(answer, paper_check, cpu_check)
 print(
     f"Exercise 3: correct: {paper_check.backbone} at {paper_check.resolution} px sees {pix:.2f}x "

@@ -19,7 +19,7 @@ from PIL import Image
 from hihpq_lib import data as D
 from hihpq_lib.data import sources as data_sources
 from hihpq_lib.data import splits as data_splits
-from hihpq_lib.utils import runtime
+from tests.paths import cifar10_archive
 
 CIFAR_LABELS = np.repeat(np.arange(10), 6000)  # real CIFAR-10 size, train+test pooled
 
@@ -532,9 +532,9 @@ def test_image_dataset_input_checks():
 
 @pytest.mark.slow
 def test_real_cifar10_archive():
-    archive = runtime.shared_cifar10_archive()
+    archive = cifar10_archive()
     if archive is None:
-        pytest.skip("../shared/data/cifar10-jpeg.tar.gz is absent (only on development machines)")
+        pytest.skip("HIHPQ_CIFAR10 does not name a CIFAR-10 archive (make test sets it)")
     # Extracts into data_dir()/cifar10 (gitignored, reused by later runs) and caches the
     # decoded pixels under cache_dir(); the first run takes about a minute.
     ds = D.load_cifar10(archive, progress=False)

@@ -5,15 +5,15 @@ import math
 
 import pytest
 
-from hihpq_lib.utils.runtime import shared_cifar10_archive
+from tests.paths import cifar10_archive
 
-ARCHIVE = shared_cifar10_archive()
+ARCHIVE = cifar10_archive()
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 @pytest.mark.skipif(
-    ARCHIVE is None, reason="../shared/data/cifar10-jpeg.tar.gz is not beside the checkout"
+    ARCHIVE is None, reason="HIHPQ_CIFAR10 does not name a CIFAR-10 archive (make test sets it)"
 )
 def test_quick_demo_end_to_end(tmp_path, monkeypatch):
     from hihpq_lib.app.demo import run_demo

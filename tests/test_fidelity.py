@@ -33,6 +33,7 @@ from hihpq_lib.learning.training import (
     steps_per_epoch,
     train,
 )
+from tests.paths import cifar10_archive
 
 ROOT = Path(__file__).resolve().parent.parent
 TOL = {torch.float32: 2e-5, torch.float64: 1e-11}
@@ -358,13 +359,7 @@ def test_fidelity_options_are_validated_and_legacy_runs_keep_their_behaviour():
 
 
 # ----------------------------------------------------------- the paper path, end to end
-ARCHIVE = None
-try:
-    from hihpq_lib.utils.runtime import shared_cifar10_archive
-
-    ARCHIVE = shared_cifar10_archive()
-except Exception:  # pragma: no cover
-    ARCHIVE = None
+ARCHIVE = cifar10_archive()
 
 
 @pytest.mark.timeout(300)

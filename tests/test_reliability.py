@@ -28,7 +28,8 @@ from hihpq_lib.data.features import FeatureCache, feature_key
 from hihpq_lib.learning.config import ConfigError, TrainConfig, load_config
 from hihpq_lib.learning.training import CheckpointError, load_checkpoint, load_model, train
 from hihpq_lib.utils.atomic import atomic_write_bytes, clean_stale_tmp
-from hihpq_lib.utils.runtime import REPO_ROOT, free_cores, thread_budget, use_threads
+from hihpq_lib.utils.runtime import free_cores, thread_budget, use_threads
+from tests.paths import REPO_ROOT
 from tests.test_training import small_config, synthetic_data
 
 CPU_CONFIG = "configs/cpu/cpu_cifar10_ii_32bits.yaml"

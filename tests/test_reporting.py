@@ -15,6 +15,7 @@ from hihpq_lib.app.pipeline import Prepared
 from hihpq_lib.evaluation import benchmarks, metrics, stats
 from hihpq_lib.learning.config import TrainConfig
 from hihpq_lib.quantization.index import PQIndex
+from hihpq_lib.utils import runtime
 
 N_CLASSES, PER_CLASS, F = 10, 30, 32
 
@@ -275,7 +276,7 @@ def test_load_benchmark_results(tmp_path):
     res, path = benchmarks.load_benchmark_results()  # the repository's, if any
     if res is not None:
         assert path.name == "results.json" and "rows" in res
-        assert path.is_relative_to(benchmarks.REPO_ROOT / "benchmarks" / "results")
+        assert path.is_relative_to(runtime.results_dir())
         # the real file parses (it may hold no rows yet while a run is starting)
         assert len(benchmarks.benchmark_rows(res)) == len(res["rows"])
         assert isinstance(benchmarks.ablation_effects(res), list)

@@ -30,6 +30,11 @@ Examples
 
 from __future__ import annotations
 
+from hihpq_lib.utils.optional import require as _require
+
+for _name in ("PIL",):  # the ``data`` extra: say so before any import fails
+    _require(_name, "data")
+
 from hihpq_lib.data.dataset import (
     CorruptImageError,
     DatasetNotFoundError,

@@ -37,7 +37,11 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision.transforms import v2
+
+from hihpq_lib.utils.optional import LazyModule
+
+#: torchvision's transforms v2 (the ``data`` extra), imported at first use.
+v2 = LazyModule("torchvision.transforms.v2", "data")
 
 __all__ = [
     "IMAGENET_MEAN",

@@ -22,9 +22,13 @@ e.g. ``set_num_threads(1)`` in tests or on a shared machine.
 
 from __future__ import annotations
 
-import faiss
 import numpy as np
 import torch
+
+from hihpq_lib.utils.optional import LazyModule
+
+#: faiss (the ``baselines`` extra), imported when a baseline is first built.
+faiss = LazyModule("faiss", "baselines")
 
 __all__ = ["FloatBaseline", "FaissPQ", "FaissOPQ", "set_num_threads"]
 

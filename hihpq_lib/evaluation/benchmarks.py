@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from hihpq_lib.evaluation.stats import compute_deltas, paired_difference, verdict
-from hihpq_lib.utils.runtime import REPO_ROOT
+from hihpq_lib.utils.runtime import results_dir
 
 __all__ = [
     "ABLATIONS",
@@ -21,7 +21,7 @@ __all__ = [
     "benchmark_rows",
     "ablation_effects",
     "paper_comparison_rows",
-    "FIDELITY_RESULTS",
+    "fidelity_results_dir",
     "load_fidelity_results",
     "fidelity_rows",
 ]
@@ -65,7 +65,7 @@ def _ranked_result_files(folder: str | Path | None) -> list[tuple[dict, Path]]:
     over subfolders, then the newest (ties by path). A file that does not parse (being
     written) is skipped.
     """
-    root = Path(folder) if folder is not None else REPO_ROOT / "benchmarks" / "results"
+    root = Path(folder) if folder is not None else results_dir()
     ranked = []
     for p in [root / "results.json", *sorted(root.glob("*/results.json"))]:
         if not p.is_file():
@@ -315,13 +315,15 @@ def paper_comparison_rows(results: Mapping | None) -> list[dict]:
     return rows
 
 
-#: The committed reference-fidelity ablation (``benchmarks/fidelity_ablation.py``), by protocol.
-FIDELITY_RESULTS = REPO_ROOT / "benchmarks" / "results" / "fidelity"
+def fidelity_results_dir() -> Path:
+    """The committed reference-fidelity ablation (``benchmarks/fidelity_ablation.py``):
+    ``results_dir()/"fidelity"``, one folder per protocol and code length."""
+    return results_dir() / "fidelity"
 
 
 def load_fidelity_results(protocol: str = "II", bits: int = 32) -> dict | None:
     """The fidelity ablation's ``results.json`` for a cell, or ``None`` if not committed."""
-    p = FIDELITY_RESULTS / f"protocol_{protocol.lower()}_{int(bits)}bits" / "results.json"
+    p = fidelity_results_dir() / f"protocol_{protocol.lower()}_{int(bits)}bits" / "results.json"
     return json.loads(p.read_text()) if p.is_file() else None
 
 

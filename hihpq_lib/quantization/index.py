@@ -71,8 +71,13 @@ from typing import Any
 import torch
 
 from hihpq_lib.geometry import lorentz
-from hihpq_lib.quantization import adc_kernel
+
+try:  # the compiled scan needs numba (the ``fast`` extra); without it, torch only
+    from hihpq_lib.quantization import adc_kernel
+except ImportError:
+    adc_kernel = None
 from hihpq_lib.utils.atomic import atomic_write_bytes
+from hihpq_lib.utils.optional import require
 
 __all__ = [
     "FORMAT_VERSION",
@@ -698,13 +703,16 @@ class PQIndex:
     @property
     def _compiled_fits(self) -> bool:
         """Whether the compiled code of :mod:`hihpq_lib.quantization.adc_kernel` applies: float32 on CPU."""
-        return self.dtype == torch.float32 and self.codewords.device.type == "cpu"
+        fits = self.dtype == torch.float32 and self.codewords.device.type == "cpu"
+        return fits and adc_kernel is not None
 
     def _use_kernel(self, backend: str) -> bool:
         """Whether :meth:`search` runs the compiled kernel for this ``backend``."""
         if backend not in _BACKENDS:
             raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
         fits = self._compiled_fits
+        if backend == "kernel" and adc_kernel is None:
+            require("numba", "fast")
         if backend == "kernel" and not fits:
             raise ValueError(
                 "backend='kernel' needs float32 codebooks and codes on the CPU, got "

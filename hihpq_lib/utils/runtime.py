@@ -9,11 +9,16 @@ Environment variables
 ``HIHPQ_FAST``
     ``1`` switches on fast mode: smaller data, fewer epochs (used by CI).
 ``HIHPQ_DATA_DIR``
-    Where downloads and extracted datasets live (default ``<repo>/data``).
+    Where downloads and extracted datasets live (default ``<project>/data``).
 ``HIHPQ_CACHE_DIR``
     Where cached features live (default ``<data dir>/cache``).
 ``HIHPQ_RUNS_DIR``
-    Where training runs, checkpoints and figures go (default ``<repo>/runs``).
+    Where training runs, checkpoints and figures go (default ``<project>/runs``).
+``HIHPQ_RESULTS_DIR``
+    Where the benchmark tables are read from (default ``<project>/benchmarks/results``).
+
+``<project>`` is :func:`project_dir`: the hihpq checkout the working directory is in, else
+the working directory itself -- never the folder the package is installed in.
 ``HIHPQ_THREADS``
     The number of threads every compute library may use (torch, ONNX Runtime, numba,
     faiss, BLAS); default: the cores free when a stage starts (see :func:`thread_budget`).
@@ -25,6 +30,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import re
 import sys
 from pathlib import Path
 
@@ -32,23 +38,20 @@ import numpy as np
 import torch
 
 __all__ = [
-    "REPO_ROOT",
+    "project_dir",
     "fast_mode",
     "pick",
     "seed_everything",
     "data_dir",
     "cache_dir",
     "runs_dir",
-    "shared_cifar10_archive",
+    "results_dir",
     "thread_budget",
     "free_cores",
     "use_threads",
     "in_notebook",
     "progress_bar",
 ]
-
-#: The repository root (the folder holding ``hihpq_lib``).
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def fast_mode() -> bool:
@@ -90,29 +93,46 @@ def _env_path(name: str, default: Path) -> Path:
     return path
 
 
+def project_dir() -> Path:
+    """The folder the default ``data/``, ``runs/`` and ``benchmarks/results/`` live in.
+
+    The nearest folder, from the working directory upwards, whose ``pyproject.toml`` is
+    hihpq's (a checkout: ``make``, the notebooks in ``notebooks/`` and the scripts share
+    one ``data/`` and ``runs/``); otherwise the working directory. Never the package's own
+    location, which is ``site-packages`` for an installed library.
+    """
+    cwd = Path.cwd()
+    for folder in (cwd, *cwd.parents):
+        try:
+            text = (folder / "pyproject.toml").read_text()
+        except OSError:
+            continue
+        if re.search(r'^name\s*=\s*"hihpq"', text, re.M):
+            return folder
+    return cwd
+
+
 def data_dir() -> Path:
-    """Folder for downloads and extracted datasets (``HIHPQ_DATA_DIR``, default ``data/``)."""
-    return _env_path("HIHPQ_DATA_DIR", REPO_ROOT / "data")
+    """Folder for downloads and extracted datasets (``HIHPQ_DATA_DIR``, default
+    ``<project>/data``, see :func:`project_dir`)."""
+    return _env_path("HIHPQ_DATA_DIR", project_dir() / "data")
 
 
 def cache_dir() -> Path:
-    """Folder for cached features (``HIHPQ_CACHE_DIR``, default ``data/cache``)."""
+    """Folder for cached features (``HIHPQ_CACHE_DIR``, default ``<data dir>/cache``)."""
     return _env_path("HIHPQ_CACHE_DIR", data_dir() / "cache")
 
 
 def runs_dir() -> Path:
-    """Folder for runs, checkpoints and figures (``HIHPQ_RUNS_DIR``, default ``runs/``)."""
-    return _env_path("HIHPQ_RUNS_DIR", REPO_ROOT / "runs")
+    """Folder for runs, checkpoints and figures (``HIHPQ_RUNS_DIR``, default
+    ``<project>/runs``)."""
+    return _env_path("HIHPQ_RUNS_DIR", project_dir() / "runs")
 
 
-def shared_cifar10_archive() -> Path | None:
-    """The development copy of CIFAR-10 beside the checkout, if present.
-
-    ``../shared/data/cifar10-jpeg.tar.gz`` relative to the repository root; used by
-    tests, CI and benchmarks only (never committed).
-    """
-    path = REPO_ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
-    return path if path.is_file() else None
+def results_dir() -> Path:
+    """Folder of the benchmark tables (``HIHPQ_RESULTS_DIR``, default
+    ``<project>/benchmarks/results``, where ``make bench`` writes them)."""
+    return _env_path("HIHPQ_RESULTS_DIR", project_dir() / "benchmarks" / "results")
 
 
 # --------------------------------------------------------------------------------------
@@ -278,7 +298,7 @@ def use_threads(n: int) -> int:
         import numba
 
         numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
-    except ImportError:  # pragma: no cover - numba is a dependency
+    except ImportError:  # numba (the ``fast`` extra) is not installed
         pass
     torch.set_num_threads(n)
     try:
@@ -308,13 +328,13 @@ def progress_bar(iterable=None, **kwargs):
     notebook frozen at its first state ("0/39"), while text ends at its final line.
     Keyword arguments go to tqdm (``total``, ``desc``, ``unit``, ``disable``, ...).
     """
+    from hihpq_lib.utils.optional import require
+
     if in_notebook():
-        from tqdm.std import tqdm
+        tqdm = require("tqdm.std", "data").tqdm
 
         kwargs.setdefault("file", sys.stdout)
         kwargs.setdefault("mininterval", 10.0)
         kwargs.setdefault("ascii", True)
         return tqdm(iterable, **kwargs)
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, **kwargs)
+    return require("tqdm.auto", "data").tqdm(iterable, **kwargs)

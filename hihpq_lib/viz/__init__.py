@@ -45,6 +45,11 @@ from __future__ import annotations
 
 import os
 
+from hihpq_lib.utils.optional import require as _require
+
+for _name in ("matplotlib", "plotly"):  # the ``viz`` extra: say so before any import fails
+    _require(_name, "viz")
+
 from hihpq_lib.viz.codebooks import (
     codebook_voronoi,
     subspace_codewords_disks,
