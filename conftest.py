@@ -2,8 +2,8 @@
 
 Every test must leave ``os.environ`` as it found it. ``make test`` runs the notebooks in
 the same pytest process after the unit tests, and each notebook kernel inherits this
-process's environment: a test that left ``HIHPQ_FAST=0`` behind once turned the
-notebooks' fast mode off and made them time out in CI.
+process's environment: a test that left ``HIHPQ_FAST=0`` behind would turn the notebooks'
+fast mode off and make them time out in CI.
 """
 
 import importlib
@@ -11,12 +11,13 @@ import os
 
 import pytest
 
-# Importing torch, faiss, numba and the library sets variables of their own (KMP_*,
+# Importing torch, torchvision, faiss, numba and the library sets variables of their own (KMP_*,
 # TORCHINDUCTOR_CACHE_DIR): do it before any test, so that the first test to import them
 # is not blamed for it. A lean install (no extras) lacks some of them: skip those.
 for _name in (
     "torch",
     "geoopt",
+    "torchvision",
     "faiss",
     "numba",
     "hihpq_lib.quantization.index",

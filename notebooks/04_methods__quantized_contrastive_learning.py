@@ -84,7 +84,7 @@ import numpy as np
 import torch
 
 from hihpq_lib import data, viz
-from hihpq_lib.app import demo, exercises, experiments
+from hihpq_lib.app import exercises, experiments
 from hihpq_lib.app.pipeline import prepare
 from hihpq_lib.data import transforms
 from hihpq_lib.evaluation import claims, metrics
@@ -102,7 +102,7 @@ print(f"fast mode: {runtime.fast_mode()}, quick subset: {QUICK}, epochs: {EPOCHS
 # %% [markdown]
 # ## 1. Two views of the same image
 #
-# The configuration is the demo's CPU profile (`demo.demo_config`): CIFAR-10 protocol II
+# The configuration is the demo's CPU profile (`config.demo_config`): CIFAR-10 protocol II
 # (5,000 training images, 10,000 test queries, a 50,000-image database), 32-bit codes
 # ($M = 4$ subspaces of dimension $d = 16$, $K = 256$ codewords each), the frozen
 # EfficientNet-Lite0 backbone at `cfg.resolution` px (160 in full mode, as in `make demo`;
@@ -351,7 +351,7 @@ viz.line_plot(epochs, val_curve, "validation queries", **val_args)
 viz.line_plot(epochs, val_curve, "validation queries", backend="matplotlib", **val_args)
 
 # %%
-demo_epochs = demo.demo_config(False).epochs
+demo_epochs = config.demo_config(False).epochs
 claims.say(
     "No label was used for training; the labels only score the retrieval. The loss went "
     "from {l0:.2f} to **{l1:.2f}**, {below} the collapse level {lc:.2f}, and the "

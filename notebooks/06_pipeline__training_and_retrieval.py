@@ -75,7 +75,7 @@
 # %% [markdown]
 # ## Setup
 #
-# Fast mode only changes sizes: the quick subset (`demo.demo_config(quick=True)`: 300
+# Fast mode only changes sizes: the quick subset (`config.demo_config(quick=True)`: 300
 # images per class instead of all, a 3-view augmentation bank) with 10 epochs in
 # batches of 32 (300 training images would give only two batches of 128 per epoch), and
 # fewer points for the UMAP map.
@@ -90,17 +90,17 @@ from sklearn.neighbors import NearestNeighbors
 from sklearn.preprocessing import FunctionTransformer
 
 from hihpq_lib import data, viz
-from hihpq_lib.app import demo, experiments, pipeline
+from hihpq_lib.app import experiments, pipeline
 from hihpq_lib.evaluation import claims, metrics
 from hihpq_lib.evaluation.baselines import FloatBaseline
 from hihpq_lib.geometry import lorentz
-from hihpq_lib.learning import diagnostics, training
+from hihpq_lib.learning import config, diagnostics, training
 from hihpq_lib.quantization.index import PQIndex
 from hihpq_lib.utils import runtime
 
 runtime.seed_everything(0)
 QUICK = runtime.pick(False, True)  # the quick subset
-cfg = demo.demo_config(
+cfg = config.demo_config(
     quick=QUICK,
     overrides=["name=notebook06", *runtime.pick([], ["epochs=10", "batch_size=32"])],
 )

@@ -82,7 +82,7 @@ from pathlib import Path
 import numpy as np
 
 from hihpq_lib import viz
-from hihpq_lib.app import demo, exercises, experiments, pipeline
+from hihpq_lib.app import exercises, experiments, pipeline
 from hihpq_lib.evaluation import benchmarks, claims, metrics, stats
 from hihpq_lib.learning import config
 from hihpq_lib.utils import runtime
@@ -90,7 +90,7 @@ from hihpq_lib.utils import runtime
 runtime.seed_everything(0)
 SEEDS = list(range(runtime.pick(5, 3)))  # training seeds per method
 METHODS = ["hihpq", "hihpq_no_hier", "euclidean_cpq"]  # full, no hierarchy, Euclidean
-base = demo.demo_config(quick=True, overrides=["epochs=10", "batch_size=32"])
+base = config.demo_config(quick=True, overrides=["epochs=10", "batch_size=32"])
 print(f"fast mode: {runtime.fast_mode()}; seeds {SEEDS}; methods {METHODS}")
 
 # %% [markdown]

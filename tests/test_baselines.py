@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import doctest
-
 import faiss
 import numpy as np
 import pytest
 import torch
 
-from hihpq_lib.evaluation import baselines
 from hihpq_lib.evaluation.baselines import FaissOPQ, FaissPQ, FloatBaseline, set_num_threads
 
 
@@ -43,12 +40,6 @@ def _recall_of_nn(model, db, q, k=10):
     gt = _exact_nn(db, q)
     _, idx = model.search(q, k)
     return float((idx == gt[:, None]).any(axis=1).mean())
-
-
-def test_doctests():
-    result = doctest.testmod(baselines)
-    assert result.attempted >= 1
-    assert result.failed == 0
 
 
 def test_float_baseline_self_query_and_cosine_distance():

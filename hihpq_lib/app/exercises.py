@@ -4,7 +4,7 @@ Each ``check_*`` function takes the student's ``answer`` and the inputs it was c
 from, computes the expected value independently, and raises :class:`AssertionError`
 with a message that names the likely mistake. It returns the expected value so the
 notebook can print it. ``tests/test_exercises.py`` feeds every function the right
-answer and the known-wrong answers that used to pass (a student walkthrough found them):
+answer and the plausible wrong answers each check must reject:
 
 * 01, exercise 2 -- the circumference without closing the loop (one step short);
 * 03, exercise 2 -- a Lloyd step that moves the empty codewords (e.g. to the origin);

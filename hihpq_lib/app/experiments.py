@@ -75,6 +75,7 @@ def run_folder(tag: str, cfg: TrainConfig, *extra) -> Path:
     ``extra`` holds anything else that changes the run (e.g. the validation size), as
     JSON-able values.
 
+    >>> from hihpq_lib.learning.config import tutorial_config
     >>> a = run_folder("x", tutorial_config(True, 2, hierarchy=False), 10)
     >>> a == run_folder("x", tutorial_config(True, 2, hierarchy=False), 10)
     True
@@ -189,7 +190,7 @@ def run_ablation(
     Every run uses the same prepared features, bank and splits (those of ``prep``); the
     seed changes only the training randomness (initialisation, batches, view pairs,
     clustering), as in the benchmark. Each run has its own folder,
-    ``tutorial.run_folder(f"{tag}_{method}_seed{seed}", cfg)`` (under
+    ``run_folder(f"{tag}_{method}_seed{seed}", cfg)`` (under
     ``runs/tutorial/``, named after a digest of the configuration); a folder that
     already holds a finished run is loaded instead of trained (``resume=True``).
 
