@@ -161,3 +161,11 @@ def test_environment_yml_installs_the_project_with_pip_only():
     text = (ROOT / "environment.yml").read_text()
     pip_lines = [ln.strip() for ln in text.splitlines() if ln.strip().startswith('- "')]
     assert pip_lines == ['- "-e .[dev]"'], pip_lines
+
+
+def test_make_help_lists_every_target():
+    makefile = (ROOT / "Makefile").read_text()
+    targets = set(re.findall(r"^([a-z][a-z-]*):", makefile, re.M))
+    help_block = makefile[makefile.index("help:") : makefile.index("$(STAMP): pyproject.toml")]
+    listed = set(re.findall(r"make ([a-z][a-z-]*)", help_block))
+    assert targets == listed, f"targets {sorted(targets)} vs make help {sorted(listed)}"

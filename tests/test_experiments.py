@@ -1,4 +1,5 @@
-"""Tests of hihpq_lib.app.experiments, the helpers of notebooks 04-05 (no dataset needed)."""
+"""Tests of the notebooks' helpers: the profiles of learning.config, app.experiments,
+evaluation.stats, viz.views_grid and learning.diagnostics (no dataset needed)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""Tests of hihpq_lib.evaluation.benchmarks: run folders, retrieval examples, chunked PR curves,
-ablation runs (trained, then loaded), noise statistics and the benchmark-table helpers."""
+"""Tests of the reports of notebooks 06-07: app.experiments (retrieval examples, ablation
+runs, trained then loaded), evaluation.metrics (chunked PR curves), evaluation.stats (noise
+statistics) and evaluation.benchmarks (the benchmark-table helpers)."""
 
 from __future__ import annotations
 
