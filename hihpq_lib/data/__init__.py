@@ -1,6 +1,6 @@
 """Datasets and retrieval splits: CIFAR-10, Flickr25K, NUS-WIDE and user image folders.
 
-This module is the first stage of the pipeline (data → backbone features → quantizer → ...).
+This package is the first stage of the pipeline (data → backbone features → quantizer → ...).
 It finds the images, loads them into an :class:`ImageDataset` and draws the index splits
 (:class:`Splits`) of the retrieval protocols used by HiHPQ (Qiu et al., AAAI 2024), which
 follow the reference implementation ``zexuanqiu/HiHPQ`` (``data.py``):
@@ -18,6 +18,12 @@ On top of the reference, every split carries a **validation** pair carved from t
 side only: ``val_query`` (``n_val_per_class`` images per class drawn from the database) and
 ``val_database`` (the database minus ``val_query``). Model selection must use only
 ``(val_query, val_database)``; the test queries are never looked at.
+
+Modules: ``dataset`` (the :class:`ImageDataset` container), ``images`` (image I/O),
+``sources`` (archives and the dataset readers), ``splits`` (the protocols' splits); their
+public names are re-exported here. Next to them, ``transforms`` (evaluation transform and
+augmentations), ``backbones`` (frozen feature extractors) and ``features`` (the feature cache)
+are imported on their own.
 
 Examples
 --------

@@ -38,7 +38,12 @@ sectional curvature is :math:`-1/k` (HiHPQ's curvature magnitude is ``c = 1/k``)
 
 matplotlib figures are built with :class:`matplotlib.figure.Figure` (not ``pyplot``), so
 no global figure is left open; in a notebook end a cell with the figure to display it.
-The visualisation layer sits on top of the library: nothing in ``hihpq_lib`` imports it.
+The visualisation layer sits on top of the library: only ``hihpq_lib.app`` imports it. Its
+modules, by topic: ``style`` (backends, palette, shared axes), ``hyperbolic`` (disk,
+hyperboloid, geodesic grid), ``codebooks`` (Voronoi cells, subspace disks), ``trees`` (trees,
+seed strips, dendrograms), ``retrieval`` (image grids, curves), ``interactive`` (sliders,
+explorers, the notebook renderer), ``embedding`` (UMAP); every public name is re-exported
+here.
 """
 
 from __future__ import annotations
