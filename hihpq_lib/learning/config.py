@@ -5,6 +5,11 @@ which are the CPU profile for CIFAR-10 protocol II at 32 bits. Unknown keys are 
 (with the closest known key suggested), and so are code lengths that are not
 ``M * log2(K)`` for the feature dimension.
 
+The profiles on top of it live here too (the CLI, the notebooks and the benchmarks read
+them): :data:`DEMO_OVERRIDES` and :data:`QUICK_OVERRIDES` with :func:`demo_config` (``hihpq
+demo`` and its ``--quick`` subset), and :func:`tutorial_config` (the short runs of
+notebooks 04-05).
+
 >>> cfg = TrainConfig().with_overrides(["bits=16", "epochs=3"])
 >>> cfg.M, cfg.epochs
 (2, 3)
@@ -450,6 +455,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 DEMO_OVERRIDES = ["resolution=160"]
 
 
+#: The quick subset (``--quick``, fast mode): 300 images per class, few epochs and views.
 QUICK_OVERRIDES = [
     "subsample_per_class=300",
     "epochs=4",
