@@ -306,13 +306,14 @@ print("search ok")
 
 @pytest.mark.parametrize("cache_writable", [False, True])
 def test_read_only_install_does_not_crash(tmp_path, cache_writable):
-    """A copy of the package where nothing can be written, even by root: its
+    """A copy of the package where nothing can be written, even by root: each
     ``__pycache__`` is a file, and HOME (numba's user cache) lies under a file."""
     pkg = tmp_path / "install"
     shutil.copytree(
         REPO_ROOT / "hihpq_lib", pkg / "hihpq_lib", ignore=shutil.ignore_patterns("__pycache__")
     )
-    (pkg / "hihpq_lib" / "__pycache__").write_text("not a folder")
+    for folder in [pkg / "hihpq_lib", *(p for p in (pkg / "hihpq_lib").rglob("*") if p.is_dir())]:
+        (folder / "__pycache__").write_text("not a folder")  # beside every module
     blocker = tmp_path / "blocker"
     blocker.write_text("x")
     cache = tmp_path / "cache" if cache_writable else blocker / "cache"
