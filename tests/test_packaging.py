@@ -125,7 +125,13 @@ def test_the_core_runs_without_any_optional_package(tmp_path):
 def test_default_folders_follow_the_working_directory_not_the_package(tmp_path, monkeypatch):
     from hihpq_lib.utils import runtime
 
-    for var in ("HIHPQ_DATA_DIR", "HIHPQ_CACHE_DIR", "HIHPQ_RUNS_DIR", "HIHPQ_RESULTS_DIR"):
+    for var in (
+        "HIHPQ_PROJECT_DIR",
+        "HIHPQ_DATA_DIR",
+        "HIHPQ_CACHE_DIR",
+        "HIHPQ_RUNS_DIR",
+        "HIHPQ_RESULTS_DIR",
+    ):
         monkeypatch.delenv(var, raising=False)
     elsewhere = tmp_path / "somewhere"
     elsewhere.mkdir()
@@ -141,6 +147,8 @@ def test_default_folders_follow_the_working_directory_not_the_package(tmp_path, 
     monkeypatch.chdir(checkout / "notebooks")  # a notebook's kernel: the checkout's folders
     assert runtime.data_dir() == checkout / "data"
     assert runtime.runs_dir() == checkout / "runs"
+    monkeypatch.setenv("HIHPQ_PROJECT_DIR", str(elsewhere))  # e.g. the book's kernels
+    assert runtime.runs_dir() == elsewhere / "runs"
     monkeypatch.setenv("HIHPQ_DATA_DIR", str(tmp_path / "d"))
     assert runtime.cache_dir() == tmp_path / "d" / "cache"
     package = Path(runtime.__file__).resolve().parent.parent

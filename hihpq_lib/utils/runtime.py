@@ -17,8 +17,9 @@ Environment variables
 ``HIHPQ_RESULTS_DIR``
     Where the benchmark tables are read from (default ``<project>/benchmarks/results``).
 
-``<project>`` is :func:`project_dir`: the hihpq checkout the working directory is in, else
-the working directory itself -- never the folder the package is installed in.
+``<project>`` is :func:`project_dir`: ``HIHPQ_PROJECT_DIR`` if set, else the hihpq checkout
+the working directory is in, else the working directory itself -- never the folder the
+package is installed in.
 ``HIHPQ_THREADS``
     The number of threads every compute library may use (torch, ONNX Runtime, numba,
     faiss, BLAS); default: the cores free when a stage starts (see :func:`thread_budget`).
@@ -96,11 +97,14 @@ def _env_path(name: str, default: Path) -> Path:
 def project_dir() -> Path:
     """The folder the default ``data/``, ``runs/`` and ``benchmarks/results/`` live in.
 
-    The nearest folder, from the working directory upwards, whose ``pyproject.toml`` is
-    hihpq's (a checkout: ``make``, the notebooks in ``notebooks/`` and the scripts share
-    one ``data/`` and ``runs/``); otherwise the working directory. Never the package's own
-    location, which is ``site-packages`` for an installed library.
+    ``HIHPQ_PROJECT_DIR`` if set; else the nearest folder, from the working directory
+    upwards, whose ``pyproject.toml`` is hihpq's (a checkout: ``make``, the notebooks in
+    ``notebooks/`` and the scripts share one ``data/`` and ``runs/``); otherwise the working
+    directory. Never the package's own location, which is ``site-packages`` for an
+    installed library.
     """
+    if os.environ.get("HIHPQ_PROJECT_DIR"):
+        return Path(os.environ["HIHPQ_PROJECT_DIR"]).expanduser()
     cwd = Path.cwd()
     for folder in (cwd, *cwd.parents):
         try:
