@@ -11,14 +11,20 @@ NB_OUT := build/notebooks
 SHARED_CIFAR10 := $(abspath $(wildcard ../shared/data/cifar10-jpeg.tar.gz))
 export HIHPQ_CIFAR10 ?= $(SHARED_CIFAR10)
 
-.PHONY: demo test lint format lab book bench notebooks clean-notebooks help
+.PHONY: demo test lint format typecheck lab book bench notebooks clean-notebooks help
 
 help:
-	@echo "make demo   - the main job: train and evaluate HiHPQ on CIFAR-10 (CPU profile)"
-	@echo "make test   - lint + the whole test suite + every notebook in fast mode"
-	@echo "make lab    - JupyterLab on notebooks/ with the project's kernel"
-	@echo "make book   - the executed series as a static site, build/book/index.html (offline)"
-	@echo "make bench  - benchmarks, results in benchmarks/results/"
+	@echo "make demo            - the main job: train and evaluate HiHPQ on CIFAR-10 (CPU profile)"
+	@echo "make test            - lint + typecheck + the whole test suite with coverage + every notebook in fast mode"
+	@echo "make lint            - ruff check and format check"
+	@echo "make format          - ruff fix and format"
+	@echo "make typecheck       - mypy on the core (geometry, quantization, losses, hierarchy)"
+	@echo "make notebooks       - convert notebooks/*.py to executable .ipynb in $(NB_OUT)"
+	@echo "make lab             - JupyterLab on notebooks/ with the project's kernel"
+	@echo "make book            - the executed series as a static site, build/book/index.html (offline)"
+	@echo "make bench           - benchmarks, results in benchmarks/results/"
+	@echo "make clean-notebooks - remove $(NB_OUT)"
+	@echo "make help            - this list"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +39,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check conftest.py hihpq_lib tests notebooks benchmarks book
 	$(BIN)/ruff format --check conftest.py hihpq_lib tests notebooks benchmarks book
 
+# The core's types (pyproject.toml [tool.mypy] lists the files and the two modules ignored).
+typecheck: $(STAMP)
+	$(BIN)/python -m mypy
+
 format: $(STAMP)
 	$(BIN)/ruff check --fix conftest.py hihpq_lib tests notebooks benchmarks book
 	$(BIN)/ruff format conftest.py hihpq_lib tests notebooks benchmarks book
@@ -46,9 +56,11 @@ notebooks: $(STAMP)
 
 # The notebooks are executed with their outputs kept (--overwrite), then the browser test
 # (tests/test_browser.py: JupyterLab and the book in Chromium) converts those outputs.
-test: lint notebooks
+# Coverage of hihpq_lib by the tests and doctests: a table in the terminal, build/coverage/ as HTML.
+test: lint typecheck notebooks
 	HIHPQ_FAST=1 MPLBACKEND=Agg $(BIN)/python -m pytest tests hihpq_lib $(NB_OUT) -m "not browser" \
-	  --nbmake --nbmake-kernel=python3 --nbmake-timeout=600 --overwrite -p no:cacheprovider
+	  --nbmake --nbmake-kernel=python3 --nbmake-timeout=600 --overwrite -p no:cacheprovider \
+	  --cov=hihpq_lib --cov-report=term:skip-covered --cov-report=html:build/coverage
 	HIHPQ_FAST=1 $(BIN)/python -m pytest tests/test_browser.py -m browser -p no:cacheprovider
 
 # The .py sources open directly as notebooks (.jupyter/labconfig makes jupytext's notebook

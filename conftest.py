@@ -2,18 +2,31 @@
 
 Every test must leave ``os.environ`` as it found it. ``make test`` runs the notebooks in
 the same pytest process after the unit tests, and each notebook kernel inherits this
-process's environment: a test that left ``HIHPQ_FAST=0`` behind once turned the
-notebooks' fast mode off and made them time out in CI.
+process's environment: a test that left ``HIHPQ_FAST=0`` behind would turn the notebooks'
+fast mode off and make them time out in CI.
 """
 
+import importlib
 import os
 
 import pytest
 
-# Importing torch, faiss and the library sets variables of their own (KMP_*,
+# Importing torch, torchvision, faiss, numba and the library sets variables of their own (KMP_*,
 # TORCHINDUCTOR_CACHE_DIR): do it before any test, so that the first test to import them
-# is not blamed for it.
-import hihpq_lib.demo  # noqa: F401 (imports torch, faiss through baselines, geoopt)
+# is not blamed for it. A lean install (no extras) lacks some of them: skip those.
+for _name in (
+    "torch",
+    "geoopt",
+    "torchvision",
+    "faiss",
+    "numba",
+    "hihpq_lib.quantization.index",
+    "hihpq_lib.app.demo",
+):
+    try:
+        importlib.import_module(_name)
+    except ImportError:
+        pass
 
 #: Variables pytest itself changes between the phases of a test.
 _PYTEST_OWN = {"PYTEST_CURRENT_TEST"}

@@ -1,4 +1,4 @@
-"""ADC search throughput: our :class:`~hihpq_lib.index.PQIndex` against faiss ``IndexPQ``.
+"""ADC search throughput: our :class:`~hihpq_lib.quantization.index.PQIndex` against faiss ``IndexPQ``.
 
 Run: ``python -m benchmarks.adc_throughput [--n 50000 500000] [--m 2 4 8] [--threads 1 2]``
 (``--quick``: N = 50,000 only, 200 queries, one repeat).
@@ -37,8 +37,8 @@ import faiss
 import numpy as np
 import torch
 
-from hihpq_lib import lorentz
-from hihpq_lib.index import PQIndex
+from hihpq_lib.geometry import lorentz
+from hihpq_lib.quantization.index import PQIndex
 
 __all__ = ["AdcProblem", "make_problem", "compare", "format_rows", "summary_lines", "main"]
 

@@ -63,7 +63,7 @@ def _fresh_cache(warm: Path, target: Path) -> Path:
 def _start(args, tag: str, env: dict) -> tuple[subprocess.Popen, Path]:
     out = args.out / tag
     shutil.rmtree(out, ignore_errors=True)
-    cmd = [sys.executable, "-m", "hihpq_lib.cli", "demo", "--quick", "--out", str(out)]
+    cmd = [sys.executable, "-m", "hihpq_lib.app.cli", "demo", "--quick", "--out", str(out)]
     log = open(args.out / f"{tag}.log", "w")  # noqa: SIM115 (closed with the process)
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     return proc, out

@@ -5,7 +5,7 @@ Run: ``python -m benchmarks.fidelity_ablation [--protocol II] [--bits 32] [--see
 [--epochs 12] [--threads 2] [--out DIR]`` (the committed table: ``--epochs 12 --threads 2``,
 the budget of ``make bench``; its ``results.md`` lists the exact invocations).
 
-Each row is a set of fidelity options (:data:`hihpq_lib.config.FIDELITY_OPTIONS`) on
+Each row is a set of fidelity options (:data:`hihpq_lib.learning.config.FIDELITY_OPTIONS`) on
 top of the CPU profile ``configs/cpu/cpu_cifar10_<p>_<b>bits.yaml`` (``--set`` adds
 overrides to every row):
 
@@ -40,12 +40,12 @@ import numpy as np
 import torch
 
 from benchmarks.run_all import RESULTS_DIR, _git_commit, profile_config, write_atomic
-from hihpq_lib.config import CURRENT_OPTIONS, REFERENCE_OPTIONS
-from hihpq_lib.metrics import map_at_k
-from hihpq_lib.pipeline import prepare
-from hihpq_lib.reporting import mean_std, paired_difference
-from hihpq_lib.runtime import runs_dir, shared_cifar10_archive
-from hihpq_lib.training import evaluate_map, load_model, train
+from hihpq_lib.app.pipeline import prepare
+from hihpq_lib.evaluation.metrics import map_at_k
+from hihpq_lib.evaluation.stats import mean_std, paired_difference
+from hihpq_lib.learning.config import CURRENT_OPTIONS, REFERENCE_OPTIONS
+from hihpq_lib.learning.training import evaluate_map, load_model, train
+from hihpq_lib.utils.runtime import runs_dir
 
 __all__ = ["ROWS", "row_options", "row_overrides", "summarize", "format_markdown", "main"]
 
@@ -265,9 +265,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if unknown:
         ap.error(f"unknown rows {unknown}; rows: {', '.join(ROWS)}")
     if args.data is None:
-        args.data = os.environ.get("HIHPQ_CIFAR10") or (
-            str(shared_cifar10_archive()) if shared_cifar10_archive() else None
-        )
+        args.data = os.environ.get("HIHPQ_CIFAR10")
     if args.out is None:
         args.out = RESULTS_DIR / "fidelity" / f"protocol_{args.protocol.lower()}_{args.bits}bits"
     return args

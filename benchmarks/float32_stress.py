@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from geoopt.manifolds.lorentz import math as gmath
 
-from hihpq_lib import lorentz as L
+from hihpq_lib.geometry import lorentz as L
 
 
 def _centroid_plain(x, w, k):

@@ -17,7 +17,7 @@ import sys
 CHILD = r"""
 import json, resource, sys, time
 import numpy as np
-from hihpq_lib.hierarchy import TangentWardHierarchy
+from hihpq_lib.learning.hierarchy import TangentWardHierarchy
 n, dim, method, n_anchors = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 rng = np.random.default_rng(0)
 centres = rng.normal(size=(100, dim)) * 3

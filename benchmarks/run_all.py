@@ -3,7 +3,7 @@
 Run: ``python -m benchmarks.run_all [--quick] [--protocols I II] [--bits 16 32 64]
 [--methods ...] [--seeds 3] [--epochs N] [--threads N] [--out DIR] [--adc-only]``
 
-For each protocol, :func:`hihpq_lib.pipeline.prepare` computes (or loads from the shared
+For each protocol, :func:`hihpq_lib.app.pipeline.prepare` computes (or loads from the shared
 feature cache) the frozen EfficientNet-Lite0 features and the augmentation bank **once**;
 every method then works on those same features, and every learned method gets the same
 budget (epochs, views, seed) from the CPU profile ``configs/cpu/cpu_cifar10_<p>_<b>bits.yaml``:
@@ -72,14 +72,13 @@ import psutil
 import torch
 
 from benchmarks import adc_throughput
-from hihpq_lib.baselines import FaissOPQ, FaissPQ, FloatBaseline
-from hihpq_lib.config import ConfigError, TrainConfig, load_config
-from hihpq_lib.demo import QUICK_OVERRIDES
-from hihpq_lib.metrics import map_at_k
-from hihpq_lib.pipeline import peak_rss_mb, prepare
-from hihpq_lib.reporting import compute_deltas, mean_std
-from hihpq_lib.runtime import REPO_ROOT, fast_mode, runs_dir, shared_cifar10_archive
-from hihpq_lib.training import evaluate_map, load_model, train
+from hihpq_lib.app.pipeline import peak_rss_mb, prepare
+from hihpq_lib.evaluation.baselines import FaissOPQ, FaissPQ, FloatBaseline
+from hihpq_lib.evaluation.metrics import map_at_k
+from hihpq_lib.evaluation.stats import compute_deltas, mean_std
+from hihpq_lib.learning.config import QUICK_OVERRIDES, ConfigError, TrainConfig, load_config
+from hihpq_lib.learning.training import evaluate_map, load_model, train
+from hihpq_lib.utils.runtime import fast_mode, runs_dir
 
 __all__ = [
     "METHODS",
@@ -99,6 +98,7 @@ __all__ = [
 ]
 
 PROTOCOLS = ("I", "II")
+REPO_ROOT = Path(__file__).resolve().parent.parent  # the checkout these scripts belong to
 PROFILE_DIR = REPO_ROOT / "configs" / "cpu"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 #: Output dimension of the OPQ transform (1280 -> 256: full-dimension OPQ takes minutes).
@@ -612,11 +612,7 @@ def _git_commit() -> str | None:
 
 
 def _default_data() -> str | None:
-    env = os.environ.get("HIHPQ_CIFAR10")
-    if env:
-        return env
-    archive = shared_cifar10_archive()
-    return str(archive) if archive else None
+    return os.environ.get("HIHPQ_CIFAR10") or None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -58,7 +58,7 @@ def sources() -> list[Path]:
 
 def features_cached() -> bool:
     sys.path.insert(0, str(ROOT))
-    from hihpq_lib import runtime
+    from hihpq_lib.utils import runtime
 
     return any((runtime.cache_dir() / "features").glob("*.pt"))
 
@@ -71,7 +71,11 @@ def execute(src: Path, workdir: Path, fast: bool) -> nbformat.NotebookNode:
     nb = jupytext.read(src)
     timeout = int(nb.metadata.get("execution", {}).get("timeout", 600))
     env_fast = os.environ.get("HIHPQ_FAST")
+    env_project = os.environ.get("HIHPQ_PROJECT_DIR")
     os.environ["HIHPQ_FAST"] = "1" if fast else "0"
+    # the kernels run in ``workdir`` (possibly outside the checkout) but read and write this
+    # checkout's data/, runs/ and configs/, as the notebooks do in JupyterLab
+    os.environ["HIHPQ_PROJECT_DIR"] = env_project or str(ROOT)
     try:
         NotebookClient(
             nb,
@@ -80,10 +84,11 @@ def execute(src: Path, workdir: Path, fast: bool) -> nbformat.NotebookNode:
             resources={"metadata": {"path": str(workdir)}},
         ).execute()
     finally:
-        if env_fast is None:
-            os.environ.pop("HIHPQ_FAST", None)
-        else:
-            os.environ["HIHPQ_FAST"] = env_fast
+        for key, value in (("HIHPQ_FAST", env_fast), ("HIHPQ_PROJECT_DIR", env_project)):
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     return nb
 
 

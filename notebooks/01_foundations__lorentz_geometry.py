@@ -22,7 +22,7 @@
 # HiHPQ (Qiu et al., AAAI 2024) quantizes image features in **hyperbolic space** instead
 # of Euclidean space, because hyperbolic space has room for hierarchies (animal → dog →
 # terrier). This notebook builds the geometry from scratch, one formula at a time, and
-# shows each formula's one-line call in `hihpq_lib.lorentz`.
+# shows each formula's one-line call in `hihpq_lib.geometry.lorentz`.
 #
 # ## What you will learn
 # - the **hyperboloid** (Lorentz model): points with Minkowski "norm" $-k$, and what the
@@ -68,7 +68,11 @@ from IPython.display import display
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import shortest_path
 
-from hihpq_lib import claims, exercises, lorentz, runtime, viz
+from hihpq_lib import viz
+from hihpq_lib.app import exercises
+from hihpq_lib.evaluation import claims
+from hihpq_lib.geometry import lorentz
+from hihpq_lib.utils import runtime
 
 runtime.seed_everything(0)
 torch.set_default_dtype(torch.float64)
@@ -205,7 +209,7 @@ torch.testing.assert_close(expmap0_from_scratch(v, k=2.0), lorentz.expmap0(loren
 
 # %% [markdown]
 # (The library version also works at $v = 0$, where the formula divides by zero, and for
-# huge $\|v\|$ where `cosh` overflows; see the module docstring of `hihpq_lib.lorentz`.)
+# huge $\|v\|$ where `cosh` overflows; see the module docstring of `hihpq_lib.geometry.lorentz`.)
 #
 # Three facts worth checking once: the result lies on the sheet, `logmap0` undoes
 # `expmap0`, and the geodesic distance from the origin equals $\|v\|$ (so the exponential

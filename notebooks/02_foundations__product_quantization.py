@@ -64,18 +64,13 @@ from sklearn.cluster import KMeans
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from hihpq_lib import (
-    baselines,
-    claims,
-    lorentz,
-    losses,
-    manifolds,
-    metrics,
-    quantizer,
-    runtime,
-    viz,
-)
-from hihpq_lib.index import PQIndex
+from hihpq_lib import viz
+from hihpq_lib.evaluation import baselines, claims, metrics
+from hihpq_lib.geometry import lorentz, manifolds
+from hihpq_lib.learning import losses
+from hihpq_lib.quantization import quantizer
+from hihpq_lib.quantization.index import PQIndex
+from hihpq_lib.utils import runtime
 
 runtime.seed_everything(0)
 baselines.set_num_threads(1)  # faiss: one thread (shared machines, reproducible timings)
@@ -166,7 +161,7 @@ print(f"mean squared reconstruction error ||x - x_hat||^2: {mse_ours:.3f}")
 # (`codebooks[np.arange(M), codes]` is NumPy fancy indexing: for every image $n$ and
 # subspace $m$ it picks `codebooks[m, codes[n, m]]`, giving an $(N, M, D/M)$ array.)
 #
-# **Checked against the library.** `hihpq_lib.index.PQIndex` holds the same codebooks
+# **Checked against the library.** `hihpq_lib.quantization.index.PQIndex` holds the same codebooks
 # (Euclidean geometry) and encodes/decodes the same way:
 
 # %%

@@ -63,7 +63,12 @@ import numpy as np
 import torch
 from IPython.display import display
 
-from hihpq_lib import claims, exercises, lorentz, manifolds, quantizer, runtime, viz
+from hihpq_lib import viz
+from hihpq_lib.app import exercises
+from hihpq_lib.evaluation import claims
+from hihpq_lib.geometry import lorentz, manifolds
+from hihpq_lib.quantization import quantizer
+from hihpq_lib.utils import runtime
 
 generator = runtime.seed_everything(0)
 torch.set_default_dtype(torch.float64)

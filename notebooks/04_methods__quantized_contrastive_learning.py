@@ -44,9 +44,8 @@
 # - Notebooks 01 (hyperboloid, $c = 1/k$, distances), 02 (product quantization, the
 #   product of hyperboloids) and 03 (soft assignment, the Lorentz centroid, `out.soft`).
 # - Softmax and cross-entropy; the idea of training with a minibatch optimiser.
-# - CIFAR-10: set `HIHPQ_CIFAR10` to the archive (the Makefile points it at
-#   `../shared/data/cifar10-jpeg.tar.gz` when present; otherwise torchvision downloads
-#   it). The frozen EfficientNet-Lite0 features are cached under `data/cache`; if they are
+# - CIFAR-10: set `HIHPQ_CIFAR10` to a copy (the Makefile exports the development copy
+#   when it has one; otherwise torchvision downloads it). The frozen EfficientNet-Lite0 features are cached under `data/cache`; if they are
 #   missing, the first run computes them (how long: the next paragraph). No GPU.
 #
 # ## How long it takes on a laptop CPU
@@ -84,22 +83,14 @@ import warnings
 import numpy as np
 import torch
 
-from hihpq_lib import (
-    claims,
-    data,
-    demo,
-    exercises,
-    lorentz,
-    losses,
-    manifolds,
-    metrics,
-    runtime,
-    training,
-    transforms,
-    tutorial,
-    viz,
-)
-from hihpq_lib.pipeline import prepare
+from hihpq_lib import data, viz
+from hihpq_lib.app import exercises, experiments
+from hihpq_lib.app.pipeline import prepare
+from hihpq_lib.data import transforms
+from hihpq_lib.evaluation import claims, metrics
+from hihpq_lib.geometry import lorentz, manifolds
+from hihpq_lib.learning import config, diagnostics, losses, training
+from hihpq_lib.utils import runtime
 
 warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated")  # harmless
 runtime.seed_everything(0)
@@ -111,7 +102,7 @@ print(f"fast mode: {runtime.fast_mode()}, quick subset: {QUICK}, epochs: {EPOCHS
 # %% [markdown]
 # ## 1. Two views of the same image
 #
-# The configuration is the demo's CPU profile (`demo.demo_config`): CIFAR-10 protocol II
+# The configuration is the demo's CPU profile (`config.demo_config`): CIFAR-10 protocol II
 # (5,000 training images, 10,000 test queries, a 50,000-image database), 32-bit codes
 # ($M = 4$ subspaces of dimension $d = 16$, $K = 256$ codewords each), the frozen
 # EfficientNet-Lite0 backbone at `cfg.resolution` px (160 in full mode, as in `make demo`;
@@ -127,19 +118,19 @@ print(f"fast mode: {runtime.fast_mode()}, quick subset: {QUICK}, epochs: {EPOCHS
 # `model.project`) maps the $F$ backbone numbers to the $M d$ numbers that the quantizer
 # of notebooks 02–03 maps onto the product of hyperboloids.
 #
-# `tutorial.tutorial_config` shortens the CPU profile to `EPOCHS` epochs and, here,
+# `config.tutorial_config` shortens the CPU profile to `EPOCHS` epochs and, here,
 # switches the two hierarchy losses of notebook 05 off (`proto_weight=0,
 # instance_weight=0`). `prepare` loads the images, the splits and the cached features.
 #
 # Model selection uses **validation** queries drawn from the database, never the test
 # queries. The quick subset keeps only one validation query per class, too few to
-# compare models, so `tutorial.training_data` draws `N_VAL_PER_CLASS` per class from the
+# compare models, so `experiments.training_data` draws `N_VAL_PER_CLASS` per class from the
 # database instead (the rest of the database is the validation database).
 
 # %%
-cfg = tutorial.tutorial_config(QUICK, EPOCHS, hierarchy=False)
+cfg = config.tutorial_config(QUICK, EPOCHS, hierarchy=False)
 prep = prepare(cfg)  # progress bars only if features must be computed
-train_data = tutorial.training_data(prep, N_VAL_PER_CLASS)
+train_data = experiments.training_data(prep, N_VAL_PER_CLASS)
 names = prep.dataset.class_names
 print(
     f"training images {train_data.n_train}, test queries {len(prep.splits.query)}, "
@@ -187,7 +178,7 @@ views = [
     for v in (0, 1)
 ]
 print("bank:", tuple(prep.bank.shape), prep.bank.dtype, " one view:", tuple(views[0].shape))
-tutorial.views_grid(
+viz.views_grid(
     images,
     views,
     row_titles=[names[c] for c in train_labels[show]],
@@ -227,12 +218,12 @@ tutorial.views_grid(
 # Library call: `losses.quantized_contrastive_loss(z1, z2, space, tau=cfg.tau)`, with
 # `z1`, `z2` the $(B, M, d+1)$ soft quantizations of the two views; it returns a scalar.
 # Before training, on a tiny batch of $B = 4$ images, with the model exactly as training
-# will start it (`tutorial.initial_model`). Calling the model on backbone features
+# will start it (`diagnostics.initial_model`). Calling the model on backbone features
 # $(B, F)$ runs the head and then the quantizer, and returns notebook 03's
 # `QuantizerOutput`; `.soft` is its soft quantization:
 
 # %%
-start = tutorial.initial_model(cfg, train_data)
+start = diagnostics.initial_model(cfg, train_data)
 space = start.space
 x1, x2 = prep.bank[show, 0].float(), prep.bank[show, 1].float()  # (4, F) backbone features
 with torch.no_grad():
@@ -313,10 +304,10 @@ print(f"Exercise 1: correct. A collapsed batch costs log(2B - 1) = {collapsed:.4
 # With `resume=True` a finished checkpoint is simply loaded, so re-running this cell costs
 # seconds (while it trains, it prints one line per epoch; an interrupted run continues
 # where it stopped). The folder name holds a digest of the configuration
-# (`tutorial.run_folder`): change a setting and you get a fresh run instead of an error.
+# (`experiments.run_folder`): change a setting and you get a fresh run instead of an error.
 
 # %%
-run = tutorial.run_folder("contrastive", cfg, N_VAL_PER_CLASS)
+run = experiments.run_folder("contrastive", cfg, N_VAL_PER_CLASS)
 found = (run / "checkpoint.pt").is_file()
 print(("loading" if found else "training, then saving to"), run)
 result = training.train(cfg, train_data, run, resume=True)
@@ -360,7 +351,7 @@ viz.line_plot(epochs, val_curve, "validation queries", **val_args)
 viz.line_plot(epochs, val_curve, "validation queries", backend="matplotlib", **val_args)
 
 # %%
-demo_epochs = demo.demo_config(False).epochs
+demo_epochs = config.demo_config(False).epochs
 claims.say(
     "No label was used for training; the labels only score the retrieval. The loss went "
     "from {l0:.2f} to **{l1:.2f}**, {below} the collapse level {lc:.2f}, and the "

@@ -33,7 +33,7 @@
 # - tangent-space features and **Ward clustering** at several levels
 #   (`hierarchy.TangentWardHierarchy`), and the dendrogram against the true labels;
 # - how to score a clustering against labels: **ARI**, **NMI** and purity
-#   (`metrics.hierarchy_agreement`, `tutorial.purity`);
+#   (`metrics.hierarchy_agreement`, `stats.purity`);
 # - **exact vs. scalable** Ward, and why: the $8 \cdot N(N-1)/2$ bytes of the distance
 #   matrix;
 # - the **prototype-wise** and **instance-wise** losses, from scratch and as
@@ -86,19 +86,13 @@ from scipy.cluster.hierarchy import fcluster
 from scipy.spatial.distance import pdist
 from sklearn.metrics import adjusted_rand_score
 
-from hihpq_lib import (
-    claims,
-    data,
-    hierarchy,
-    lorentz,
-    losses,
-    metrics,
-    runtime,
-    training,
-    tutorial,
-    viz,
-)
-from hihpq_lib.pipeline import prepare
+from hihpq_lib import data, viz
+from hihpq_lib.app import experiments
+from hihpq_lib.app.pipeline import prepare
+from hihpq_lib.evaluation import claims, metrics, stats
+from hihpq_lib.geometry import lorentz
+from hihpq_lib.learning import config, diagnostics, hierarchy, losses, training
+from hihpq_lib.utils import runtime
 
 warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated")  # harmless
 runtime.seed_everything(0)
@@ -118,10 +112,10 @@ print(f"fast mode: {runtime.fast_mode()}, quick subset: {QUICK}, epochs: {EPOCHS
 # notebook 04:
 
 # %%
-cfg_cl = tutorial.tutorial_config(QUICK, EPOCHS, hierarchy=False)
-cfg_hi = tutorial.tutorial_config(QUICK, EPOCHS, hierarchy=True)
+cfg_cl = config.tutorial_config(QUICK, EPOCHS, hierarchy=False)
+cfg_hi = config.tutorial_config(QUICK, EPOCHS, hierarchy=True)
 prep = prepare(cfg_cl)  # progress bars only if features must be computed
-train_data = tutorial.training_data(prep, N_VAL_PER_CLASS)
+train_data = experiments.training_data(prep, N_VAL_PER_CLASS)
 names = prep.dataset.class_names
 LEVELS = list(cfg_hi.num_clusters)  # granularities, fine to coarse
 print(
@@ -130,7 +124,7 @@ print(
     f"{cfg_hi.hierarchy_warmup} epoch(s)"
 )
 
-run_cl = tutorial.run_folder("contrastive", cfg_cl, N_VAL_PER_CLASS)
+run_cl = experiments.run_folder("contrastive", cfg_cl, N_VAL_PER_CLASS)
 print(("loading" if (run_cl / "checkpoint.pt").is_file() else "training"), run_cl)
 result_cl = training.train(cfg_cl, train_data, run_cl, resume=True)
 model_cl = result_cl["model"]
@@ -239,13 +233,13 @@ viz.dendrogram_vs_labels(
 # Library call: `metrics.hierarchy_agreement(levels, y, y_super)` (scikit-learn's
 # `adjusted_rand_score` and `normalized_mutual_info_score`). Both punish a clustering
 # with more clusters than classes, even a perfectly *nested* one, since it separates
-# pairs that share a label. So we add **purity** (`tutorial.purity`): the fraction of
+# pairs that share a label. So we add **purity** (`stats.purity`): the fraction of
 # images carrying their cluster's majority label, 1 when every cluster sits inside one
 # class. For comparison, the same hierarchy built on the *untrained* model
-# (`tutorial.initial_model`, as training starts):
+# (`diagnostics.initial_model`, as training starts):
 
 # %%
-start = tutorial.initial_model(cfg_cl, train_data)
+start = diagnostics.initial_model(cfg_cl, train_data)
 hier_start = hierarchy.TangentWardHierarchy(n_clusters=LEVELS).fit(
     start.tangent(train_feats).double().numpy()
 )
@@ -256,8 +250,8 @@ def agreement(hier, model_name):
         hier.labels_, y_train, y_super, level_names=[f"{c} clusters" for c in hier.n_clusters_]
     )
     for row, lab in zip(rows, hier.labels_):
-        row["purity_class"] = tutorial.purity(lab, y_train)
-        row["purity_superclass"] = tutorial.purity(lab, y_super)
+        row["purity_class"] = stats.purity(lab, y_train)
+        row["purity_superclass"] = stats.purity(lab, y_super)
     return [
         {"model": model_name, **{k: v for k, v in r.items() if k != "n_clusters"}} for r in rows
     ]
@@ -584,7 +578,7 @@ print(f"reference {inst_lib.item():.4f}  vs  masked {inst_masked.item():.4f}")
 # Euclidean twin, so the CPU profile now uses the reference's losses too):
 
 # %%
-from hihpq_lib.reporting import fidelity_rows  # noqa: E402
+from hihpq_lib.evaluation.benchmarks import fidelity_rows
 
 for line in fidelity_rows(("current", "prototype_loss", "instance_loss", "reference")):
     print(line)
@@ -613,7 +607,7 @@ for line in fidelity_rows(("current", "prototype_loss", "instance_loss", "refere
 # hierarchy run:
 
 # %%
-run_hi = tutorial.run_folder("hierarchy", cfg_hi, N_VAL_PER_CLASS)
+run_hi = experiments.run_folder("hierarchy", cfg_hi, N_VAL_PER_CLASS)
 print(("loading" if (run_hi / "checkpoint.pt").is_file() else "training"), run_hi)
 result_hi = training.train(cfg_hi, train_data, run_hi, resume=True)
 for name, res in (("contrastive", result_cl), ("+ hierarchy", result_hi)):
@@ -653,7 +647,7 @@ claims.check(
 # still off. Is the difference after that real? Both models are scored on the *same*
 # validation queries, so we compare them query by query: the mAP is the mean of
 # per-query average precisions (APs), and resampling the queries with replacement (a
-# **paired bootstrap**, `tutorial.paired_bootstrap`) gives a 95% interval for the
+# **paired bootstrap**, `stats.paired_bootstrap`) gives a 95% interval for the
 # difference. We compare the **validation-selected** checkpoints (`best.pt`), as one
 # would pick them in practice.
 
@@ -663,14 +657,16 @@ best = {
     "+ hierarchy": training.load_model(run_hi, "best")[0],
 }
 val_q, val_db = train_data.val_query, train_data.val_database
-ranked = {name: tutorial.search(m, val_q, val_db, cfg_cl.topk) for name, m in best.items()}
+ranked = {
+    name: experiments.rank_database(m, val_q, val_db, cfg_cl.topk) for name, m in best.items()
+}
 ap = {
     name: metrics.average_precision_at_k(metrics.hits_at_k(val_q.labels, val_db.labels, idx))
     for name, idx in ranked.items()
 }
 for name, res in (("contrastive", result_cl), ("+ hierarchy", result_hi)):
     assert abs(float(ap[name].mean()) - res["best_val_map"]) < 1e-6  # the same mAP as training
-boot = tutorial.paired_bootstrap(ap["+ hierarchy"], ap["contrastive"], n_boot=5000)
+boot = stats.paired_bootstrap(ap["+ hierarchy"], ap["contrastive"], n_boot=5000)
 print(
     f"validation mAP ({len(val_q.feats)} queries): contrastive {ap['contrastive'].mean():.4f}, "
     f"+ hierarchy {ap['+ hierarchy'].mean():.4f}"
@@ -808,9 +804,7 @@ super_ap = {
     name: metrics.average_precision_at_k(metrics.hits_at_k(q_sup, db_sup, idx))
     for name, idx in ranked.items()
 }
-boot_super = tutorial.paired_bootstrap(
-    super_ap["+ hierarchy"], super_ap["contrastive"], n_boot=5000
-)
+boot_super = stats.paired_bootstrap(super_ap["+ hierarchy"], super_ap["contrastive"], n_boot=5000)
 super_reading = claims.interval_reading(boot_super["low"], boot_super["high"])
 print(
     f"superclass mAP difference {boot_super['diff']:+.4f}, 95% interval "
@@ -903,7 +897,7 @@ claims.say(
 #   several granularities; the levels are nested (`parents_`).
 # - Against CIFAR-10 it is largely class-pure and superclass-pure, though ARI/NMI look
 #   modest because the clusters outnumber the classes (`metrics.hierarchy_agreement`,
-#   `tutorial.purity`); the top split need not be vehicles vs. animals.
+#   `stats.purity`); the top split need not be vehicles vs. animals.
 # - Exact Ward needs $8 \cdot N(N-1)/2$ bytes; the scalable mode clusters k-means anchors.
 # - $\mathcal L_{proto}$ pulls each image to its cluster's prototype at every level,
 #   $\mathcal L_{inst}$ to a same-cluster neighbour (`losses.prototype_loss`,

@@ -47,8 +47,7 @@
 #   (02), codebook attention (03), the contrastive loss (04) and the pseudo hierarchy
 #   with its losses (05). Here they run together as one black box.
 # - CIFAR-10: set `HIHPQ_CIFAR10` to a copy (a torchvision folder, an image tree or a
-#   `.tar.gz` of one; in this project `../shared/data/cifar10-jpeg.tar.gz`, which
-#   `make lab` exports for you). Without it the library tries a torchvision download.
+#   `.tar.gz` of one; `make lab` exports the development copy the Makefile knows). Without it the library tries a torchvision download.
 #   The first run extracts the images and computes the frozen EfficientNet-Lite0
 #   features (how long: the next paragraph); they are cached under `data/cache`, and
 #   every later run loads them in seconds.
@@ -76,7 +75,7 @@
 # %% [markdown]
 # ## Setup
 #
-# Fast mode only changes sizes: the quick subset (`demo.demo_config(quick=True)`: 300
+# Fast mode only changes sizes: the quick subset (`config.demo_config(quick=True)`: 300
 # images per class instead of all, a 3-view augmentation bank) with 10 epochs in
 # batches of 32 (300 training images would give only two batches of 128 per epoch), and
 # fewer points for the UMAP map.
@@ -90,32 +89,25 @@ import torch
 from sklearn.neighbors import NearestNeighbors
 from sklearn.preprocessing import FunctionTransformer
 
-from hihpq_lib import (
-    claims,
-    data,
-    demo,
-    lorentz,
-    metrics,
-    pipeline,
-    reporting,
-    runtime,
-    training,
-    tutorial,
-    viz,
-)
-from hihpq_lib.baselines import FloatBaseline
-from hihpq_lib.index import PQIndex
+from hihpq_lib import data, viz
+from hihpq_lib.app import experiments, pipeline
+from hihpq_lib.evaluation import claims, metrics
+from hihpq_lib.evaluation.baselines import FloatBaseline
+from hihpq_lib.geometry import lorentz
+from hihpq_lib.learning import config, diagnostics, training
+from hihpq_lib.quantization.index import PQIndex
+from hihpq_lib.utils import runtime
 
 runtime.seed_everything(0)
 QUICK = runtime.pick(False, True)  # the quick subset
-cfg = demo.demo_config(
+cfg = config.demo_config(
     quick=QUICK,
     overrides=["name=notebook06", *runtime.pick([], ["epochs=10", "batch_size=32"])],
 )
 UMAP_POINTS = runtime.pick(5000, 1000)  # database images on the UMAP map
 PR_QUERIES = runtime.pick(1000, 600)  # queries that rank the whole database (PR curve)
 TOPK = cfg.topk  # the mAP@1000 cut-off (not cfg.K, the 256 codewords per codebook)
-RUN = tutorial.run_folder("06_training", cfg)  # runs/tutorial/06_training-<digest>
+RUN = experiments.run_folder("06_training", cfg)  # runs/tutorial/06_training-<digest>
 print(f"fast mode: {runtime.fast_mode()}; {cfg.epochs} epochs, batches of {cfg.batch_size}")
 print(f"CIFAR-10 protocol {cfg.protocol}, {cfg.bits} bits = M {cfg.M} codebooks of K {cfg.K}")
 print(f"run folder: {RUN}")
@@ -161,7 +153,7 @@ print("classes:", ", ".join(class_names))
 # reports the **test** mAP@1000 of both. With `resume=True` it continues from
 # `checkpoint.pt` when one exists: an interrupted run picks up where it stopped, and a
 # finished one is just loaded (nothing to train). The folder name carries a digest of
-# the configuration (`tutorial.run_folder`), so changing a setting starts a new run
+# the configuration (`experiments.run_folder`), so changing a setting starts a new run
 # instead of mixing two. To retrain from scratch, delete the folder printed above.
 #
 # The progress bars show each epoch's batches; one line per epoch gives the training
@@ -347,7 +339,7 @@ claims.say(
 # item into $M$ lookups. Library calls: `PQIndex.distances(query_points)` (all
 # distances, $(Q, M, d+1)$ queries → $(Q, N)$) and `PQIndex.search(query_points, k)`
 # (the top $k$). On a CPU `search` never builds the $(Q, N)$ matrix: a compiled loop
-# (`hihpq_lib.adc_kernel`, numba) sums each database item's $M$ lookups and keeps only
+# (`hihpq_lib.quantization.adc_kernel`, numba) sums each database item's $M$ lookups and keeps only
 # the items below a threshold estimated from a sample of the database, about $1.3k$
 # candidates per query, which it then sorts; `python -m benchmarks.adc_throughput` times
 # it against faiss's `IndexPQ`. Here $e_{m,j}$ is codeword $j$ of subspace $m$ (the
@@ -375,7 +367,7 @@ print(
 # images found in the top $k$; precision is the share of the top $k$ that are hits.
 # Recall only reaches 1 when the whole database is ranked, so the PR curve ranks all
 # of it for `PR_QUERIES` random queries, a chunk at a time
-# (`reporting.precision_recall_curve`, which calls `metrics.precision_recall_by_rank`
+# (`metrics.precision_recall_curve`, which calls `metrics.precision_recall_by_rank`
 # per chunk); precision@k up to 1000 uses every query (`metrics.precision_at_k_curve`).
 # (Random, not the first ones: the query split is stored class by class, so the first
 # 1,000 queries would all be airplanes.)
@@ -387,7 +379,7 @@ pr_rows = np.sort(np.random.default_rng(0).choice(len(query.labels), PR_QUERIES,
 pr = {}
 for name, m in (("HiHPQ (selected)", best_model), ("HiHPQ (final)", model)):
     idx_m = m.build_index(database.feats)
-    pr[name] = reporting.precision_recall_curve(
+    pr[name] = metrics.precision_recall_curve(
         idx_m, m.points(query.feats[pr_rows]), query.labels[pr_rows], database.labels, ks
     )
 viz.pr_curve([c["precision"] for c in pr.values()], [c["recall"] for c in pr.values()], list(pr))
@@ -437,12 +429,12 @@ claims.check(
 #
 # One random test query per class (left column) and its 10 nearest database images
 # under HiHPQ's codes, framed **green** for a hit (same class) and **red** for a miss.
-# `reporting.retrieval_examples` encodes, searches and reads the images;
+# `experiments.retrieval_examples` encodes, searches and reads the images;
 # `viz.retrieval_grid` draws them.
 
 # %%
-picks = reporting.pick_queries(prep, per_class=1, seed=0)  # dataset indices of 10 queries
-ex = reporting.retrieval_examples(prep, best_model, picks, k=10)
+picks = experiments.pick_queries(prep, per_class=1, seed=0)  # dataset indices of 10 queries
+ex = experiments.retrieval_examples(prep, best_model, picks, k=10)
 print(f"precision@10 of these {len(picks)} queries: {ex['precision']:.2f}")
 viz.retrieval_grid(
     ex["query_images"],
@@ -558,7 +550,7 @@ claims.say(
 # So each point below keeps its **true distance from the centre** (its disk radius is
 # exact) and only its *direction* comes from the 2-D PCA (`radius="true"`, the default
 # of `viz.subspace_codewords_disks`); the dashed circles are the median radii of the
-# codewords and of the points. Measured first (`tutorial.codeword_geometry`: distances
+# codewords and of the points. Measured first (`diagnostics.codeword_geometry`: distances
 # from the origin, quantization errors, the share of squared norm a plain PCA keeps):
 
 # %%
@@ -567,7 +559,7 @@ disk_pick = np.sort(
     np.random.default_rng(1).choice(len(sample), min(1500, len(sample)), replace=False)
 )
 disk_rows = sample[disk_pick]
-geometry = tutorial.codeword_geometry(best_model, database.feats[disk_rows])
+geometry = diagnostics.codeword_geometry(best_model, database.feats[disk_rows])
 print(metrics.format_table(geometry, floatfmt=".3f"))
 
 # %%
@@ -759,7 +751,7 @@ claims.say(
 # ## Summary
 # - `pipeline.prepare` + `pipeline.run_experiment(cfg, folder, resume=True,
 #   prepared=prep)` is the whole pipeline; a finished run is loaded, an interrupted one
-#   continues, a changed config gets a new folder (`tutorial.run_folder`).
+#   continues, a changed config gets a new folder (`experiments.run_folder`).
 # - The epoch is chosen on validation queries carved from the database; the test
 #   queries only report (selected and final).
 # - mAP@K averages the precision at the ranks of the hits within the top $K$

@@ -28,8 +28,8 @@
 # of 0.01 mAP real, or noise?**
 #
 # ## What you will learn
-# - the ablations as configuration overrides (`reporting.ABLATIONS`) and how to run
-#   them with several seeds (`reporting.run_ablation`);
+# - the ablations as configuration overrides (`benchmarks.ABLATIONS`) and how to run
+#   them with several seeds (`experiments.run_ablation`);
 # - two sources of noise in an mAP, the training seed and the sample of test queries,
 #   and how to measure each: paired differences over seeds with their standard error,
 #   and a paired bootstrap over queries;
@@ -81,23 +81,16 @@ from pathlib import Path
 
 import numpy as np
 
-from hihpq_lib import (
-    claims,
-    config,
-    demo,
-    exercises,
-    metrics,
-    pipeline,
-    reporting,
-    runtime,
-    tutorial,
-    viz,
-)
+from hihpq_lib import viz
+from hihpq_lib.app import exercises, experiments, pipeline
+from hihpq_lib.evaluation import benchmarks, claims, metrics, stats
+from hihpq_lib.learning import config
+from hihpq_lib.utils import runtime
 
 runtime.seed_everything(0)
 SEEDS = list(range(runtime.pick(5, 3)))  # training seeds per method
 METHODS = ["hihpq", "hihpq_no_hier", "euclidean_cpq"]  # full, no hierarchy, Euclidean
-base = demo.demo_config(quick=True, overrides=["epochs=10", "batch_size=32"])
+base = config.demo_config(quick=True, overrides=["epochs=10", "batch_size=32"])
 print(f"fast mode: {runtime.fast_mode()}; seeds {SEEDS}; methods {METHODS}")
 
 # %% [markdown]
@@ -118,7 +111,7 @@ print(f"fast mode: {runtime.fast_mode()}; seeds {SEEDS}; methods {METHODS}")
 # one thing.
 
 # %%
-for key, overrides in reporting.ABLATIONS.items():
+for key, overrides in benchmarks.ABLATIONS.items():
     cfg = base.with_overrides(list(overrides))
     print(
         f"{key:15s} geometry={cfg.geometry:9s} proto_weight={cfg.proto_weight} "
@@ -128,22 +121,22 @@ for key, overrides in reporting.ABLATIONS.items():
 # %% [markdown]
 # ## 2. A live ablation, several seeds
 #
-# `reporting.run_ablation` trains each method with each seed on the same prepared
+# `experiments.run_ablation` trains each method with each seed on the same prepared
 # features (the seed changes only the training randomness: initialisation, batches,
 # view pairs, clustering), keeps the validation-selected epoch, and scores it on the
 # test queries. Each run goes to its own folder, `runs/tutorial/07_ablation_<method>_seed<s>-<digest>`
-# (`tutorial.run_folder`); a finished run is loaded instead of retrained.
+# (`experiments.run_folder`); a finished run is loaded instead of retrained.
 #
 # It returns a list with one dict per (method, seed): `method`, `seed`, `map` (test
 # mAP@1000 of the validation-selected epoch), `map_final` (last epoch), `ap` (the
 # per-query APs, used in section 3), `val_selected_epoch`, `seconds`.
-# `reporting.ablation_table(runs)` summarises them per method: number of seeds, mean
+# `stats.ablation_table(runs)` summarises them per method: number of seeds, mean
 # mAP, **std** (sample standard deviation over seeds), min and max.
 
 # %%
 prep = pipeline.prepare(base, progress=False)
-runs = reporting.run_ablation(prep, base, METHODS, SEEDS)
-print(metrics.format_table(reporting.ablation_table(runs), floatfmt=".4f"))
+runs = experiments.run_ablation(prep, base, METHODS, SEEDS)
+print(metrics.format_table(stats.ablation_table(runs), floatfmt=".4f"))
 
 # %% [markdown]
 # One line per run (a run loaded from its folder only evaluates: under a second):
@@ -159,7 +152,7 @@ per_run = [
 print(metrics.format_table(per_run, floatfmt=".4f"))
 
 # %%
-table = reporting.ablation_table(runs)
+table = stats.ablation_table(runs)
 stds = [r["std"] for r in table]
 means = sorted(r["mean mAP"] for r in table)
 gaps = np.diff(means)
@@ -194,12 +187,12 @@ claims.say(
 # excludes 0. With few seeds $t$ is large (4.30 for 3 seeds, 2.78 for 5; checked in the
 # next cell) because the std itself is a rough estimate; with many it tends to the
 # familiar 2 (1.96). Library
-# calls: `reporting.paired_difference(a, b)` (its `"t95"` is $t_{n-1}$, from
-# `reporting.t_multiplier`) and `reporting.verdict(delta, se, z=t95)`.
+# calls: `stats.paired_difference(a, b)` (its `"t95"` is $t_{n-1}$, from
+# `stats.t_multiplier`) and `stats.verdict(delta, se, z=t95)`.
 
 # %% tags=["claim"]
 claims.check(
-    round(reporting.t_multiplier(3), 2) == 4.30 and round(reporting.t_multiplier(5), 2) == 2.78,
+    round(stats.t_multiplier(3), 2) == 4.30 and round(stats.t_multiplier(5), 2) == 2.78,
     "t is 4.30 for 3 seeds and 2.78 for 5",
 )
 
@@ -212,7 +205,7 @@ contrasts = [
 ]
 seed_rows = []
 for a, b in contrasts:
-    d = reporting.paired_difference(maps[a], maps[b])
+    d = stats.paired_difference(maps[a], maps[b])
     seed_rows.append(
         {
             "contrast": f"{a} − {b}",
@@ -221,7 +214,7 @@ for a, b in contrasts:
             "SE": d["se"],
             "seeds": d["n"],
             "t": d["t95"],
-            "reading": reporting.verdict(d["delta"], d["se"], z=d["t95"], n=d["n"]),
+            "reading": stats.verdict(d["delta"], d["se"], z=d["t95"], n=d["n"]),
         }
     )
 print(metrics.format_table(seed_rows, floatfmt=".4f"))
@@ -253,14 +246,14 @@ claims.say(
 # resamples the queries with replacement and recomputes the difference of the two
 # methods' mean AP each time; the middle 95% of those differences is a confidence
 # interval, and the difference is real for these queries when the interval excludes 0
-# (`tutorial.paired_bootstrap`, as in notebook 05, on the per-query APs that
+# (`stats.paired_bootstrap`, as in notebook 05, on the per-query APs that
 # `run_ablation` kept). Here for seed 0:
 
 # %%
 ap = {m: next(r["ap"] for r in runs if r["method"] == m and r["seed"] == 0) for m in METHODS}
 boot_rows = []
 for a, b in contrasts:
-    bs = tutorial.paired_bootstrap(ap[a], ap[b], n_boot=2000, seed=0)
+    bs = stats.paired_bootstrap(ap[a], ap[b], n_boot=2000, seed=0)
     excludes_zero = bs["low"] > 0 or bs["high"] < 0
     boot_rows.append(
         {
@@ -276,8 +269,8 @@ print(metrics.format_table(boot_rows, floatfmt=".4f"))
 # %%
 n_real_boot = sum(r["reading"].startswith("real") for r in boot_rows)
 boot_halfwidth = float(
-    np.mean([tutorial.paired_bootstrap(ap[a], ap[b], n_boot=2000, seed=0)["high"]
-             - tutorial.paired_bootstrap(ap[a], ap[b], n_boot=2000, seed=0)["low"]
+    np.mean([stats.paired_bootstrap(ap[a], ap[b], n_boot=2000, seed=0)["high"]
+             - stats.paired_bootstrap(ap[a], ap[b], n_boot=2000, seed=0)["low"]
              for a, b in contrasts]) / 2
 )  # fmt: skip
 claims.say(
@@ -366,7 +359,7 @@ if answer is None:
 
 # %% tags=["check"]
 assert answer is not None, "set answer = (delta, se)"
-want = reporting.paired_difference(maps["hihpq"], maps["euclidean_cpq"])
+want = stats.paired_difference(maps["hihpq"], maps["euclidean_cpq"])
 assert np.isfinite(answer).all(), "answer contains NaN or inf"
 assert abs(float(answer[0]) - want["delta"]) < 1e-12, "delta: the mean of the per-seed differences"
 assert abs(float(answer[1]) - want["se"]) < 1e-12, (
@@ -395,13 +388,13 @@ assert n >= 1 and 2 * noise_std / np.sqrt(n) <= 0.01 + 1e-12, (
     f"with n = {n} seeds, 2 SE = {2 * noise_std / np.sqrt(n):.4f} is still above 0.01"
 )
 assert n == 1 or 2 * noise_std / np.sqrt(n - 1) > 0.01, f"{n - 1} seeds already suffice"
-assert n == reporting.seeds_needed(0.01, noise_std)
+assert n == stats.seeds_needed(0.01, noise_std)
 print(f"Exercise 2: correct, {n} seeds for std {noise_std:.4f}")
 
 # %% [markdown]
 # The answer grows with the square of the noise: halving the std cuts the seeds by
 # four. (With few seeds $t_{n-1} > 2$, so the honest number is a little larger:
-# `reporting.seeds_needed(0.01, noise_std, z=reporting.t_multiplier(n))` for your $n$.)
+# `stats.seeds_needed(0.01, noise_std, z=stats.t_multiplier(n))` for your $n$.)
 # This is why the benchmark runs several seeds only at its main cell (protocol II, 32
 # bits) and why its other cells, with one seed, cannot rank methods that are 0.01
 # apart.
@@ -411,14 +404,14 @@ print(f"Exercise 2: correct, {n} seeds for std {noise_std:.4f}")
 # `benchmarks/run_all.py` trains every method on the same frozen features and writes
 # one `results.json` per protocol (`make bench` writes `benchmarks/results/protocol_ii/`
 # and `protocol_i/`; about two hours on a CPU; `--quick` writes `quick/`).
-# `reporting.load_benchmark_suite` takes, for each protocol, the best file there (a
+# `benchmarks.load_benchmark_suite` takes, for each protocol, the best file there (a
 # complete run over an interrupted one, full over quick) and merges them into one table;
 # the cell prints which files it read. **mAP** is the test mAP@1000 of the
 # validation-selected epoch; `± std` is over seeds where several ran; `HiHPQ − this` is
 # HiHPQ's mAP minus the row's.
 
 # %%
-results, results_paths = reporting.load_benchmark_suite()
+results, results_paths = benchmarks.load_benchmark_suite()
 if results is None:
     print("no benchmark results found: run `make bench` (or `python -m benchmarks.run_all")
     print("--quick`); the rest of this section then shows empty tables")
@@ -426,12 +419,12 @@ if results is None:
 else:
     for src in results["meta"]["sources"]:
         mode = "quick subset" if src["quick"] else "full protocol"
-        path = Path(src["path"]).relative_to(runtime.REPO_ROOT)
+        path = Path(src["path"]).relative_to(runtime.project_dir())
         print(f"protocol {src['protocol']}: read {path} ({mode}, started {src['started']})")
         print(f"  options: {' '.join(src['argv'])}")
         if not src["complete"]:
             print("  NOTE: this run is incomplete (interrupted or still running): rows are missing")
-print(metrics.format_table(reporting.benchmark_rows(results), floatfmt=".4f"))
+print(metrics.format_table(benchmarks.benchmark_rows(results), floatfmt=".4f"))
 
 # %% [markdown]
 # The contrasts, each changing one thing, with a reading. Where the benchmark ran
@@ -441,7 +434,7 @@ print(metrics.format_table(reporting.benchmark_rows(results), floatfmt=".4f"))
 # rough guide for the full protocol); the faiss baselines have none.
 
 # %%
-effects = reporting.ablation_effects(results, noise_std=noise_std)
+effects = benchmarks.ablation_effects(results, noise_std=noise_std)
 print(metrics.format_table(effects, floatfmt=".4f"))
 
 # %%
@@ -514,7 +507,7 @@ bits_rows = [
     for (p, m), v in sorted(by_bits.items())
 ]
 print(metrics.format_table(bits_rows, floatfmt=".4f") or "(no benchmark rows)")
-paper_i = [reporting.PAPER_HIHPQ_MAP[("I", b)] for b in (16, 32, 64)]
+paper_i = [benchmarks.PAPER_HIHPQ_MAP[("I", b)] for b in (16, 32, 64)]
 print("official HiHPQ, protocol I, 16/32/64 bits:", paper_i)
 claims.check(paper_i[0] > paper_i[-1], "the official protocol I numbers fall with more bits")
 
@@ -526,12 +519,12 @@ claims.check(paper_i[0] > paper_i[-1], "the official protocol I numbers fall wit
 # from its own README, beside ours from the benchmark file:
 
 # %%
-print(metrics.format_table(reporting.paper_comparison_rows(results), floatfmt=".3f"))
+print(metrics.format_table(benchmarks.paper_comparison_rows(results), floatfmt=".3f"))
 
 # %% tags=["claim"]
 ours_vs_paper = [
     (r["ours: HiHPQ"], r["HiHPQ (official, VGG-16)"])
-    for r in reporting.paper_comparison_rows(results)
+    for r in benchmarks.paper_comparison_rows(results)
     if r["ours: HiHPQ"] != "—"
 ]
 claims.check(all(o < p for o, p in ours_vs_paper), "ours are lower than the paper's")
@@ -583,8 +576,8 @@ claims.say(
         if ours_ii32
         else "— (no benchmark file)"
     ),
-    paper=reporting.PAPER_HIHPQ_MAP[("II", 32)],
-    mecoq=reporting.MECOQ_README_MAP[("II", 32)],
+    paper=benchmarks.PAPER_HIHPQ_MAP[("II", 32)],
+    mecoq=benchmarks.MECOQ_README_MAP[("II", 32)],
 )
 
 # %% [markdown]
@@ -630,7 +623,7 @@ claims.say(
 # The paper configs load in reference mode:
 
 # %%
-paper_ii = config.load_config(runtime.REPO_ROOT / "configs/paper/paper_cifar10_ii_32bits.yaml")
+paper_ii = config.load_config(runtime.project_dir() / "configs/paper/paper_cifar10_ii_32bits.yaml")
 assert paper_ii.fidelity() == config.REFERENCE_OPTIONS
 for key, value in paper_ii.fidelity().items():
     print(f"{key:28s} paper: {value!s:10s} CPU profile: {getattr(config.TrainConfig(), key)}")
@@ -647,7 +640,7 @@ for key, value in paper_ii.fidelity().items():
 # hyperbolic − Euclidean margin:
 
 # %%
-for line in reporting.fidelity_rows():
+for line in benchmarks.fidelity_rows():
     print(line)
 assert config.TrainConfig().fidelity() == config.CPU_DEFAULT_OPTIONS
 
@@ -666,7 +659,7 @@ assert config.TrainConfig().fidelity() == config.CPU_DEFAULT_OPTIONS
 # ### Exercise 3 — how much more work is the paper's setting?
 # The paper's protocol I, 64-bit configuration is `configs/paper/paper_cifar10_i_64bits.yaml`;
 # our CPU profile of the same cell is `configs/cpu/cpu_cifar10_i_64bits.yaml` (paths
-# relative to `runtime.REPO_ROOT`; load them with `config.load_config`). How many times
+# relative to `runtime.project_dir()`; load them with `config.load_config`). How many times
 # more **pixels per input image** does the paper's backbone see (images are square,
 # `cfg.resolution` pixels on a side), and how many times more **epochs** does it train?
 # Store `answer = (pixel_ratio, epoch_ratio)`: two floats, paper over CPU.
@@ -676,8 +669,10 @@ answer = None  # your code: a tuple (float, float)
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
 if answer is None:
-    paper_cfg = config.load_config(runtime.REPO_ROOT / "configs/paper/paper_cifar10_i_64bits.yaml")
-    cpu_cfg = config.load_config(runtime.REPO_ROOT / "configs/cpu/cpu_cifar10_i_64bits.yaml")
+    paper_cfg = config.load_config(
+        runtime.project_dir() / "configs/paper/paper_cifar10_i_64bits.yaml"
+    )
+    cpu_cfg = config.load_config(runtime.project_dir() / "configs/cpu/cpu_cifar10_i_64bits.yaml")
     answer = (
         (paper_cfg.resolution / cpu_cfg.resolution) ** 2,
         paper_cfg.epochs / cpu_cfg.epochs,
@@ -685,8 +680,10 @@ if answer is None:
 
 # %% tags=["check"]
 assert answer is not None, "set answer = (pixel_ratio, epoch_ratio)"
-paper_check = config.load_config(runtime.REPO_ROOT / "configs/paper/paper_cifar10_i_64bits.yaml")
-cpu_check = config.load_config(runtime.REPO_ROOT / "configs/cpu/cpu_cifar10_i_64bits.yaml")
+paper_check = config.load_config(
+    runtime.project_dir() / "configs/paper/paper_cifar10_i_64bits.yaml"
+)
+cpu_check = config.load_config(runtime.project_dir() / "configs/cpu/cpu_cifar10_i_64bits.yaml")
 pix, ep = exercises.check_config_ratios(answer, paper_check, cpu_check)
 print(
     f"Exercise 3: correct: {paper_check.backbone} at {paper_check.resolution} px sees {pix:.2f}x "
@@ -702,12 +699,12 @@ print(
 #
 # ## Summary
 # - An ablation switches one component off through config overrides
-#   (`reporting.ABLATIONS`): geometry (`geometry=euclidean`) and hierarchy
+#   (`benchmarks.ABLATIONS`): geometry (`geometry=euclidean`) and hierarchy
 #   (`proto_weight=0, instance_weight=0`).
 # - mAP carries seed noise (training randomness), query noise (which test images)
 #   and hardware noise. Pair runs by seed, report mean ± SE, and call a difference
 #   real only beyond $t_{n-1}$ SE, about 2 SE with many seeds
-#   (`reporting.paired_difference`, `reporting.verdict`, `tutorial.paired_bootstrap`).
+#   (`stats.paired_difference`, `stats.verdict`, `stats.paired_bootstrap`).
 #   Seeds needed grow as $(2\,\mathrm{std}/\Delta)^2$.
 # - Our CPU numbers sit below the paper's mainly because the backbone is frozen and
 #   smaller at a lower resolution; the JPEG copy, the smaller augmentation budget and

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from hihpq_lib import adc_kernel
-from hihpq_lib.index import PQIndex
+from hihpq_lib.quantization import adc_kernel
+from hihpq_lib.quantization.index import PQIndex
 
 
 def _reference(tables: np.ndarray, codes: np.ndarray, k: int):
@@ -160,7 +160,7 @@ def test_search_backend_validation():
 def test_lorentz_tables_equal_the_library_formula(geodesic, curv, scale):
     """Against :func:`lorentz.dist` / :func:`lorentz.sqdist` in float64 on the same float32
     points: tiny to large curvature, near-origin to far-out points, identical pairs."""
-    from hihpq_lib import lorentz
+    from hihpq_lib.geometry import lorentz
 
     g = torch.Generator().manual_seed(int(curv * 10) + int(scale * 10))
     m, kw, n = 3, 20, 5

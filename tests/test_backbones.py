@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from hihpq_lib import backbones
-from hihpq_lib.backbones import (
+from hihpq_lib.data import backbones
+from hihpq_lib.data.backbones import (
     LITE0_STAGE_DEPTHS,
     LITE1_STAGE_DEPTHS,
     LITE2_STAGE_DEPTHS,
@@ -28,10 +28,12 @@ from hihpq_lib.backbones import (
     lite0_weights_path,
     lite_weights_path,
     lukemelas_to_timm_key,
+    onnx_runtime,
     register_backbone,
 )
-from hihpq_lib.runtime import seed_everything
-from hihpq_lib.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform
+from hihpq_lib.data.backbones import registry as registry_module
+from hihpq_lib.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform
+from hihpq_lib.utils.runtime import seed_everything
 
 ESPRESSO = 967  # ImageNet class index
 LITE_CLASSES = {0: EfficientNetLite0, 1: EfficientNetLite1, 2: EfficientNetLite2}
@@ -65,8 +67,8 @@ def vgg():
 @pytest.fixture
 def registry(monkeypatch):
     """A private copy of the registry, so tests can register toys without leaking."""
-    monkeypatch.setattr(backbones, "_REGISTRY", dict(backbones._REGISTRY))
-    return backbones._REGISTRY
+    monkeypatch.setattr(registry_module, "_REGISTRY", dict(registry_module._REGISTRY))
+    return registry_module._REGISTRY
 
 
 class ToyBackbone(nn.Module):
@@ -478,7 +480,7 @@ def test_onnx_from_backbone_caches_and_rebuilds_corrupt_files(lite0, tmp_path, m
     def no_export(*args, **kwargs):
         raise AssertionError("export_onnx called although the file is cached")
 
-    monkeypatch.setattr(backbones, "export_onnx", no_export)
+    monkeypatch.setattr(onnx_runtime, "export_onnx", no_export)
     assert OnnxBackbone.from_backbone(lite0, 64).path == first.path
     monkeypatch.undo()
     monkeypatch.setenv("HIHPQ_CACHE_DIR", str(tmp_path))
@@ -527,7 +529,7 @@ class PoolToy(ToyBackbone):
 )
 def test_fixed_adaptive_pool_equals_torch(size_in, size_out):
     x = torch.randn(2, 5, *size_in, dtype=torch.float64)
-    fixed = backbones._FixedAdaptiveAvgPool(size_in, size_out)
+    fixed = onnx_runtime._FixedAdaptiveAvgPool(size_in, size_out)
     torch.testing.assert_close(fixed(x), nn.functional.adaptive_avg_pool2d(x, size_out))
 
 

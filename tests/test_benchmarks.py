@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from benchmarks import adc_throughput, run_all
-from hihpq_lib.config import ConfigError, TrainConfig
-from hihpq_lib.runtime import shared_cifar10_archive
+from hihpq_lib.learning.config import ConfigError, TrainConfig
+from tests.paths import cifar10_archive
 
 
 # ----------------------------------------------------------------------------- configs
@@ -267,9 +267,9 @@ def test_adc_main_writes_json(tmp_path, capsys):
 @pytest.mark.timeout(1800)
 def test_quick_benchmark_end_to_end(tmp_path, monkeypatch):
     """``run_all --quick`` on the shared CIFAR-10 copy: every method x bits row, finite mAP."""
-    archive = shared_cifar10_archive()
+    archive = cifar10_archive()
     if archive is None:
-        pytest.skip("no shared CIFAR-10 archive at ../shared/data/cifar10-jpeg.tar.gz")
+        pytest.skip("HIHPQ_CIFAR10 does not name a CIFAR-10 archive (make test sets it)")
     monkeypatch.setenv("HIHPQ_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.delenv("HIHPQ_FAST", raising=False)
     out = tmp_path / "results"

@@ -2,7 +2,7 @@
 
 import pytest
 
-from hihpq_lib import claims
+from hihpq_lib.evaluation import claims
 
 
 @pytest.mark.parametrize(

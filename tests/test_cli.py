@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hihpq_lib import cli
+from hihpq_lib.app import cli
 
 
 def run_cli(capsys, *argv):
@@ -65,12 +65,13 @@ def test_evaluate_needs_a_run_folder(capsys, tmp_path):
 
 
 def test_missing_weights_error_is_reported(capsys, tmp_path, monkeypatch):
-    from hihpq_lib import backbones
+    from hihpq_lib.data import backbones
+    from hihpq_lib.data.backbones import vgg
 
     def offline(*a, **k):
         raise backbones.MissingWeightsError("missing weights: VGG-16 ImageNet weights (offline)")
 
-    monkeypatch.setattr(backbones, "_vgg16_imagenet_state_dict", offline)
+    monkeypatch.setattr(vgg, "_vgg16_imagenet_state_dict", offline)
     data = tmp_path / "data"
     for c in ("a", "b"):
         (data / c).mkdir(parents=True)
@@ -104,7 +105,13 @@ def test_importing_the_library_prints_no_deprecation_noise():
     import sys
 
     out = subprocess.run(
-        [sys.executable, "-W", "default", "-c", "import hihpq_lib.manifolds, hihpq_lib.cli"],
+        [
+            sys.executable,
+            "-W",
+            "default",
+            "-c",
+            "import hihpq_lib.geometry.manifolds, hihpq_lib.app.cli",
+        ],
         capture_output=True,
         text=True,
         check=True,

@@ -17,7 +17,9 @@ import pytest
 from PIL import Image
 
 from hihpq_lib import data as D
-from hihpq_lib import runtime
+from hihpq_lib.data import sources as data_sources
+from hihpq_lib.data import splits as data_splits
+from tests.paths import cifar10_archive
 
 CIFAR_LABELS = np.repeat(np.arange(10), 6000)  # real CIFAR-10 size, train+test pooled
 
@@ -147,7 +149,7 @@ def test_splits_deterministic_by_seed_and_change_with_seed():
     a = D.cifar10_splits(CIFAR_LABELS, "II", seed=1)
     b = D.cifar10_splits(CIFAR_LABELS, "II", seed=1)
     c = D.cifar10_splits(CIFAR_LABELS, "II", seed=2)
-    for name in D._SPLIT_NAMES:
+    for name in data_splits._SPLIT_NAMES:
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
     assert not np.array_equal(a.query, c.query)
     assert not np.array_equal(a.val_query, c.val_query)
@@ -166,7 +168,7 @@ def test_splits_json_round_trip(tmp_path):
     s = D.cifar10_splits(CIFAR_LABELS, "II", seed=4)
     path = D.save_splits(s, tmp_path / "run" / "splits.json")
     back = D.load_splits(path)
-    for name in D._SPLIT_NAMES:
+    for name in data_splits._SPLIT_NAMES:
         np.testing.assert_array_equal(getattr(back, name), getattr(s, name))
         assert getattr(back, name).dtype == np.int64
     assert back.meta == s.meta
@@ -212,7 +214,7 @@ def test_subsample_fraction_keeps_balance_and_relations(protocol):
     for name in ("query", "database", "val_query"):
         counts = np.bincount(CIFAR_LABELS[getattr(sub, name)], minlength=10)
         assert counts.min() == counts.max(), name
-    for name in D._SPLIT_NAMES:
+    for name in data_splits._SPLIT_NAMES:
         assert np.isin(getattr(sub, name), getattr(s, name)).all()
     if protocol == "I":
         np.testing.assert_array_equal(sub.train, sub.database)
@@ -252,7 +254,7 @@ def test_tar_gz_extraction_is_atomic_and_idempotent(tmp_path, tmp_data):
     root = D.resolve_cifar10(archive)
     assert root == tmp_data / "cifar10"
     assert sorted(p.name for p in (root / "train").iterdir()) == sorted(D.CIFAR10_CLASSES)
-    marker = root / D._MARKER
+    marker = root / data_sources._MARKER
     assert json.loads(marker.read_text())["size"] == archive.stat().st_size
     assert not [p for p in tmp_data.iterdir() if p.name.startswith(".")]  # no temp folders
     # Idempotent: the second call reuses the extraction (same inode, marker untouched).
@@ -309,7 +311,7 @@ def test_load_cifar10_from_image_tree_with_cache(tmp_path, tmp_data, monkeypatch
     def no_decode(*a, **k):
         raise AssertionError("cache was not used")
 
-    monkeypatch.setattr(D, "_decode_tree", no_decode)
+    monkeypatch.setattr(data_sources, "_decode_tree", no_decode)
     again = D.load_cifar10(tree, progress=False)
     np.testing.assert_array_equal(again.images, ds.images)
 
@@ -530,9 +532,9 @@ def test_image_dataset_input_checks():
 
 @pytest.mark.slow
 def test_real_cifar10_archive():
-    archive = runtime.shared_cifar10_archive()
+    archive = cifar10_archive()
     if archive is None:
-        pytest.skip("../shared/data/cifar10-jpeg.tar.gz is absent (only on development machines)")
+        pytest.skip("HIHPQ_CIFAR10 does not name a CIFAR-10 archive (make test sets it)")
     # Extracts into data_dir()/cifar10 (gitignored, reused by later runs) and caches the
     # decoded pixels under cache_dir(); the first run takes about a minute.
     ds = D.load_cifar10(archive, progress=False)

@@ -5,18 +5,18 @@ import math
 
 import pytest
 
-from hihpq_lib.runtime import shared_cifar10_archive
+from tests.paths import cifar10_archive
 
-ARCHIVE = shared_cifar10_archive()
+ARCHIVE = cifar10_archive()
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 @pytest.mark.skipif(
-    ARCHIVE is None, reason="../shared/data/cifar10-jpeg.tar.gz is not beside the checkout"
+    ARCHIVE is None, reason="HIHPQ_CIFAR10 does not name a CIFAR-10 archive (make test sets it)"
 )
 def test_quick_demo_end_to_end(tmp_path, monkeypatch):
-    from hihpq_lib.demo import run_demo
+    from hihpq_lib.app.demo import run_demo
 
     monkeypatch.setenv("HIHPQ_CIFAR10", str(ARCHIVE))
     summary = run_demo(out_dir=tmp_path, quick=True)
@@ -41,15 +41,14 @@ def test_quick_demo_end_to_end(tmp_path, monkeypatch):
     res = json.loads((tmp_path / "results.json").read_text())
     assert res["n_query"] > 0 and res["val_selected_epoch"] >= 1
     # the saved index answers queries after a reload
-    from hihpq_lib.index import PQIndex
+    from hihpq_lib.quantization.index import PQIndex
 
     index = PQIndex.load(tmp_path / "index")
     assert index.ntotal == res["n_database"]
 
 
 def test_demo_config_full_quick_and_user_overrides():
-    from hihpq_lib.config import TrainConfig
-    from hihpq_lib.demo import DEMO_OVERRIDES, QUICK_OVERRIDES, demo_config
+    from hihpq_lib.learning.config import DEMO_OVERRIDES, QUICK_OVERRIDES, TrainConfig, demo_config
 
     profile = TrainConfig()
     full, quick = demo_config(), demo_config(quick=True)

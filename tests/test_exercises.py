@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from hihpq_lib import exercises as ex
-from hihpq_lib import lorentz
+from hihpq_lib.app import exercises as ex
+from hihpq_lib.geometry import lorentz
 
 
 # --- 01, exercise 2: circumference --------------------------------------------------

@@ -10,16 +10,15 @@ import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from hihpq_lib.backbones import OnnxBackbone, build_backbone
-from hihpq_lib.features import (
+from hihpq_lib.data.backbones import OnnxBackbone, build_backbone
+from hihpq_lib.data.features import (
     FeatureCache,
     FeatureCacheWarning,
     augmentation_bank,
     extract_features,
     feature_key,
 )
-from hihpq_lib.runtime import seed_everything
-from hihpq_lib.transforms import (
+from hihpq_lib.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     augment_batch,
@@ -27,6 +26,7 @@ from hihpq_lib.transforms import (
     eval_transform,
     training_augmentation,
 )
+from hihpq_lib.utils.runtime import seed_everything
 
 
 def _images(n, size=32, seed=0):

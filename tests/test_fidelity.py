@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from hihpq_lib import lorentz as L
-from hihpq_lib.config import (
+from hihpq_lib.geometry import lorentz as L
+from hihpq_lib.geometry.manifolds import ProductEuclidean, ProductLorentz
+from hihpq_lib.learning.config import (
     CURRENT_OPTIONS,
     FIDELITY_OPTIONS,
     REFERENCE_OPTIONS,
@@ -23,10 +24,16 @@ from hihpq_lib.config import (
     load_config,
     with_legacy_fidelity,
 )
-from hihpq_lib.losses import HiHPQLoss, instance_loss, prototype_loss
-from hihpq_lib.manifolds import ProductEuclidean, ProductLorentz
-from hihpq_lib.model import build_model
-from hihpq_lib.training import FeatureSplit, LRSchedule, TrainingData, steps_per_epoch, train
+from hihpq_lib.learning.losses import HiHPQLoss, instance_loss, prototype_loss
+from hihpq_lib.learning.model import build_model
+from hihpq_lib.learning.training import (
+    FeatureSplit,
+    LRSchedule,
+    TrainingData,
+    steps_per_epoch,
+    train,
+)
+from tests.paths import cifar10_archive
 
 ROOT = Path(__file__).resolve().parent.parent
 TOL = {torch.float32: 2e-5, torch.float64: 1e-11}
@@ -295,7 +302,7 @@ def test_trainer_lr_of_every_group_steps_and_mode_per_epoch(fidelity, tmp_path, 
         return original(self, *a, **k)
 
     monkeypatch.setattr(geoopt.optim.RiemannianSGD, "step", spy)
-    import hihpq_lib.training as T
+    import hihpq_lib.learning.training as T
 
     real_build = T.build_model
 
@@ -352,13 +359,7 @@ def test_fidelity_options_are_validated_and_legacy_runs_keep_their_behaviour():
 
 
 # ----------------------------------------------------------- the paper path, end to end
-ARCHIVE = None
-try:
-    from hihpq_lib.runtime import shared_cifar10_archive
-
-    ARCHIVE = shared_cifar10_archive()
-except Exception:  # pragma: no cover
-    ARCHIVE = None
+ARCHIVE = cifar10_archive()
 
 
 @pytest.mark.timeout(300)
@@ -370,7 +371,7 @@ def test_paper_config_runs_online_vgg16_end_to_end(tmp_path, monkeypatch):
     a tiny subset, the clustering epoch and the evaluation on the test queries."""
     import dataclasses
 
-    from hihpq_lib.pipeline import prepare_online, run_experiment
+    from hihpq_lib.app.pipeline import prepare_online, run_experiment
 
     monkeypatch.setenv("HIHPQ_CIFAR10", str(ARCHIVE))
     cfg = load_config(
@@ -472,7 +473,7 @@ def test_fidelity_ablation_rows_and_paired_summary():
 
 
 def test_cpu_defaults_are_the_documented_choice():
-    from hihpq_lib.config import CPU_DEFAULT_OPTIONS
+    from hihpq_lib.learning.config import CPU_DEFAULT_OPTIONS
 
     assert TrainConfig().fidelity() == CPU_DEFAULT_OPTIONS
     for f in sorted((ROOT / "configs" / "cpu").glob("*.yaml")):

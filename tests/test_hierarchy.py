@@ -8,8 +8,12 @@ from sklearn.metrics import adjusted_rand_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
-from hihpq_lib import lorentz as L
-from hihpq_lib.hierarchy import TangentWardHierarchy, tangent_features, weighted_ward_linkage
+from hihpq_lib.geometry import lorentz as L
+from hihpq_lib.learning.hierarchy import (
+    TangentWardHierarchy,
+    tangent_features,
+    weighted_ward_linkage,
+)
 
 
 def planted(n_super=3, n_sub=4, n_per=40, dim=6, seed=0):

@@ -1,4 +1,4 @@
-"""Tests for hihpq_lib.index: ADC / symmetric search, encoding, persistence, checks."""
+"""Tests for hihpq_lib.quantization.index: ADC / symmetric search, encoding, persistence, checks."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from hihpq_lib import index as index_module
-from hihpq_lib.index import FORMAT_VERSION, PQIndex, topk_smallest
+from hihpq_lib.quantization import index as index_module
+from hihpq_lib.quantization.index import FORMAT_VERSION, PQIndex, topk_smallest
 
 M, K, N_SUB = 3, 16, 4  # subspaces, codewords per subspace, hyperbolic dimension per subspace
 CURV = [0.5, 1.0, 2.0]  # geoopt's k per subspace (sectional curvature -1/k)
@@ -215,7 +215,7 @@ def test_topk_smallest_threshold_path_matches_lexsort(dtype, layout):
 def test_topk_smallest_threshold_path_falls_back_when_the_sample_misleads(monkeypatch):
     """Small values exactly on the sampled columns make the sampled threshold admit fewer
     than k entries; those rows must be recomputed exactly (and the result still agree)."""
-    import hihpq_lib.index as index_module
+    import hihpq_lib.quantization.index as index_module
 
     exact_rows = []
     real_exact = index_module._topk_exact
@@ -255,7 +255,7 @@ def test_search_on_a_large_database_equals_sorting_all_distances(geometry, dtype
 
 
 def test_column_top_k_falls_back_when_the_sample_misleads():
-    from hihpq_lib.index import _topk_smallest_columns
+    from hihpq_lib.quantization.index import _topk_smallest_columns
 
     n, k = 6000, 100
     d = torch.full((3, n), 5.0, dtype=torch.float64)

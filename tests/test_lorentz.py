@@ -9,7 +9,7 @@ from geoopt.manifolds.lorentz import math as gmath
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hihpq_lib import lorentz as L
+from hihpq_lib.geometry import lorentz as L
 
 KS = [0.01, 0.1, 1.0, 10.0, 100.0]
 

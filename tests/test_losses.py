@@ -6,16 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from hihpq_lib.hierarchy import TangentWardHierarchy
-from hihpq_lib.losses import (
+from hihpq_lib.geometry.manifolds import ProductEuclidean, ProductLorentz
+from hihpq_lib.learning.hierarchy import TangentWardHierarchy
+from hihpq_lib.learning.losses import (
     HiHPQLoss,
     first_neighbour,
     instance_loss,
     prototype_loss,
     quantized_contrastive_loss,
 )
-from hihpq_lib.manifolds import ProductEuclidean, ProductLorentz
-from hihpq_lib.quantizer import ProductQuantizer
+from hihpq_lib.quantization.quantizer import ProductQuantizer
 
 SPACES = {
     "lorentz": lambda: ProductLorentz(2, 3, curvature=[0.7, 2.0]).double(),

@@ -4,7 +4,7 @@ import io
 import sys
 import types
 
-from hihpq_lib import runtime
+from hihpq_lib.utils import runtime
 
 
 def test_outside_a_kernel_progress_is_tqdm_auto():

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from hihpq_lib import lorentz as L
-from hihpq_lib.manifolds import ProductEuclidean, ProductLorentz, code_bits, make_space
-from hihpq_lib.quantizer import ProductQuantizer, check_code_config, m_for_bits
+from hihpq_lib.geometry import lorentz as L
+from hihpq_lib.geometry.manifolds import ProductEuclidean, ProductLorentz, code_bits, make_space
+from hihpq_lib.quantization.quantizer import ProductQuantizer, check_code_config, m_for_bits
 
 
 def make_pq(geometry="lorentz", M=3, d=4, K=8, T=1.0, dtype=torch.float64, seed=0):

@@ -20,14 +20,16 @@ import pytest
 import torch
 from PIL import Image
 
-from hihpq_lib import cli
 from hihpq_lib import data as D
-from hihpq_lib.atomic import atomic_write_bytes, clean_stale_tmp
-from hihpq_lib.config import ConfigError, TrainConfig, load_config
-from hihpq_lib.features import FeatureCache, feature_key
-from hihpq_lib.pipeline import OneClassWarning, check_run_folder, prepare
-from hihpq_lib.runtime import REPO_ROOT, free_cores, thread_budget, use_threads
-from hihpq_lib.training import CheckpointError, load_checkpoint, load_model, train
+from hihpq_lib.app import cli
+from hihpq_lib.app.pipeline import OneClassWarning, check_run_folder, prepare
+from hihpq_lib.data import sources as data_sources
+from hihpq_lib.data.features import FeatureCache, feature_key
+from hihpq_lib.learning.config import ConfigError, TrainConfig, load_config
+from hihpq_lib.learning.training import CheckpointError, load_checkpoint, load_model, train
+from hihpq_lib.utils.atomic import atomic_write_bytes, clean_stale_tmp
+from hihpq_lib.utils.runtime import free_cores, thread_budget, use_threads
+from tests.paths import REPO_ROOT
 from tests.test_training import small_config, synthetic_data
 
 CPU_CONFIG = "configs/cpu/cpu_cifar10_ii_32bits.yaml"
@@ -128,7 +130,7 @@ def test_cache_key_changes_with_resolution_and_backbone_weights(isolated):
     p32 = prepare(folder_config(root), progress=False)
     p40 = prepare(folder_config(root, resolution=40), progress=False)
     assert not torch.equal(p32.feats, p40.feats)
-    from hihpq_lib.backbones import build_backbone
+    from hihpq_lib.data.backbones import build_backbone
 
     bb = build_backbone("efficientnet_lite0", pretrained=False)
     k1 = feature_key("folder", "clean", bb, 32, content="c")
@@ -199,12 +201,12 @@ def test_evaluate_never_follows_the_data_path_stored_in_a_run(tmp_path, capsys, 
     cfg = small_config(data=str(hostile))
     train(cfg, synthetic_data(), run, progress=False, stop_after=1)
     read = []
-    real = D._load_pickle_batch
+    real = data_sources._load_pickle_batch
     try:
-        D._load_pickle_batch = lambda p: read.append(p) or real(p)
+        data_sources._load_pickle_batch = lambda p: read.append(p) or real(p)
         code, _, err = run_cli(capsys, "evaluate", run)
     finally:
-        D._load_pickle_batch = real
+        data_sources._load_pickle_batch = real
     assert code == 2 and "no-cifar" in err  # the local (missing) copy, not the stored path
     assert not read and not marker.exists()
 
@@ -292,7 +294,7 @@ def test_refused_resume_writes_nothing(tmp_path, capsys, isolated):
 
 _NUMBA_SCRIPT = """
 import numpy as np
-from hihpq_lib import adc_kernel
+from hihpq_lib.quantization import adc_kernel
 tables = np.random.default_rng(0).random((2, 2, 4), dtype=np.float32)
 codes = np.random.default_rng(1).integers(0, 4, (50, 2), dtype=np.uint8)
 v, i = adc_kernel.adc_topk(tables, codes, 3)
@@ -304,13 +306,14 @@ print("search ok")
 
 @pytest.mark.parametrize("cache_writable", [False, True])
 def test_read_only_install_does_not_crash(tmp_path, cache_writable):
-    """A copy of the package where nothing can be written, even by root: its
+    """A copy of the package where nothing can be written, even by root: each
     ``__pycache__`` is a file, and HOME (numba's user cache) lies under a file."""
     pkg = tmp_path / "install"
     shutil.copytree(
         REPO_ROOT / "hihpq_lib", pkg / "hihpq_lib", ignore=shutil.ignore_patterns("__pycache__")
     )
-    (pkg / "hihpq_lib" / "__pycache__").write_text("not a folder")
+    for folder in [pkg / "hihpq_lib", *(p for p in (pkg / "hihpq_lib").rglob("*") if p.is_dir())]:
+        (folder / "__pycache__").write_text("not a folder")  # beside every module
     blocker = tmp_path / "blocker"
     blocker.write_text("x")
     cache = tmp_path / "cache" if cache_writable else blocker / "cache"
@@ -513,7 +516,7 @@ def test_one_class_dataset_warns(isolated):
 
 
 def test_search_query_image_raises_no_numpy_warning(tmp_path):
-    from hihpq_lib.transforms import eval_transform
+    from hihpq_lib.data.transforms import eval_transform
 
     img = tmp_path / "q.png"
     Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(img)
@@ -529,7 +532,7 @@ def test_search_query_image_raises_no_numpy_warning(tmp_path):
 
 
 def test_run_folder_line_prints_the_path(tmp_path, capsys, isolated, monkeypatch):
-    import hihpq_lib.pipeline as P
+    import hihpq_lib.app.pipeline as P
 
     def fake(cfg, out_dir, **kw):
         return {"map@1000_final": 0.5, "val_selected_epoch": 1, "val_map_best": 0.5}
@@ -557,7 +560,7 @@ def test_read_only_image_cache_fails_before_decoding(tmp_path, monkeypatch):
     blocked.write_text("x")  # nothing can be written under it, not even by root
     monkeypatch.setenv("HIHPQ_CACHE_DIR", str(blocked))
     decoded = []
-    monkeypatch.setattr(D, "_decode_tree", lambda *a: decoded.append(1))
+    monkeypatch.setattr(data_sources, "_decode_tree", lambda *a: decoded.append(1))
     with pytest.raises(PermissionError, match="HIHPQ_CACHE_DIR"):
         D.load_cifar10(tree, progress=False)
     assert not decoded
@@ -584,7 +587,7 @@ def test_numba_pool_does_not_change_torch_threads():
     try:
         use_threads(1)
         numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)  # starts numba's pool
-        from hihpq_lib import adc_kernel
+        from hihpq_lib.quantization import adc_kernel
 
         tables = np.zeros((1, 2, 4), np.float32)
         adc_kernel.adc_topk(tables, np.zeros((5, 2), np.uint8), 2, threads=2)
@@ -606,7 +609,7 @@ def test_free_cores_sees_a_busy_process():
 
 def test_a_fresh_claim_of_another_process_counts(tmp_path, monkeypatch):
     """Two copies started together: the second counts the cores the first just took."""
-    import hihpq_lib.runtime as R
+    import hihpq_lib.utils.runtime as R
 
     monkeypatch.delenv("HIHPQ_THREADS")
     monkeypatch.setattr(R, "_claims_dir", lambda: tmp_path)

@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from hihpq_lib.config import ConfigError, TrainConfig, load_config
-from hihpq_lib.training import (
+from hihpq_lib.learning.config import ConfigError, TrainConfig, load_config
+from hihpq_lib.learning.training import (
     FeatureSplit,
     LRSchedule,
     TrainingData,
@@ -124,7 +124,7 @@ def test_config_errors_name_the_problem(tmp_path):
     with pytest.raises(ConfigError, match="attention must be one of"):
         TrainConfig().with_overrides(["attention=cosine"])
     geo = TrainConfig().with_overrides(["attention=sqgeodesic"])
-    from hihpq_lib.model import build_model
+    from hihpq_lib.learning.model import build_model
 
     assert build_model(geo, 16).quantizer.attention == "sqgeodesic"
     assert build_model(TrainConfig(), 16).quantizer.attention == "sqdist"

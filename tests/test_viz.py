@@ -14,8 +14,8 @@ import torch
 from matplotlib.figure import Figure
 from sklearn.decomposition import PCA
 
-from hihpq_lib import lorentz as L
 from hihpq_lib import viz
+from hihpq_lib.geometry import lorentz as L
 
 FIG_TYPE = {"plotly": go.Figure, "matplotlib": Figure}
 
@@ -213,7 +213,7 @@ def test_subspace_disk_data_exact_for_d2_and_inside_for_d_gt_2():
 
 # ---------------------------------------------------------------------- matplotlib-only
 def test_dendrogram_vs_labels_exact_and_anchor_linkages():
-    from hihpq_lib.hierarchy import TangentWardHierarchy
+    from hihpq_lib.learning.hierarchy import TangentWardHierarchy
 
     rng = np.random.default_rng(0)
     feats = np.concatenate([rng.normal(c, 0.3, size=(30, 4)) for c in (0, 3, 6)])

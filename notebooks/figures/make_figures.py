@@ -20,11 +20,11 @@ matplotlib.use("Agg")
 import numpy as np
 import torch
 
-from hihpq_lib import lorentz as L
 from hihpq_lib import viz
-from hihpq_lib.runtime import REPO_ROOT, runs_dir
+from hihpq_lib.geometry import lorentz as L
+from hihpq_lib.utils.runtime import project_dir, runs_dir
 
-OUT = REPO_ROOT / "notebooks" / "figures"
+OUT = project_dir() / "notebooks" / "figures"
 
 
 def save(fig, name: str, width_in: float = 4.0) -> Path:

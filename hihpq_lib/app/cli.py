@@ -1,0 +1,292 @@
+"""The ``hihpq`` command line.
+
+::
+
+    hihpq prepare [CONFIG] [--set key=value ...] [--data PATH]
+    hihpq train CONFIG [--set key=value ...] [--out DIR] [--resume] [--data PATH]
+    hihpq evaluate RUN [--json]
+    hihpq search RUN IMAGE [--k N]
+    hihpq demo [--quick] [--out DIR] [--data PATH]
+
+Errors a user can fix (unknown config key or a bad value, malformed YAML, bad code length,
+unknown dataset or backbone, missing data or weights, a corrupt image, archive or checkpoint,
+a non-empty run folder, a folder without write permission, a file where ``--out`` should be)
+print one line ``hihpq: error: ...`` naming the file and the fix, and exit 2. See
+``docs/reliability.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["main", "build_parser"]
+
+
+def _add_config_args(p: argparse.ArgumentParser, config_required: bool) -> None:
+    if config_required:
+        p.add_argument("config", help="YAML config file (see configs/)")
+    else:
+        p.add_argument(
+            "config", nargs="?", default=None, help="YAML config file (default: CPU profile)"
+        )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key (repeatable), e.g. --set epochs=10",
+    )
+    p.add_argument(
+        "--data", default=None, help="dataset source (CIFAR-10 root, image tree or .tar.gz)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="hihpq", description="HiHPQ: hierarchical hyperbolic product quantization"
+    )
+    sub = ap.add_subparsers(dest="command", required=True)
+    p = sub.add_parser(
+        "prepare", help="load data, make splits, cache frozen features and the augmentation bank"
+    )
+    _add_config_args(p, config_required=False)
+    p = sub.add_parser("train", help="train and evaluate a model (writes a run folder)")
+    _add_config_args(p, config_required=True)
+    p.add_argument("--out", default=None, help="run folder (default: runs/<config name>)")
+    p.add_argument(
+        "--resume", action="store_true", help="continue from the run folder's checkpoint"
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run in a non-empty run folder (default: refuse it)",
+    )
+    p = sub.add_parser("evaluate", help="mAP of a trained run on its test queries")
+    p.add_argument("run", help="run folder")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument(
+        "--data",
+        default=None,
+        help="dataset source (default: the locally configured one; a path stored in "
+        "the run folder is never followed)",
+    )
+    p = sub.add_parser("search", help="query a trained run's index with an image file")
+    p.add_argument("run", help="run folder")
+    p.add_argument("image", help="image file (any format PIL reads)")
+    p.add_argument("--k", type=int, default=10, help="number of results")
+    p = sub.add_parser("demo", help="the main job: CIFAR-10 protocol II, 32 bits, CPU profile")
+    p.add_argument("--quick", action="store_true", help="a small subset and few epochs (CI)")
+    p.add_argument("--out", default=None, help="output folder (default: runs/demo)")
+    p.add_argument("--data", default=None, help="CIFAR-10 source")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
+    return ap
+
+
+def _config(args):
+    from hihpq_lib.learning.config import load_config
+
+    overrides = list(args.overrides)
+    if getattr(args, "data", None):
+        overrides.append(f"data={args.data}")
+    return load_config(args.config, overrides)
+
+
+def _cmd_prepare(args) -> int:
+    from hihpq_lib.app.pipeline import peak_rss_mb, prepare
+
+    cfg = _config(args)
+    prep = prepare(cfg)
+    print(f"splits: {prep.splits.sizes()}")
+    print(f"features {tuple(prep.feats.shape)}, bank {tuple(prep.bank.shape)}")
+    for name, sec in prep.timer.seconds.items():
+        print(f"  {name:<20} {sec:8.1f} s")
+    print(f"peak memory {peak_rss_mb():.0f} MB")
+    return 0
+
+
+def _print_results(res: dict) -> None:
+    keys = [k for k in res if k.startswith("map@")]
+    for k in keys:
+        print(f"{k:<28} {res[k]:.4f}")
+    print(
+        f"validation-selected epoch     {res['val_selected_epoch']} (val mAP {res['val_map_best']:.4f})"
+    )
+    for name, sec in res.get("stage_seconds", {}).items():
+        print(f"  {name:<24} {sec:8.1f} s")
+    if "peak_rss_mb" in res:
+        print(f"peak memory {res['peak_rss_mb']:.0f} MB")
+
+
+def _cmd_train(args) -> int:
+    from hihpq_lib.app.pipeline import run_experiment, run_folder
+
+    cfg = _config(args)
+    res = run_experiment(cfg, args.out, resume=args.resume, overwrite=args.overwrite)
+    print(f"run folder: {run_folder(cfg, args.out).resolve()}")
+    _print_results(res)
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    import dataclasses
+
+    from hihpq_lib.app.pipeline import check_run_stamps, prepare
+    from hihpq_lib.data import DatasetNotFoundError
+    from hihpq_lib.learning.training import evaluate_map, load_model
+
+    run = Path(args.run)
+    if not (run / "checkpoint.pt").is_file():
+        raise FileNotFoundError(
+            f"{run} is not a run folder (no checkpoint.pt); train one with `hihpq train`"
+        )
+    check_run_stamps(run)
+    model, cfg = load_model(run, "final")
+    # A run folder may come from someone else: the data path stored in it is never
+    # followed (a hostile folder could run code when read). --data, or the local setup.
+    stored = cfg.data
+    if args.data is None and cfg.dataset != "cifar10" and stored:
+        raise DatasetNotFoundError(
+            f"{run} was trained on {cfg.dataset} data at {stored}; a path stored in a run "
+            "folder is not followed: pass --data PATH (your copy of that dataset)"
+        )
+    cfg = dataclasses.replace(cfg, data=args.data)
+    if stored and stored != args.data and not args.json:
+        print(
+            f"note: the run was trained on data at {stored}; evaluating on "
+            f"{args.data or 'the locally configured CIFAR-10'}",
+            file=sys.stderr,
+        )
+    prep = prepare(cfg, progress=not args.json)
+    q, db = prep.split("query"), prep.split("database")
+    best, _ = load_model(run, "best", in_dim=prep.feats.shape[1])
+    res = {
+        "run": str(run),
+        f"map@{cfg.topk}_final": evaluate_map(model, q, db, cfg.topk, cfg.symmetric),
+        f"map@{cfg.topk}_val_selected": evaluate_map(best, q, db, cfg.topk, cfg.symmetric),
+    }
+    if args.json:
+        print(json.dumps(res))
+    else:
+        for k, v in res.items():
+            print(f"{k:<28} {v if isinstance(v, str) else f'{v:.4f}'}")
+    return 0
+
+
+def _cmd_search(args) -> int:
+    import numpy as np
+
+    from hihpq_lib.app.pipeline import check_run_stamps
+    from hihpq_lib.data import read_image_file
+    from hihpq_lib.data.backbones import build_backbone
+    from hihpq_lib.data.features import extract_features
+    from hihpq_lib.learning.training import load_model
+    from hihpq_lib.quantization.index import PQIndex
+
+    run = Path(args.run)
+    img = read_image_file(args.image)  # a corrupt or missing image fails first, by name
+    if not (run / "checkpoint.pt").is_file():
+        raise FileNotFoundError(
+            f"{run} is not a run folder (no checkpoint.pt); train one with `hihpq train`"
+        )
+    check_run_stamps(run)  # the index must come from the same run as the model
+    model, cfg = load_model(run, "final")
+    index = PQIndex.load(run / "index")
+    if args.k < 1 or args.k > index.ntotal:
+        raise ValueError(f"--k must lie in 1..{index.ntotal}, got {args.k}")
+    backbone = build_backbone(cfg.backbone, pretrained=cfg.pretrained)
+    feats = extract_features(backbone, img[None], cfg.resolution, engine="torch", progress=False)
+    feats = feats.to(model.quantizer.codebooks.dtype)
+    dist, idx = index.search(model.points(feats), args.k)
+    db_ids = np.load(run / "database_indices.npy")
+    print(f"top {args.k} of {index.ntotal} database images for {args.image}:")
+    for rank, (d, i) in enumerate(zip(dist[0].tolist(), idx[0].tolist()), 1):
+        print(f"{rank:>3}  dataset index {int(db_ids[i]):>6}  distance {d:.4f}")
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from hihpq_lib.app.demo import run_demo
+
+    run_demo(
+        out_dir=args.out,
+        quick=args.quick,
+        data=args.data,
+        overrides=args.overrides,
+        overwrite=args.overwrite,
+    )
+    return 0
+
+
+COMMANDS = {
+    "prepare": _cmd_prepare,
+    "train": _cmd_train,
+    "evaluate": _cmd_evaluate,
+    "search": _cmd_search,
+    "demo": _cmd_demo,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from hihpq_lib.data import CorruptImageError, DatasetNotFoundError
+    from hihpq_lib.data.backbones import MissingWeightsError
+    from hihpq_lib.learning.config import ConfigError
+
+    try:
+        return COMMANDS[args.command](args)
+    except (
+        ConfigError,
+        DatasetNotFoundError,
+        MissingWeightsError,
+        CorruptImageError,
+        FileNotFoundError,
+        ValueError,
+    ) as err:
+        return _error(_message(err))
+    except OSError as err:  # permissions, a file where a folder should be, disk full...
+        return _error(_os_message(err))
+
+
+def _message(err: BaseException) -> str:
+    if isinstance(err, OSError) and str(err).startswith("[Errno"):
+        return _os_message(err)  # a bare OS error (FileNotFoundError from open...)
+    return str(err).strip() or type(err).__name__
+
+
+def _os_message(err: OSError) -> str:
+    name = err.filename or "a file"
+    if err.filename2:
+        name = f"{err.filename} -> {err.filename2}"
+    text = str(err)
+    if not text.startswith("[Errno"):
+        return text  # already one of ours, naming the file and the fix
+    fixes = {
+        PermissionError: "check its permissions, or point --out / HIHPQ_RUNS_DIR / "
+        "HIHPQ_DATA_DIR / HIHPQ_CACHE_DIR at a folder you can write",
+        FileExistsError: "a file stands where a folder is needed; move it or choose "
+        "another path (e.g. --out)",
+        IsADirectoryError: "a folder stands where a file is needed; pass a file",
+        NotADirectoryError: "a file stands where a folder is needed; choose another path",
+    }
+    fix = next((f for t, f in fixes.items() if isinstance(err, t)), "check the path")
+    if err.errno == 28:  # ENOSPC
+        fix = "free disk space or point HIHPQ_DATA_DIR / HIHPQ_RUNS_DIR elsewhere"
+    return f"{name}: {err.strerror or type(err).__name__}; {fix}"
+
+
+def _error(text: str) -> int:
+    msg = text.splitlines() or ["error"]
+    print(f"hihpq: error: {msg[0]}", file=sys.stderr)
+    for line in msg[1:]:
+        print(f"  {line}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

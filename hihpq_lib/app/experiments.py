@@ -1,0 +1,236 @@
+"""Experiments of the pipeline notebooks (04-07): training data with a validation pair, run
+folders named after the configuration, ranked retrieval, retrieval examples and ablations
+over seeds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hihpq_lib import data as D
+from hihpq_lib.data import add_validation
+from hihpq_lib.evaluation.benchmarks import ABLATIONS
+from hihpq_lib.evaluation.metrics import (
+    average_precision_at_k,
+    hits_at_k,
+)
+from hihpq_lib.learning.config import TrainConfig
+from hihpq_lib.learning.model import HiHPQModel
+from hihpq_lib.learning.training import FeatureSplit, TrainingData
+from hihpq_lib.utils.runtime import runs_dir
+
+__all__ = [
+    "training_data",
+    "run_folder",
+    "rank_database",
+    "pick_queries",
+    "retrieval_examples",
+    "run_ablation",
+]
+
+
+def training_data(prepared, n_val_per_class: int, *, seed: int | None = None) -> TrainingData:
+    """Training data of a :class:`~hihpq_lib.app.pipeline.Prepared` with a chosen validation pair.
+
+    The validation queries are ``n_val_per_class`` database images per class
+    (:func:`~hihpq_lib.data.add_validation`); the validation database is the rest of the
+    database. The **test** queries (``prepared.splits.query``) are never touched.
+
+    Parameters
+    ----------
+    prepared : Prepared (features of every split and the augmentation bank)
+    n_val_per_class : int
+    seed : int, optional (default: the configuration's seed)
+
+    Returns
+    -------
+    TrainingData
+    """
+    seed = prepared.cfg.seed if seed is None else int(seed)
+    labels = np.asarray(prepared.dataset.labels)
+    vq, vdb = add_validation(
+        prepared.splits.database, labels, n_val_per_class=int(n_val_per_class), seed=seed
+    )
+    base = prepared.training_data()
+
+    def split(idx):
+        return FeatureSplit(prepared.feats[prepared.rows(idx)].float(), prepared.labels(idx))
+
+    return TrainingData(
+        bank=base.bank, train=base.train, val_query=split(vq), val_database=split(vdb)
+    )
+
+
+def run_folder(tag: str, cfg: TrainConfig, *extra) -> Path:
+    """``runs_dir()/tutorial/<tag>-<digest>``: one folder per configuration (and ``extra``).
+
+    ``extra`` holds anything else that changes the run (e.g. the validation size), as
+    JSON-able values.
+
+    >>> from hihpq_lib.learning.config import tutorial_config
+    >>> a = run_folder("x", tutorial_config(True, 2, hierarchy=False), 10)
+    >>> a == run_folder("x", tutorial_config(True, 2, hierarchy=False), 10)
+    True
+    >>> a == run_folder("x", tutorial_config(True, 3, hierarchy=False), 10)
+    False
+    """
+    blob = json.dumps([cfg.to_dict(), list(extra)], sort_keys=True, default=str)
+    digest = hashlib.sha1(blob.encode()).hexdigest()[:10]
+    return runs_dir() / "tutorial" / f"{tag}-{digest}"
+
+
+@torch.no_grad()
+def rank_database(
+    model: HiHPQModel,
+    query: FeatureSplit | torch.Tensor,
+    database: FeatureSplit | torch.Tensor,
+    topk: int,
+) -> torch.Tensor:
+    """Ranked database indices of asymmetric PQ search, ``(Q, min(topk, N))`` int64.
+
+    The database is encoded with the model's codebooks, the queries stay unquantized
+    (the same search as :func:`~hihpq_lib.learning.training.evaluate_map`, whose mAP is
+    ``metrics.map_at_k(query.labels, database.labels, rank_database(...))``).
+    """
+    qf = query.feats if isinstance(query, FeatureSplit) else query
+    dbf = database.feats if isinstance(database, FeatureSplit) else database
+    index = model.build_index(dbf)
+    _, idx = index.search(model.points(qf), min(int(topk), len(dbf)))
+    return idx
+
+
+# ----------------------------------------------------------------------------- retrieval
+def pick_queries(prep, per_class: int = 1, n_classes: int | None = None, seed: int = 0):
+    """Dataset indices of test queries: ``per_class`` random ones for each class.
+
+    Parameters
+    ----------
+    prep : :class:`~hihpq_lib.app.pipeline.Prepared`
+    per_class : int, queries per class
+    n_classes : int, optional, only the first ``n_classes`` classes (single-label data)
+    seed : int
+
+    Returns
+    -------
+    (n,) int64 ndarray of dataset indices (class by class).
+    """
+    q_idx = np.asarray(prep.splits.query)
+    labels = np.asarray(prep.dataset.labels)
+    if labels.ndim != 1:
+        raise ValueError("pick_queries needs single-label data (one class per image)")
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels[q_idx])[: n_classes or None]
+    out = []
+    for c in classes:
+        pool = q_idx[labels[q_idx] == c]
+        out.extend(rng.choice(pool, size=min(per_class, len(pool)), replace=False))
+    return np.asarray(out, dtype=np.int64)
+
+
+def retrieval_examples(prep, model, query_indices, k: int = 10, size: int = 64) -> dict:
+    """The top-``k`` database images of some test queries, ready for ``viz.retrieval_grid``.
+
+    The database is encoded with ``model`` (``model.build_index``) and searched with
+    asymmetric distances, as in the evaluation.
+
+    Parameters
+    ----------
+    prep : :class:`~hihpq_lib.app.pipeline.Prepared`
+    model : :class:`~hihpq_lib.learning.model.HiHPQModel`
+    query_indices : (Q,) dataset indices of test queries (e.g. :func:`pick_queries`)
+    k : int, results per query
+    size : int, image size for path-backed datasets (in-memory images keep theirs)
+
+    Returns
+    -------
+    dict with ``query_images`` (Q, H, W, 3) uint8, ``result_images`` (Q, k, H, W, 3)
+    uint8, ``hits`` (Q, k) bool, ``titles`` (Q,) class names, ``result_indices`` (Q, k)
+    dataset indices and ``precision`` (float, the mean precision@k of these queries).
+    """
+    query_indices = np.asarray(query_indices, dtype=np.int64)
+    db_idx = np.asarray(prep.splits.database)
+    labels = np.asarray(prep.dataset.labels)
+    index = model.build_index(prep.split("database").feats)
+    _, top = index.search(model.points(prep.feats[prep.rows(query_indices)].float()), k)
+    top = db_idx[top.numpy()]  # (Q, k) dataset indices
+    hits = labels[top] == labels[query_indices][:, None]
+    q_img = D.read_images(prep.dataset, query_indices, size=size)
+    r_img = D.read_images(prep.dataset, top.reshape(-1), size=size)
+    names = prep.dataset.class_names
+    return {
+        "query_images": q_img,
+        "result_images": r_img.reshape(len(query_indices), k, *r_img.shape[1:]),
+        "hits": hits,
+        "titles": [names[int(c)] for c in labels[query_indices]],
+        "result_indices": top,
+        "precision": float(hits.mean()) if hits.size else float("nan"),
+    }
+
+
+# ----------------------------------------------------------------------------- ablations
+def run_ablation(
+    prep,
+    base: TrainConfig,
+    methods: Sequence[str],
+    seeds: Sequence[int],
+    *,
+    tag: str = "07_ablation",
+    progress: bool = False,
+) -> list[dict[str, Any]]:
+    """Train each method of :data:`ABLATIONS` with each seed on ``prep``; test-query mAPs.
+
+    Every run uses the same prepared features, bank and splits (those of ``prep``); the
+    seed changes only the training randomness (initialisation, batches, view pairs,
+    clustering), as in the benchmark. Each run has its own folder,
+    ``run_folder(f"{tag}_{method}_seed{seed}", cfg)`` (under
+    ``runs/tutorial/``, named after a digest of the configuration); a folder that
+    already holds a finished run is loaded instead of trained (``resume=True``).
+
+    Returns
+    -------
+    list of dicts, one per (method, seed): ``method``, ``seed``, ``map`` (test mAP@K of
+    the validation-selected epoch), ``map_final`` (last epoch), ``ap`` ((Q,) float64
+    per-query AP of the selected model, for the query bootstrap), ``val_selected_epoch``,
+    ``seconds`` (wall clock of this call, ~0 when loaded) and ``folder``.
+    """
+    from hihpq_lib.learning.training import evaluate_map, load_model, train
+
+    unknown = [m for m in methods if m not in ABLATIONS]
+    if unknown:
+        raise ValueError(f"unknown methods {unknown}; choose from {list(ABLATIONS)}")
+    q, db = prep.split("query"), prep.split("database")
+    k = min(base.topk, len(db.feats))
+    rows = []
+    for method in methods:
+        for seed in seeds:
+            cfg = base.with_overrides(
+                [*ABLATIONS[method], f"seed={int(seed)}", f"name={method}_seed{int(seed)}"]
+            )
+            out = run_folder(f"{tag}_{method}_seed{int(seed)}", cfg)
+            t0 = time.perf_counter()
+            res = train(cfg, prep.training_data(), out, resume=True, progress=progress)
+            best, _ = load_model(out, "best", in_dim=q.feats.shape[1])
+            ap = average_precision_at_k(
+                hits_at_k(q.labels, db.labels, rank_database(best, q, db, k))
+            )
+            rows.append(
+                {
+                    "method": method,
+                    "seed": int(seed),
+                    "map": float(ap.mean()),
+                    "map_final": evaluate_map(res["model"], q, db, k, cfg.symmetric),
+                    "ap": ap,
+                    "val_selected_epoch": int(res["best_epoch"]),
+                    "seconds": round(time.perf_counter() - t0, 1),
+                    "folder": str(out),
+                }
+            )
+    return rows

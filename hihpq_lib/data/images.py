@@ -1,0 +1,156 @@
+"""Image I/O: decode, convert to RGB, resize and centre-crop, as ``uint8`` arrays."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from hihpq_lib.data.dataset import CorruptImageError, ImageDataset, _check_indices
+
+__all__ = ["IMAGE_EXTENSIONS", "read_images", "read_image_file"]
+
+
+#: File name endings recognised as images in image-folder trees (lower case).
+IMAGE_EXTENSIONS: tuple[str, ...] = (
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".bmp",
+    ".gif",
+    ".webp",
+    ".tif",
+    ".tiff",
+)
+
+
+# --------------------------------------------------------------------------------------
+# Reading image files
+# --------------------------------------------------------------------------------------
+
+
+def _open_rgb(path: str | Path) -> Image.Image:
+    """Open and fully decode one image as RGB; errors name the file."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.convert("RGB")
+    except FileNotFoundError as exc:
+        raise CorruptImageError(f"image file not found: {path}") from exc
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise CorruptImageError(
+            f"cannot decode image {path}: {exc}. Replace or delete this file (re-extract the "
+            "dataset if it came from an archive)."
+        ) from exc
+
+
+def _resize_center_crop(im: Image.Image, size: int) -> Image.Image:
+    w, h = im.size
+    scale = size / min(w, h)
+    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    if (nw, nh) != (w, h):
+        im = im.resize((nw, nh), Image.BILINEAR)
+    left, top = (nw - size) // 2, (nh - size) // 2
+    return im.crop((left, top, left + size, top + size))
+
+
+def read_image_file(path: str | os.PathLike, *, size: int | None = None) -> np.ndarray:
+    """One image file as a uint8 array ``(H, W, 3)`` (RGB).
+
+    ``size`` resizes the shorter side to ``size`` and centre-crops a square, as
+    :func:`read_images` does for path-backed datasets. A missing or corrupt file raises
+    :class:`CorruptImageError` naming the path.
+    """
+    im = _open_rgb(path)
+    if size is not None:
+        im = _resize_center_crop(im, int(size))
+    return np.array(im, dtype=np.uint8)  # a writable copy (np.asarray of PIL is read-only)
+
+
+def read_images(
+    dataset: ImageDataset, indices=None, *, size: int | None = 224, progress: bool = False
+) -> np.ndarray:
+    """Pixels of the items at ``indices`` as one uint8 array.
+
+    Parameters
+    ----------
+    dataset : ImageDataset
+        In-memory or path-backed dataset.
+    indices : (n,) int array-like, optional
+        Items to read, in order (default: all).
+    size : int or None, default 224
+        Path-backed images only: the shorter side is resized to ``size`` (bilinear) and the
+        centre ``size x size`` square is cropped, so images of different shapes stack
+        (Flickr25K, NUS-WIDE). ``None`` keeps the stored size (all images must then agree).
+        In-memory images are returned at their stored size.
+    progress : bool
+        Show a tqdm bar while decoding files.
+
+    Returns
+    -------
+    (n, H, W, 3) uint8 ndarray
+
+    Raises
+    ------
+    CorruptImageError
+        If a file is missing or cannot be decoded; the message names the file.
+    """
+    if not isinstance(dataset, ImageDataset):
+        raise TypeError(f"read_images expects an ImageDataset, got {type(dataset).__name__}")
+    idx = np.arange(len(dataset)) if indices is None else _check_indices(indices, len(dataset))
+    if dataset.in_memory:
+        return dataset.images[idx]
+    if size is not None and (not isinstance(size, (int, np.integer)) or size <= 0):
+        raise ValueError(f"size must be a positive int or None, got {size!r}")
+    out = None
+    for k, i in enumerate(_progress(idx, progress, "reading images")):
+        path = dataset.images[i]
+        im = _open_rgb(path)
+        if size is not None:
+            im = _resize_center_crop(im, int(size))
+        arr = np.asarray(im, dtype=np.uint8)
+        if out is None:
+            out = np.empty((len(idx), *arr.shape), dtype=np.uint8)
+        elif arr.shape != out.shape[1:]:
+            raise ValueError(
+                f"image {path} has shape {arr.shape} but earlier ones have {out.shape[1:]}; "
+                "pass size=<int> to resize them to a common size"
+            )
+        out[k] = arr
+    if out is None:
+        h = w = size or 0
+        out = np.empty((0, h, w, 3), dtype=np.uint8)
+    return out
+
+
+def _progress(iterable, enabled: bool, desc: str, total: int | None = None):
+    if not enabled:
+        return iterable
+    from hihpq_lib.utils.runtime import progress_bar
+
+    return progress_bar(iterable, desc=desc, total=total, unit="img")
+
+
+def _list_class_folder(root: Path) -> tuple[list[str], list[list[Path]]]:
+    """Class names (sorted sub-folders) and their image files (sorted names)."""
+    classes, files = [], []
+    for entry in sorted(os.scandir(root), key=lambda e: e.name):
+        if not entry.is_dir() or entry.name.startswith("."):
+            continue
+        imgs = sorted(
+            f.name
+            for f in os.scandir(entry.path)
+            if f.is_file() and f.name.lower().endswith(IMAGE_EXTENSIONS)
+        )
+        if not imgs:
+            raise ValueError(
+                f"class folder {entry.path} holds no images ({', '.join(IMAGE_EXTENSIONS)}); "
+                "add images or remove the folder"
+            )
+        classes.append(entry.name)
+        files.append([Path(entry.path, name) for name in imgs])
+    if not classes:
+        raise ValueError(f"{root} holds no class sub-folders; expected {root}/<class>/<image>")
+    return classes, files

@@ -1,0 +1,3 @@
+"""Evaluation: retrieval metrics (``metrics``), float and faiss PQ/OPQ baselines
+(``baselines``), statistics over seeds and queries (``stats``), the benchmark tables read
+against the paper (``benchmarks``) and the notebooks' claims (``claims``)."""

@@ -1,0 +1,5 @@
+"""Learning: the losses (``losses``), the tangent-space Ward hierarchy (``hierarchy``), the
+model (``model``), the trainer (``training``), the configuration and its profiles
+(``config``) and model diagnostics (``diagnostics``)."""
+
+import hihpq_lib.geometry  # noqa: F401 (first: it silences geoopt's import-time warning)

@@ -1,0 +1,500 @@
+"""Experiment configuration: one dataclass, YAML files in ``configs/``, ``--set`` overrides.
+
+A config file holds only the keys it changes; everything else keeps the defaults below,
+which are the CPU profile for CIFAR-10 protocol II at 32 bits. Unknown keys are errors
+(with the closest known key suggested), and so are code lengths that are not
+``M * log2(K)`` for the feature dimension.
+
+The profiles on top of it live here too (the CLI, the notebooks and the benchmarks read
+them): :data:`DEMO_OVERRIDES` and :data:`QUICK_OVERRIDES` with :func:`demo_config` (``hihpq
+demo`` and its ``--quick`` subset), and :func:`tutorial_config` (the short runs of
+notebooks 04-05).
+
+>>> cfg = TrainConfig().with_overrides(["bits=16", "epochs=3"])
+>>> cfg.M, cfg.epochs
+(2, 3)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+from hihpq_lib.quantization.quantizer import ATTENTIONS, check_code_config, m_for_bits
+
+__all__ = [
+    "TrainConfig",
+    "ConfigError",
+    "load_config",
+    "FIDELITY_OPTIONS",
+    "REFERENCE_OPTIONS",
+    "CURRENT_OPTIONS",
+    "CPU_DEFAULT_OPTIONS",
+    "with_legacy_fidelity",
+    "demo_config",
+    "DEMO_OVERRIDES",
+    "QUICK_OVERRIDES",
+    "tutorial_config",
+]
+
+#: Every place where the reference implementation (github.com/zexuanqiu/HiHPQ) and our
+#: earlier code differed, as ``key: (reference value, earlier value, allowed values)``.
+#: ``configs/paper/*`` set the reference value of each; ``docs/fidelity.md`` explains
+#: them and ``benchmarks/results/fidelity/`` measures them on the CPU profile.
+FIDELITY_OPTIONS: dict[str, tuple] = {
+    "subspace": ("ambient", "tangent", ("ambient", "tangent")),
+    "instance_loss": ("reference", "masked", ("reference", "masked")),
+    "prototype_loss": ("reference", "clusters", ("reference", "clusters")),
+    "cluster_input": ("raw", "clipped", ("raw", "clipped")),
+    "backbone_lr": ("shared", "scaled", ("shared", "scaled")),
+    "eval_mode_after_clustering": (True, False, (True, False)),
+    "lr_warmup": ("linspace", "linear", ("linspace", "linear")),
+    "drop_last": (False, True, (False, True)),
+}
+#: The reference's behaviour for every option of :data:`FIDELITY_OPTIONS`.
+REFERENCE_OPTIONS: dict = {k: v[0] for k, v in FIDELITY_OPTIONS.items()}
+#: Our earlier behaviour (the CPU defaults before the fidelity options existed; the row
+#: ``current`` of the fidelity ablation) for every option.
+CURRENT_OPTIONS: dict = {k: v[1] for k, v in FIDELITY_OPTIONS.items()}
+#: The CPU profile's choice (``TrainConfig``'s defaults), made on validation mAP with the
+#: fidelity ablation (docs/fidelity.md): the reference's losses and clustering input;
+#: our subspace convention, train mode and schedule, which did not score higher there.
+CPU_DEFAULT_OPTIONS: dict = {
+    **REFERENCE_OPTIONS,
+    "subspace": "tangent",
+    "eval_mode_after_clustering": False,
+    "lr_warmup": "linear",
+    "drop_last": True,
+}
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with a message that says what to change."""
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of a HiHPQ run. Defaults: the CIFAR-10 protocol II CPU profile.
+
+    The fidelity options (:data:`FIDELITY_OPTIONS`) default to :data:`CPU_DEFAULT_OPTIONS`;
+    ``configs/paper/*`` set :data:`REFERENCE_OPTIONS`.
+    """
+
+    name: str = "cifar10_ii_32bits_cpu"
+    # data
+    dataset: str = "cifar10"
+    protocol: str = "II"
+    data: str | None = None
+    seed: int = 0
+    n_val_per_class: int = 100
+    subsample_per_class: int | None = None  # shrink every split (fast mode, CI)
+    train_per_class: int | None = None  # shrink only the training set (protocol I on a CPU)
+    # backbone and the CPU fast path
+    backbone: str = "efficientnet_lite0"
+    pretrained: bool = True
+    resolution: int = 128
+    engine: str = "onnx"  # frozen forward pass: "onnx" or "torch"
+    n_views: int = 8  # augmented views per training image in the bank
+    online_augmentation: bool = False  # the paper's path (GPU): augment + backbone every step
+    trainable_layers: int = 0  # VGG-16: how many of the last fc layers train (0, 1, 2)
+    # quantizer
+    bits: int = 32
+    K: int = 256
+    feat_dim: int = 64
+    head_hidden: int = 512
+    geometry: str = "lorentz"  # "lorentz" (HiHPQ) or "euclidean" (ablation)
+    curvature: float = 1.0  # initial curvature magnitude c (k = 1/c)
+    learn_curvature: bool = True
+    clip_r: float = 1.5
+    softmax_temp: float = 1.0
+    attention: str = "sqdist"  # softmax over -T * d^2: "sqdist" (paper) or "sqgeodesic"
+    codebook_init: str = "uniform"  # "uniform" (reference: unit-norm random) or "data" (samples)
+    # Each chunk of feat_dim / M head outputs is one subspace. "ambient" (reference): the
+    # chunk is a vector of R^D whose first (time) coordinate is zeroed, a tangent vector
+    # of H^(D-1); the first output of each chunk is discarded (zero gradient), so a
+    # subspace has D - 1 usable dimensions (15 at 32 bits). "tangent": the chunk is a
+    # tangent vector of H^D (a zero time coordinate is prepended), D usable dimensions.
+    # The Euclidean ablation follows the same rule (R^(D-1) or R^D) so both geometries
+    # get the same degrees of freedom.
+    subspace: str = "tangent"
+    # losses
+    tau: float = 0.2
+    proto_weight: float = 1.0
+    instance_weight: float = 0.1
+    num_clusters: list[int] = field(default_factory=lambda: [100, 50, 25])
+    cluster_method: str = "auto"
+    cluster_anchors: int = 1000
+    hierarchy_warmup: int = 3  # epochs before the first clustering
+    # Instance-wise loss. "reference": the anchor's similarity to itself stays in the
+    # softmax denominator and the sum over anchors with a same-cluster neighbour is
+    # divided by the batch size. "masked": self excluded, mean over those anchors.
+    instance_loss: str = "reference"
+    # Prototype-wise loss. "reference": one prototype column per batch sample plus one
+    # per cluster absent from the batch, i.e. -s_own + log sum_c m_c exp(s_c) with m_c
+    # the batch members of cluster c (1 if none). "clusters": cross-entropy over the
+    # clusters (each once). They agree when every sample is in its own cluster.
+    prototype_loss: str = "reference"
+    # What Ward clusters. "raw" (reference): the head outputs as they are (first
+    # coordinate of each chunk dropped with subspace=ambient), no clipping and no
+    # exp/log map. "clipped": log_o(exp_o(clip(x))) = the clipped tangent vectors
+    # (unit-normalised sub-vectors for the Euclidean ablation).
+    cluster_input: str = "raw"
+    # optimisation
+    epochs: int = 20
+    batch_size: int = 128
+    optimizer: str = "rsgd"  # "rsgd" (reference) or "radam"
+    lr: float = 0.01
+    lr_backbone_scale: float = 1e-3
+    # "shared" (reference): the warm-up/cosine schedule sets the same lr on every
+    # parameter group, so trainable backbone layers (VGG fc6/fc7) train at the full lr and
+    # lr_backbone_scale has no effect. "scaled": backbone lr = schedule x lr_backbone_scale.
+    # No effect on the CPU profile (frozen backbone).
+    backbone_lr: str = "shared"
+    momentum: float = 0.9
+    weight_decay: float = 5e-3
+    lr_warmup_epochs: int = 1
+    start_lr: float = 1e-5
+    final_lr: float = 1e-5
+    # "linspace" (reference): the warm-up is linspace(start_lr, lr, W) over its W steps,
+    # reaching lr at its last step. "linear": start_lr + (lr - start_lr) * step / W,
+    # reaching lr at step W (the first step after the warm-up).
+    lr_warmup: str = "linear"
+    # True: floor(N / batch_size) steps per epoch, the last partial batch dropped.
+    # False (reference, a DataLoader without drop_last): ceil(N / batch_size) steps, the
+    # last batch smaller (a last batch of one image is skipped: the losses need two).
+    drop_last: bool = True
+    # True (reference): epochs that start with a clustering pass (epoch >=
+    # hierarchy_warmup) train with the model in eval mode: the reference computes the
+    # clustering features after model.eval() and does not switch back, so VGG's dropout
+    # is off from then on (and a BatchNorm head, ours, uses its running statistics).
+    eval_mode_after_clustering: bool = False
+    # evaluation
+    topk: int = 1000
+    eval_interval: int = 1
+    symmetric: bool = False
+    device: str = "cpu"
+    threads: int = 0  # 0 = torch default
+
+    @property
+    def M(self) -> int:
+        """Number of codebooks: ``bits / log2(K)``."""
+        return m_for_bits(self.bits, self.K)
+
+    @property
+    def sub_dim(self) -> int:
+        """Head outputs per subspace: ``feat_dim / M``."""
+        return self.feat_dim // self.M
+
+    @property
+    def space_dim(self) -> int:
+        """Usable dimensions per subspace: ``sub_dim - 1`` with ``subspace="ambient"``."""
+        return self.sub_dim - 1 if self.subspace == "ambient" else self.sub_dim
+
+    def fidelity(self) -> dict:
+        """The fidelity options of this config (see :data:`FIDELITY_OPTIONS`)."""
+        return {k: getattr(self, k) for k in FIDELITY_OPTIONS}
+
+    def validate(self) -> TrainConfig:
+        try:
+            M = self.M
+            check_code_config(self.feat_dim, M, self.K)
+        except ValueError as err:
+            raise ConfigError(
+                f"bits={self.bits}, K={self.K}, feat_dim={self.feat_dim}: {err}"
+            ) from None
+        from hihpq_lib.data import DATASETS
+        from hihpq_lib.data.backbones import available_backbones
+
+        if self.dataset not in DATASETS:
+            raise ConfigError(
+                f"unknown dataset {self.dataset!r}; known datasets: {', '.join(sorted(DATASETS))}"
+            )
+        if self.backbone not in available_backbones():
+            raise ConfigError(
+                f"unknown backbone {self.backbone!r}; known backbones: {', '.join(available_backbones())}"
+            )
+        if self.protocol not in ("I", "II"):
+            raise ConfigError(f"protocol must be 'I' or 'II', got {self.protocol!r}")
+        if self.geometry not in ("lorentz", "euclidean"):
+            raise ConfigError(f"geometry must be 'lorentz' or 'euclidean', got {self.geometry!r}")
+        if self.attention not in ATTENTIONS:
+            raise ConfigError(f"attention must be one of {ATTENTIONS}, got {self.attention!r}")
+        if self.engine not in ("onnx", "torch"):
+            raise ConfigError(f"engine must be 'onnx' or 'torch', got {self.engine!r}")
+        if self.optimizer not in ("rsgd", "radam"):
+            raise ConfigError(f"optimizer must be 'rsgd' or 'radam', got {self.optimizer!r}")
+        if self.codebook_init not in ("data", "uniform"):
+            raise ConfigError(
+                f"codebook_init must be 'data' or 'uniform', got {self.codebook_init!r}"
+            )
+        for key, (_, _, allowed) in FIDELITY_OPTIONS.items():
+            if getattr(self, key) not in allowed:
+                raise ConfigError(
+                    f"{key} must be one of {list(allowed)}, got {getattr(self, key)!r} "
+                    "(see docs/fidelity.md)"
+                )
+        if self.subspace == "ambient" and self.sub_dim < 2:
+            raise ConfigError(
+                f"subspace=ambient drops the first of feat_dim/M = {self.sub_dim} outputs per "
+                "subspace, leaving none: raise feat_dim or use subspace=tangent"
+            )
+        if self.n_views < 2 and not self.online_augmentation:
+            raise ConfigError("n_views must be >= 2: each step needs two augmented views")
+        for name in ("epochs", "batch_size", "resolution", "topk"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.num_clusters or min(self.num_clusters) < 2:
+            raise ConfigError(f"num_clusters must list granularities >= 2, got {self.num_clusters}")
+        _check_ranges(self)
+        return self
+
+    # --- construction -------------------------------------------------------------
+    @classmethod
+    def fields(cls) -> dict[str, dataclasses.Field]:
+        return {f.name: f for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        known = cls.fields()
+        for key in d:
+            if key not in known:
+                close = difflib.get_close_matches(key, list(known), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ConfigError(f"unknown config key {key!r}{hint}")
+        return cls(**d).validate()
+
+    def with_overrides(self, items: list[str] | None) -> TrainConfig:
+        """Apply ``key=value`` strings (values parsed as YAML: ``3``, ``true``, ``[1, 2]``)."""
+        d = asdict(self)
+        for item in items or []:
+            if "=" not in item:
+                raise ConfigError(f"override {item!r} is not key=value")
+            key, raw = item.split("=", 1)
+            key = key.strip()
+            if key not in d:
+                close = difflib.get_close_matches(key, list(d), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ConfigError(f"unknown config key {key!r}{hint}")
+            d[key] = _coerce(key, _parse_value(key, raw, self.fields()[key]), self.fields()[key])
+        return TrainConfig.from_dict(d)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    def key(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+
+#: Run names become folder names under the runs folder: no path separators, no "..".
+_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+-]{0,99}$")
+
+#: (key, lower bound, whether the bound itself is allowed) for numeric keys.
+_BOUNDS = [
+    ("lr", 0.0, False),
+    ("start_lr", 0.0, True),
+    ("final_lr", 0.0, True),
+    ("lr_backbone_scale", 0.0, True),
+    ("momentum", 0.0, True),
+    ("weight_decay", 0.0, True),
+    ("tau", 0.0, False),
+    ("proto_weight", 0.0, True),
+    ("instance_weight", 0.0, True),
+    ("curvature", 0.0, False),
+    ("clip_r", 0.0, False),
+    ("softmax_temp", 0.0, False),
+    ("n_val_per_class", 1, True),
+    ("n_views", 1, True),
+    ("eval_interval", 1, True),
+    ("hierarchy_warmup", 0, True),
+    ("lr_warmup_epochs", 0, True),
+    ("cluster_anchors", 1, True),
+    ("head_hidden", 0, True),
+    ("threads", 0, True),
+    ("trainable_layers", 0, True),
+]
+
+
+def _check_ranges(cfg: TrainConfig) -> None:
+    """Every value a run would only reject later (after data preparation), checked now."""
+    if not isinstance(cfg.name, str) or not _NAME_RE.match(cfg.name):
+        raise ConfigError(
+            f"run name {cfg.name!r} is not a plain folder name; use letters, digits and "
+            "'_', '-', '.', '+' (no '/', '\\', '..' or spaces), e.g. name=my_run"
+        )
+    for key, low, inclusive in _BOUNDS:
+        if key not in cfg.fields():
+            continue
+        value = getattr(cfg, key)
+        if value is None:
+            continue
+        if value < low or (value == low and not inclusive):
+            rel = ">=" if inclusive else ">"
+            raise ConfigError(f"{key} must be {rel} {low}, got {value}")
+    if cfg.momentum >= 1:
+        raise ConfigError(f"momentum must be < 1, got {cfg.momentum}")
+    if cfg.batch_size < 2:
+        raise ConfigError(f"batch_size must be >= 2 (the contrastive loss), got {cfg.batch_size}")
+    for key in ("subsample_per_class", "train_per_class"):
+        value = getattr(cfg, key)
+        if value is not None and value < 1:
+            raise ConfigError(f"{key} must be >= 1 or null, got {value}")
+    if cfg.trainable_layers > 2:
+        raise ConfigError(f"trainable_layers must be 0, 1 or 2, got {cfg.trainable_layers}")
+
+
+def with_legacy_fidelity(d: dict) -> dict:
+    """A saved config dict, with :data:`CURRENT_OPTIONS` filled in if it predates them.
+
+    Run folders written before the fidelity options existed hold none of their keys;
+    they were trained with the earlier behaviour, which is what they must be rebuilt with.
+
+    >>> with_legacy_fidelity({"epochs": 3})["prototype_loss"]
+    'clusters'
+    """
+    if any(k in d for k in FIDELITY_OPTIONS):
+        return dict(d)
+    return {**d, **CURRENT_OPTIONS}
+
+
+def _coerce(key: str, value, f: dataclasses.Field):
+    ann = str(f.type)
+    if value is None:
+        if "None" not in ann:
+            raise ConfigError(f"{key} cannot be null")
+        return None
+    try:
+        if ann.startswith("int") and not isinstance(value, bool):
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if ann.startswith("float"):
+            v = float(value)
+            if not math.isfinite(v):
+                raise ValueError
+            return v
+        if ann.startswith("bool"):
+            if not isinstance(value, bool):
+                raise ValueError
+            return value
+        if ann.startswith("list"):
+            return [int(v) for v in (value if isinstance(value, list) else [value])]
+        if ann.startswith("str"):
+            return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}={value!r} is not a valid {ann}") from None
+    return value
+
+
+def _parse_value(key: str, raw: str, f: dataclasses.Field):
+    """An override's value: the text itself for string keys (``name=a: b`` is the string
+    ``a: b``, not a YAML mapping), YAML for everything else (``3``, ``true``, ``[1, 2]``)."""
+    if str(f.type).startswith("str"):
+        text = raw.strip()
+        if "None" in str(f.type) and text in ("", "null", "None", "~"):
+            return None
+        return text
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        raise ConfigError(f"--set {key}={raw!r}: the value is not valid YAML") from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """Load a YAML config (``None`` = defaults) and apply ``key=value`` overrides."""
+    if path is None:
+        cfg = TrainConfig()
+    else:
+        p = Path(path)
+        if p.is_dir():
+            raise ConfigError(
+                f"config path {p} is a folder, not a file; pass one YAML file in it "
+                "(e.g. configs/cpu/cpu_cifar10_ii_32bits.yaml)"
+            )
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist (see the configs/ folder)")
+        try:
+            text = p.read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            raise ConfigError(
+                f"config file {p} is not UTF-8 text (a binary file?); pass a YAML file "
+                "such as configs/cpu/cpu_cifar10_ii_32bits.yaml"
+            ) from None
+        try:
+            raw = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+            problem = getattr(exc, "problem", None) or type(exc).__name__
+            raise ConfigError(
+                f"config file {p} is not valid YAML{where}: {problem}; fix that line "
+                "(each line is key: value)"
+            ) from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file {p} must hold a mapping of key: value")
+        raw = {
+            k: _coerce(k, v, TrainConfig.fields()[k]) if k in TrainConfig.fields() else v
+            for k, v in raw.items()
+        }
+        cfg = TrainConfig.from_dict(raw)
+    return cfg.with_overrides(overrides)
+
+
+#: The full demo's changes to the CPU profile. Measured on 2 cores (README, "what we
+#: tried"): 160 px raised HiHPQ's mAP@1000 from 0.548 to 0.594 for about 3 more minutes
+#: of feature extraction; 192 px gave 0.558, 16 views 0.546, 40 epochs 0.553.
+DEMO_OVERRIDES = ["resolution=160"]
+
+
+#: The quick subset (``--quick``, fast mode): 300 images per class, few epochs and views.
+QUICK_OVERRIDES = [
+    "subsample_per_class=300",
+    "epochs=4",
+    "hierarchy_warmup=1",
+    "num_clusters=[40, 20, 10]",
+    "n_views=3",
+    "n_val_per_class=20",
+]
+
+
+def demo_config(
+    quick: bool = False, data: str | None = None, overrides: list[str] | None = None
+) -> TrainConfig:
+    """The demo's configuration: the CPU profile with :data:`DEMO_OVERRIDES`, or with
+    :data:`QUICK_OVERRIDES` when ``quick``; ``overrides`` (``key=value``) come last."""
+    items = ["name=demo"] + (QUICK_OVERRIDES if quick else DEMO_OVERRIDES) + list(overrides or [])
+    if data:
+        items.append(f"data={data}")
+    return TrainConfig().with_overrides(items)
+
+
+def tutorial_config(quick: bool, epochs: int, *, hierarchy: bool) -> TrainConfig:
+    """The short runs of notebooks 04-05: the demo's CPU profile with ``epochs`` epochs.
+
+    Parameters
+    ----------
+    quick : bool
+        The quick CIFAR-10 subset (:func:`~hihpq_lib.learning.config.demo_config`).
+    epochs : int
+    hierarchy : bool
+        ``False``: contrastive loss only (``proto_weight=0, instance_weight=0``);
+        ``True``: the full HiHPQ objective with the demo's weights and cluster counts.
+
+    >>> tutorial_config(True, 5, hierarchy=False).proto_weight
+    0.0
+    """
+    overrides = [f"epochs={int(epochs)}"]
+    if hierarchy:
+        overrides.append("name=tutorial_hierarchy")
+    else:
+        overrides += ["name=tutorial_contrastive", "proto_weight=0", "instance_weight=0"]
+    return demo_config(quick, overrides=overrides)

@@ -1,0 +1,176 @@
+"""The HiHPQ model: a trainable head on top of backbone features, then the quantizer.
+
+CPU fast path: the backbone is frozen and its features are precomputed, so the model
+sees feature vectors ``(B, F)``. The paper's path (GPU) wraps a backbone too
+(:class:`HiHPQNet`), with the same head and quantizer.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from hihpq_lib.geometry.manifolds import ProductSpace, make_space
+from hihpq_lib.learning.config import TrainConfig
+from hihpq_lib.quantization.index import PQIndex
+from hihpq_lib.quantization.quantizer import ProductQuantizer, QuantizerOutput
+
+__all__ = ["ProjectionHead", "HiHPQModel", "HiHPQNet", "build_model"]
+
+
+class ProjectionHead(nn.Module):
+    """Projection MLP ``F -> hidden -> feat_dim`` (plays the part of VGG's trainable fc layers).
+
+    ``hidden=0`` gives a single linear layer (the reference's ``projction_layer``).
+    """
+
+    def __init__(self, in_dim: int, feat_dim: int, hidden: int = 512):
+        super().__init__()
+        if hidden and hidden > 0:
+            self.net = nn.Sequential(
+                nn.Linear(in_dim, hidden),
+                nn.BatchNorm1d(hidden),
+                nn.ReLU(inplace=True),
+                nn.Linear(hidden, feat_dim),
+            )
+        else:
+            self.net = nn.Linear(in_dim, feat_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class HiHPQModel(nn.Module):
+    """Head + product quantizer over backbone features.
+
+    Parameters
+    ----------
+    in_dim : int, backbone feature dimension ``F``.
+    space : ProductSpace, the product of hyperboloids (or Euclidean spaces).
+    K : int, codewords per codebook.
+    softmax_temp : float, codebook attention temperature.
+    attention : str, the distance in the codebook attention (see ProductQuantizer).
+    head_hidden : int, hidden width of the projection head (0 = linear).
+    ambient : bool, the reference's subspace convention (see
+        :class:`~hihpq_lib.quantization.quantizer.ProductQuantizer`): the head emits ``M * (d + 1)``
+        values and the first of each chunk is discarded.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        space: ProductSpace,
+        K: int = 256,
+        softmax_temp: float = 1.0,
+        head_hidden: int = 512,
+        attention: str = "sqdist",
+        ambient: bool = False,
+    ):
+        super().__init__()
+        self.in_dim = int(in_dim)
+        self.quantizer = ProductQuantizer(
+            space, K=K, temperature=softmax_temp, attention=attention, ambient=ambient
+        )
+        self.head = ProjectionHead(in_dim, self.quantizer.feature_dim, head_hidden)
+
+    @property
+    def space(self) -> ProductSpace:
+        return self.quantizer.space
+
+    def _check(self, feats: torch.Tensor) -> None:
+        if not torch.is_tensor(feats) or feats.dim() != 2 or feats.shape[1] != self.in_dim:
+            shape = tuple(feats.shape) if torch.is_tensor(feats) else type(feats).__name__
+            raise ValueError(
+                f"backbone features must have shape (B, {self.in_dim}); got {shape} "
+                "(was the model built for another backbone?)"
+            )
+
+    def project(self, feats: torch.Tensor) -> torch.Tensor:
+        """Backbone features ``(B, F)`` -> head outputs ``(B, M*d)`` (tangent features)."""
+        self._check(feats)
+        return self.head(feats.to(self.quantizer.codebooks.dtype))
+
+    def forward(self, feats: torch.Tensor) -> QuantizerOutput:
+        return self.quantizer(self.project(feats))
+
+    @torch.no_grad()
+    def points(self, feats: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+        """Unquantized points on the product space ``(N, M, D')`` (queries)."""
+        was = self.training
+        self.eval()
+        out = torch.cat([self.quantizer.embed(self.project(c)) for c in feats.split(batch_size)])
+        self.train(was)
+        return out
+
+    @torch.no_grad()
+    def tangent(self, feats: torch.Tensor, batch_size: int = 4096, raw: bool = False):
+        """Tangent-space features for clustering, ``(N, M*d)``.
+
+        ``raw=False``: ``log_o(points)``, i.e. the clipped tangent vectors (unit sub-vectors
+        in the normalised Euclidean space). ``raw=True`` (the reference's
+        ``encode_tangent_feats``): the head outputs as they are (first coordinate of each
+        chunk dropped with ``ambient``), no clipping, no exp/log map. Eval mode either way.
+        """
+        if not raw:
+            pts = self.points(feats, batch_size)
+            return self.space.log(pts).reshape(pts.shape[0], -1)
+        was = self.training
+        self.eval()
+        out = torch.cat(
+            [self.quantizer.tangent_input(self.project(c)) for c in feats.split(batch_size)]
+        )
+        self.train(was)
+        return out.reshape(out.shape[0], -1)
+
+    @torch.no_grad()
+    def encode(self, feats: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+        """Database codes ``(N, M)`` uint8."""
+        return self.quantizer.encode_points(self.points(feats, batch_size), batch_size)
+
+    @torch.no_grad()
+    def build_index(self, db_feats: torch.Tensor, metadata: dict | None = None) -> PQIndex:
+        """A :class:`~hihpq_lib.quantization.index.PQIndex` holding the codes of ``db_feats``."""
+        cw = self.quantizer.codewords().detach()
+        k = self.space.k.detach() if self.space.geometry == "lorentz" else None
+        index = PQIndex(cw, k, geometry=self.space.geometry, metadata=metadata)
+        index.add(self.encode(db_feats))
+        return index
+
+
+class HiHPQNet(nn.Module):
+    """Backbone + :class:`HiHPQModel`: the paper's end-to-end path (online augmentation).
+
+    The backbone's parameters train or not as the backbone sets ``requires_grad``
+    (VGG-16's ``trainable_layer_num``).
+    """
+
+    def __init__(self, backbone: nn.Module, model: HiHPQModel):
+        super().__init__()
+        self.backbone, self.model = backbone, model
+
+    def forward(self, images: torch.Tensor) -> QuantizerOutput:
+        return self.model(self.backbone(images))
+
+
+def build_model(cfg: TrainConfig, in_dim: int) -> HiHPQModel:
+    """The model a config describes, for backbone features of dimension ``in_dim``."""
+    if cfg.geometry == "lorentz":
+        space = make_space(
+            "lorentz",
+            cfg.M,
+            cfg.space_dim,
+            curvature=cfg.curvature,
+            learn_curvature=cfg.learn_curvature,
+            clip_r=cfg.clip_r,
+        )
+    else:
+        space = make_space("euclidean", cfg.M, cfg.space_dim)
+    return HiHPQModel(
+        in_dim,
+        space,
+        K=cfg.K,
+        softmax_temp=cfg.softmax_temp,
+        head_hidden=cfg.head_hidden,
+        attention=cfg.attention,
+        ambient=cfg.subspace == "ambient",
+    )

@@ -1,0 +1,581 @@
+"""Training HiHPQ on cached backbone features (the CPU fast path).
+
+One epoch, as in the reference (``engine.py``), with the augmentation bank standing in
+for online augmentation:
+
+1. after ``hierarchy_warmup`` epochs, cluster the tangent features of the clean
+   training images (:class:`~hihpq_lib.learning.hierarchy.TangentWardHierarchy`) at each
+   granularity of ``num_clusters``;
+2. for each batch, pick two different augmented views of every image from the bank,
+   quantize both, and minimise ``contrastive + proto_weight * prototype +
+   instance_weight * instance`` (:class:`~hihpq_lib.learning.losses.HiHPQLoss`) with Riemannian
+   SGD (geoopt), a linear warm-up and a cosine learning-rate decay per step;
+3. clamp the curvatures to their safe range after each step;
+4. evaluate mAP@K on the **validation** queries against the validation database (never
+   on the test queries), append a line to ``metrics.jsonl`` and write a checkpoint
+   atomically.
+
+``resume=True`` continues from the last checkpoint and ends with the same metrics as an
+uninterrupted run: every epoch draws its randomness from a generator seeded by
+``(seed, epoch)``, and the checkpoint holds the model, the optimiser and the history.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pickle
+import time
+import uuid
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import geoopt
+import torch
+from tqdm.auto import tqdm
+
+from hihpq_lib.evaluation.metrics import map_at_k
+from hihpq_lib.learning.config import TrainConfig, with_legacy_fidelity
+from hihpq_lib.learning.hierarchy import TangentWardHierarchy
+from hihpq_lib.learning.losses import HiHPQLoss
+from hihpq_lib.learning.model import HiHPQModel, build_model
+from hihpq_lib.utils.atomic import atomic_torch_save, atomic_write_text
+from hihpq_lib.utils.runtime import in_notebook, progress_bar, thread_budget, use_threads
+
+__all__ = [
+    "FeatureSplit",
+    "TrainingData",
+    "LRSchedule",
+    "steps_per_epoch",
+    "evaluate_map",
+    "train",
+    "BankViews",
+    "OnlineViews",
+    "load_model",
+    "load_checkpoint",
+    "CheckpointError",
+    "check_stamp",
+    "atomic_torch_save",
+]
+
+CHECKPOINT = "checkpoint.pt"
+BEST = "best.pt"
+METRICS = "metrics.jsonl"
+
+
+@dataclass
+class FeatureSplit:
+    """Backbone features ``(N, F)`` and labels ``(N,)`` or ``(N, C)`` of one split."""
+
+    feats: torch.Tensor
+    labels: torch.Tensor
+
+    def __post_init__(self):
+        if self.feats.dim() != 2 or len(self.feats) != len(self.labels):
+            raise ValueError(
+                f"features (N, F) and labels (N, ...) must agree, got {tuple(self.feats.shape)} "
+                f"and {tuple(self.labels.shape)}"
+            )
+        if len(self.feats) == 0:
+            raise ValueError("empty split: no features to train or evaluate on")
+
+
+@dataclass
+class TrainingData:
+    """What training needs: augmented views, clean training features, validation.
+
+    Attributes
+    ----------
+    bank : (N, V, F) float16/float32, V augmented views of each training image (CPU path),
+        or None when ``online`` is given.
+    train : (N, F) clean features of the training images (for clustering).
+    val_query, val_database : FeatureSplit, for model selection.
+    online : OnlineViews, optional
+        The paper's path: fresh augmented views through the backbone at every step.
+    val_images : (query images, database images) uint8, optional
+        With ``online`` and a backbone that trains, validation features are recomputed
+        from these before each evaluation.
+    """
+
+    bank: torch.Tensor | None
+    train: torch.Tensor
+    val_query: FeatureSplit
+    val_database: FeatureSplit
+    online: OnlineViews | None = None
+    val_images: tuple | None = None
+
+    def __post_init__(self):
+        if self.online is None:
+            if self.bank is None or self.bank.dim() != 3 or self.bank.shape[1] < 2:
+                shape = None if self.bank is None else tuple(self.bank.shape)
+                raise ValueError(f"bank must be (N, V >= 2, F), got {shape}")
+            if (
+                self.bank.shape[0] != self.train.shape[0]
+                or self.bank.shape[2] != self.train.shape[1]
+            ):
+                raise ValueError(
+                    f"bank {tuple(self.bank.shape)} and clean training features "
+                    f"{tuple(self.train.shape)} disagree"
+                )
+        elif len(self.online.images) != len(self.train):
+            raise ValueError("online views and clean training features cover different images")
+
+    @property
+    def n_train(self) -> int:
+        return int(self.train.shape[0])
+
+
+class BankViews:
+    """Two different views per image, sampled from a precomputed bank ``(N, V, F)``."""
+
+    def __init__(self, bank: torch.Tensor):
+        self.bank = bank
+
+    def sample(self, idx: torch.Tensor, gen: torch.Generator, training: bool = True):
+        """Two views ``(B, F)`` float32 each (``training`` is ignored: a bank is fixed)."""
+        V = self.bank.shape[1]
+        v1 = torch.randint(0, V, (len(idx),), generator=gen)
+        v2 = (v1 + torch.randint(1, V, (len(idx),), generator=gen)) % V
+        return self.bank[idx, v1].float(), self.bank[idx, v2].float()
+
+
+class OnlineViews:
+    """The paper's path: two fresh augmented views of each image through the backbone.
+
+    Parameters
+    ----------
+    backbone : nn.Module from :func:`~hihpq_lib.data.backbones.build_backbone`; its parameters
+        with ``requires_grad`` (VGG-16's last fc layers with ``trainable_layer_num``) train.
+    images : (N, H, W, 3) uint8, the training images.
+    resolution : int (the reference: 224).
+    device : where the backbone runs (``"cuda"`` for the paper's setting).
+    """
+
+    def __init__(
+        self, backbone, images, resolution: int = 224, device: str = "cpu", batch_size: int = 256
+    ):
+        self.backbone = backbone.to(device)
+        self.images = images
+        self.resolution, self.device, self.batch_size = int(resolution), device, int(batch_size)
+
+    def trainable_parameters(self) -> list:
+        return [p for p in self.backbone.parameters() if p.requires_grad]
+
+    def sample(self, idx: torch.Tensor, gen: torch.Generator, training: bool = True):
+        """Two augmented views through the backbone, ``(B, F)`` each.
+
+        The backbone runs in train mode (dropout on) when it has trainable layers and
+        ``training`` is true, else in eval mode (``eval_mode_after_clustering``).
+        """
+        from hihpq_lib.data.transforms import augment_batch
+
+        imgs = self.images[idx.numpy()]
+        seeds = torch.randint(0, 2**62, (2,), generator=gen).tolist()
+        bb = self.backbone
+        bb.train(bool(self.trainable_parameters()) and training)
+        views = [
+            augment_batch(
+                imgs, self.resolution, int(s), indices=idx.numpy(), mean=bb.mean, std=bb.std
+            )
+            for s in seeds
+        ]
+        return tuple(bb(v.to(self.device)) for v in views)
+
+    @torch.no_grad()
+    def clean(self, images) -> torch.Tensor:
+        """Evaluation-transform features ``(N, F)`` of uint8 images."""
+        from hihpq_lib.data.transforms import eval_transform
+
+        bb = self.backbone
+        was = bb.training
+        bb.eval()
+        out = [
+            bb(
+                eval_transform(
+                    images[i : i + self.batch_size], self.resolution, mean=bb.mean, std=bb.std
+                ).to(self.device)
+            ).cpu()
+            for i in range(0, len(images), self.batch_size)
+        ]
+        bb.train(was)
+        return torch.cat(out)
+
+
+class LRSchedule:
+    """Linear warm-up from ``start_lr`` to ``base_lr``, then cosine decay to ``final_lr``.
+
+    Per optimisation step, as the reference's ``WarmUpAndCosineDecayScheduler``. With
+    ``W`` warm-up steps and ``T`` steps in all, step ``t``'s learning rate is
+
+    * ``warmup="linspace"`` (reference): ``start + (base - start) * t / (W - 1)`` for
+      ``t < W`` (``numpy.linspace(start, base, W)``: ``base`` at the last warm-up step;
+      ``start`` when ``W = 1``);
+    * ``warmup="linear"``: ``start + (base - start) * t / W`` (``base`` at step ``W``);
+
+    then ``final + (base - final) * (1 + cos(pi * (t - W) / (T - W))) / 2``.
+
+    >>> s = LRSchedule(0.01, 1e-5, 1e-5, total_steps=100, warmup_steps=10)
+    >>> round(s(0), 6), round(s(10), 6), round(s(99), 6)
+    (1e-05, 0.01, 1.3e-05)
+    >>> r = LRSchedule(0.01, 1e-5, 1e-5, 100, 10, warmup="linspace")
+    >>> round(r(9), 6), round(s(9), 6)
+    (0.01, 0.009001)
+    """
+
+    def __init__(self, base_lr, start_lr, final_lr, total_steps, warmup_steps, warmup="linear"):
+        if warmup not in ("linear", "linspace"):
+            raise ValueError(f"warmup must be 'linear' or 'linspace', got {warmup!r}")
+        self.base, self.start, self.final = base_lr, start_lr, final_lr
+        self.total, self.warm = max(1, total_steps), max(0, warmup_steps)
+        self.warmup = warmup
+
+    def __call__(self, step: int) -> float:
+        if step < self.warm:
+            if self.warmup == "linspace":
+                frac = step / (self.warm - 1) if self.warm > 1 else 0.0
+            else:
+                frac = step / self.warm
+            return self.start + (self.base - self.start) * frac
+        t = (step - self.warm) / max(1, self.total - self.warm)
+        return self.final + 0.5 * (self.base - self.final) * (1 + math.cos(math.pi * min(t, 1.0)))
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used (empty, truncated, foreign or hostile)."""
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Load a checkpoint written by :func:`train` (``weights_only=True``: tensors and plain data).
+
+    Raises :class:`CheckpointError` with one line naming the file for an empty, truncated
+    or foreign file, and for one that holds anything but tensors and plain data (such a
+    file is never unpickled: it could run code).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(
+            f"checkpoint {path} is empty (a crash while it was first written?); delete it "
+            "and train again, or resume from a copy"
+        )
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(
+            f"checkpoint {path} holds objects other than tensors and plain data, so it was "
+            "not loaded (it may run code); use a checkpoint written by hihpq, or train again"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError) as exc:
+        raise CheckpointError(
+            f"checkpoint {path} is truncated or not a hihpq checkpoint "
+            f"({type(exc).__name__}); delete it and train again"
+        ) from None
+    if not isinstance(ck, dict) or "model" not in ck:
+        raise CheckpointError(f"{path} is not a hihpq checkpoint (no model weights); train again")
+    return ck
+
+
+@torch.no_grad()
+def evaluate_map(
+    model: HiHPQModel,
+    query: FeatureSplit,
+    database: FeatureSplit,
+    topk: int,
+    symmetric: bool = False,
+) -> float:
+    """mAP@K of asymmetric (or symmetric) PQ search: ``database`` encoded, ``query`` raw."""
+    device = model.quantizer.codebooks.device
+    index = model.build_index(database.feats.to(device))
+    k = min(int(topk), len(database.feats))
+    mode = "symmetric" if symmetric else "asymmetric"
+    _, idx = index.search(model.points(query.feats.to(device)), k, mode=mode)
+    return map_at_k(query.labels, database.labels, idx.cpu())
+
+
+def _make_optimizer(cfg: TrainConfig, model: HiHPQModel, backbone_params=()):
+    groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr_scale": 1.0}]
+    if backbone_params:
+        groups.append({"params": list(backbone_params), "lr_scale": cfg.lr_backbone_scale})
+    if cfg.optimizer == "rsgd":
+        return geoopt.optim.RiemannianSGD(
+            groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, stabilize=1
+        )
+    return geoopt.optim.RiemannianAdam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def steps_per_epoch(n: int, batch_size: int, drop_last: bool = True) -> int:
+    """Optimisation steps per epoch over ``n`` images.
+
+    ``drop_last``: ``floor(n / batch_size)``; else (the reference's DataLoader)
+    ``ceil(n / batch_size)``, less one when the last batch would hold a single image
+    (the contrastive loss needs two).
+
+    >>> steps_per_epoch(5000, 128), steps_per_epoch(5000, 128, drop_last=False)
+    (39, 40)
+    >>> steps_per_epoch(257, 128, drop_last=False)
+    2
+    """
+    if drop_last:
+        return max(1, n // batch_size)
+    full, rest = divmod(n, batch_size)
+    return max(1, full + (1 if rest >= 2 else 0))
+
+
+def _cluster(cfg: TrainConfig, model: HiHPQModel, train_feats: torch.Tensor, epoch: int):
+    tangent = model.tangent(train_feats, raw=cfg.cluster_input == "raw").double().numpy()
+    hier = TangentWardHierarchy(
+        n_clusters=tuple(cfg.num_clusters),
+        method=cfg.cluster_method,
+        n_anchors=cfg.cluster_anchors,
+        random_state=cfg.seed * 1000 + epoch,
+    ).fit(tangent)
+    labels = [torch.as_tensor(lab) for lab in hier.labels_]
+    dtype = model.quantizer.codebooks.dtype
+    cents = [torch.as_tensor(c, dtype=dtype) for c in hier.centroids_]
+    return hier, labels, cents
+
+
+def _write_metrics(path: Path, history: list[dict]) -> None:
+    atomic_write_text(path, "".join(json.dumps(h) + "\n" for h in history))
+
+
+def train(
+    cfg: TrainConfig,
+    data: TrainingData,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> dict:
+    """Train a model; write ``checkpoint.pt``, ``best.pt`` and ``metrics.jsonl`` to ``out_dir``.
+
+    Parameters
+    ----------
+    cfg : TrainConfig
+    data : TrainingData
+    out_dir : folder of the run (created).
+    resume : continue from ``out_dir/checkpoint.pt`` if it exists.
+    progress : a tqdm bar per epoch in a terminal, and one line per epoch (the only output
+        in a notebook, :func:`~hihpq_lib.utils.runtime.progress_bar`).
+    stop_after : stop after this many epochs of this call (to simulate a killed run).
+
+    Returns
+    -------
+    dict with ``model`` (the final model), ``history`` (per-epoch metrics),
+    ``best_epoch`` and ``best_val_map`` (validation-selected), ``final_val_map``.
+    """
+    cfg.validate()
+    out = Path(out_dir)
+    ckpt_path = out / CHECKPOINT
+    ck = load_checkpoint(ckpt_path) if resume and ckpt_path.is_file() else None
+    if ck is not None and ck.get("config") != cfg.to_dict():
+        raise ValueError(
+            f"{ckpt_path} was written with another configuration; start a new run folder "
+            "or drop --resume"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    # The thread count changes float rounding: a resumed run keeps the count it started
+    # with (recorded in the checkpoint), so that it ends bit for bit like an uninterrupted one.
+    threads = cfg.threads or (ck or {}).get("threads") or thread_budget(0)
+    use_threads(int(threads))
+    run_id = (ck or {}).get("run_id") or uuid.uuid4().hex
+    torch.manual_seed(cfg.seed)
+    device = torch.device(cfg.device)
+    model = build_model(cfg, data.train.shape[1]).to(torch.float32).to(device)
+    if cfg.codebook_init == "data":
+        with torch.no_grad():
+            model.eval()
+            init_gen = torch.Generator().manual_seed(cfg.seed)
+            sample = data.train[: max(4096, cfg.K)].float().to(device)
+            model.quantizer.init_from_features(model.project(sample), init_gen)
+            model.train()
+    online = data.online
+    backbone_params = online.trainable_parameters() if online is not None else []
+    views = online if online is not None else BankViews(data.bank)
+    optimizer = _make_optimizer(cfg, model, backbone_params)
+    loss_fn = HiHPQLoss(
+        model.space,
+        tau=cfg.tau,
+        proto_weight=cfg.proto_weight,
+        instance_weight=cfg.instance_weight,
+        prototype_mode=cfg.prototype_loss,
+        instance_mode=cfg.instance_loss,
+    )
+    n = data.n_train
+    n_steps = steps_per_epoch(n, cfg.batch_size, cfg.drop_last)
+    sched = LRSchedule(
+        cfg.lr,
+        cfg.start_lr,
+        cfg.final_lr,
+        cfg.epochs * n_steps,
+        cfg.lr_warmup_epochs * n_steps,
+        warmup=cfg.lr_warmup,
+    )
+    history: list[dict] = []
+    start_epoch, best_val, best_epoch = 0, -1.0, -1
+    if ck is not None:
+        model.load_state_dict(ck["model"])
+        if backbone_params and ck.get("backbone") is not None:
+            online.backbone.load_state_dict(ck["backbone"])
+        optimizer.load_state_dict(ck["optimizer"])
+        history = list(ck["history"])
+        start_epoch, best_val, best_epoch = ck["epoch"] + 1, ck["best_val_map"], ck["best_epoch"]
+        _write_metrics(out / METRICS, history)
+    elif (out / METRICS).exists():
+        (out / METRICS).unlink()
+
+    labels = cents = None
+    epochs_run = 0
+    for epoch in range(start_epoch, cfg.epochs):
+        if stop_after is not None and epochs_run >= stop_after:
+            break
+        t0 = time.perf_counter()
+        gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
+        cluster_s = 0.0
+        use_hier = (cfg.proto_weight or cfg.instance_weight) and epoch >= cfg.hierarchy_warmup
+        if use_hier:
+            tc = time.perf_counter()
+            if backbone_params:  # the backbone trains: its clean features move
+                data.train = online.clean(online.images)
+            _, labels, cents = _cluster(cfg, model, data.train.float().to(device), epoch)
+            labels = [lab.to(device) for lab in labels]
+            cents = [c.to(device) for c in cents]
+            cluster_s = time.perf_counter() - tc
+        # the reference leaves the model in eval mode after computing clustering features
+        training_mode = not (cfg.eval_mode_after_clustering and epoch >= cfg.hierarchy_warmup)
+        model.train(training_mode)
+        perm = torch.randperm(n, generator=gen)
+        sums = {"loss": 0.0, "contrastive": 0.0, "prototype": 0.0, "instance": 0.0}
+        # in a notebook only the per-epoch line below is printed: a per-step bar would
+        # be saved as a frozen widget or as 39 stale lines per epoch
+        bar = progress_bar(
+            range(n_steps),
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            disable=not progress or in_notebook(),
+            leave=False,
+        )
+        for step in bar:
+            idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+            x1, x2 = views.sample(idx, gen, training_mode)
+            x1, x2 = x1.to(device), x2.to(device)
+            lr = sched(epoch * n_steps + step)
+            for group in optimizer.param_groups:  # "shared": the reference sets every group
+                group["lr"] = lr * (group["lr_scale"] if cfg.backbone_lr == "scaled" else 1.0)
+            o1, o2 = model(x1), model(x2)
+            if use_hier:
+                parts = loss_fn(o1.soft, o2.soft, [lab[idx.to(device)] for lab in labels], cents)
+            else:
+                parts = loss_fn(o1.soft, o2.soft)
+            optimizer.zero_grad(set_to_none=True)
+            parts["loss"].backward()
+            optimizer.step()
+            model.space.project_parameters_()
+            for key in sums:
+                sums[key] += float(parts[key].detach())
+            if not math.isfinite(float(parts["loss"].detach())):
+                raise FloatingPointError(
+                    f"loss became {float(parts['loss'])} at epoch {epoch + 1}, step {step}: "
+                    "lower lr, or check curvature / clip radius"
+                )
+        train_s = time.perf_counter() - t0 - cluster_s
+        record = {"epoch": epoch + 1, **{k: v / n_steps for k, v in sums.items()}}
+        record["lr"] = optimizer.param_groups[0]["lr"]
+        if model.space.geometry == "lorentz":
+            record["curvature"] = [round(float(c), 4) for c in model.space.curvature.detach()]
+        record["train_seconds"] = round(train_s, 3)
+        record["cluster_seconds"] = round(cluster_s, 3)
+        if (epoch + 1) % cfg.eval_interval == 0 or epoch + 1 == cfg.epochs:
+            model.eval()
+            te = time.perf_counter()
+            if backbone_params and data.val_images is not None:
+                data.val_query.feats = online.clean(data.val_images[0])
+                data.val_database.feats = online.clean(data.val_images[1])
+            val = evaluate_map(model, data.val_query, data.val_database, cfg.topk, cfg.symmetric)
+            record["val_map"] = val
+            record["eval_seconds"] = round(time.perf_counter() - te, 3)
+            if val > best_val:
+                best_val, best_epoch = val, epoch + 1
+                best = {
+                    "model": model.state_dict(),
+                    "epoch": epoch,
+                    "val_map": val,
+                    "run_id": run_id,
+                }
+                if backbone_params:
+                    best["backbone"] = online.backbone.state_dict()
+                atomic_torch_save(best, out / BEST)
+        history.append(record)
+        atomic_torch_save(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "epoch": epoch,
+                "history": history,
+                "best_val_map": best_val,
+                "best_epoch": best_epoch,
+                "config": cfg.to_dict(),
+                "backbone": online.backbone.state_dict() if backbone_params else None,
+                "run_id": run_id,
+                "threads": int(threads),
+            },
+            ckpt_path,
+        )
+        _write_metrics(out / METRICS, history)
+        epochs_run += 1
+        if progress:
+            tqdm.write(
+                f"epoch {epoch + 1}: loss {record['loss']:.4f}"
+                + (f"  val mAP@{cfg.topk} {record['val_map']:.4f}" if "val_map" in record else "")
+            )
+    model.eval()
+    final_val = next((h["val_map"] for h in reversed(history) if "val_map" in h), float("nan"))
+    return {
+        "model": model,
+        "history": history,
+        "best_epoch": best_epoch,
+        "best_val_map": best_val,
+        "final_val_map": final_val,
+        "finished": bool(history) and history[-1]["epoch"] == cfg.epochs,
+        "run_id": run_id,
+        "threads": int(threads),
+    }
+
+
+def check_stamp(path: Path, stamp: str | None, run_id: str | None) -> None:
+    """Refuse a file of a run folder written by another run than its ``checkpoint.pt``.
+
+    Every file a run writes carries the run's id (``run_id`` in ``checkpoint.pt`` and
+    ``best.pt``, in the index metadata and ``results.json``); a folder where training
+    into it was interrupted after an older run could otherwise pair the new model with
+    the old index. Folders written before run ids existed carry none and pass.
+    """
+    if run_id is not None and stamp != run_id:
+        raise CheckpointError(
+            f"{path} was written by another run than {Path(path).parent / CHECKPOINT} "
+            f"(run id {stamp} vs {run_id}): the run folder mixes two runs; train again "
+            "into an empty folder (or with --overwrite)"
+        )
+
+
+def load_model(
+    run_dir: str | Path, which: str = "final", in_dim: int | None = None
+) -> tuple[HiHPQModel, TrainConfig]:
+    """Rebuild a trained model from a run folder (``which``: "final" or "best")."""
+    run = Path(run_dir)
+    ck = load_checkpoint(run / CHECKPOINT)
+    cfg = TrainConfig.from_dict(with_legacy_fidelity(ck["config"]))
+    if which == "final":
+        state = ck["model"]
+    else:
+        best = load_checkpoint(run / BEST)
+        check_stamp(run / BEST, best.get("run_id"), ck.get("run_id"))
+        state = best["model"]
+    first = "head.net.0.weight" if "head.net.0.weight" in state else "head.net.weight"
+    dim = in_dim if in_dim is not None else state[first].shape[1]
+    model = build_model(cfg, dim)
+    model.load_state_dict(state)
+    model.eval()
+    return model, cfg
