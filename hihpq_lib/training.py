@@ -483,8 +483,7 @@ def train(
         train_s = time.perf_counter() - t0 - cluster_s
         record = {"epoch": epoch + 1, **{k: v / n_steps for k, v in sums.items()}}
         record["lr"] = optimizer.param_groups[0]["lr"]
-        if model.space.geometry == "lorentz":
-            record["curvature"] = [round(float(c), 4) for c in model.space.curvature.detach()]
+        record.update(model.space.summary())  # e.g. the learnt curvatures
         record["train_seconds"] = round(train_s, 3)
         record["cluster_seconds"] = round(cluster_s, 3)
         if (epoch + 1) % cfg.eval_interval == 0 or epoch + 1 == cfg.epochs:
