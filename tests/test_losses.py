@@ -18,9 +18,13 @@ from hihpq_lib.learning.losses import (
 from hihpq_lib.quantization.quantizer import ProductQuantizer
 
 SPACES = {
-    "lorentz": lambda: ProductLorentz(2, 3, curvature=[0.7, 2.0]).double(),
-    "euclidean": lambda: ProductEuclidean(2, 3).double(),
+    "lorentz": lambda dtype: ProductLorentz(2, 3, curvature=[0.7, 2.0]).to(dtype),
+    "euclidean": lambda dtype: ProductEuclidean(2, 3).to(dtype),
 }
+DTYPES = [torch.float32, torch.float64]
+#: Largest gap between a loss and its brute-force loop (losses are of order 1; the loop
+#: adds up the same per-pair distances in Python floats).
+TOL = {torch.float32: 2e-5, torch.float64: 1e-9}
 
 
 def prod_dist(space, a, b):
@@ -28,16 +32,24 @@ def prod_dist(space, a, b):
     return float(space.dist(a, b).detach().sum())
 
 
-def points(space, n, seed):
+def points(space, n, seed, dtype=torch.float64):
+    """``n`` points of ``space`` in ``dtype``: the same draws for every dtype."""
     g = torch.Generator().manual_seed(seed)
-    return space.embed(torch.randn(n, space.M, space.dim, generator=g, dtype=torch.float64))
+    v = torch.randn(n, space.M, space.dim, generator=g, dtype=torch.float64)
+    return space.embed(v.to(dtype))
 
 
-@pytest.mark.parametrize("geometry", SPACES)
-def test_contrastive_loss_equals_loop(geometry):
-    space = SPACES[geometry]()
+loss_params = pytest.mark.parametrize(
+    "geometry,dtype", [(g, t) for g in SPACES for t in DTYPES], ids=lambda p: str(p)
+)
+
+
+@loss_params
+def test_contrastive_loss_equals_loop(geometry, dtype):
+    space = SPACES[geometry](dtype)
     tau = 0.3
-    z1, z2 = points(space, 4, 0), points(space, 4, 1)
+    z1, z2 = points(space, 4, 0, dtype), points(space, 4, 1, dtype)
+    assert z1.dtype == dtype
     z = torch.cat([z1, z2])
     n = len(z)
     total = 0.0
@@ -47,19 +59,19 @@ def test_contrastive_loss_equals_loop(geometry):
         lse = math.log(sum(math.exp(s) for s in sims.values()))
         total += -(sims[pos] - lse)
     got = quantized_contrastive_loss(z1, z2, space, tau)
-    assert got.dtype == torch.float64
-    assert abs(got.detach().item() - total / n) < 1e-9
+    assert got.dtype == dtype
+    assert abs(got.detach().item() - total / n) < TOL[dtype]
 
 
-@pytest.mark.parametrize("geometry", SPACES)
-def test_prototype_loss_equals_loop(geometry):
-    space = SPACES[geometry]()
+@loss_params
+def test_prototype_loss_equals_loop(geometry, dtype):
+    space = SPACES[geometry](dtype)
     tau = 0.5
-    z = points(space, 5, 2)
+    z = points(space, 5, 2, dtype)
     g = torch.Generator().manual_seed(3)
     cents = [
-        torch.randn(3, 6, generator=g, dtype=torch.float64),
-        torch.randn(2, 6, generator=g, dtype=torch.float64),
+        torch.randn(3, 6, generator=g, dtype=torch.float64).to(dtype),
+        torch.randn(2, 6, generator=g, dtype=torch.float64).to(dtype),
     ]
     labels = [torch.tensor([0, 1, 2, 1, 0]), torch.tensor([0, 0, 1, 0, 0])]
     expected = 0.0
@@ -71,14 +83,15 @@ def test_prototype_loss_equals_loop(geometry):
             level += -(sims[int(lab[i])] - math.log(sum(math.exp(s) for s in sims)))
         expected += level / 5
     got = prototype_loss(z, labels, cents, space, tau, mode="clusters")
-    assert abs(got.detach().item() - expected / 2) < 1e-9
+    assert got.dtype == dtype
+    assert abs(got.detach().item() - expected / 2) < TOL[dtype]
 
 
-@pytest.mark.parametrize("geometry", SPACES)
-def test_instance_loss_equals_loop(geometry):
-    space = SPACES[geometry]()
+@loss_params
+def test_instance_loss_equals_loop(geometry, dtype):
+    space = SPACES[geometry](dtype)
     tau = 0.4
-    z = points(space, 6, 4)
+    z = points(space, 6, 4, dtype)
     labels = [torch.tensor([0, 1, 0, 2, 1, 0]), torch.tensor([0, 0, 0, 1, 1, 1])]
     expected = 0.0
     for lab in labels:
@@ -92,19 +105,23 @@ def test_instance_loss_equals_loop(geometry):
             terms.append(-(sims[nbrs[0]] - lse))
         expected += sum(terms) / len(terms)
     got = instance_loss(z, labels, space, tau, mode="masked")
-    assert abs(got.detach().item() - expected / 2) < 1e-9
+    assert got.dtype == dtype
+    assert abs(got.detach().item() - expected / 2) < TOL[dtype]
 
 
-def test_first_neighbour_and_no_neighbour_level():
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_first_neighbour_and_no_neighbour_level(dtype):
     assert first_neighbour(torch.tensor([5, 6, 7])).tolist() == [-1, -1, -1]
-    space = SPACES["lorentz"]()
-    z = points(space, 3, 0)
-    assert float(instance_loss(z, [torch.tensor([0, 1, 2])], space)) == 0.0
+    space = SPACES["lorentz"](dtype)
+    z = points(space, 3, 0, dtype)
+    got = instance_loss(z, [torch.tensor([0, 1, 2])], space)
+    assert got.dtype == dtype and float(got) == 0.0
 
 
-def test_loss_input_errors():
-    space = SPACES["lorentz"]()
-    z = points(space, 4, 0)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_loss_input_errors(dtype):
+    space = SPACES["lorentz"](dtype)
+    z = points(space, 4, 0, dtype)
     with pytest.raises(ValueError, match="tau must be positive"):
         quantized_contrastive_loss(z, z, space, tau=0)
     with pytest.raises(ValueError, match="at least 2"):

@@ -1,5 +1,6 @@
 """Trainer: learning on synthetic features, exact resume, checkpoints, configs."""
 
+import copy
 import json
 
 import pytest
@@ -90,6 +91,68 @@ def test_resume_refuses_another_config(tmp_path):
 def test_euclidean_ablation_trains(tmp_path):
     res = train(small_config(geometry="euclidean"), synthetic_data(), tmp_path, progress=False)
     assert res["finished"] and res["best_val_map"] > 0.5
+
+
+def test_euclidean_records_no_curvature_and_lorentz_does(tmp_path):
+    cfg = small_config(geometry="euclidean", epochs=1)
+    euc = train(cfg, synthetic_data(), tmp_path / "e", progress=False)
+    lor = train(small_config(epochs=1), synthetic_data(), tmp_path / "l", progress=False)
+    assert "curvature" not in euc["history"][0]
+    assert lor["history"][0]["curvature"] == lor["model"].space.summary()["curvature"]
+
+
+class _TrainableOnline:
+    """A duck-typed OnlineViews whose 'backbone' trains, so its clean features move."""
+
+    def __init__(self, images):
+        self.images = images
+        self.backbone = torch.nn.Linear(images.shape[1], 16)
+
+    def trainable_parameters(self):
+        return list(self.backbone.parameters())
+
+    def sample(self, idx, gen, training=True):
+        x = self.images[idx]
+        noise = [0.3 * torch.randn(x.shape, generator=gen) for _ in range(2)]
+        return self.backbone(x + noise[0]), self.backbone(x + noise[1])
+
+    @torch.no_grad()
+    def clean(self, images):
+        return self.backbone(images)
+
+
+def _snapshot(data):
+    """The objects and values of everything in ``data`` that train() reads."""
+    splits = (data.val_query, data.val_database)
+    tensors = [data.train, *(t for s in splits for t in (s.feats, s.labels))]
+    if data.bank is not None:
+        tensors.append(data.bank)
+    return [id(t) for t in tensors], [t.clone() for t in tensors], [id(s) for s in splits]
+
+
+@pytest.mark.parametrize("path", ["bank", "online"])
+def test_train_does_not_modify_its_config_or_data(tmp_path, path):
+    cfg = small_config(epochs=2, hierarchy_warmup=1, num_clusters=[6, 3])
+    data = synthetic_data(n_train=120)
+    if path == "online":
+        g = torch.Generator().manual_seed(1)
+        labels = torch.randint(0, 4, (120,), generator=g)
+        images = torch.randn(120, 32, generator=g) + 3 * torch.eye(32)[labels]
+        online = _TrainableOnline(images)
+        feats = online.clean(images)
+        vq, vd = FeatureSplit(feats[:30], labels[:30]), FeatureSplit(feats, labels)
+        data = TrainingData(None, feats, vq, vd, online=online, val_images=(images[:30], images))
+        cfg = cfg.with_overrides(["online_augmentation=true"])
+    cfg_before = copy.deepcopy(cfg)
+    ids, values, split_ids = _snapshot(data)
+    res = train(cfg, data, tmp_path, progress=False)
+    assert res["finished"]
+    assert cfg == cfg_before and cfg.to_dict() == cfg_before.to_dict()
+    ids_after, values_after, split_ids_after = _snapshot(data)
+    assert ids_after == ids and split_ids_after == split_ids
+    assert all(torch.equal(a, b) for a, b in zip(values, values_after))
+    if path == "online":  # the backbone trained, so fresh features would differ
+        assert not torch.equal(data.online.clean(data.online.images), data.train)
 
 
 def test_lr_schedule_shape():

@@ -95,7 +95,7 @@ def _figures(res: dict, out: Path) -> list[Path]:
     )
     paths.append(out / "retrieval_grid.png")
     fig.savefig(paths[-1], dpi=110, bbox_inches="tight")
-    if model.space.geometry == "lorentz":
+    if model.space.k is not None:  # the codeword disks are drawn with the curvature
         sample = prep.rows(rng.choice(db_idx, size=min(1500, len(db_idx)), replace=False))
         pts = model.points(prep.feats[sample].float())
         point_labels = [names[int(c)] for c in labels[prep.feat_index[sample.numpy()]]]

@@ -59,7 +59,7 @@ def codeword_geometry(model: HiHPQModel, feats: torch.Tensor) -> list[dict]:
     """
     from hihpq_lib.geometry import lorentz
 
-    if model.space.geometry != "lorentz":
+    if model.space.k is None:
         raise ValueError("codeword_geometry needs a hyperbolic (Lorentz) model")
     with torch.no_grad():
         out = model(feats)

@@ -131,7 +131,8 @@ class HiHPQModel(nn.Module):
     def build_index(self, db_feats: torch.Tensor, metadata: dict | None = None) -> PQIndex:
         """A :class:`~hihpq_lib.quantization.index.PQIndex` holding the codes of ``db_feats``."""
         cw = self.quantizer.codewords().detach()
-        k = self.space.k.detach() if self.space.geometry == "lorentz" else None
+        k = self.space.k  # None for a flat space
+        k = None if k is None else k.detach()
         index = PQIndex(cw, k, geometry=self.space.geometry, metadata=metadata)
         index.add(self.encode(db_feats))
         return index

@@ -1,19 +1,21 @@
 """Training HiHPQ on cached backbone features (the CPU fast path).
 
 One epoch, as in the reference (``engine.py``), with the augmentation bank standing in
-for online augmentation:
+for online augmentation; :func:`train` runs these steps, one function each:
 
 1. after ``hierarchy_warmup`` epochs, cluster the tangent features of the clean
    training images (:class:`~hihpq_lib.learning.hierarchy.TangentWardHierarchy`) at each
-   granularity of ``num_clusters``;
+   granularity of ``num_clusters`` (:func:`cluster_step`);
 2. for each batch, pick two different augmented views of every image from the bank,
    quantize both, and minimise ``contrastive + proto_weight * prototype +
    instance_weight * instance`` (:class:`~hihpq_lib.learning.losses.HiHPQLoss`) with Riemannian
-   SGD (geoopt), a linear warm-up and a cosine learning-rate decay per step;
-3. clamp the curvatures to their safe range after each step;
+   SGD (geoopt), a linear warm-up and a cosine learning-rate decay per step
+   (:func:`train_epoch`);
+3. clamp the curvatures to their safe range after each step (also :func:`train_epoch`);
 4. evaluate mAP@K on the **validation** queries against the validation database (never
-   on the test queries), append a line to ``metrics.jsonl`` and write a checkpoint
-   atomically.
+   on the test queries, :func:`evaluate_epoch`), keep the best model (:func:`save_best`),
+   append a line to ``metrics.jsonl`` and write a checkpoint atomically
+   (:func:`save_checkpoint`).
 
 ``resume=True`` continues from the last checkpoint and ends with the same metrics as an
 uninterrupted run: every epoch draws its randomness from a generator seeded by
@@ -49,6 +51,19 @@ __all__ = [
     "LRSchedule",
     "steps_per_epoch",
     "evaluate_map",
+    "uses_hierarchy",
+    "trains_backbone",
+    "clean_train_features",
+    "cluster_step",
+    "epoch_generator",
+    "train_epoch",
+    "evaluate_epoch",
+    "open_run",
+    "init_model",
+    "make_loss",
+    "make_schedule",
+    "save_best",
+    "save_checkpoint",
     "train",
     "BankViews",
     "OnlineViews",
@@ -323,18 +338,266 @@ def steps_per_epoch(n: int, batch_size: int, drop_last: bool = True) -> int:
     return max(1, full + (1 if rest >= 2 else 0))
 
 
-def _cluster(cfg: TrainConfig, model: HiHPQModel, train_feats: torch.Tensor, epoch: int):
-    tangent = model.tangent(train_feats, raw=cfg.cluster_input == "raw").double().numpy()
+def uses_hierarchy(cfg: TrainConfig, epoch: int) -> bool:
+    """Whether epoch ``epoch`` (0-based) clusters and trains with the hierarchy losses.
+
+    After ``hierarchy_warmup`` epochs, when one of the hierarchy losses has a weight.
+    """
+    return bool(cfg.proto_weight or cfg.instance_weight) and epoch >= cfg.hierarchy_warmup
+
+
+def trains_backbone(data: TrainingData) -> bool:
+    """Whether the online backbone has trainable layers (its features then move)."""
+    return data.online is not None and bool(data.online.trainable_parameters())
+
+
+def clean_train_features(data: TrainingData) -> torch.Tensor:
+    """Clean features ``(N, F)`` of the training images, for clustering.
+
+    ``data.train``, or fresh ones through the backbone when it trains. ``data`` is not
+    modified.
+    """
+    if trains_backbone(data):
+        return data.online.clean(data.online.images)
+    return data.train
+
+
+def cluster_step(
+    cfg: TrainConfig, model: HiHPQModel, train_feats: torch.Tensor, epoch: int
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Step 1 of an epoch: the pseudo hierarchy of the training images.
+
+    Clusters the tangent features of ``train_feats`` (``(N, F)`` backbone features,
+    ``cfg.cluster_input``) at each granularity of ``cfg.num_clusters`` with
+    :class:`~hihpq_lib.learning.hierarchy.TangentWardHierarchy` (seeded by ``(cfg.seed, epoch)``).
+
+    Returns
+    -------
+    labels : list of L tensors ``(N,)`` int64, the cluster of each image per level
+    centroids : list of L tensors ``(C_l, M*d)``, the tangent centroids per level, in the
+        codebooks' dtype; both on the model's device.
+    """
+    device = model.quantizer.codebooks.device
+    feats = train_feats.float().to(device)
+    tangent = model.tangent(feats, raw=cfg.cluster_input == "raw").double().numpy()
     hier = TangentWardHierarchy(
         n_clusters=tuple(cfg.num_clusters),
         method=cfg.cluster_method,
         n_anchors=cfg.cluster_anchors,
         random_state=cfg.seed * 1000 + epoch,
     ).fit(tangent)
-    labels = [torch.as_tensor(lab) for lab in hier.labels_]
     dtype = model.quantizer.codebooks.dtype
-    cents = [torch.as_tensor(c, dtype=dtype) for c in hier.centroids_]
-    return hier, labels, cents
+    labels = [torch.as_tensor(lab).to(device) for lab in hier.labels_]
+    cents = [torch.as_tensor(c, dtype=dtype).to(device) for c in hier.centroids_]
+    return labels, cents
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The generator an epoch draws its batches and views from, seeded by ``(seed, epoch)``.
+
+    So a resumed run draws what an uninterrupted one would.
+    """
+    return torch.Generator().manual_seed(seed * 100003 + epoch)
+
+
+def train_epoch(
+    cfg: TrainConfig,
+    model: HiHPQModel,
+    views,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: HiHPQLoss,
+    schedule: LRSchedule,
+    epoch: int,
+    n_train: int,
+    *,
+    hierarchy: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None,
+    training_mode: bool = True,
+    progress: bool = True,
+) -> dict:
+    """Steps 2-3 of an epoch: one pass over the training images in a random order.
+
+    For each batch: two different views of every image (``views.sample``), both quantized,
+    ``loss_fn`` on the soft quantizations (with the hierarchy losses when ``hierarchy``,
+    the output of :func:`cluster_step`, is given), one optimiser step at the learning
+    rate ``schedule`` gives for the step, then the curvatures clamped
+    (:meth:`~hihpq_lib.geometry.manifolds.ProductSpace.project_parameters_`).
+
+    Updates the model's and the optimiser's state (that is its job); reads ``cfg``.
+
+    Returns
+    -------
+    dict with the mean ``loss``, ``contrastive``, ``prototype``, ``instance`` over the
+    steps, and ``lr`` (of the first parameter group at the last step).
+
+    Raises
+    ------
+    FloatingPointError when the loss stops being finite.
+    """
+    device = model.quantizer.codebooks.device
+    gen = epoch_generator(cfg.seed, epoch)
+    n_steps = steps_per_epoch(n_train, cfg.batch_size, cfg.drop_last)
+    model.train(training_mode)
+    perm = torch.randperm(n_train, generator=gen)
+    sums = {"loss": 0.0, "contrastive": 0.0, "prototype": 0.0, "instance": 0.0}
+    # in a notebook only train()'s per-epoch line is printed: a per-step bar would be
+    # saved as a frozen widget or as one stale line per step
+    bar = progress_bar(
+        range(n_steps),
+        desc=f"epoch {epoch + 1}/{cfg.epochs}",
+        disable=not progress or in_notebook(),
+        leave=False,
+    )
+    for step in bar:
+        idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+        x1, x2 = views.sample(idx, gen, training_mode)
+        x1, x2 = x1.to(device), x2.to(device)
+        lr = schedule(epoch * n_steps + step)
+        for group in optimizer.param_groups:  # "shared": the reference sets every group
+            group["lr"] = lr * (group["lr_scale"] if cfg.backbone_lr == "scaled" else 1.0)
+        o1, o2 = model(x1), model(x2)
+        if hierarchy is not None:
+            labels, cents = hierarchy
+            parts = loss_fn(o1.soft, o2.soft, [lab[idx.to(device)] for lab in labels], cents)
+        else:
+            parts = loss_fn(o1.soft, o2.soft)
+        optimizer.zero_grad(set_to_none=True)
+        parts["loss"].backward()
+        optimizer.step()
+        model.space.project_parameters_()
+        for key in sums:
+            sums[key] += float(parts[key].detach())
+        if not math.isfinite(float(parts["loss"].detach())):
+            raise FloatingPointError(
+                f"loss became {float(parts['loss'])} at epoch {epoch + 1}, step {step}: "
+                "lower lr, or check curvature / clip radius"
+            )
+    means = {key: value / n_steps for key, value in sums.items()}
+    return {**means, "lr": optimizer.param_groups[0]["lr"]}
+
+
+def evaluate_epoch(cfg: TrainConfig, model: HiHPQModel, data: TrainingData) -> float:
+    """Step 4 of an epoch: validation mAP@``cfg.topk`` (model selection, never the test set).
+
+    The validation queries against the validation database (:func:`evaluate_map`); when
+    the online backbone trains, their features are recomputed from ``data.val_images``
+    first. Leaves the model in eval mode; ``data`` is not modified.
+    """
+    model.eval()
+    query, database = data.val_query, data.val_database
+    if trains_backbone(data) and data.val_images is not None:
+        query = FeatureSplit(data.online.clean(data.val_images[0]), query.labels)
+        database = FeatureSplit(data.online.clean(data.val_images[1]), database.labels)
+    return evaluate_map(model, query, database, cfg.topk, cfg.symmetric)
+
+
+def open_run(cfg: TrainConfig, out_dir: str | Path, resume: bool) -> dict | None:
+    """Validate ``cfg`` and create the run folder; return the checkpoint to resume from.
+
+    ``None`` for a fresh run (``resume`` false, or no ``checkpoint.pt`` yet). Raises
+    ``ValueError`` when the checkpoint was written with another configuration.
+    """
+    cfg.validate()
+    out = Path(out_dir)
+    ckpt_path = out / CHECKPOINT
+    ck = load_checkpoint(ckpt_path) if resume and ckpt_path.is_file() else None
+    if ck is not None and ck.get("config") != cfg.to_dict():
+        raise ValueError(
+            f"{ckpt_path} was written with another configuration; start a new run folder "
+            "or drop --resume"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    return ck
+
+
+def init_model(cfg: TrainConfig, data: TrainingData, device: torch.device) -> HiHPQModel:
+    """The model ``cfg`` describes, seeded by ``cfg.seed``, float32, on ``device``.
+
+    With ``codebook_init="data"`` the codewords start at the projected features of random
+    training images (:meth:`~hihpq_lib.quantization.quantizer.ProductQuantizer.init_from_features`).
+    """
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg, data.train.shape[1]).to(torch.float32).to(device)
+    if cfg.codebook_init == "data":
+        with torch.no_grad():
+            model.eval()
+            init_gen = torch.Generator().manual_seed(cfg.seed)
+            sample = data.train[: max(4096, cfg.K)].float().to(device)
+            model.quantizer.init_from_features(model.project(sample), init_gen)
+            model.train()
+    return model
+
+
+def make_loss(cfg: TrainConfig, model: HiHPQModel) -> HiHPQLoss:
+    """The objective ``cfg`` describes over the model's product space."""
+    return HiHPQLoss(
+        model.space,
+        tau=cfg.tau,
+        proto_weight=cfg.proto_weight,
+        instance_weight=cfg.instance_weight,
+        prototype_mode=cfg.prototype_loss,
+        instance_mode=cfg.instance_loss,
+    )
+
+
+def make_schedule(cfg: TrainConfig, n_train: int) -> LRSchedule:
+    """The per-step learning-rate schedule of a run over ``n_train`` images."""
+    n_steps = steps_per_epoch(n_train, cfg.batch_size, cfg.drop_last)
+    return LRSchedule(
+        cfg.lr,
+        cfg.start_lr,
+        cfg.final_lr,
+        cfg.epochs * n_steps,
+        cfg.lr_warmup_epochs * n_steps,
+        warmup=cfg.lr_warmup,
+    )
+
+
+def save_best(
+    path: Path, model: HiHPQModel, epoch: int, val_map: float, run_id: str, backbone=None
+) -> None:
+    """Write the validation-selected model to ``path`` (``best.pt``), atomically.
+
+    ``epoch`` is 0-based; ``backbone``: the online backbone when it trains.
+    """
+    best = {"model": model.state_dict(), "epoch": epoch, "val_map": val_map, "run_id": run_id}
+    if backbone is not None:
+        best["backbone"] = backbone.state_dict()
+    atomic_torch_save(best, path)
+
+
+def save_checkpoint(
+    path: Path,
+    cfg: TrainConfig,
+    model: HiHPQModel,
+    optimizer: torch.optim.Optimizer,
+    epoch: int,
+    history: list[dict],
+    best: tuple[float, int],
+    run_id: str,
+    threads: int,
+    backbone=None,
+) -> None:
+    """Write everything a resumed run needs to ``path`` (``checkpoint.pt``), atomically.
+
+    The model, the optimiser, the last finished ``epoch`` (0-based), the ``history``,
+    ``best = (best_val_map, best_epoch)``, the config, the online ``backbone`` (when it
+    trains), the run id and the thread count (it changes float rounding).
+    """
+    atomic_torch_save(
+        {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "epoch": epoch,
+            "history": history,
+            "best_val_map": best[0],
+            "best_epoch": best[1],
+            "config": cfg.to_dict(),
+            "backbone": backbone.state_dict() if backbone is not None else None,
+            "run_id": run_id,
+            "threads": int(threads),
+        },
+        path,
+    )
 
 
 def _write_metrics(path: Path, history: list[dict]) -> None:
@@ -352,6 +615,12 @@ def train(
 ) -> dict:
     """Train a model; write ``checkpoint.pt``, ``best.pt`` and ``metrics.jsonl`` to ``out_dir``.
 
+    Per epoch (the module docstring gives the details): :func:`cluster_step` (after the
+    warm-up), :func:`train_epoch`, :func:`evaluate_epoch` (every ``eval_interval``
+    epochs, keeping the best model with :func:`save_best`), :func:`save_checkpoint`.
+    ``cfg`` and ``data`` are not modified (an online backbone with trainable layers is
+    trained in place: it is part of the model).
+
     Parameters
     ----------
     cfg : TrainConfig
@@ -365,61 +634,30 @@ def train(
     Returns
     -------
     dict with ``model`` (the final model), ``history`` (per-epoch metrics),
-    ``best_epoch`` and ``best_val_map`` (validation-selected), ``final_val_map``.
+    ``best_epoch`` and ``best_val_map`` (validation-selected), ``final_val_map``,
+    ``finished``, ``run_id`` and ``threads``.
     """
-    cfg.validate()
+    ck = open_run(cfg, out_dir, resume)
     out = Path(out_dir)
-    ckpt_path = out / CHECKPOINT
-    ck = load_checkpoint(ckpt_path) if resume and ckpt_path.is_file() else None
-    if ck is not None and ck.get("config") != cfg.to_dict():
-        raise ValueError(
-            f"{ckpt_path} was written with another configuration; start a new run folder "
-            "or drop --resume"
-        )
-    out.mkdir(parents=True, exist_ok=True)
     # The thread count changes float rounding: a resumed run keeps the count it started
     # with (recorded in the checkpoint), so that it ends bit for bit like an uninterrupted one.
-    threads = cfg.threads or (ck or {}).get("threads") or thread_budget(0)
-    use_threads(int(threads))
+    threads = int(cfg.threads or (ck or {}).get("threads") or thread_budget(0))
+    use_threads(threads)
     run_id = (ck or {}).get("run_id") or uuid.uuid4().hex
-    torch.manual_seed(cfg.seed)
-    device = torch.device(cfg.device)
-    model = build_model(cfg, data.train.shape[1]).to(torch.float32).to(device)
-    if cfg.codebook_init == "data":
-        with torch.no_grad():
-            model.eval()
-            init_gen = torch.Generator().manual_seed(cfg.seed)
-            sample = data.train[: max(4096, cfg.K)].float().to(device)
-            model.quantizer.init_from_features(model.project(sample), init_gen)
-            model.train()
-    online = data.online
-    backbone_params = online.trainable_parameters() if online is not None else []
-    views = online if online is not None else BankViews(data.bank)
+    model = init_model(cfg, data, torch.device(cfg.device))
+    backbone = data.online.backbone if trains_backbone(data) else None
+    backbone_params = data.online.trainable_parameters() if backbone is not None else []
+    views = data.online if data.online is not None else BankViews(data.bank)
     optimizer = _make_optimizer(cfg, model, backbone_params)
-    loss_fn = HiHPQLoss(
-        model.space,
-        tau=cfg.tau,
-        proto_weight=cfg.proto_weight,
-        instance_weight=cfg.instance_weight,
-        prototype_mode=cfg.prototype_loss,
-        instance_mode=cfg.instance_loss,
-    )
-    n = data.n_train
-    n_steps = steps_per_epoch(n, cfg.batch_size, cfg.drop_last)
-    sched = LRSchedule(
-        cfg.lr,
-        cfg.start_lr,
-        cfg.final_lr,
-        cfg.epochs * n_steps,
-        cfg.lr_warmup_epochs * n_steps,
-        warmup=cfg.lr_warmup,
-    )
+    loss_fn = make_loss(cfg, model)
+    schedule = make_schedule(cfg, data.n_train)
+
     history: list[dict] = []
     start_epoch, best_val, best_epoch = 0, -1.0, -1
     if ck is not None:
         model.load_state_dict(ck["model"])
-        if backbone_params and ck.get("backbone") is not None:
-            online.backbone.load_state_dict(ck["backbone"])
+        if backbone is not None and ck.get("backbone") is not None:
+            backbone.load_state_dict(ck["backbone"])
         optimizer.load_state_dict(ck["optimizer"])
         history = list(ck["history"])
         start_epoch, best_val, best_epoch = ck["epoch"] + 1, ck["best_val_map"], ck["best_epoch"]
@@ -427,104 +665,54 @@ def train(
     elif (out / METRICS).exists():
         (out / METRICS).unlink()
 
-    labels = cents = None
-    epochs_run = 0
     for epoch in range(start_epoch, cfg.epochs):
-        if stop_after is not None and epochs_run >= stop_after:
+        if stop_after is not None and epoch - start_epoch >= stop_after:
             break
-        t0 = time.perf_counter()
-        gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
-        cluster_s = 0.0
-        use_hier = (cfg.proto_weight or cfg.instance_weight) and epoch >= cfg.hierarchy_warmup
-        if use_hier:
-            tc = time.perf_counter()
-            if backbone_params:  # the backbone trains: its clean features move
-                data.train = online.clean(online.images)
-            _, labels, cents = _cluster(cfg, model, data.train.float().to(device), epoch)
-            labels = [lab.to(device) for lab in labels]
-            cents = [c.to(device) for c in cents]
-            cluster_s = time.perf_counter() - tc
+        tc = time.perf_counter()
+        hierarchy = None
+        if uses_hierarchy(cfg, epoch):
+            hierarchy = cluster_step(cfg, model, clean_train_features(data), epoch)
+        cluster_s = time.perf_counter() - tc if hierarchy is not None else 0.0
         # the reference leaves the model in eval mode after computing clustering features
         training_mode = not (cfg.eval_mode_after_clustering and epoch >= cfg.hierarchy_warmup)
-        model.train(training_mode)
-        perm = torch.randperm(n, generator=gen)
-        sums = {"loss": 0.0, "contrastive": 0.0, "prototype": 0.0, "instance": 0.0}
-        # in a notebook only the per-epoch line below is printed: a per-step bar would
-        # be saved as a frozen widget or as 39 stale lines per epoch
-        bar = progress_bar(
-            range(n_steps),
-            desc=f"epoch {epoch + 1}/{cfg.epochs}",
-            disable=not progress or in_notebook(),
-            leave=False,
+        t0 = time.perf_counter()
+        losses = train_epoch(
+            cfg,
+            model,
+            views,
+            optimizer,
+            loss_fn,
+            schedule,
+            epoch,
+            data.n_train,
+            hierarchy=hierarchy,
+            training_mode=training_mode,
+            progress=progress,
         )
-        for step in bar:
-            idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-            x1, x2 = views.sample(idx, gen, training_mode)
-            x1, x2 = x1.to(device), x2.to(device)
-            lr = sched(epoch * n_steps + step)
-            for group in optimizer.param_groups:  # "shared": the reference sets every group
-                group["lr"] = lr * (group["lr_scale"] if cfg.backbone_lr == "scaled" else 1.0)
-            o1, o2 = model(x1), model(x2)
-            if use_hier:
-                parts = loss_fn(o1.soft, o2.soft, [lab[idx.to(device)] for lab in labels], cents)
-            else:
-                parts = loss_fn(o1.soft, o2.soft)
-            optimizer.zero_grad(set_to_none=True)
-            parts["loss"].backward()
-            optimizer.step()
-            model.space.project_parameters_()
-            for key in sums:
-                sums[key] += float(parts[key].detach())
-            if not math.isfinite(float(parts["loss"].detach())):
-                raise FloatingPointError(
-                    f"loss became {float(parts['loss'])} at epoch {epoch + 1}, step {step}: "
-                    "lower lr, or check curvature / clip radius"
-                )
-        train_s = time.perf_counter() - t0 - cluster_s
-        record = {"epoch": epoch + 1, **{k: v / n_steps for k, v in sums.items()}}
-        record["lr"] = optimizer.param_groups[0]["lr"]
-        if model.space.geometry == "lorentz":
-            record["curvature"] = [round(float(c), 4) for c in model.space.curvature.detach()]
-        record["train_seconds"] = round(train_s, 3)
+        record = {"epoch": epoch + 1, **losses, **model.space.summary()}
+        record["train_seconds"] = round(time.perf_counter() - t0, 3)
         record["cluster_seconds"] = round(cluster_s, 3)
         if (epoch + 1) % cfg.eval_interval == 0 or epoch + 1 == cfg.epochs:
-            model.eval()
             te = time.perf_counter()
-            if backbone_params and data.val_images is not None:
-                data.val_query.feats = online.clean(data.val_images[0])
-                data.val_database.feats = online.clean(data.val_images[1])
-            val = evaluate_map(model, data.val_query, data.val_database, cfg.topk, cfg.symmetric)
-            record["val_map"] = val
+            record["val_map"] = evaluate_epoch(cfg, model, data)
             record["eval_seconds"] = round(time.perf_counter() - te, 3)
-            if val > best_val:
-                best_val, best_epoch = val, epoch + 1
-                best = {
-                    "model": model.state_dict(),
-                    "epoch": epoch,
-                    "val_map": val,
-                    "run_id": run_id,
-                }
-                if backbone_params:
-                    best["backbone"] = online.backbone.state_dict()
-                atomic_torch_save(best, out / BEST)
-        history.append(record)
-        atomic_torch_save(
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "epoch": epoch,
-                "history": history,
-                "best_val_map": best_val,
-                "best_epoch": best_epoch,
-                "config": cfg.to_dict(),
-                "backbone": online.backbone.state_dict() if backbone_params else None,
-                "run_id": run_id,
-                "threads": int(threads),
-            },
-            ckpt_path,
+            if record["val_map"] > best_val:  # model selection on validation mAP
+                best_val, best_epoch = record["val_map"], epoch + 1
+                save_best(out / BEST, model, epoch, best_val, run_id, backbone)
+        history = [*history, record]
+        save_checkpoint(
+            out / CHECKPOINT,
+            cfg,
+            model,
+            optimizer,
+            epoch,
+            history,
+            (best_val, best_epoch),
+            run_id,
+            threads,
+            backbone,
         )
         _write_metrics(out / METRICS, history)
-        epochs_run += 1
         if progress:
             tqdm.write(
                 f"epoch {epoch + 1}: loss {record['loss']:.4f}"
@@ -540,7 +728,7 @@ def train(
         "final_val_map": final_val,
         "finished": bool(history) and history[-1]["epoch"] == cfg.epochs,
         "run_id": run_id,
-        "threads": int(threads),
+        "threads": threads,
     }
 
 

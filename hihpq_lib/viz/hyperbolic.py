@@ -64,7 +64,7 @@ def poincare_coords(points, *, k=1.0, coords: str = "auto") -> np.ndarray:
 
     Examples
     --------
-    >>> from hihpq_lib import lorentz
+    >>> from hihpq_lib.geometry import lorentz
     >>> far = lorentz.expmap0(lorentz.lift(torch.tensor([[40.0, 0.0]])))  # 40 from the origin
     >>> bool(np.linalg.norm(poincare_coords(far), axis=-1).max() < 1)
     True
