@@ -275,26 +275,32 @@ def _set_threads(threads: int | None) -> None:
 
 
 @_cached_njit(nogil=True, parallel=True)
-def _lorentz_tables(points, codewords, k, geodesic, switch, floor, out):
+def _lorentz_tables(points, cw_t, k, geodesic, switch, floor, out):
+    """``cw_t``: the codewords as (M, D', K) float64, so the loops over codewords vectorise."""
     b, m, d = points.shape
-    kw = codewords.shape[1]
+    kw = cw_t.shape[2]
     for q in prange(b):
+        xy = np.empty(kw)  # <x, y>_L for every codeword of the subspace
+        diff = np.empty(kw)  # <x - y, x - y>_L
         for mm in range(m):
             kk = np.float64(k[mm])
             half = 2.0 * math.sqrt(kk)
+            p0 = np.float64(points[q, mm, 0])
+            for j in range(kw):
+                xy[j] = -p0 * cw_t[mm, 0, j]
+                dd = p0 - cw_t[mm, 0, j]
+                diff[j] = -dd * dd
+            for i in range(1, d):
+                pi = np.float64(points[q, mm, i])
+                for j in range(kw):
+                    yi = cw_t[mm, i, j]
+                    xy[j] += pi * yi
+                    diff[j] += (pi - yi) * (pi - yi)
             for j in range(kw):
                 # lorentz.sqdist: -2k - 2<x, y>_L, or <x-y, x-y>_L where that cancels
-                xy = -np.float64(points[q, mm, 0]) * np.float64(codewords[mm, j, 0])
-                dd = np.float64(points[q, mm, 0]) - np.float64(codewords[mm, j, 0])
-                diff = -dd * dd
-                for i in range(1, d):
-                    xi = np.float64(points[q, mm, i])
-                    yi = np.float64(codewords[mm, j, i])
-                    xy += xi * yi
-                    diff += (xi - yi) * (xi - yi)
-                sq = -2.0 * kk - 2.0 * xy
-                if not sq > switch * abs(xy):
-                    sq = diff
+                sq = -2.0 * kk - 2.0 * xy[j]
+                if not sq > switch * abs(xy[j]):
+                    sq = diff[j]
                 sq = max(sq, 0.0)
                 if geodesic:  # lorentz.dist: 2 sqrt(k) asinh(sqrt(max(sq, floor)) / (2 sqrt(k)))
                     sq = half * math.asinh(math.sqrt(max(sq, floor)) / half)
@@ -343,7 +349,7 @@ def lorentz_tables(
     out = np.empty((points.shape[0], m, codewords.shape[1]), np.float32)
     _lorentz_tables(
         np.ascontiguousarray(points),
-        np.ascontiguousarray(codewords),
+        np.ascontiguousarray(codewords.transpose(0, 2, 1), dtype=np.float64),
         np.ascontiguousarray(k, dtype=np.float32),
         bool(geodesic),
         float(lorentz.SQDIST_SWITCH),
