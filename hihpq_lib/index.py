@@ -1019,7 +1019,7 @@ class FaissPQ:
         _, cand = self.index.search(q, int(min(c, n)))
         cand = torch.sort(torch.from_numpy(cand).long(), dim=1).values  # ties: lower index
         tables = self.pq._tables(self.pq._check_points(query_points, "query_points"))
-        codes = self.pq.codes.long()[cand]  # (Q, C, M)
+        codes = self.pq.codes[cand].long()  # (Q, C, M)
         dist = torch.gather(
             tables.unsqueeze(1).expand(-1, cand.shape[1], -1, -1),
             3,
