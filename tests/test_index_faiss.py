@@ -133,3 +133,25 @@ def test_to_faiss_without_faiss_names_the_package(monkeypatch):
     monkeypatch.setitem(sys.modules, "faiss", None)
     with pytest.raises(ImportError, match="pip install faiss-cpu"):
         index.to_faiss()
+
+
+def test_benchmark_to_faiss_rows_and_markdown():
+    """The benchmark's to_faiss rows: exact recall for sqlorentz, M bytes per image."""
+    from benchmarks import adc_throughput
+
+    rows = adc_throughput.to_faiss_rows(3000, M=4, Q=5, topks=(10,), threads=(1,))
+    assert [r["metric"] for r in rows] == ["sqlorentz", "geodesic"]
+    assert rows[0]["recall"] == 1.0 and rows[0]["faiss_exact"] is True
+    assert 0.5 < rows[1]["recall"] <= 1.0
+    for r in rows:
+        assert r["bytes_per_image_ours"] == 4 and r["bytes_per_image_faiss"] == 4
+        assert r["ours_qps"] > 0 and r["to_faiss_qps"] > 0
+    payload = {
+        "rows": [],
+        "to_faiss": rows,
+        "load_before": 0.0,
+        "load_after": 0.0,
+        "meta": {"command": "x", "date": "d", "machine": "m"},
+    }
+    md = adc_throughput.markdown(payload)
+    assert "| 3,000 | sqlorentz | 10 | 1 | 1.0000 |" in md
