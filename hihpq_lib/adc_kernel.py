@@ -8,7 +8,7 @@ way faiss ``IndexPQ`` scans:
 1. ``dist[n] = sum_m table[m, codes[n, m]]`` (``m = 0, 1, ...`` in order: the same
    float32 additions as the reference path, so the same sums bit for bit);
 2. a **running threshold**: an item is kept only if its sum is below the ``k``-th smallest
-   sum seen so far. Kept items go to a buffer of ``max(2k, k + 256)`` sort keys; when it
+   sum seen so far. Kept items go to a buffer of ``max(4k, k + 256)`` sort keys; when it
    fills, a partition keeps its ``k`` smallest and the ``k``-th becomes the new threshold.
    A later item that *equals* the threshold ranks after every kept item (its index is
    larger), so the test is a strict ``<``. On random codes only about
