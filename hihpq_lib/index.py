@@ -144,9 +144,10 @@ def topk_smallest(dist: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tenso
     """The ``k`` smallest entries of each row, ascending, ties broken by lower column index.
 
     What ``np.argpartition(dist, k - 1)[:, :k]`` followed by an ``argsort`` of those ``k``
-    does (nanopq's top-k), made deterministic under ties. :func:`torch.topk` alone does not specify which of several equal values it keeps or
-    in which order it returns them; this wrapper makes the result deterministic: an entry
-    ranks before another if its value is smaller, or equal with a smaller column index.
+    does (nanopq's top-k), made deterministic under ties. :func:`torch.topk` alone does
+    not specify which of several equal values it keeps or in which order it returns them;
+    this wrapper makes the result deterministic: an entry ranks before another if its
+    value is smaller, or equal with a smaller column index.
 
     Parameters
     ----------
