@@ -155,3 +155,20 @@ def test_benchmark_to_faiss_rows_and_markdown():
     }
     md = adc_throughput.markdown(payload)
     assert "| 3,000 | sqlorentz | 10 | 1 | 1.0000 |" in md
+
+
+def test_euclidean_metric_to_faiss_reranks_l2_candidates():
+    """``"euclidean"`` (sum of per-subspace norms) is not faiss's L2: re-ranked, and exact
+    when every item is a candidate."""
+    g = torch.Generator().manual_seed(2)
+    index = PQIndex(torch.randn(3, 256, 4, generator=g), geometry="euclidean", metric="euclidean")
+    index.add(torch.randint(0, 256, (4000, 3), generator=g).to(torch.uint8))
+    queries = torch.randn(15, 3, 4, generator=g)
+    fx = index.to_faiss()
+    assert not fx.exact and fx.index.metric_type == faiss.METRIC_L2
+    exact_d, exact_i = index.search(queries, 20)
+    got_d, got_i = fx.search(queries, 20)
+    assert _overlap(exact_i, got_i) >= 0.9
+    full_d, full_i = fx.search(queries, 20, candidates=4000)
+    assert torch.equal(full_i, exact_i)
+    torch.testing.assert_close(full_d, exact_d, rtol=1e-5, atol=1e-5)
