@@ -338,11 +338,13 @@ claims.say(
 # so one $M \times K$ table $T_q$ of geodesic distances per query turns every database
 # item into $M$ lookups. Library calls: `PQIndex.distances(query_points)` (all
 # distances, $(Q, M, d+1)$ queries → $(Q, N)$) and `PQIndex.search(query_points, k)`
-# (the top $k$). On a CPU `search` never builds the $(Q, N)$ matrix: a compiled loop
-# (`hihpq_lib.quantization.adc_kernel`, numba) sums each database item's $M$ lookups and keeps only
-# the items below a threshold estimated from a sample of the database, about $1.3k$
-# candidates per query, which it then sorts; `python -m benchmarks.adc_throughput` times
-# it against faiss's `IndexPQ`. Here $e_{m,j}$ is codeword $j$ of subspace $m$ (the
+# (the top $k$). `search` has one readable reference path (tables, lookup-sum, top $k$:
+# `backend="reference"`) and, on a CPU with numba, a compiled scan
+# (`hihpq_lib.quantization.adc_kernel`) tested equal to it: it sums each database item's
+# $M$ lookups and keeps an item only if it beats the $k$-th smallest distance seen so far,
+# so it never builds the $(Q, N)$ matrix; `python -m benchmarks.adc_throughput` times it
+# against faiss's `IndexPQ` at top 10, 100 and 1000, and `PQIndex.to_faiss()` hands the
+# same codes to faiss. Here $e_{m,j}$ is codeword $j$ of subspace $m$ (the
 # letter of notebook 02; $c$ is only the curvature). Two differences from notebook 02: the table holds
 # geodesic distances $d_{k_m}$, not squared Euclidean ones, and the codes were chosen with
 # the squared Lorentzian distance of notebook 03; both rank the codewords of a subspace in

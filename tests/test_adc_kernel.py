@@ -1,9 +1,11 @@
-"""The compiled ADC kernel: exact top-k of summed tables, against a lexsort of the torch lookup."""
+"""The compiled ADC search (fast path): the reference path's result, bit for bit, at every k."""
 
 from __future__ import annotations
 
-import doctest
 import math
+import subprocess
+import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -11,6 +13,8 @@ import torch
 
 from hihpq_lib.quantization import adc_kernel
 from hihpq_lib.quantization.index import PQIndex
+
+KS = (1, 2, 10, 100, 257, 1000)  # plus N - 1 and N (k >= N) where listed
 
 
 def _reference(tables: np.ndarray, codes: np.ndarray, k: int):
@@ -34,17 +38,11 @@ def _problem(b, m, n, k_words=256, seed=0, integer=False, signed=False):
     return tables, codes
 
 
-def test_doctests():
-    result = doctest.testmod(adc_kernel)
-    assert result.attempted >= 1
-    assert result.failed == 0
-
-
-@pytest.mark.parametrize("m", [1, 2, 3, 8])
+@pytest.mark.parametrize("m", [1, 2, 3, 4, 8])
 @pytest.mark.parametrize("integer", [False, True])
 def test_kernel_equals_full_sort(m, integer):
     tables, codes = _problem(5, m, 5000, integer=integer, seed=m)
-    for k in (1, 10, 1000, 4999, 5000):
+    for k in (*KS, 4999, 5000):
         vals, idx = adc_kernel.adc_topk(tables, codes, k)
         ref_v, ref_i = _reference(tables, codes, k)
         np.testing.assert_array_equal(idx, ref_i)
@@ -65,17 +63,30 @@ def test_kernel_orders_negative_distances():
         np.testing.assert_array_equal(vals, ref_v)
 
 
-def test_kernel_falls_back_when_the_sample_misleads():
-    """A sample that sees only large distances (fewer than k candidates) and a threshold
-    that lets every item through (more than the candidate buffer) both end exact."""
-    n, k = 8000, 100
-    codes = np.zeros((n, 1), np.uint8)
-    codes[::16, 0] = 1  # every sampled item (stride 16 here) has distance 5
-    codes[3::16, 0] = 2
-    tables = np.array([[[0.5, 5.0, 0.1]]], np.float32)
-    for t in (tables, np.ones_like(tables)):  # second: all distances tie
-        vals, idx = adc_kernel.adc_topk(t, codes, k)
-        ref_v, ref_i = _reference(t, codes, k)
+@pytest.mark.parametrize("order", ["descending", "ascending", "all_tied", "sawtooth"])
+def test_kernel_is_exact_for_adversarial_item_orders(order):
+    """The running threshold's worst cases: distances that fall with the item index (every
+    item is kept and the buffer is compacted again and again), that rise (nothing after
+    the first buffer), all equal (ties across every compaction), and a sawtooth."""
+    n = 6000
+    k_words = 256
+    codes = np.zeros((n, 2), np.uint8)
+    j = np.arange(n)
+    if order == "descending":
+        codes[:, 0] = 255 - (j * 256 // n)
+        codes[:, 1] = 255 - (j * 256 // n)
+    elif order == "ascending":
+        codes[:, 0] = j * 256 // n
+        codes[:, 1] = (j * 7) % 256
+    elif order == "sawtooth":
+        codes[:, 0] = (255 - j) % 256
+        codes[:, 1] = (j // 256) % 256
+    tables = np.tile(np.linspace(0, 1, k_words, dtype=np.float32), (1, 2, 1))
+    if order == "all_tied":
+        tables = np.ones_like(tables)
+    for k in (*KS, n - 1, n):
+        vals, idx = adc_kernel.adc_topk(tables, codes, k)
+        ref_v, ref_i = _reference(tables, codes, k)
         np.testing.assert_array_equal(idx, ref_i)
         np.testing.assert_array_equal(vals, ref_v)
 
@@ -91,6 +102,12 @@ def test_kernel_result_does_not_depend_on_threads():
 def test_kernel_rejects_bad_input():
     tables, codes = _problem(2, 2, 100)
     with pytest.raises(ValueError, match="float32"):
+        adc_kernel.adc_topk(torch.from_numpy(tables), codes, 5)
+    with pytest.raises(ValueError, match="uint8"):
+        adc_kernel.adc_topk(tables, codes.T.copy(), 5)
+    with pytest.raises(ValueError, match="1 <= k"):
+        adc_kernel.adc_topk(tables, codes, 0)
+    with pytest.raises(ValueError, match="float32"):
         adc_kernel.adc_topk(tables.astype(np.float64), codes, 5)
     with pytest.raises(ValueError, match="uint8"):
         adc_kernel.adc_topk(tables, codes.astype(np.int64), 5)
@@ -100,12 +117,12 @@ def test_kernel_rejects_bad_input():
         adc_kernel.adc_topk(tables, codes, 101)
 
 
-def _lorentz_index(n, m=4, seed=0, dtype=torch.float32):
+def _lorentz_index(n, m=4, seed=0, dtype=torch.float32, metric="geodesic"):
     g = torch.Generator().manual_seed(seed)
     k = torch.tensor([0.5, 1.0, 2.0, 1.5][:m], dtype=dtype)
     v = torch.randn(m, 32, 3, generator=g, dtype=dtype)
     cw = torch.cat([torch.sqrt(k.view(m, 1, 1) + (v * v).sum(-1, keepdim=True)), v], -1)
-    index = PQIndex(cw, k, geometry="lorentz")
+    index = PQIndex(cw, k, geometry="lorentz", metric=metric)
     index.add(torch.randint(0, 32, (n, m), generator=g).to(torch.uint8))
     qv = torch.randn(11, m, 3, generator=g, dtype=dtype)
     queries = torch.cat([torch.sqrt(k.view(1, m, 1) + (qv * qv).sum(-1, keepdim=True)), qv], -1)
@@ -113,20 +130,101 @@ def _lorentz_index(n, m=4, seed=0, dtype=torch.float32):
 
 
 @pytest.mark.parametrize("mode", ["asymmetric", "symmetric"])
-def test_search_backends_agree(mode):
-    index, queries = _lorentz_index(6000)
-    for k in (1, 100, 6000):
-        kv, ki = index.search(queries, k, mode=mode, backend="kernel", batch_size=4)
-        tv, ti = index.search(queries, k, mode=mode, backend="torch")
-        av, ai = index.search(queries, k, mode=mode)  # auto: the kernel at this N
-        assert torch.equal(ki, ti) and torch.equal(ai, ti)
-        assert torch.equal(kv, tv) and torch.equal(av, tv)
-        assert kv.dtype == torch.float32 and ki.dtype == torch.int64
+@pytest.mark.parametrize("metric", ["geodesic", "sqlorentz"])
+def test_fast_path_equals_reference_path(mode, metric):
+    """The compiled path and the reference path of PQIndex.search: identical distances
+    and indices (ties included; symmetric mode ties everywhere) for k = 1 ... N."""
+    index, queries = _lorentz_index(6000, metric=metric)
+    for k in (*KS, 5999, 6000):
+        cv, ci = index.search(queries, k, mode=mode, backend="compiled", batch_size=4)
+        rv, ri = index.search(queries, k, mode=mode, backend="reference")
+        av, ai = index.search(queries, k, mode=mode)  # auto: the compiled path here
+        assert torch.equal(ci, ri) and torch.equal(ai, ri)
+        assert torch.equal(cv, rv) and torch.equal(av, rv)
+        assert cv.dtype == torch.float32 and ci.dtype == torch.int64
+        assert ci.shape == (len(queries), k)
 
 
-def test_search_with_infinite_tables_takes_the_torch_path():
-    """An infinite sub-distance (a codeword far out of float32 range) is not the kernel's
-    business: auto falls back to the torch path, which ranks inf last."""
+def test_fast_path_equals_reference_on_random_euclidean_problems():
+    """Random sizes, M and K (K < 256 too), Gaussian codebooks: the same ranking."""
+    rng = np.random.default_rng(7)
+    for trial in range(6):
+        m = int(rng.integers(1, 9))
+        k_words = int(rng.choice([3, 16, 256]))
+        n = int(rng.integers(1, 9000))
+        index = PQIndex(
+            torch.from_numpy(rng.standard_normal((m, k_words, 3), np.float32)), geometry="euclidean"
+        )
+        index.add(torch.from_numpy(rng.integers(0, k_words, (n, m), dtype=np.uint8)))
+        queries = torch.from_numpy(rng.standard_normal((5, m, 3), np.float32))
+        for k in sorted({1, min(10, n), min(100, n), min(1000, n), n}):
+            cv, ci = index.search(queries, k, backend="compiled")
+            rv, ri = index.search(queries, k, backend="reference")
+            assert torch.equal(ci, ri) and torch.equal(cv, rv), (trial, m, k_words, n, k)
+
+
+def test_old_backend_names_still_work():
+    index, queries = _lorentz_index(300)
+    a = index.search(queries, 7, backend="kernel")
+    b = index.search(queries, 7, backend="torch")
+    c = index.search(queries, 7, backend="compiled")
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    assert all(torch.equal(x, y) for x, y in zip(a, c, strict=True))
+
+
+def test_search_without_numba_takes_the_reference_path(monkeypatch):
+    """adc_kernel.AVAILABLE is False without numba: auto and the tables use torch, and an
+    explicit backend='compiled' warns and falls back; the results do not change."""
+    index, queries = _lorentz_index(5000)
+    expected = index.search(queries, 20, backend="reference")
+
+    def boom(*args, **kwargs):
+        raise AssertionError("the compiled code must not run without numba")
+
+    monkeypatch.setattr(adc_kernel, "AVAILABLE", False)
+    monkeypatch.setattr(adc_kernel, "adc_topk", boom)
+    monkeypatch.setattr(adc_kernel, "lorentz_tables", boom)
+    got = index.search(queries, 20)
+    assert torch.equal(got[1], expected[1])
+    torch.testing.assert_close(got[0], expected[0], rtol=1e-5, atol=1e-5)  # torch tables
+    with pytest.warns(RuntimeWarning, match="numba is not importable"):
+        again = index.search(queries, 20, backend="compiled")
+    assert torch.equal(again[1], got[1]) and torch.equal(again[0], got[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        index.search(queries, 5, backend="reference")  # no warning on the reference path
+
+
+def test_index_imports_and_searches_in_a_process_without_numba():
+    """A real ImportError for numba (blocked in sys.modules): the package imports, the
+    fast path reports itself unavailable, and search returns the reference result."""
+    code = (
+        "import sys; sys.modules['numba'] = None\n"
+        "import torch\n"
+        "from hihpq_lib.quantization import adc_kernel\n"
+        "from hihpq_lib.quantization.index import PQIndex\n"
+        "assert adc_kernel.AVAILABLE is False\n"
+        "g = torch.Generator().manual_seed(0)\n"
+        "ix = PQIndex(torch.randn(2, 8, 3, generator=g), geometry='euclidean')\n"
+        "ix.add(torch.randint(0, 8, (50, 2), generator=g))\n"
+        "v, i = ix.search(torch.randn(3, 2, 3, generator=g), 4)\n"
+        "d = ix.distances(torch.randn(3, 2, 3, generator=torch.Generator().manual_seed(1)))\n"
+        "print(i.shape[1], bool((v[:, 1:] >= v[:, :-1]).all()))\n"
+        "try:\n"
+        "    adc_kernel.adc_topk(None, None, 1)\n"
+        "except ImportError as e:\n"
+        "    print('ImportError', 'hihpq[fast]' in str(e))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["4", "True", "ImportError", "True"]
+
+
+def test_search_with_infinite_tables_takes_the_reference_path():
+    """An infinite sub-distance (a codeword far out of float32 range) is not the compiled
+    path's business: auto falls back to the reference path, which ranks inf last."""
     g = torch.Generator().manual_seed(0)
     cw = torch.randn(2, 16, 3, generator=g)
     cw[0, 0] = 1e30  # squared distance overflows float32 to inf
@@ -134,7 +232,7 @@ def test_search_with_infinite_tables_takes_the_torch_path():
     index.add(torch.randint(0, 16, (5000, 2), generator=g).to(torch.uint8))
     queries = torch.randn(6, 2, 3, generator=g)
     vals, idx = index.search(queries, 5000)
-    ref_v, ref_i = index.search(queries, 5000, backend="torch")
+    ref_v, ref_i = index.search(queries, 5000, backend="reference")
     assert torch.isinf(vals).any() and not torch.isnan(vals).any()
     assert torch.equal(idx, ref_i) and torch.equal(vals, ref_v)
 
@@ -144,9 +242,10 @@ def test_search_backend_validation():
     with pytest.raises(ValueError, match="backend must be one of"):
         index.search(queries, 5, backend="faiss")
     index64, queries64 = _lorentz_index(100, dtype=torch.float64)
-    with pytest.raises(ValueError, match="float32 codebooks"):
-        index64.search(queries64, 5, backend="kernel")
-    # auto on float64 is the torch path
+    for name in ("compiled", "kernel"):
+        with pytest.raises(ValueError, match="float32 codebooks"):
+            index64.search(queries64, 5, backend=name)
+    # auto on float64 is the reference path
     v, i = index64.search(queries64, 5)
     assert v.dtype == torch.float64 and i.shape == (11, 5)
 
@@ -162,6 +261,7 @@ def test_lorentz_tables_equal_the_library_formula(geodesic, curv, scale):
     points: tiny to large curvature, near-origin to far-out points, identical pairs."""
     from hihpq_lib.geometry import lorentz
 
+    assert lorentz.SQDIST_SWITCH > 0 and lorentz.DIST_FLOOR_FLOAT32 > 0  # the shared constants
     g = torch.Generator().manual_seed(int(curv * 10) + int(scale * 10))
     m, kw, n = 3, 20, 5
     k = torch.full((m,), curv)

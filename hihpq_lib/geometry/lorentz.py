@@ -71,7 +71,18 @@ __all__ = [
     "from_poincare",
     "geodesic0",
     "max_angle",
+    "SQDIST_SWITCH",
+    "DIST_FLOOR_FLOAT32",
 ]
+
+#: :func:`sqdist` keeps the inner-product form ``-2k - 2<x, y>`` where it exceeds
+#: ``SQDIST_SWITCH * |<x, y>|`` (about 1e-3 of its own magnitude), the difference form
+#: elsewhere. Shared with the compiled tables of :mod:`hihpq_lib.quantization.adc_kernel`.
+SQDIST_SWITCH = 2e-3
+#: Floor of the squared distance under the square root of :func:`dist` in float32 and
+#: half precision (clamp 3); float64 uses ``_eps(float64) ** 2``. Shared with
+#: :mod:`hihpq_lib.quantization.adc_kernel`.
+DIST_FLOOR_FLOAT32 = 1e-12
 
 
 def _eps(dtype: torch.dtype) -> float:
@@ -405,7 +416,7 @@ def sqdist(x: torch.Tensor, y: torch.Tensor, *, k=1.0) -> torch.Tensor:
     by_inner = -2.0 * kk - 2.0 * xy
     diff = x - y
     by_diff = inner(diff, diff)
-    sq = torch.where(by_inner > 2e-3 * xy.abs(), by_inner, by_diff)
+    sq = torch.where(by_inner > SQDIST_SWITCH * xy.abs(), by_inner, by_diff)
     return torch.clamp_min(sq, 0.0)
 
 
@@ -442,7 +453,7 @@ def pairwise_sqdist(x: torch.Tensor, y: torch.Tensor | None = None, *, k=1.0) ->
 
 def _dist_from_sq(sq: torch.Tensor, kk: torch.Tensor) -> torch.Tensor:
     # arcosh(z) = 2 asinh(sqrt((z - 1) / 2)) with z - 1 = sq / (2k)   (clamp 3)
-    floor = _eps(sq.dtype) ** 2 if sq.dtype == torch.float64 else 1e-12
+    floor = _eps(sq.dtype) ** 2 if sq.dtype == torch.float64 else DIST_FLOOR_FLOAT32
     sqrt_k = torch.sqrt(kk)
     return 2.0 * sqrt_k * torch.asinh(torch.sqrt(torch.clamp_min(sq, floor)) / (2.0 * sqrt_k))
 

@@ -1,37 +1,41 @@
-"""Compiled ADC scan with top-k selection (numba): what :meth:`PQIndex.search` runs on CPU.
+"""The compiled ADC search (numba): the fast path of :meth:`PQIndex.search` on CPU.
 
-The torch path of :class:`~hihpq_lib.quantization.index.PQIndex` builds a ``(N, B)`` distance buffer
-with one :func:`torch.nn.functional.embedding_bag` call and then selects the top-k of each
-column. Its cost is memory traffic: the buffer is written once and read twice. This module
-fuses the two steps per query, the way faiss ``IndexPQ`` does, but without a heap:
+It computes exactly what the reference path of :class:`~hihpq_lib.quantization.index.PQIndex` computes
+(per-query ``M x K`` tables, a lookup-sum over the codes, the ``k`` smallest sums with
+ties broken by the lower item index), fused into one pass over the codes per query, the
+way faiss ``IndexPQ`` scans:
 
-1. A threshold from a strided sample of the database: the distances of every ``s``-th
-   item (``s = clip(N // 4k, 1, 32)``) and their ``ceil(1.3 k / s) + 8``-th smallest
-   value, so that about ``1.3 k`` items fall at or below it.
-2. One pass over the codes: ``dist[n] = sum_m table[m, codes[n, m]]`` (``m = 0, 1, ...``
-   in order, the same float32 additions as the torch path), keeping only the items at or
-   below the threshold, in ascending item order.
-3. The candidates sorted by ``(distance, item)`` with one integer sort: the float32 bits
-   mapped to an order-preserving unsigned integer in the high word, the item in the low.
-
-If fewer than ``k`` items pass the threshold (an unlucky sample) or more than the
-candidate buffer holds (many ties), the query is redone exactly: every distance, the
-``k``-th smallest by :func:`numpy.partition`, every item at or below it. The result is
-therefore always exact and equal to :func:`~hihpq_lib.quantization.index.topk_smallest` of the summed
-tables: ascending distances, ties broken by the lower item index.
+1. ``dist[n] = sum_m table[m, codes[n, m]]`` (``m = 0, 1, ...`` in order: the same
+   float32 additions as the reference path, so the same sums bit for bit);
+2. a **running threshold**: an item is kept only if its sum is below the ``k``-th smallest
+   sum seen so far. Kept items go to a buffer of ``max(4k, k + 256)`` sort keys; when it
+   fills, a partition keeps its ``k`` smallest and the ``k``-th becomes the new threshold.
+   A later item that *equals* the threshold ranks after every kept item (its index is
+   larger), so the test is a strict ``<``. On random codes only about
+   ``k (1 + ln(N / k))`` items are ever kept, so the scan is nearly all lookups;
+3. at the end, one sort of the buffer's keys. A key is the float32 sum mapped to an
+   order-preserving unsigned integer (high word) and the item index (low word), so one
+   integer sort orders by ``(distance, item)``.
 
 ``M`` is a compile-time constant (one compiled scan per ``M``): LLVM unrolls the ``M``
-lookups of an item, which makes the scan about twice as fast as a loop over ``M``. Each
-``M`` compiles once (about a second) and is cached on disk: next to this file when the
-folder is writable, else in numba's user cache folder, else under ``cache_dir()/numba``
-(``HIHPQ_CACHE_DIR``), else not at all (a read-only install with no writable home: each
-process compiles again); a one-line note on stderr says which fallback was taken. Queries run in parallel (``prange``) on
-:func:`torch.get_num_threads` threads.
+lookups of an item. Queries run in parallel (``prange``) on :func:`torch.get_num_threads`
+threads. Each ``M`` compiles once (about a second) and is cached on disk: next to this
+file when the folder is writable, else in numba's user cache folder, else under
+``cache_dir()/numba`` (``HIHPQ_CACHE_DIR``), else not at all (a read-only install with no
+writable home: each process compiles again); a one-line note on stderr says which
+fallback was taken.
 
-:func:`lorentz_tables` builds the ADC tables themselves for Lorentz codebooks: one loop
-per (query, subspace, codeword) pair instead of several ``(B, M, K, D')`` torch
-temporaries, the same formula as :func:`hihpq_lib.geometry.lorentz.sqdist` and
-:func:`hihpq_lib.geometry.lorentz.dist` accumulated in float64 and rounded once to float32.
+:func:`lorentz_tables` builds the ADC tables for Lorentz codebooks: one loop per
+(query, subspace, codeword) pair instead of several ``(B, M, K, D')`` torch temporaries.
+It evaluates the formula of :func:`hihpq_lib.geometry.lorentz.sqdist` (and of
+:func:`hihpq_lib.geometry.lorentz.dist` on top of it) in float64 and rounds once to float32; the
+two numerical constants of that formula, the switch between the inner-product and the
+difference form (:data:`hihpq_lib.geometry.lorentz.SQDIST_SWITCH`) and the float32 floor of the
+geodesic distance (:data:`hihpq_lib.geometry.lorentz.DIST_FLOOR_FLOAT32`), are read from
+:mod:`hihpq_lib.geometry.lorentz` at every call and passed in, so they have one source.
+
+This module needs numba; :mod:`hihpq_lib.quantization.index` checks :data:`AVAILABLE` (importing it
+never fails) and falls back to its reference path without numba.
 
 Measured by ``python -m benchmarks.adc_throughput`` (see ``benchmarks/README.md``).
 """
@@ -42,12 +46,21 @@ import math
 import os
 import sys
 
-import numba
 import numpy as np
 import torch
-from numba import njit, prange
 
-__all__ = ["adc_topk", "lorentz_tables"]
+from hihpq_lib.geometry import lorentz
+
+try:
+    import numba
+    from numba import njit, prange
+except ImportError:  # pragma: no cover - exercised by a subprocess test
+    numba = None
+
+#: Whether numba is importable (the compiled search exists).
+AVAILABLE = numba is not None
+
+__all__ = ["AVAILABLE", "adc_topk", "lorentz_tables"]
 
 _CACHE_NOTED: list[str] = []
 
@@ -65,9 +78,12 @@ def _cached_njit(**options):
     cache folder, and raises ``RuntimeError: cannot cache function ...: no locator
     available`` when both are read-only: every command crashed on a shared install.
     Here the next place is ``cache_dir()/numba`` (``HIHPQ_CACHE_DIR``), then no cache.
+    Without numba the function stays plain Python (never called: see :data:`AVAILABLE`).
     """
 
     def decorate(fn):
+        if not AVAILABLE:
+            return fn
         try:
             return njit(cache=True, **options)(fn)
         except RuntimeError as exc:
@@ -98,28 +114,33 @@ def _cached_njit(**options):
     return decorate
 
 
-_HIGH_BIT = np.uint64(0x80000000)
-_LOW_WORD = np.uint64(0xFFFFFFFF)
+def _require_numba() -> None:
+    if not AVAILABLE:
+        raise ImportError(
+            'the compiled search needs numba (pip install "hihpq[fast]"); PQIndex.search falls '
+            "back "
+            "to its reference path without it"
+        )
+
+
+_HIGH_BIT = np.uint32(0x80000000)
 _SHIFT = np.uint64(32)
+_LOW_WORD = np.uint64(0xFFFFFFFF)
+#: The candidate buffer holds ``max(CAP_FACTOR * k, k + 256)`` sort keys.
+CAP_FACTOR = 4
+#: Items per query at most (the item index is the low 32 bits of a sort key).
+MAX_ITEMS = 2**32
 
 
-@_cached_njit(nogil=True)
-def _sort_candidates(cv, ci, cnt, k, out_v, out_i):
-    """Write the ``k`` smallest of ``cv[:cnt]`` (ties: lower ``ci``) to ``out_*``, ascending."""
-    bits = cv[:cnt].view(np.uint32)
-    keys = np.empty(cnt, np.uint64)
-    for r in range(cnt):
-        b = np.uint64(bits[r])
-        if b == _HIGH_BIT:  # -0.0 == 0.0: the same key, so the item index breaks the tie
-            b = np.uint64(0)
-        # IEEE-754 -> unsigned order: flip all bits of negatives, set the sign of positives
-        b = (~b & _LOW_WORD) if (b & _HIGH_BIT) else (b | _HIGH_BIT)
-        keys[r] = (b << _SHIFT) | np.uint64(r)  # r ascends with the item index
-    keys = np.sort(keys)
-    for r in range(k):
-        pos = np.int64(keys[r] & _LOW_WORD)
-        out_v[r] = cv[pos]
-        out_i[r] = ci[pos]
+@_cached_njit(nogil=True, inline="always")
+def _key(bits, j):
+    """Sort key of item ``j`` whose float32 sum has the bits ``bits``: orders by ``(s, j)``."""
+    b = np.uint32(bits)
+    if b == _HIGH_BIT:  # -0.0 == 0.0: the same key, so the item index breaks the tie
+        b = np.uint32(0)
+    # IEEE-754 -> unsigned order: flip all bits of negatives, set the sign of positives
+    b = ~b if b & _HIGH_BIT else b | _HIGH_BIT
+    return (np.uint64(b) << _SHIFT) | np.uint64(j)
 
 
 @_cached_njit(nogil=True, inline="always")
@@ -128,56 +149,6 @@ def _item(t, codes, j, m):
     for mm in range(1, m):
         s += t[mm, codes[j, mm]]
     return s
-
-
-@_cached_njit(nogil=True)
-def _query_exact(t, codes, k, m, out_v, out_i):
-    """Every distance, the exact k-th value, every item at or below it (fallback)."""
-    n = codes.shape[0]
-    dist = np.empty(n, t.dtype)
-    for j in range(n):
-        dist[j] = _item(t, codes, j, m)
-    kth = np.partition(dist, k - 1)[k - 1]  # a partitioned copy: dist stays in order
-    cnt = 0
-    for j in range(n):
-        if dist[j] <= kth:
-            cnt += 1
-    cv = np.empty(cnt, t.dtype)
-    ci = np.empty(cnt, np.int64)
-    c = 0
-    for j in range(n):
-        if dist[j] <= kth:
-            cv[c] = dist[j]
-            ci[c] = j
-            c += 1
-    _sort_candidates(cv, ci, cnt, k, out_v, out_i)
-
-
-@_cached_njit(nogil=True)
-def _query(t, codes, k, m, out_v, out_i):
-    n = codes.shape[0]
-    step = max(1, min(32, n // (4 * k)))
-    ns = (n + step - 1) // step
-    ks = min(ns, math.ceil(1.3 * k / step) + 8)
-    sample = np.empty(ns, t.dtype)
-    for r in range(ns):
-        sample[r] = _item(t, codes, r * step, m)
-    thr = np.partition(sample, ks - 1)[ks - 1]
-    cap = 2 * k + 64
-    cv = np.empty(cap, t.dtype)
-    ci = np.empty(cap, np.int64)
-    cnt = 0
-    for j in range(n):
-        s = _item(t, codes, j, m)
-        if s <= thr:
-            if cnt < cap:
-                cv[cnt] = s
-                ci[cnt] = j
-            cnt += 1
-    if cnt < k or cnt > cap:
-        _query_exact(t, codes, k, m, out_v, out_i)
-    else:
-        _sort_candidates(cv, ci, cnt, k, out_v, out_i)
 
 
 _SCANS: dict = {}
@@ -192,14 +163,45 @@ def _scan_kernel(m: int):
     by the size of each call's tables.)
     """
     kernel = _SCANS.get(m)
-    if kernel is None:
+    if kernel is not None:
+        return kernel
 
-        @_cached_njit(nogil=True, parallel=True)
-        def kernel(tables, codes, k, out_v, out_i):
-            for q in prange(tables.shape[0]):
-                _query(tables[q], codes, k, m, out_v[q], out_i[q])
+    @_cached_njit(nogil=True)
+    def query(t, codes, k, out_v, out_i):
+        """Top-``k`` of one query: scan with a running threshold, then sort the buffer."""
+        n = codes.shape[0]
+        cap = min(n, max(CAP_FACTOR * k, k + 256))
+        keys = np.empty(cap, np.uint64)
+        cnt = 0
+        thr = np.float32(np.inf)
+        full = False  # thr is the k-th smallest sum so far (until then every item is kept)
+        sbuf = np.empty(1, np.float32)  # the float32 sum and its bits (a view of the same bytes)
+        bits = sbuf.view(np.uint32)
+        for j in range(n):
+            s = _item(t, codes, j, m)
+            if s < thr or not full:
+                sbuf[0] = s
+                keys[cnt] = _key(bits[0], j)
+                cnt += 1
+                if cnt == cap:  # keep the k smallest keys; the k-th sum is the new threshold
+                    keys[:k] = np.partition(keys, k - 1)[:k]
+                    cnt = k
+                    full = True
+                    thr = _item(t, codes, np.int64(keys[k - 1] & _LOW_WORD), m)
+        if cnt > k:
+            keys[:k] = np.partition(keys[:cnt], k - 1)[:k]
+        top = np.sort(keys[:k])
+        for r in range(k):
+            j = np.int64(top[r] & _LOW_WORD)
+            out_i[r] = j
+            out_v[r] = _item(t, codes, j, m)
 
-        _SCANS[m] = kernel
+    @_cached_njit(nogil=True, parallel=True)
+    def kernel(tables, codes, k, out_v, out_i):
+        for q in prange(tables.shape[0]):
+            query(tables[q], codes, k, out_v[q], out_i[q])
+
+    _SCANS[m] = kernel
     return kernel
 
 
@@ -211,9 +213,10 @@ def adc_topk(
     Parameters
     ----------
     tables : (B, M, K) float32 ndarray
-        Per-query distance tables; finite (the caller checks).
+        Per-query distance tables; finite, and small enough that a sum of ``M`` entries
+        stays finite (:meth:`PQIndex.search` checks).
     codes : (N, M) uint8 ndarray
-        Database codes.
+        Database codes, ``N < 2**32``.
     k : int
         ``1 <= k <= N``.
     threads : int, optional
@@ -233,14 +236,24 @@ def adc_topk(
     >>> v.tolist(), i.tolist()
     ([[0.5, 1.0]], [[2, 0]])
     """
-    if tables.dtype != np.float32 or tables.ndim != 3:
+    _require_numba()
+    if not isinstance(tables, np.ndarray) or tables.dtype != np.float32 or tables.ndim != 3:
         raise ValueError(
-            f"tables must be a (B, M, K) float32 array, got {tables.dtype} {tables.shape}"
+            f"tables must be a (B, M, K) float32 array, got "
+            f"{getattr(tables, 'dtype', type(tables))} {getattr(tables, 'shape', '')}"
         )
-    if codes.dtype != np.uint8 or codes.ndim != 2 or codes.shape[1] != tables.shape[1]:
+    if (
+        not isinstance(codes, np.ndarray)
+        or codes.dtype != np.uint8
+        or codes.ndim != 2
+        or codes.shape[1] != tables.shape[1]
+    ):
         raise ValueError(
-            f"codes must be a (N, M={tables.shape[1]}) uint8 array, got {codes.dtype} {codes.shape}"
+            f"codes must be a (N, M={tables.shape[1]}) uint8 array, got "
+            f"{getattr(codes, 'dtype', type(codes))} {getattr(codes, 'shape', '')}"
         )
+    if codes.shape[0] >= MAX_ITEMS:
+        raise ValueError(f"at most 2**32 - 1 database items per search, got {codes.shape[0]}")
     if not 1 <= k <= codes.shape[0]:
         raise ValueError(f"k must satisfy 1 <= k <= N = {codes.shape[0]}, got {k}")
     _set_threads(threads)
@@ -263,28 +276,35 @@ def _set_threads(threads: int | None) -> None:
 
 
 @_cached_njit(nogil=True, parallel=True)
-def _lorentz_tables(points, codewords, k, geodesic, out):
+def _lorentz_tables(points, cw_t, k, geodesic, switch, floor, out):
+    """``cw_t``: the codewords as (M, D', K) float64, so the loops over codewords vectorise."""
     b, m, d = points.shape
-    kw = codewords.shape[1]
+    kw = cw_t.shape[2]
     for q in prange(b):
+        xy = np.empty(kw)  # <x, y>_L for every codeword of the subspace
+        diff = np.empty(kw)  # <x - y, x - y>_L
         for mm in range(m):
             kk = np.float64(k[mm])
             half = 2.0 * math.sqrt(kk)
+            p0 = np.float64(points[q, mm, 0])
             for j in range(kw):
-                xy = -np.float64(points[q, mm, 0]) * np.float64(codewords[mm, j, 0])
-                dd = np.float64(points[q, mm, 0]) - np.float64(codewords[mm, j, 0])
-                diff = -dd * dd
-                for i in range(1, d):
-                    xi = np.float64(points[q, mm, i])
-                    yi = np.float64(codewords[mm, j, i])
-                    xy += xi * yi
-                    diff += (xi - yi) * (xi - yi)
-                sq = -2.0 * kk - 2.0 * xy
-                if not sq > 2e-3 * abs(xy):  # nearly identical points: the difference form
-                    sq = diff
+                xy[j] = -p0 * cw_t[mm, 0, j]
+                dd = p0 - cw_t[mm, 0, j]
+                diff[j] = -dd * dd
+            for i in range(1, d):
+                pi = np.float64(points[q, mm, i])
+                for j in range(kw):
+                    yi = cw_t[mm, i, j]
+                    xy[j] += pi * yi
+                    diff[j] += (pi - yi) * (pi - yi)
+            for j in range(kw):
+                # lorentz.sqdist: -2k - 2<x, y>_L, or <x-y, x-y>_L where that cancels
+                sq = -2.0 * kk - 2.0 * xy[j]
+                if not sq > switch * abs(xy[j]):
+                    sq = diff[j]
                 sq = max(sq, 0.0)
-                if geodesic:
-                    sq = half * math.asinh(math.sqrt(max(sq, 1e-12)) / half)
+                if geodesic:  # lorentz.dist: 2 sqrt(k) asinh(sqrt(max(sq, floor)) / (2 sqrt(k)))
+                    sq = half * math.asinh(math.sqrt(max(sq, floor)) / half)
                 out[q, mm, j] = sq
 
 
@@ -315,6 +335,7 @@ def lorentz_tables(
     >>> lorentz_tables(origin, cw, np.ones(1, np.float32)).round(4).tolist()
     [[[0.0, 2.0]]]
     """
+    _require_numba()
     if points.dtype != np.float32 or codewords.dtype != np.float32:
         raise ValueError(
             f"points and codewords must be float32, got {points.dtype}, {codewords.dtype}"
@@ -329,9 +350,11 @@ def lorentz_tables(
     out = np.empty((points.shape[0], m, codewords.shape[1]), np.float32)
     _lorentz_tables(
         np.ascontiguousarray(points),
-        np.ascontiguousarray(codewords),
+        np.ascontiguousarray(codewords.transpose(0, 2, 1), dtype=np.float64),
         np.ascontiguousarray(k, dtype=np.float32),
         bool(geodesic),
+        float(lorentz.SQDIST_SWITCH),
+        float(lorentz.DIST_FLOOR_FLOAT32),
         out,
     )
     return out

@@ -31,6 +31,36 @@ geometry       metric                 :math:`d_m(x, y)`
 ``euclidean``  ``"euclidean"``        :math:`\|x - y\|`
 =============  =====================  ================================================
 
+One name per distance: ``"sqlorentz"`` is the squared Lorentzian distance
+:math:`\|x - y\|^2_{\mathcal L} = -2k - 2\langle x, y\rangle_{\mathcal L}`, the quantity
+:class:`hihpq_lib.quantization.quantizer.HyperbolicQuantizer` calls ``attention="sqdist"`` (its
+codebook-attention score); ``"geodesic"`` is the geodesic distance
+:math:`\sqrt k \operatorname{arcosh}(-\langle x, y\rangle_{\mathcal L} / k)` of
+:func:`hihpq_lib.geometry.lorentz.dist`, HiHPQ's retrieval distance.
+
+Search: one reference path, one fast path
+-----------------------------------------
+:meth:`PQIndex.search` has one **reference path**, written to be read (it is what
+nanopq does):
+
+1. per query, the ``(M, K)`` distance table (:meth:`PQIndex.subspace_distances`);
+2. a lookup-sum over the codes, ``dist[n] = sum_m T[m, codes[n, m]]``
+   (:meth:`PQIndex.distances`);
+3. the ``k`` smallest sums, ascending, ties broken by the lower index
+   (:func:`topk_smallest`: nanopq's ``argpartition`` + ``argsort``, made deterministic);
+
+and one **fast path**, :func:`hihpq_lib.quantization.adc_kernel.adc_topk` (numba), that fuses 2 and 3
+into one pass over the codes per query with a running top-k threshold (like faiss
+``IndexPQ``'s heap). The tests check that the two return identical distances and indices
+(ties included) for many ``k``. ``backend="auto"`` takes the fast path for float32
+codebooks on the CPU when numba is importable (:data:`hihpq_lib.quantization.adc_kernel.AVAILABLE`),
+the reference path otherwise.
+
+:meth:`PQIndex.to_faiss` hands the same codes to a faiss ``IndexPQ`` (inner-product
+metric) for users who outgrow one machine: exact for ``"sqlorentz"`` and
+``"sqeuclidean"``, candidates re-ranked by our tables for ``"geodesic"`` and
+``"euclidean"`` (see :class:`FaissPQ`).
+
 Memory
 ------
 Codes cost ``N * M`` bytes; the codebooks cost ``M * K * D' * itemsize`` bytes, where
@@ -46,11 +76,10 @@ images          M = 4 (32 bits/image)   M = 8 (64 bits/image)
 ==============  ======================  ======================
 
 (The float features themselves would take ``128 * 4 = 512`` bytes per image: 512 MB for
-1 million images.) On CPU in float32, :meth:`PQIndex.search` scans the codes with a
-compiled kernel (:mod:`hihpq_lib.quantization.adc_kernel`) that keeps only about ``1.3 k`` candidates
-per query, so searching needs no memory beyond the codes. The torch path (other devices
-and dtypes, small databases) builds a ``(batch, N)`` distance buffer per query batch and
-sizes its query batches to keep it near ``2**25`` elements.
+1 million images.) The fast path keeps at most ``max(4k, k + 256)`` candidates per query,
+so searching needs no memory beyond the codes. The reference path builds a
+``(batch, N)`` distance buffer per query batch and sizes its query batches to keep it
+near ``2**25`` elements.
 
 Ranking is deterministic: ties are broken by the lower database index
 (:func:`topk_smallest`), so symmetric search, where many items share a distance,
@@ -65,6 +94,7 @@ import json
 import math
 import numbers
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -72,15 +102,15 @@ import torch
 
 from hihpq_lib.geometry import lorentz
 
-try:  # the compiled scan needs numba (the ``fast`` extra); without it, torch only
-    from hihpq_lib.quantization import adc_kernel
-except ImportError:
-    adc_kernel = None
+# the compiled scan needs numba (the ``fast`` extra): adc_kernel.AVAILABLE says whether
+# it is there; importing adc_kernel never fails
+from hihpq_lib.quantization import adc_kernel
 from hihpq_lib.utils.atomic import atomic_write_bytes
 from hihpq_lib.utils.optional import require
 
 __all__ = [
     "FORMAT_VERSION",
+    "FaissPQ",
     "PQIndex",
     "topk_smallest",
 ]
@@ -100,22 +130,29 @@ _BUFFER_ELEMENTS = 2**25
 #: tables (M = 2 / 4 / 8, K = 256, D' = 17, 2 threads) took 32 / 69 / 153 us per query
 #: at this size, 102 / 176 / 271 at 2**22 (the earlier size) and more at 2**18.
 _TABLE_ELEMENTS = 2**20
-#: Default queries per search batch: the lookup runs fastest with (M*K, B) tables in cache.
+#: Default queries per batch of the reference path: the lookup runs fastest with (M*K, B)
+#: tables in cache.
 _SEARCH_BATCH = 128
-#: Queries per batch for the compiled kernel (no (batch, N) buffer: only tables).
-_KERNEL_BATCH = 256
-#: Search backends: "auto" = the compiled kernel where it applies, else torch.
-_BACKENDS = ("auto", "kernel", "torch")
+#: Queries per batch of the fast path (no (batch, N) buffer: only tables).
+_COMPILED_BATCH = 256
+#: Search backends: "auto" = the fast (compiled) path where it applies, else the reference.
+_BACKENDS = ("auto", "compiled", "reference")
+#: Older names of the backends, still accepted.
+_BACKEND_ALIASES = {"kernel": "compiled", "torch": "reference"}
 #: Rows at least this long (and ``k <= N / 4``) use the threshold top-k.
 _THRESHOLD_MIN_N = 4096
+#: Largest float32 table entry for which a sum of M entries cannot overflow.
+_F32_SAFE = 1e37
 
 
 def topk_smallest(dist: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``k`` smallest entries of each row, ascending, ties broken by lower column index.
 
-    :func:`torch.topk` alone does not specify which of several equal values it keeps or
-    in which order it returns them; this wrapper makes the result deterministic: an entry
-    ranks before another if its value is smaller, or equal with a smaller column index.
+    What ``np.argpartition(dist, k - 1)[:, :k]`` followed by an ``argsort`` of those ``k``
+    does (nanopq's top-k), made deterministic under ties. :func:`torch.topk` alone does
+    not specify which of several equal values it keeps or in which order it returns them;
+    this wrapper makes the result deterministic: an entry ranks before another if its
+    value is smaller, or equal with a smaller column index.
 
     Parameters
     ----------
@@ -184,9 +221,7 @@ def _reject_nan(dist: torch.Tensor) -> None:
         raise ValueError("dist contains NaN; check the inputs that produced the distances")
 
 
-def _topk_by_threshold(
-    dist: torch.Tensor, k: int, *, columns: bool = False
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _topk_by_threshold(dist: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`topk_smallest` for ``k`` much smaller than ``N``, without a full-row top-k.
 
     1. A threshold per row from a strided sample of its columns: the sample's
@@ -200,24 +235,15 @@ def _topk_by_threshold(
     smallest value is then at or below the threshold, so every entry tied with it is a
     candidate. Rows with fewer candidates (an unlucky sample) go through
     :func:`_topk_exact`.
-
-    With ``columns=True`` ``dist`` is the transposed problem, ``(N, B)``: the top-k runs
-    down each column (what :class:`PQIndex` computes, saving a ``(B, N)`` transpose).
     """
     dist = dist.contiguous()
-    n, b = dist.shape if columns else dist.shape[::-1]
+    b, n = dist.shape
     step = max(1, min(32, n // (4 * k)))
     ks = min(-(-n // step), math.ceil(1.3 * k / step) + 8)
-    sample = dist[::step].t() if columns else dist[:, ::step]
+    sample = dist[:, ::step]
     thr = torch.topk(sample, ks, dim=1, largest=False, sorted=False).values.amax(1)
-    if columns:
-        items, rows = (dist <= thr).nonzero(as_tuple=True)  # item-major
-        order = torch.argsort(rows, stable=True)  # group by query, items still ascending
-        rows, cols = rows[order], items[order]
-        cand = dist.view(-1).index_select(0, cols * b + rows)
-    else:
-        rows, cols = (dist <= thr[:, None]).nonzero(as_tuple=True)  # columns ascend per row
-        cand = dist.view(-1).index_select(0, rows * n + cols)
+    rows, cols = (dist <= thr[:, None]).nonzero(as_tuple=True)  # columns ascend per row
+    cand = dist.view(-1).index_select(0, rows * n + cols)
     counts = torch.bincount(rows, minlength=b)
     width = int(counts.max())
     pos = torch.arange(rows.numel(), device=dist.device) - (torch.cumsum(counts, 0) - counts)[rows]
@@ -229,21 +255,9 @@ def _topk_by_threshold(
     vals, idx = vals[:, :k], torch.gather(idx, 1, order[:, :k])
     short = (counts < k).nonzero()[:, 0]
     if short.numel():
-        lost = dist[:, short].t() if columns else dist[short]
-        v, i = _topk_exact(lost, k)
+        v, i = _topk_exact(dist[short], k)
         vals, idx = vals.index_put((short,), v), idx.index_put((short,), i)
     return vals, idx
-
-
-def _topk_smallest_columns(dist: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`topk_smallest` of ``dist.t()`` for a ``(N, B)`` tensor (no argument checks)."""
-    n, b = dist.shape
-    if b == 0:
-        return dist.new_zeros((0, k)), torch.zeros((0, k), dtype=torch.long, device=dist.device)
-    _reject_nan(dist)
-    if n >= _THRESHOLD_MIN_N and 4 * k <= n and dist.is_floating_point():
-        return _topk_by_threshold(dist, k, columns=True)
-    return _topk_exact(dist.t(), k)
 
 
 class PQIndex:
@@ -261,7 +275,7 @@ class PQIndex:
     geometry : {"lorentz", "euclidean"}
     metric : str, optional
         Per-subspace distance, see the module table. Default ``"geodesic"`` (Lorentz) or
-        ``"sqeuclidean"`` (Euclidean).
+        ``"sqeuclidean"`` (Euclidean). ``"sqlorentz"`` is the quantizer's ``"sqdist"``.
     metadata : dict, optional
         JSON-serialisable information saved with the index (e.g. the training config).
 
@@ -465,10 +479,16 @@ class PQIndex:
     def _tables(self, points: torch.Tensor) -> torch.Tensor:
         """(B, M, D') points -> (B, M, K) distances to the codewords.
 
-        Lorentz codebooks in float32 on the CPU: :func:`hihpq_lib.quantization.adc_kernel.lorentz_tables`
-        (compiled, float64 accumulation); otherwise torch (:meth:`_pairwise`).
+        Lorentz codebooks in float32 on the CPU with numba: the compiled
+        :func:`hihpq_lib.quantization.adc_kernel.lorentz_tables` (the formula of :func:`lorentz.sqdist` /
+        :func:`lorentz.dist` in float64, rounded once); otherwise torch (:meth:`_pairwise`).
         """
-        if self.geometry == "lorentz" and self._compiled_fits and points.shape[0] > 0:
+        if (
+            self.geometry == "lorentz"
+            and self._compiled_fits
+            and adc_kernel.AVAILABLE
+            and points.shape[0] > 0
+        ):
             return torch.from_numpy(
                 adc_kernel.lorentz_tables(
                     points.detach().contiguous().numpy(),
@@ -594,15 +614,12 @@ class PQIndex:
         each database item is a bag of its ``M`` rows. The sum over a bag runs over
         contiguous ``B``-vectors, so it vectorises across queries.
         """
-        return self._lookup_columns(tables).t().contiguous()
-
-    def _lookup_columns(self, tables: torch.Tensor) -> torch.Tensor:
-        """:meth:`_lookup` transposed: (B, M, K) tables -> (N, B) distances."""
         b, n = tables.shape[0], self.ntotal
         if n == 0 or b == 0:
-            return tables.new_zeros((n, b))
-        weight = tables.reshape(b, self.M * self.K).t().contiguous()
-        return torch.nn.functional.embedding_bag(self._flat_codes(), weight, mode="sum")
+            return tables.new_zeros((b, n))
+        weight = tables.reshape(b, self.M * self.K).t().contiguous()  # (M*K, B)
+        by_item = torch.nn.functional.embedding_bag(self._flat_codes(), weight, mode="sum")
+        return by_item.t().contiguous()  # (N, B) -> (B, N)
 
     def _query_tables(self, query: torch.Tensor, mode: str) -> torch.Tensor:
         if mode == "asymmetric":
@@ -650,14 +667,16 @@ class PQIndex:
             ``1 <= topk <= N``.
         mode : {"asymmetric", "symmetric"}
         batch_size : int, optional
-            Queries per batch. Default: 256 for the kernel; for torch 128, fewer when one
-            ``(batch, N)`` distance buffer would exceed ``2**25`` elements.
-        backend : {"auto", "kernel", "torch"}
-            ``"kernel"``: the compiled scan of :mod:`hihpq_lib.quantization.adc_kernel` (CPU, float32
-            codebooks only). ``"torch"``: table lookups by
-            :func:`~torch.nn.functional.embedding_bag` and :func:`topk_smallest`. ``"auto"``
-            uses the kernel on CPU in float32 when ``N >= 4096`` (below that the torch path
-            is as fast and needs no compilation). Both give the same result.
+            Queries per batch. Default: 256 for the fast path; 128 for the reference path,
+            fewer when one ``(batch, N)`` distance buffer would exceed ``2**25`` elements.
+        backend : {"auto", "compiled", "reference"}
+            ``"reference"``: tables, lookup-sum, :func:`topk_smallest` (any device and
+            dtype). ``"compiled"``: the fused numba scan
+            :func:`hihpq_lib.quantization.adc_kernel.adc_topk` (CPU, float32 codebooks); without numba
+            it falls back to the reference path with a warning. ``"auto"``: the compiled
+            path where it applies (float32 on the CPU, numba importable, finite tables),
+            else the reference path. Both return the same result. The older names
+            ``"kernel"`` and ``"torch"`` mean ``"compiled"`` and ``"reference"``.
 
         Returns
         -------
@@ -669,15 +688,19 @@ class PQIndex:
             raise ValueError(f"mode must be 'asymmetric' or 'symmetric', got {mode!r}")
         if self.ntotal == 0:
             raise ValueError("the index is empty: call add() or add_points() before search()")
-        if not (isinstance(topk, numbers.Integral) and 1 <= topk <= self.ntotal):
+        if not (
+            isinstance(topk, numbers.Integral)
+            and not isinstance(topk, bool)
+            and 1 <= topk <= self.ntotal
+        ):
             raise ValueError(
                 f"topk must be an int with 1 <= topk <= N = {self.ntotal}, got {topk!r}"
             )
-        use_kernel = self._use_kernel(backend)
+        compiled = self._use_compiled(backend)
         if batch_size is None:
             batch_size = (
-                _KERNEL_BATCH
-                if use_kernel
+                _COMPILED_BATCH
+                if compiled
                 else max(1, min(_SEARCH_BATCH, _BUFFER_ELEMENTS // self.ntotal))
             )
         if not (isinstance(batch_size, numbers.Integral) and batch_size >= 1):
@@ -686,13 +709,10 @@ class PQIndex:
         dists, idxs = [], []
         for s in range(0, query_points.shape[0], batch_size):
             tables = self._query_tables(query_points[s : s + batch_size], mode)
-            if use_kernel and bool(torch.isfinite(tables).all()):
-                v, i = adc_kernel.adc_topk(
-                    tables.contiguous().numpy(), self.codes.contiguous().numpy(), topk
-                )
-                v, i = torch.from_numpy(v), torch.from_numpy(i)
-            else:  # torch path (also where a table holds inf or NaN: it rejects NaN)
-                v, i = _topk_smallest_columns(self._lookup_columns(tables), topk)
+            if compiled and self._compiled_safe(tables):
+                v, i = self._search_compiled(tables, topk)
+            else:  # also where a table holds inf or NaN (the reference rejects NaN)
+                v, i = self._search_reference(tables, topk)
             dists.append(v)
             idxs.append(i)
         if not dists:
@@ -700,27 +720,69 @@ class PQIndex:
             return empty, torch.zeros((0, topk), dtype=torch.long, device=empty.device)
         return torch.cat(dists), torch.cat(idxs)
 
+    def _search_reference(
+        self, tables: torch.Tensor, topk: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The reference path: (B, M, K) tables -> lookup-sum (B, N) -> top-k."""
+        dist = self._lookup(tables)  # dist[b, n] = sum_m tables[b, m, codes[n, m]]
+        return topk_smallest(dist, topk)  # ascending, ties: lower index first
+
+    def _search_compiled(
+        self, tables: torch.Tensor, topk: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The fast path: the same result as :meth:`_search_reference`, in one numba scan."""
+        v, i = adc_kernel.adc_topk(tables.contiguous().numpy(), self._np_codes(), topk)
+        return torch.from_numpy(v), torch.from_numpy(i)
+
+    def _np_codes(self):
+        """``self.codes`` as a contiguous uint8 ndarray (a view, no copy)."""
+        return self.codes.contiguous().numpy()
+
+    @staticmethod
+    def _compiled_safe(tables: torch.Tensor) -> bool:
+        """Finite tables whose ``M``-term sums cannot overflow float32 (else: reference)."""
+        return bool(torch.isfinite(tables).all()) and float(tables.abs().amax()) < _F32_SAFE
+
     @property
     def _compiled_fits(self) -> bool:
         """Whether the compiled code of :mod:`hihpq_lib.quantization.adc_kernel` applies: float32 on CPU."""
         fits = self.dtype == torch.float32 and self.codewords.device.type == "cpu"
-        return fits and adc_kernel is not None
+        return fits
 
-    def _use_kernel(self, backend: str) -> bool:
-        """Whether :meth:`search` runs the compiled kernel for this ``backend``."""
+    def _use_compiled(self, backend: str) -> bool:
+        """Whether :meth:`search` takes the compiled path for this ``backend``."""
+        backend = _BACKEND_ALIASES.get(backend, backend)
         if backend not in _BACKENDS:
-            raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
+            names = (*_BACKENDS, *_BACKEND_ALIASES)
+            raise ValueError(f"backend must be one of {names}, got {backend!r}")
+        if backend == "reference":
+            return False
         fits = self._compiled_fits
-        if backend == "kernel" and adc_kernel is None:
-            require("numba", "fast")
-        if backend == "kernel" and not fits:
+        if backend == "compiled" and not fits:
             raise ValueError(
-                "backend='kernel' needs float32 codebooks and codes on the CPU, got "
-                f"{self.dtype} on {self.codes.device}; use backend='torch' or 'auto'"
+                "backend='compiled' needs float32 codebooks and codes on the CPU, got "
+                f"{self.dtype} on {self.codes.device}; use backend='reference' or 'auto'"
             )
-        return backend == "kernel" or (
-            backend == "auto" and fits and self.ntotal >= _THRESHOLD_MIN_N
-        )
+        if not adc_kernel.AVAILABLE:
+            if backend == "compiled":
+                warnings.warn(
+                    "numba is not importable: PQIndex.search takes the reference path "
+                    '(pip install "hihpq[fast]" for the compiled one)',
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+            return False
+        return fits
+
+    # ------------------------------------------------------------------ faiss
+    def to_faiss(self) -> FaissPQ:
+        """The same codes in a faiss ``IndexPQ`` (inner-product or L2 metric), as a :class:`FaissPQ`.
+
+        Needs faiss (the ``fast`` extra: ``pip install "hihpq[fast]"``), imported only here. See :class:`FaissPQ`
+        for the exact correspondence and the re-ranking of ``"geodesic"`` and
+        ``"euclidean"``.
+        """
+        return FaissPQ(self)
 
     # ------------------------------------------------------------------ persistence
     def save(self, folder: str | os.PathLike) -> Path:
@@ -828,3 +890,142 @@ class PQIndex:
                 f"{(index.M, index.K, index.dim, index.ntotal)} but {index_path} says {expected}"
             )
         return index
+
+
+def _import_faiss():
+    """faiss, or an ImportError naming the extra that brings it (``hihpq[fast]``)."""
+    return require("faiss", "fast")
+
+
+class FaissPQ:
+    r"""A :class:`PQIndex`'s codes in a faiss ``IndexPQ``, with the matching query transform.
+
+    **Squared Lorentzian distance is an inner product.** For points of
+    :math:`\mathbb H^n_k` (time coordinate first),
+
+    .. math:: \|q - c\|^2_{\mathcal L} = -2k - 2\langle q, c\rangle_{\mathcal L}
+              = -2k - 2\,(\tilde q \cdot c), \qquad \tilde q = (-q_0, q_1, \dots, q_n),
+
+    with :math:`\cdot` the Euclidean dot product. Summed over the ``M`` subspaces, the
+    ``"sqlorentz"`` ADC distance to item ``n`` is
+    :math:`-2\sum_m k_m - 2\,\tilde q \cdot c(n)`, where :math:`c(n)` concatenates the
+    item's codewords. The smallest distances are the largest inner products, so a faiss
+    ``IndexPQ(M * D', M, 8, METRIC_INNER_PRODUCT)`` whose centroids are the Lorentz
+    codewords ranks the database as we do once each query sub-point has its time
+    coordinate negated. :meth:`search` returns our distances, :math:`-2\sum_m k_m - 2\,IP`.
+    Equal up to float32 rounding (our tables switch to the difference form for nearly
+    identical points and clamp at 0; faiss sums the inner products in its own order), so
+    two items whose distances differ by a rounding error may swap.
+
+    ``"sqeuclidean"`` is faiss's own ``METRIC_L2`` PQ (exact, queries unchanged).
+
+    ``"geodesic"`` (and ``"euclidean"``) are sums of a non-linear function of each
+    subspace's squared distance, not an inner product: faiss returns ``candidates`` items
+    per query by the squared distance, and :meth:`search` re-ranks them by the
+    :class:`PQIndex`'s own tables. Not exact: ``benchmarks/adc_throughput.py`` measures
+    the recall against the exact search.
+
+    Codebooks with ``K < 256`` are padded to 256 (the padding is never referenced), so
+    codes stay one byte per subspace. faiss holds its own copy of the codes
+    (``N * M`` bytes).
+
+    Attributes
+    ----------
+    index : faiss.IndexPQ
+        Usable on its own with :meth:`query_vectors` (e.g. to build an IVF or sharded index
+        from the same codebooks).
+    pq : PQIndex
+        The source index (its tables re-rank non-exact metrics).
+    exact : bool
+        Whether faiss's ranking is the :class:`PQIndex`'s ranking (``"sqlorentz"``,
+        ``"sqeuclidean"``).
+
+    Examples
+    --------
+    >>> g = torch.Generator().manual_seed(0)
+    >>> v = 0.3 * torch.randn(2, 256, 3, generator=g)  # M = 2, K = 256, on H^3 (k = 1)
+    >>> cw = torch.cat([torch.sqrt(1 + (v * v).sum(-1, keepdim=True)), v], -1)
+    >>> index = PQIndex(cw, metric="sqlorentz")
+    >>> index.add(torch.randint(0, 256, (500, 2), generator=g).to(torch.uint8))
+    >>> q = index.decode(index.codes[:3])  # 3 queries: the codewords of items 0, 1, 2
+    >>> fx = index.to_faiss()
+    >>> bool((fx.search(q, 5)[1] == index.search(q, 5)[1]).all())
+    True
+    """
+
+    def __init__(self, pq: PQIndex):
+        faiss = _import_faiss()
+        self.pq = pq
+        self.exact = pq.metric in ("sqlorentz", "sqeuclidean")
+        self.lorentz = pq.geometry == "lorentz"
+        cw = pq.codewords.detach().to("cpu", torch.float32)
+        if pq.K < 256:  # faiss's byte codes need 2**8 centroids per subspace
+            cw = torch.cat([cw, cw.new_zeros((pq.M, 256 - pq.K, pq.dim))], 1)
+        metric = faiss.METRIC_INNER_PRODUCT if self.lorentz else faiss.METRIC_L2
+        index = faiss.IndexPQ(pq.M * pq.dim, pq.M, 8, metric)
+        faiss.copy_array_to_vector(cw.contiguous().numpy().ravel(), index.pq.centroids)
+        index.is_trained = True
+        if pq.ntotal:
+            index.add_sa_codes(pq.codes.cpu().contiguous().numpy())
+        self.index = index
+        # -2 sum_m k_m: the constant of the sqlorentz distance, in float64
+        self._offset = -2.0 * float(pq.k.double().sum()) if self.lorentz else 0.0
+
+    @property
+    def ntotal(self) -> int:
+        """Number of database items in the faiss index."""
+        return int(self.index.ntotal)
+
+    def query_vectors(self, query_points: torch.Tensor):
+        """The faiss query rows: ``(Q, M * D')`` float32 ndarray (Lorentz: time negated)."""
+        q = self.pq._check_points(query_points, "query_points").detach().to("cpu", torch.float32)
+        if self.lorentz:
+            q = q.clone()
+            q[..., 0] = -q[..., 0]
+        return q.reshape(q.shape[0], -1).contiguous().numpy()
+
+    def search(
+        self, query_points: torch.Tensor, topk: int, *, candidates: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``topk`` nearest items by faiss, in :meth:`PQIndex.search`'s format.
+
+        Parameters
+        ----------
+        query_points : (Q, M, D') float tensor
+        topk : int
+            ``1 <= topk <= N``.
+        candidates : int, optional
+            Non-exact metrics only: items faiss returns per query before the re-ranking
+            (default ``max(4 * topk, topk + 100)``, at most ``N``).
+
+        Returns
+        -------
+        dist : (Q, topk) float32 tensor in the index's metric, ascending
+        idx : (Q, topk) int64 tensor
+        """
+        n = self.ntotal
+        if n == 0:
+            raise ValueError("the index is empty: add codes to the PQIndex before to_faiss()")
+        if not (
+            isinstance(topk, numbers.Integral) and not isinstance(topk, bool) and 1 <= topk <= n
+        ):
+            raise ValueError(f"topk must be an int with 1 <= topk <= N = {n}, got {topk!r}")
+        q = self.query_vectors(query_points)
+        if self.exact:
+            scores, idx = self.index.search(q, int(topk))
+            dist = self._offset - 2.0 * scores.astype("float64") if self.lorentz else scores
+            return torch.from_numpy(dist).float(), torch.from_numpy(idx).long()
+        c = max(4 * topk, topk + 100) if candidates is None else candidates
+        if not (isinstance(c, numbers.Integral) and c >= topk):
+            raise ValueError(f"candidates must be an int >= topk = {topk}, got {candidates!r}")
+        _, cand = self.index.search(q, int(min(c, n)))
+        cand = torch.sort(torch.from_numpy(cand).long(), dim=1).values  # ties: lower index
+        tables = self.pq._tables(self.pq._check_points(query_points, "query_points"))
+        codes = self.pq.codes[cand].long()  # (Q, C, M)
+        dist = torch.gather(
+            tables.unsqueeze(1).expand(-1, cand.shape[1], -1, -1),
+            3,
+            codes.unsqueeze(-1),
+        )[..., 0].sum(-1)  # (Q, C): the same per-subspace values as the PQIndex's tables
+        vals, pos = topk_smallest(dist, int(topk))
+        return vals, torch.gather(cand, 1, pos)
