@@ -28,8 +28,10 @@ for _name in (
     except ImportError:
         pass
 
-#: Variables pytest itself changes between the phases of a test.
-_PYTEST_OWN = {"PYTEST_CURRENT_TEST"}
+#: Variables pytest itself changes between the phases of a test, and torch's own cache
+#: folder, which torch sets (to its default) the first time it needs it: without the
+#: extras imported above, that can happen inside any test.
+_PYTEST_OWN = {"PYTEST_CURRENT_TEST", "TORCHINDUCTOR_CACHE_DIR"}
 
 
 @pytest.fixture(autouse=True)
@@ -51,3 +53,21 @@ def _environment_is_restored():
         f"the test changed os.environ and did not restore it: {', '.join(changed)} "
         "(use monkeypatch.setenv or unittest.mock.patch.dict)"
     )
+
+
+#: Doctests that need an optional package (an extra): skipped, with the reason, on a lean
+#: install (``pip install hihpq`` without extras), where the core's tests still run.
+_DOCTEST_NEEDS = {
+    "hihpq_lib.quantization.adc_kernel.": "numba",
+    "hihpq_lib.quantization.index.FaissPQ": "faiss",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for prefix, module in _DOCTEST_NEEDS.items():
+            if type(item).__name__ == "DoctestItem" and item.name.startswith(prefix):
+                try:
+                    importlib.import_module(module)
+                except ImportError:
+                    item.add_marker(pytest.mark.skip(reason=f"needs {module} (an extra)"))

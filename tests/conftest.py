@@ -2,12 +2,16 @@
 
 import os
 
-import matplotlib
 import pytest
 import torch
 from hypothesis import settings
 
-matplotlib.use("Agg")
+try:  # the viz extra; a lean install (no extras) runs the core tests without it
+    import matplotlib
+except ImportError:
+    matplotlib = None
+else:
+    matplotlib.use("Agg")
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 # A fixed thread budget (runtime.thread_budget): without it every stage and training run
 # would size its threads from the cores free at that moment, and two runs that a test
