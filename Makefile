@@ -78,7 +78,9 @@ book: $(STAMP)
 # protocol I with all 50,000 training images (1 seed, about 37 minutes, peak 4.5 GB), and
 # its Euclidean rows in a folder of their own (about 10 minutes; notebook 07 merges them),
 # and a seed study of hyperbolic vs Euclidean at protocol I / 32 bits (3 seeds each; one
-# folder deeper, so notebook 07's table keeps the one-seed protocol I run).
+# folder deeper, so notebook 07's table keeps the one-seed protocol I run); then the float32 stress
+# test, the hierarchy memory study and the ADC sweep (top 10 / 100 / 1000 × N × threads vs
+# faiss IndexPQ, and PQIndex.to_faiss() at 1M and 10M codes).
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run_all --protocols II --bits 16 32 64 --epochs 12 --seeds 3 \
 	  --threads 2 --quiet --out benchmarks/results/protocol_ii
@@ -93,6 +95,9 @@ bench: $(STAMP)
 	  --out benchmarks/results/seeds/protocol_i_32bits
 	$(BIN)/python -m benchmarks.float32_stress
 	$(BIN)/python -m benchmarks.hierarchy_memory
+	$(BIN)/python -m benchmarks.adc_throughput --n 50000 500000 --m 4 --topk 10 100 1000 \
+	  --threads 1 2 --repeats 3 --to-faiss-n 1000000 10000000 --to-faiss-queries 100 \
+	  --json benchmarks/results/adc_throughput.json --md benchmarks/results/adc_throughput.md
 
 clean-notebooks:
 	rm -rf $(NB_OUT)
