@@ -2,9 +2,11 @@
 
 ::
 
-    hihpq prepare [CONFIG] [--set key=value ...] [--data PATH]
+    hihpq prepare [CONFIG] [--set key=value ...] [--data PATH] [--query-data FOLDER]
+                  [--superclasses FILE | --hierarchy FILE]
     hihpq train CONFIG [--set key=value ...] [--out DIR] [--resume] [--data PATH]
-    hihpq evaluate RUN [--json]
+                [--query-data FOLDER] [--superclasses FILE | --hierarchy FILE]
+    hihpq evaluate RUN [--json] [--data PATH] [--query-data FOLDER] [--hierarchy FILE]
     hihpq search RUN IMAGE [--k N]
     hihpq demo [--quick] [--out DIR] [--data PATH]
 
@@ -41,8 +43,52 @@ def _add_config_args(p: argparse.ArgumentParser, config_required: bool) -> None:
         help="override a config key (repeatable), e.g. --set epochs=10",
     )
     p.add_argument(
-        "--data", default=None, help="dataset source (CIFAR-10 root, image tree or .tar.gz)"
+        "--data",
+        default=None,
+        metavar="PATH",
+        help="dataset source: a CIFAR-10 root, image tree or .tar.gz; or, with "
+        "`dataset: folder` (configs/cpu/cpu_folder_32bits.yaml or --set dataset=folder), "
+        "an image folder PATH/<class>/<image>",
     )
+    _add_folder_args(p)
+
+
+def _add_folder_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--query-data",
+        default=None,
+        metavar="FOLDER",
+        help="image folders only: a second folder with the same class sub-folders (e.g. an "
+        "official val/); all its images are the test queries, --data is database + training "
+        "set (config key query_data)",
+    )
+    p.add_argument(
+        "--superclasses",
+        default=None,
+        metavar="FILE",
+        help="two-level hierarchy: 'class superclass' lines or a JSON object (config key "
+        "superclass_file); adds superclass mAP and ARI/NMI",
+    )
+    p.add_argument(
+        "--hierarchy",
+        default=None,
+        metavar="FILE",
+        help="multi-level hierarchy: JSON class -> ancestor chain, root first (a list, or "
+        '{"ancestors": [...]}, e.g. WordNet\'s); mAP and ARI/NMI at each depth of '
+        "hierarchy_levels (default auto) (config key hierarchy_file)",
+    )
+
+
+_FOLDER_EPILOG = """image folders:
+  hihpq train configs/cpu/cpu_folder_32bits.yaml --data FOLDER
+  hihpq train configs/cpu/cpu_folder_32bits.yaml --data DATA/train --query-data DATA/val \\
+      --hierarchy DATA/hierarchy.json --set "hierarchy_levels=[3, 5]"
+A config with `dataset: cifar10` given a folder that is not CIFAR-10 stops and says so:
+add --set dataset=folder or use the folder profile. Without --query-data, 10% of the
+smallest class per class are the test queries and the rest is database and training set;
+splits.json records the rule. num_clusters: auto picks [4C, 2C, C] for C classes (capped
+at a tenth of the training images). README, "Your own image folder".
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,10 +97,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = ap.add_subparsers(dest="command", required=True)
     p = sub.add_parser(
-        "prepare", help="load data, make splits, cache frozen features and the augmentation bank"
+        "prepare",
+        help="load data, make splits, cache frozen features and the augmentation bank",
+        epilog=_FOLDER_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_config_args(p, config_required=False)
-    p = sub.add_parser("train", help="train and evaluate a model (writes a run folder)")
+    p = sub.add_parser(
+        "train",
+        help="train and evaluate a model (writes a run folder)",
+        epilog=_FOLDER_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _add_config_args(p, config_required=True)
     p.add_argument("--out", default=None, help="run folder (default: runs/<config name>)")
     p.add_argument(
@@ -74,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="dataset source (default: the locally configured one; a path stored in "
         "the run folder is never followed)",
     )
+    _add_folder_args(p)
     p = sub.add_parser("search", help="query a trained run's index with an image file")
     p.add_argument("run", help="run folder")
     p.add_argument("image", help="image file (any format PIL reads)")
@@ -91,9 +146,19 @@ def _config(args):
     from hihpq_lib.learning.config import load_config
 
     overrides = list(args.overrides)
-    if getattr(args, "data", None):
-        overrides.append(f"data={args.data}")
+    for opt, key in _PATH_OPTIONS.items():
+        if getattr(args, opt, None):
+            overrides.append(f"{key}={getattr(args, opt)}")
     return load_config(args.config, overrides)
+
+
+#: CLI options that set a path config key.
+_PATH_OPTIONS = {
+    "data": "data",
+    "query_data": "query_data",
+    "superclasses": "superclass_file",
+    "hierarchy": "hierarchy_file",
+}
 
 
 def _cmd_prepare(args) -> int:
@@ -110,12 +175,14 @@ def _cmd_prepare(args) -> int:
 
 
 def _print_results(res: dict) -> None:
-    keys = [k for k in res if k.startswith("map@")]
+    print(f"dataset                      {res.get('dataset')} ({res.get('split')})")
+    keys = [k for k in res if k.startswith("map@") and not isinstance(res[k], dict)]
     for k in keys:
         print(f"{k:<28} {res[k]:.4f}")
     print(
         f"validation-selected epoch     {res['val_selected_epoch']} (val mAP {res['val_map_best']:.4f})"
     )
+    _print_levels(res)
     for name, sec in res.get("stage_seconds", {}).items():
         print(f"  {name:<24} {sec:8.1f} s")
     if "peak_rss_mb" in res:
@@ -135,18 +202,23 @@ def _cmd_train(args) -> int:
 def _cmd_evaluate(args) -> int:
     import dataclasses
 
-    from hihpq_lib.app.pipeline import check_run_stamps, prepare
+    from hihpq_lib.app.pipeline import (
+        check_run_stamps,
+        hierarchy_results,
+        prepare,
+        pseudo_hierarchy_report,
+    )
     from hihpq_lib.data import DatasetNotFoundError
-    from hihpq_lib.learning.training import evaluate_map, load_model
+    from hihpq_lib.learning.training import evaluate_levels, load_model
 
     run = Path(args.run)
     if not (run / "checkpoint.pt").is_file():
         raise FileNotFoundError(
             f"{run} is not a run folder (no checkpoint.pt); train one with `hihpq train`"
         )
-    check_run_stamps(run)
+    ck = check_run_stamps(run)
     model, cfg = load_model(run, "final")
-    # A run folder may come from someone else: the data path stored in it is never
+    # A run folder may come from someone else: the data paths stored in it are never
     # followed (a hostile folder could run code when read). --data, or the local setup.
     stored = cfg.data
     if args.data is None and cfg.dataset != "cifar10" and stored:
@@ -154,7 +226,18 @@ def _cmd_evaluate(args) -> int:
             f"{run} was trained on {cfg.dataset} data at {stored}; a path stored in a run "
             "folder is not followed: pass --data PATH (your copy of that dataset)"
         )
-    cfg = dataclasses.replace(cfg, data=args.data)
+    if cfg.query_data and not args.query_data:
+        raise DatasetNotFoundError(
+            f"{run} took its queries from the folder {cfg.query_data}; a path stored in a run "
+            "folder is not followed: pass --query-data FOLDER (your copy of it)"
+        )
+    cfg = dataclasses.replace(
+        cfg,
+        data=args.data,
+        query_data=args.query_data,
+        superclass_file=args.superclasses,
+        hierarchy_file=args.hierarchy,
+    )
     if stored and stored != args.data and not args.json:
         print(
             f"note: the run was trained on data at {stored}; evaluating on "
@@ -163,18 +246,46 @@ def _cmd_evaluate(args) -> int:
         )
     prep = prepare(cfg, progress=not args.json)
     q, db = prep.split("query"), prep.split("database")
+    ql, dl = prep.level_labels("query"), prep.level_labels("database")
+    levels = {k: (ql[k], dl[k]) for k in ql}
     best, _ = load_model(run, "best", in_dim=prep.feats.shape[1])
+    final_levels = evaluate_levels(model, q.feats, db.feats, levels, cfg.topk, cfg.symmetric)
+    best_levels = evaluate_levels(best, q.feats, db.feats, levels, cfg.topk, cfg.symmetric)
     res = {
         "run": str(run),
-        f"map@{cfg.topk}_final": evaluate_map(model, q, db, cfg.topk, cfg.symmetric),
-        f"map@{cfg.topk}_val_selected": evaluate_map(best, q, db, cfg.topk, cfg.symmetric),
+        "dataset": prep.dataset.display_name,
+        f"map@{cfg.topk}_final": final_levels["class"],
+        f"map@{cfg.topk}_val_selected": best_levels["class"],
+        **hierarchy_results(prep, cfg, final_levels, best_levels),
+        "pseudo_hierarchy": pseudo_hierarchy_report(run, prep, ck.get("run_id")),
     }
     if args.json:
         print(json.dumps(res))
     else:
-        for k, v in res.items():
+        for k in ("run", "dataset", f"map@{cfg.topk}_final", f"map@{cfg.topk}_val_selected"):
+            v = res[k]
             print(f"{k:<28} {v if isinstance(v, str) else f'{v:.4f}'}")
+        _print_levels(res)
     return 0
+
+
+def _print_levels(res: dict) -> None:
+    """Per-level mAP and the pseudo hierarchy's ARI/NMI (when there is a hierarchy)."""
+    key = next((k for k in res if k.endswith("_levels_val_selected")), None)
+    if key is None or len(res[key]) < 2:
+        return
+    nodes = res.get("hierarchy", {}).get("levels", {})
+    print(f"{key.split('_')[0]} by level (validation-selected model):")
+    for level, value in res[key].items():
+        print(f"  {level:<14} {nodes.get(level, '?'):>6} nodes  {value:.4f}")
+    pseudo = res.get("pseudo_hierarchy")
+    if pseudo:
+        print(
+            f"pseudo hierarchy (Ward clusters of epoch {pseudo['epoch']}) vs true levels, ARI / NMI:"
+        )
+        for level, rows in pseudo["agreement"].items():
+            cells = "  ".join(f"{r['n_clusters']}: {r['ari']:.3f} / {r['nmi']:.3f}" for r in rows)
+            print(f"  {level:<14} {cells}")
 
 
 def _cmd_search(args) -> int:

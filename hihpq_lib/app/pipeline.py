@@ -25,17 +25,20 @@ import torch
 from hihpq_lib import data as D
 from hihpq_lib.data.backbones import build_backbone
 from hihpq_lib.data.features import FeatureCache, augmentation_bank, extract_features, feature_key
-from hihpq_lib.learning.config import TrainConfig
+from hihpq_lib.evaluation.metrics import hierarchy_agreement
+from hihpq_lib.learning.config import TrainConfig, resolve_num_clusters
 from hihpq_lib.learning.training import (
     BEST,
     CHECKPOINT,
+    PSEUDO_HIERARCHY,
     FeatureSplit,
     OnlineViews,
     TrainingData,
     check_stamp,
-    evaluate_map,
+    evaluate_levels,
     load_checkpoint,
     load_model,
+    load_pseudo_hierarchy,
     train,
 )
 from hihpq_lib.utils.atomic import atomic_write_text, clean_stale_tmp
@@ -55,6 +58,12 @@ __all__ = [
     "run_folder",
     "check_run_folder",
     "check_run_stamps",
+    "load_data",
+    "class_chains",
+    "hierarchy_levels",
+    "hierarchy_results",
+    "pseudo_hierarchy_report",
+    "run_config",
 ]
 
 
@@ -97,6 +106,12 @@ class Prepared:
     feats: torch.Tensor
     bank: torch.Tensor
     timer: StageTimer = field(default_factory=StageTimer)
+    levels: dict = field(default_factory=dict)
+
+    def level_labels(self, name: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Per hierarchy level, (labels of ``splits.<name>``) for :func:`evaluate_levels`."""
+        idx = np.asarray(getattr(self.splits, name))
+        return {k: torch.as_tensor(v[idx]) for k, v in self.levels.items()}
 
     def rows(self, indices) -> torch.Tensor:
         pos = np.searchsorted(self.feat_index, np.asarray(indices))
@@ -142,18 +157,79 @@ def _warn_if_one_class(ds: D.ImageDataset, splits: D.Splits) -> None:
 
 
 def load_data(cfg: TrainConfig, progress: bool = True) -> D.ImageDataset:
-    """The dataset a config names (CIFAR-10 through the source-resolution order)."""
+    """The dataset a config names (CIFAR-10 through the source-resolution order).
+
+    ``dataset: cifar10`` with ``data`` pointing at a class-per-subfolder tree that is not
+    CIFAR-10 fails with one line naming the fix (``--set dataset=folder`` or the folder
+    profile); nothing is guessed.
+    """
     if cfg.dataset == "cifar10":
-        return D.load_cifar10(cfg.data, progress=progress)
+        try:
+            return D.load_cifar10(cfg.data, progress=progress)
+        except D.DatasetNotFoundError:
+            if cfg.data and D.looks_like_image_folder(cfg.data):
+                raise D.DatasetNotFoundError(
+                    f"{cfg.data} is an image folder (one sub-folder per class), not CIFAR-10, "
+                    "and the config says dataset: cifar10; add --set dataset=folder or use "
+                    "configs/cpu/cpu_folder_32bits.yaml"
+                ) from None
+            raise
     if cfg.dataset in ("flickr25k", "nuswide"):
         return D.load_dataset(cfg.dataset, root=cfg.data)
     if cfg.dataset == "folder":
         if not cfg.data:
             raise D.DatasetNotFoundError(
-                "dataset 'folder' needs data=PATH (a folder of class folders)"
+                "dataset 'folder' needs data=PATH (a folder of class folders): pass --data FOLDER"
             )
-        return D.load_image_folder(cfg.data)
+        return D.load_image_folder(
+            cfg.data, superclass_file=cfg.superclass_file, query_root=cfg.query_data
+        )
     return D.load_dataset(cfg.dataset)  # raises with the list of known names
+
+
+def class_chains(cfg: TrainConfig, ds: D.ImageDataset) -> dict[str, list[str]] | None:
+    """Every class's ancestor chain (root first): from ``cfg.hierarchy_file``, else from
+    ``cfg.superclass_file`` or the dataset's own superclasses (one level); ``None`` if none."""
+    if cfg.hierarchy_file:
+        return D.read_hierarchy_file(cfg.hierarchy_file, ds.class_names)
+    if cfg.superclass_file:
+        return D.superclass_chains(D.read_superclass_file(cfg.superclass_file, ds.class_names))
+    if ds.superclass_of:
+        return D.superclass_chains(ds.superclass_of)
+    return None
+
+
+def hierarchy_levels(cfg: TrainConfig, ds: D.ImageDataset) -> dict[str, np.ndarray]:
+    """The label of every item at each level the run evaluates at.
+
+    ``"class"`` always (the dataset's labels); with a hierarchy file, ``"depth d"`` for each
+    depth of ``cfg.hierarchy_levels`` (the ancestor at that depth, see
+    :mod:`hihpq_lib.data.taxonomy`); with superclasses, ``"superclass"``.
+    Multi-label datasets get ``"class"`` only.
+    """
+    levels = {"class": np.asarray(ds.labels)}
+    if ds.is_multilabel:
+        return levels
+    chains = class_chains(cfg, ds)
+    if chains is None:
+        return levels
+    if cfg.hierarchy_file:
+        depths = D.resolve_levels(chains, cfg.hierarchy_levels)
+    else:
+        depths = [0]
+    for name, (class_to_node, _) in D.level_labels(chains, ds.class_names, depths).items():
+        key = name if cfg.hierarchy_file else "superclass"
+        levels[key] = class_to_node[np.asarray(ds.labels)]
+    return levels
+
+
+def run_config(cfg: TrainConfig, ds: D.ImageDataset, splits: D.Splits) -> TrainConfig:
+    """``cfg`` with ``num_clusters: auto`` resolved from the data
+    (:func:`~hihpq_lib.learning.config.resolve_num_clusters`)."""
+    if cfg.num_clusters != "auto":
+        return cfg
+    counts = resolve_num_clusters("auto", ds.n_classes, len(np.asarray(splits.train)))
+    return dataclasses.replace(cfg, num_clusters=counts)
 
 
 def make_run_splits(cfg: TrainConfig, ds: D.ImageDataset) -> D.Splits:
@@ -247,6 +323,7 @@ def prepare(cfg: TrainConfig, *, progress: bool = True, run_dir: Path | None = N
     with timer("load images"):
         ds = load_data(cfg, progress)
         splits = make_run_splits(cfg, ds)
+        levels = hierarchy_levels(cfg, ds)  # a bad hierarchy file fails before features
     if run_dir is not None:
         D.save_splits(splits, Path(run_dir) / "splits.json")
     _warn_if_one_class(ds, splits)
@@ -295,7 +372,7 @@ def prepare(cfg: TrainConfig, *, progress: bool = True, run_dir: Path | None = N
                 progress=progress,
             ).half(),
         )
-    return Prepared(cfg, ds, splits, needed, feats, bank, timer)
+    return Prepared(cfg, ds, splits, needed, feats, bank, timer, levels)
 
 
 @dataclass
@@ -307,6 +384,11 @@ class PreparedOnline:
     splits: D.Splits
     online: OnlineViews
     timer: StageTimer = field(default_factory=StageTimer)
+    levels: dict = field(default_factory=dict)
+
+    def level_labels(self, name: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        idx = np.asarray(getattr(self.splits, name))
+        return {k: torch.as_tensor(v[idx]) for k, v in self.levels.items()}
 
     def images(self, name: str) -> np.ndarray:
         size = None if self.dataset.in_memory else 224
@@ -342,12 +424,13 @@ def prepare_online(
     with timer("load images"):
         ds = load_data(cfg, progress)
         splits = make_run_splits(cfg, ds)
+        levels = hierarchy_levels(cfg, ds)
     if run_dir is not None:
         D.save_splits(splits, Path(run_dir) / "splits.json")
     kwargs = {"trainable_layer_num": cfg.trainable_layers} if cfg.backbone == "vgg16" else {}
     backbone = build_backbone(cfg.backbone, pretrained=cfg.pretrained, **kwargs)
     online = OnlineViews(backbone, None, cfg.resolution, device=cfg.device)
-    return PreparedOnline(cfg, ds, splits, online, timer)
+    return PreparedOnline(cfg, ds, splits, online, timer, levels)
 
 
 #: What a run writes into its folder (``--overwrite`` removes exactly these).
@@ -360,6 +443,7 @@ RUN_FILES = (
     "results.json",
     "index",
     "database_indices.npy",
+    PSEUDO_HIERARCHY,
 )
 
 
@@ -402,8 +486,10 @@ def check_run_folder(
         ckpt = out / CHECKPOINT
         if ckpt.is_file():
             ck = load_checkpoint(ckpt)
-            if ck.get("config") != cfg.to_dict():
-                theirs, ours = ck.get("config") or {}, cfg.to_dict()
+            theirs, ours = ck.get("config") or {}, cfg.to_dict()
+            if ours.get("num_clusters") == "auto":  # resolved from the data when it trained
+                ours["num_clusters"] = theirs.get("num_clusters")
+            if theirs != ours:
                 diff = sorted(
                     k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k)
                 )
@@ -480,35 +566,41 @@ def run_experiment(
         prepared = make(cfg, progress=progress, run_dir=out)
     prep = prepared
     D.save_splits(prep.splits, out / "splits.json")
+    run_cfg = run_config(cfg, prep.dataset, prep.splits)
     timer = prep.timer
     with timer("train"):
-        res = train(cfg, prep.training_data(), out, resume=resume, progress=progress)
+        res = train(run_cfg, prep.training_data(), out, resume=resume, progress=progress)
     query, database = prep.split("query"), prep.split("database")
+    ql, dl = prep.level_labels("query"), prep.level_labels("database")
     with timer("encode + search + mAP"):
-        final_map = evaluate_map(res["model"], query, database, cfg.topk, cfg.symmetric)
+        final_levels = _levels_map(res["model"], query, database, ql, dl, cfg)
     best_model, _ = load_model(out, "best", in_dim=query.feats.shape[1])
     best_backbone = load_checkpoint(out / "best.pt").get("backbone")
     if isinstance(prep, PreparedOnline) and best_backbone is not None:
         # the backbone trained too: the selected epoch's features come from its backbone
         final_backbone = {k: v.clone() for k, v in prep.online.backbone.state_dict().items()}
         prep.online.backbone.load_state_dict(best_backbone)
-        best_map = evaluate_map(
-            best_model, prep.split("query"), prep.split("database"), cfg.topk, cfg.symmetric
+        best_levels = _levels_map(
+            best_model, prep.split("query"), prep.split("database"), ql, dl, cfg
         )
         prep.online.backbone.load_state_dict(final_backbone)
     else:
-        best_map = evaluate_map(best_model, query, database, cfg.topk, cfg.symmetric)
+        best_levels = _levels_map(best_model, query, database, ql, dl, cfg)
+    final_map, best_map = final_levels["class"], best_levels["class"]
     index = res["model"].build_index(
-        database.feats, metadata={"config": cfg.to_dict(), "run_id": res["run_id"]}
+        database.feats, metadata={"config": run_cfg.to_dict(), "run_id": res["run_id"]}
     )
     index.save(out / "index")
     np.save(out / "database_indices.npy", np.asarray(prep.splits.database))
+    is_cifar = cfg.dataset == "cifar10"
     results = {
         "name": cfg.name,
         "run_id": res["run_id"],
         "threads": res["threads"],
-        "dataset": cfg.dataset,
-        "protocol": cfg.protocol,
+        "dataset": prep.dataset.display_name,
+        "dataset_kind": cfg.dataset,
+        "protocol": cfg.protocol if is_cifar else None,
+        "split": f"protocol {cfg.protocol}" if is_cifar else _split_label(prep.splits),
         "bits": cfg.bits,
         "geometry": cfg.geometry,
         f"map@{cfg.topk}_final": final_map,
@@ -517,11 +609,83 @@ def run_experiment(
         "val_map_best": res["best_val_map"],
         "val_map_final": res["final_val_map"],
         "epochs": cfg.epochs,
+        "n_classes": prep.dataset.n_classes,
+        "num_clusters": list(run_cfg.num_clusters),
         "n_query": len(query.feats),
         "n_database": len(database.feats),
         "n_train": len(prep.splits.train),
+        **hierarchy_results(prep, cfg, final_levels, best_levels),
+        "pseudo_hierarchy": pseudo_hierarchy_report(out, prep, res["run_id"]),
         "stage_seconds": {k: round(v, 2) for k, v in timer.seconds.items()},
         "peak_rss_mb": round(peak_rss_mb(), 1),
     }
     atomic_write_text(out / "results.json", json.dumps(results, indent=2))
     return {**results, "model": res["model"], "prepared": prep, "history": res["history"]}
+
+
+def _split_label(splits: D.Splits) -> str:
+    source = splits.meta.get("query_source")
+    return "folder split" + (f" (queries from the {source})" if source else "")
+
+
+def _levels_map(model, query: FeatureSplit, database: FeatureSplit, ql, dl, cfg) -> dict:
+    levels = {k: (ql[k], dl[k]) for k in ql}
+    return evaluate_levels(model, query.feats, database.feats, levels, cfg.topk, cfg.symmetric)
+
+
+def hierarchy_results(prep, cfg: TrainConfig, final_levels: dict, best_levels: dict) -> dict:
+    """The per-level part of ``results.json``: what the hierarchy is and mAP at each level
+    (``class`` included) for the final and the validation-selected model."""
+    source = (
+        "hierarchy_file"
+        if cfg.hierarchy_file
+        else "superclass_file"
+        if cfg.superclass_file
+        else "dataset"
+        if len(prep.levels) > 1
+        else None
+    )
+    nodes = {k: int(len(np.unique(v))) for k, v in prep.levels.items() if np.asarray(v).ndim == 1}
+    return {
+        "hierarchy": {"source": source, "levels": nodes},
+        f"map@{cfg.topk}_levels_final": final_levels,
+        f"map@{cfg.topk}_levels_val_selected": best_levels,
+    }
+
+
+def pseudo_hierarchy_report(run_dir: str | Path, prep, run_id: str | None = None) -> dict | None:
+    """ARI and NMI of the learned pseudo hierarchy against every true level.
+
+    The pseudo hierarchy is the Ward clustering of the training images at the last epoch
+    that clustered (``pseudo_hierarchy.npz``, one partition per granularity of
+    ``num_clusters``); each is compared with the training images' labels at every level
+    of ``prep.levels`` (class, superclass or the chosen depths) with
+    :func:`~hihpq_lib.evaluation.metrics.hierarchy_agreement`. ``None`` when the run never
+    clustered, or the file belongs to another run or training set.
+    """
+    loaded = load_pseudo_hierarchy(Path(run_dir) / PSEUDO_HIERARCHY)
+    if loaded is None:
+        return None
+    labels, epoch, stamp = loaded
+    train_idx = np.asarray(prep.splits.train)
+    if (run_id is not None and stamp != run_id) or any(
+        len(lab) != len(train_idx) for lab in labels
+    ):
+        return None
+    names = [f"{len(np.unique(lab))} clusters" for lab in labels]
+    agreement = {}
+    for level, lab in prep.levels.items():
+        lab = np.asarray(lab)
+        if lab.ndim != 1:
+            continue
+        rows = hierarchy_agreement(labels, lab[train_idx], level_names=names)
+        agreement[level] = [
+            {
+                "granularity": r["level"],
+                "n_clusters": r["n_clusters"],
+                "ari": round(r["ari_class"], 4),
+                "nmi": round(r["nmi_class"], 4),
+            }
+            for r in rows
+        ]
+    return {"epoch": epoch, "n_train": int(len(train_idx)), "agreement": agreement}

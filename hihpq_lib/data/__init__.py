@@ -20,7 +20,8 @@ side only: ``val_query`` (``n_val_per_class`` images per class drawn from the da
 ``(val_query, val_database)``; the test queries are never looked at.
 
 Modules: ``dataset`` (the :class:`ImageDataset` container), ``images`` (image I/O),
-``sources`` (archives and the dataset readers), ``splits`` (the protocols' splits); their
+``sources`` (archives and the dataset readers), ``splits`` (the protocols' splits),
+``taxonomy`` (class hierarchies read from files and their levels); their
 public names are re-exported here. Next to them, ``transforms`` (evaluation transform and
 augmentations), ``backbones`` (frozen feature extractors) and ``features`` (the feature cache)
 are imported on their own.
@@ -52,26 +53,38 @@ from hihpq_lib.data.sources import (
     CIFAR10_CLASSES,
     CIFAR10_SUPERCLASSES,
     DATASETS,
+    folder_title,
     load_cifar10,
     load_dataset,
     load_flickr25k,
     load_image_folder,
     load_nuswide,
+    looks_like_image_folder,
     read_list_file,
     read_superclass_file,
     resolve_cifar10,
 )
 from hihpq_lib.data.splits import (
+    FOLDER_RULE,
+    QUERY_FOLDER_RULE,
     Splits,
     add_validation,
     cifar10_splits,
     flickr25k_splits,
+    folder_splits,
     list_splits,
     load_splits,
     make_splits,
     per_class_splits,
     save_splits,
     subsample_split,
+)
+from hihpq_lib.data.taxonomy import (
+    auto_levels,
+    level_labels,
+    read_hierarchy_file,
+    resolve_levels,
+    superclass_chains,
 )
 
 __all__ = [
@@ -89,7 +102,17 @@ __all__ = [
     "load_flickr25k",
     "load_nuswide",
     "load_image_folder",
+    "folder_title",
+    "looks_like_image_folder",
     "load_dataset",
+    "read_hierarchy_file",
+    "superclass_chains",
+    "auto_levels",
+    "resolve_levels",
+    "level_labels",
+    "folder_splits",
+    "FOLDER_RULE",
+    "QUERY_FOLDER_RULE",
     "read_superclass_file",
     "read_list_file",
     "read_images",

@@ -48,6 +48,8 @@ class ImageDataset:
     predefined : dict str -> (n,) int64 ndarray, optional
         Splits that come with the dataset (NUS-WIDE lists: ``"query"``, ``"database"``,
         ``"train"``), used by :func:`make_splits`.
+    title : str, optional
+        What results call the dataset (an image folder's own name); default ``name``.
     """
 
     images: np.ndarray | list[str]
@@ -57,6 +59,7 @@ class ImageDataset:
     name: str = "dataset"
     is_train: np.ndarray | None = None
     predefined: dict[str, np.ndarray] | None = field(default=None, repr=False)
+    title: str | None = None
 
     def __post_init__(self) -> None:
         self.class_names = list(self.class_names)
@@ -112,6 +115,11 @@ class ImageDataset:
         return len(self.images)
 
     @property
+    def display_name(self) -> str:
+        """The dataset's name in results: ``title`` if set, else ``name``."""
+        return self.title or self.name
+
+    @property
     def n_classes(self) -> int:
         """Number of classes C."""
         return len(self.class_names)
@@ -159,6 +167,7 @@ class ImageDataset:
             superclass_of=self.superclass_of,
             name=self.name,
             is_train=None if self.is_train is None else self.is_train[idx],
+            title=self.title,
         )
 
 

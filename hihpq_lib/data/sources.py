@@ -39,6 +39,8 @@ __all__ = [
     "load_flickr25k",
     "load_nuswide",
     "load_image_folder",
+    "folder_title",
+    "looks_like_image_folder",
     "load_dataset",
     "read_superclass_file",
     "read_list_file",
@@ -678,8 +680,49 @@ def read_superclass_file(
     return mapping
 
 
+#: Folder names that describe a split rather than a dataset: a folder so named takes its
+#: parent's name in results (``tiny-imagenet/train`` is "tiny-imagenet").
+_SPLIT_FOLDER_NAMES = {"train", "training", "val", "valid", "validation", "test", "images"}
+
+
+def folder_title(root: str | os.PathLike) -> str:
+    """The name results give an image folder: its own name, or its parent's for a split
+    folder (``train``, ``val``, ...).
+
+    >>> folder_title("/data/tiny-imagenet/train"), folder_title("/data/flowers")
+    ('tiny-imagenet', 'flowers')
+    """
+    path = Path(root).expanduser().resolve()
+    if path.name.lower() in _SPLIT_FOLDER_NAMES and path.parent.name:
+        return path.parent.name
+    return path.name or "folder"
+
+
+def _read_class_tree(root: Path, what: str) -> tuple[list[str], list[list[Path]]]:
+    if not root.is_dir():
+        raise DatasetNotFoundError(
+            f"{what} {root} does not exist (expected {root}/<class>/<image>)"
+        )
+    subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    split_like = [p.name for p in subdirs if p.name.lower() in _SPLIT_FOLDER_NAMES]
+    if split_like and all(
+        not any(f.is_file() for f in p.iterdir()) for p in subdirs if p.name in split_like
+    ):
+        train = next((n for n in split_like if n.lower().startswith("train")), split_like[0])
+        other = next((n for n in split_like if n != train), None)
+        hint = f" --query-data {root / other}" if other else ""
+        raise ValueError(
+            f"{what} {root} holds split folders ({', '.join(split_like)}), not class folders: "
+            f"pass --data {root / train}{hint}"
+        )
+    return _list_class_folder(root)
+
+
 def load_image_folder(
-    root: str | os.PathLike, superclass_file: str | os.PathLike | None = None
+    root: str | os.PathLike,
+    superclass_file: str | os.PathLike | None = None,
+    *,
+    query_root: str | os.PathLike | None = None,
 ) -> ImageDataset:
     """A user dataset laid out as ``root/<class>/<image>``, read lazily.
 
@@ -690,26 +733,65 @@ def load_image_folder(
         files end in one of :data:`IMAGE_EXTENSIONS` and are taken in sorted order.
     superclass_file : path-like, optional
         Two-level hierarchy, see :func:`read_superclass_file`; every class must be mapped.
+    query_root : path-like, optional
+        A second folder with the **same** class sub-folders (e.g. an official ``val/``):
+        its images come after ``root``'s and are marked ``is_train=False``, so
+        :func:`~hihpq_lib.data.splits.folder_splits` takes the queries from it.
 
     Returns
     -------
     ImageDataset
-        ``images``: list of N paths; ``labels``: (N,) int64; ``name="folder"``.
+        ``images``: list of N paths; ``labels``: (N,) int64; ``name="folder"``; ``title``:
+        the folder's name (:func:`folder_title`); ``is_train``: which images come from
+        ``root`` (only with ``query_root``).
     """
     root = Path(root).expanduser()
-    if not root.is_dir():
-        raise DatasetNotFoundError(
-            f"image folder {root} does not exist (expected root/<class>/<image>)"
-        )
-    classes, per_class = _list_class_folder(root)
+    classes, per_class = _read_class_tree(root, "image folder")
     paths = [str(p) for fs in per_class for p in fs]
     labels = np.concatenate([np.full(len(fs), i, dtype=np.int64) for i, fs in enumerate(per_class)])
+    is_train = None
+    if query_root is not None:
+        query_root = Path(query_root).expanduser()
+        q_classes, q_files = _read_class_tree(query_root, "query folder")
+        if q_classes != classes:
+            only_q = sorted(set(q_classes) - set(classes))
+            only_d = sorted(set(classes) - set(q_classes))
+            parts = []
+            if only_q:
+                parts.append(f"only in the query folder: {', '.join(only_q[:5])}")
+            if only_d:
+                parts.append(f"only in the data folder: {', '.join(only_d[:5])}")
+            raise ValueError(
+                f"query folder {query_root} and image folder {root} must hold the same class "
+                f"sub-folders ({'; '.join(parts)}); rename or remove those folders"
+            )
+        paths += [str(p) for fs in q_files for p in fs]
+        q_labels = [np.full(len(fs), i, dtype=np.int64) for i, fs in enumerate(q_files)]
+        is_train = np.concatenate(
+            [np.ones(len(labels), bool), np.zeros(len(paths) - len(labels), bool)]
+        )
+        labels = np.concatenate([labels, *q_labels])
     superclass_of = (
         read_superclass_file(superclass_file, classes) if superclass_file is not None else None
     )
     return ImageDataset(
-        images=paths, labels=labels, class_names=classes, superclass_of=superclass_of, name="folder"
+        images=paths,
+        labels=labels,
+        class_names=classes,
+        superclass_of=superclass_of,
+        name="folder",
+        is_train=is_train,
+        title=folder_title(root),
     )
+
+
+def looks_like_image_folder(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a folder of class sub-folders holding images (not CIFAR-10)."""
+    try:
+        _read_class_tree(Path(path).expanduser(), "image folder")
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 #: Dataset registry used by :func:`load_dataset`: name -> loader.

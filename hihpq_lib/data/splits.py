@@ -22,6 +22,9 @@ __all__ = [
     "flickr25k_splits",
     "list_splits",
     "make_splits",
+    "folder_splits",
+    "FOLDER_RULE",
+    "QUERY_FOLDER_RULE",
     "add_validation",
     "subsample_split",
     "save_splits",
@@ -369,10 +372,9 @@ def make_splits(
 
     ``cifar10`` → :func:`cifar10_splits` (``protocol``); ``flickr25k`` →
     :func:`flickr25k_splits`; ``nuswide`` (or any dataset with ``predefined`` lists) →
-    :func:`list_splits`; other single-label datasets (``folder``) → :func:`per_class_splits`
-    with 10% of the smallest class as queries per class, the rest as database and training
-    set, and at most ``n_val_per_class`` (and a tenth of the smallest class) validation
-    queries per class.
+    :func:`list_splits`; other single-label datasets (``folder``) → :func:`folder_splits`
+    (10% of the smallest class as queries per class, the rest as database and training
+    set; or the queries of a separate query folder).
     """
     if not isinstance(dataset, ImageDataset):
         raise TypeError(f"make_splits expects an ImageDataset, got {type(dataset).__name__}")
@@ -384,16 +386,80 @@ def make_splits(
         return flickr25k_splits(dataset.labels, seed=seed)
     if dataset.is_multilabel:
         raise ValueError(f"no default split for multi-label dataset {dataset.name!r}")
-    smallest = int(np.bincount(dataset.labels).min()) if len(dataset) else 0
-    n_query = max(1, smallest // 10)
-    n_val = max(1, min(n_val_per_class, (smallest - n_query) // 10))
-    return per_class_splits(
-        dataset.labels,
-        n_query_per_class=n_query,
-        n_val_per_class=n_val,
-        seed=seed,
-        meta={"dataset": dataset.name},
-    )
+    return folder_splits(dataset, seed=seed, n_val_per_class=n_val_per_class)
+
+
+#: The split rule of image folders, as recorded in ``splits.json`` (``meta["rule"]``).
+FOLDER_RULE = (
+    "per class: 10% of the smallest class (at least 1) as test queries, the rest as database "
+    "and training set; validation queries: min(n_val_per_class, a tenth of the rest of the "
+    "smallest class, at least 1) per class, drawn from the database"
+)
+#: The rule with a separate query folder.
+QUERY_FOLDER_RULE = (
+    "every image of the query folder is a test query; every image of the data folder is "
+    "database and training set; validation queries: min(n_val_per_class, a tenth of the "
+    "smallest class, at least 1) per class, drawn from the database"
+)
+
+
+def folder_splits(dataset: ImageDataset, *, seed: int = 0, n_val_per_class: int = 100) -> Splits:
+    """The split of a single-label image folder (:data:`FOLDER_RULE`).
+
+    With a separate query folder (``dataset.is_train`` marks the data folder's images,
+    see :func:`~hihpq_lib.data.sources.load_image_folder`), :data:`QUERY_FOLDER_RULE`:
+    the queries are the query folder, the database and training set the data folder.
+    ``meta`` records the rule, the query source and the sizes (``splits.json``).
+    """
+    labels = _single_labels(dataset.labels)
+    base = {
+        "dataset": dataset.name,
+        "title": dataset.display_name,
+        "n_classes": dataset.n_classes,
+    }
+    if dataset.is_train is not None and not dataset.is_train.all():
+        database = np.flatnonzero(dataset.is_train)
+        query = np.flatnonzero(~dataset.is_train)
+        smallest = int(np.bincount(labels[database], minlength=dataset.n_classes).min())
+        if smallest < 2:
+            raise ValueError(
+                "every class of the data folder needs at least 2 images (a validation query "
+                "and a database image)"
+            )
+        n_val = max(1, min(n_val_per_class, smallest // 10))
+        val_query, val_database = add_validation(database, labels, n_val_per_class=n_val, seed=seed)
+        splits = Splits(
+            train=database,
+            query=query,
+            database=database,
+            val_query=val_query,
+            val_database=val_database,
+            meta={
+                **base,
+                "n_items": int(labels.size),
+                "seed": int(seed),
+                "n_val_per_class": n_val,
+                "rule": QUERY_FOLDER_RULE,
+                "query_source": "query folder",
+            },
+        )
+    else:
+        smallest = int(np.bincount(labels).min()) if labels.size else 0
+        n_query = max(1, smallest // 10)
+        n_val = max(1, min(n_val_per_class, (smallest - n_query) // 10))
+        splits = per_class_splits(
+            labels,
+            n_query_per_class=n_query,
+            n_val_per_class=n_val,
+            seed=seed,
+            meta={
+                **base,
+                "n_query_per_class": n_query,
+                "rule": FOLDER_RULE,
+                "query_source": "data folder",
+            },
+        )
+    return splits
 
 
 def _apportion(target: int, sizes: np.ndarray) -> np.ndarray:
@@ -521,7 +587,12 @@ def save_splits(splits: Splits, path: str | os.PathLike) -> Path:
         raise TypeError(f"save_splits expects a Splits, got {type(splits).__name__}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": "hihpq-splits", "version": 1, "meta": splits.meta}
+    payload = {
+        "format": "hihpq-splits",
+        "version": 1,
+        "meta": splits.meta,
+        "sizes": splits.sizes(),
+    }
     payload.update({k: getattr(splits, k).tolist() for k in _SPLIT_NAMES})
     return atomic_write_text(path, json.dumps(payload))
 

@@ -38,6 +38,7 @@ __all__ = [
     "CURRENT_OPTIONS",
     "CPU_DEFAULT_OPTIONS",
     "with_legacy_fidelity",
+    "resolve_num_clusters",
     "demo_config",
     "DEMO_OVERRIDES",
     "QUICK_OVERRIDES",
@@ -89,9 +90,20 @@ class TrainConfig:
 
     name: str = "cifar10_ii_32bits_cpu"
     # data
-    dataset: str = "cifar10"
-    protocol: str = "II"
+    dataset: str = "cifar10"  # "cifar10", "folder" (root/<class>/<image>), "flickr25k", "nuswide"
+    protocol: str = "II"  # CIFAR-10 only; image folders use the folder split (docs/data.md)
     data: str | None = None
+    # dataset=folder: a second folder with the same class sub-folders (e.g. an official
+    # val/) whose images are all the test queries; the data folder is database + training set
+    query_data: str | None = None
+    # A class hierarchy for the per-level metrics: a superclass file (two levels: "class
+    # superclass" lines or a JSON object) or a hierarchy file (JSON class -> ancestor chain,
+    # root first, e.g. WordNet's); at most one of the two. CIFAR-10 has its own superclasses.
+    superclass_file: str | None = None
+    hierarchy_file: str | None = None
+    # Depths of the hierarchy file's chains to evaluate at (0 = the root), or "auto": every
+    # depth >= 1 with 2..C/2 distinct nodes, at most three of them (data.taxonomy).
+    hierarchy_levels: list[int] | str = "auto"
     seed: int = 0
     n_val_per_class: int = 100
     subsample_per_class: int | None = None  # shrink every split (fast mode, CI)
@@ -128,7 +140,10 @@ class TrainConfig:
     tau: float = 0.2
     proto_weight: float = 1.0
     instance_weight: float = 0.1
-    num_clusters: list[int] = field(default_factory=lambda: [100, 50, 25])
+    # Ward granularities of the pseudo hierarchy, fine to coarse, or "auto": [4C, 2C, C] for
+    # C classes, each capped at a tenth of the training images (at least 2), duplicates
+    # dropped (resolve_num_clusters; resolved once the data is loaded).
+    num_clusters: list[int] | str = field(default_factory=lambda: [100, 50, 25])
     cluster_method: str = "auto"
     cluster_anchors: int = 1000
     hierarchy_warmup: int = 3  # epochs before the first clustering
@@ -250,8 +265,33 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "resolution", "topk"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not self.num_clusters or min(self.num_clusters) < 2:
-            raise ConfigError(f"num_clusters must list granularities >= 2, got {self.num_clusters}")
+        if self.num_clusters != "auto" and (
+            not isinstance(self.num_clusters, list)
+            or not self.num_clusters
+            or min(self.num_clusters) < 2
+        ):
+            raise ConfigError(
+                f"num_clusters must list granularities >= 2 or be 'auto', got {self.num_clusters}"
+            )
+        if self.hierarchy_levels != "auto" and (
+            not isinstance(self.hierarchy_levels, list)
+            or not self.hierarchy_levels
+            or min(self.hierarchy_levels) < 0
+        ):
+            raise ConfigError(
+                "hierarchy_levels must list depths >= 0 (0 = the root) or be 'auto', got "
+                f"{self.hierarchy_levels}"
+            )
+        if self.superclass_file and self.hierarchy_file:
+            raise ConfigError(
+                "give superclass_file or hierarchy_file, not both (a hierarchy file holds "
+                "every level; pick levels with hierarchy_levels)"
+            )
+        if self.query_data and self.dataset != "folder":
+            raise ConfigError(
+                f"query_data needs dataset=folder (dataset is {self.dataset!r}); add "
+                "--set dataset=folder or use configs/cpu/cpu_folder_32bits.yaml"
+            )
         _check_ranges(self)
         return self
 
@@ -352,6 +392,23 @@ def _check_ranges(cfg: TrainConfig) -> None:
         raise ConfigError(f"trainable_layers must be 0, 1 or 2, got {cfg.trainable_layers}")
 
 
+def resolve_num_clusters(num_clusters, n_classes: int, n_train: int) -> list[int]:
+    """The Ward granularities a run uses: ``num_clusters`` itself, or for ``"auto"``
+    ``[4C, 2C, C]`` for ``C`` classes, each capped at ``n_train // 10`` (about ten training
+    images per cluster) and at least 2, duplicates dropped (fine to coarse).
+
+    >>> resolve_num_clusters("auto", 10, 5000), resolve_num_clusters("auto", 200, 5000)
+    ([40, 20, 10], [500, 400, 200])
+    >>> resolve_num_clusters([100, 50], 10, 5000)
+    [100, 50]
+    """
+    if num_clusters != "auto":
+        return [int(k) for k in num_clusters]
+    cap = max(2, int(n_train) // 10)
+    counts = [max(2, min(cap, m * int(n_classes))) for m in (4, 2, 1)]
+    return sorted(set(counts), reverse=True)
+
+
 def with_legacy_fidelity(d: dict) -> dict:
     """A saved config dict, with :data:`CURRENT_OPTIONS` filled in if it predates them.
 
@@ -368,6 +425,8 @@ def with_legacy_fidelity(d: dict) -> dict:
 
 def _coerce(key: str, value, f: dataclasses.Field):
     ann = str(f.type)
+    if ann.endswith("| str") and isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
     if value is None:
         if "None" not in ann:
             raise ConfigError(f"{key} cannot be null")
@@ -387,7 +446,10 @@ def _coerce(key: str, value, f: dataclasses.Field):
                 raise ValueError
             return value
         if ann.startswith("list"):
-            return [int(v) for v in (value if isinstance(value, list) else [value])]
+            items = value if isinstance(value, list) else [value]
+            if any(isinstance(v, bool) or float(v) != int(v) for v in items):
+                raise ValueError
+            return [int(v) for v in items]
         if ann.startswith("str"):
             return str(value)
     except (TypeError, ValueError):

@@ -24,6 +24,7 @@ uninterrupted run: every epoch draws its randomness from a generator seeded by
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import pickle
@@ -34,15 +35,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import geoopt
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from hihpq_lib.evaluation.metrics import map_at_k
+from hihpq_lib.evaluation.metrics import map_at_k, map_at_k_levels
 from hihpq_lib.learning.config import TrainConfig, with_legacy_fidelity
 from hihpq_lib.learning.hierarchy import TangentWardHierarchy
 from hihpq_lib.learning.losses import HiHPQLoss
 from hihpq_lib.learning.model import HiHPQModel, build_model
-from hihpq_lib.utils.atomic import atomic_torch_save, atomic_write_text
+from hihpq_lib.utils.atomic import atomic_torch_save, atomic_write_bytes, atomic_write_text
 from hihpq_lib.utils.runtime import in_notebook, progress_bar, thread_budget, use_threads
 
 __all__ = [
@@ -51,6 +53,11 @@ __all__ = [
     "LRSchedule",
     "steps_per_epoch",
     "evaluate_map",
+    "evaluate_levels",
+    "search_topk",
+    "PSEUDO_HIERARCHY",
+    "save_pseudo_hierarchy",
+    "load_pseudo_hierarchy",
     "uses_hierarchy",
     "trains_backbone",
     "clean_train_features",
@@ -293,6 +300,23 @@ def load_checkpoint(path: Path) -> dict:
 
 
 @torch.no_grad()
+def search_topk(
+    model: HiHPQModel,
+    query_feats: torch.Tensor,
+    db_feats: torch.Tensor,
+    topk: int,
+    symmetric: bool = False,
+) -> torch.Tensor:
+    """``(Q, k)`` database rows of the PQ search (``db_feats`` encoded, queries raw)."""
+    device = model.quantizer.codebooks.device
+    index = model.build_index(db_feats.to(device))
+    k = min(int(topk), len(db_feats))
+    mode = "symmetric" if symmetric else "asymmetric"
+    _, idx = index.search(model.points(query_feats.to(device)), k, mode=mode)
+    return idx.cpu()
+
+
+@torch.no_grad()
 def evaluate_map(
     model: HiHPQModel,
     query: FeatureSplit,
@@ -301,12 +325,23 @@ def evaluate_map(
     symmetric: bool = False,
 ) -> float:
     """mAP@K of asymmetric (or symmetric) PQ search: ``database`` encoded, ``query`` raw."""
-    device = model.quantizer.codebooks.device
-    index = model.build_index(database.feats.to(device))
-    k = min(int(topk), len(database.feats))
-    mode = "symmetric" if symmetric else "asymmetric"
-    _, idx = index.search(model.points(query.feats.to(device)), k, mode=mode)
-    return map_at_k(query.labels, database.labels, idx.cpu())
+    idx = search_topk(model, query.feats, database.feats, topk, symmetric)
+    return map_at_k(query.labels, database.labels, idx)
+
+
+@torch.no_grad()
+def evaluate_levels(
+    model: HiHPQModel,
+    query_feats: torch.Tensor,
+    db_feats: torch.Tensor,
+    levels: dict,
+    topk: int,
+    symmetric: bool = False,
+) -> dict[str, float]:
+    """mAP@K of one PQ search judged at every level of ``levels`` (name -> (query labels,
+    database labels)), e.g. the class and the ancestors at chosen depths."""
+    idx = search_topk(model, query_feats, db_feats, topk, symmetric)
+    return map_at_k_levels(idx, levels)
 
 
 def _make_optimizer(cfg: TrainConfig, model: HiHPQModel, backbone_params=()):
@@ -600,6 +635,32 @@ def save_checkpoint(
     )
 
 
+#: The Ward clusters of the training images at the last clustering epoch (``.npz``).
+PSEUDO_HIERARCHY = "pseudo_hierarchy.npz"
+
+
+def save_pseudo_hierarchy(path: Path, labels, epoch: int, run_id: str) -> None:
+    """Write the pseudo hierarchy of one epoch: ``level_<i>`` = the cluster of every
+    training image (in training-set order) at granularity ``i``, plus ``epoch``."""
+    arrays = {f"level_{i}": lab.cpu().numpy() for i, lab in enumerate(labels)}
+    buf = io.BytesIO()
+    np.savez(buf, epoch=np.int64(epoch), run_id=np.str_(run_id), **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_pseudo_hierarchy(path: Path) -> tuple[list, int, str | None] | None:
+    """``(labels per granularity, epoch, run_id)`` written by :func:`save_pseudo_hierarchy`,
+    or ``None`` when the run never clustered (no file)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as z:
+        n = len([k for k in z.files if k.startswith("level_")])
+        labels = [z[f"level_{i}"] for i in range(n)]
+        run_id = str(z["run_id"]) if "run_id" in z.files else None
+        return labels, int(z["epoch"]), run_id
+
+
 def _write_metrics(path: Path, history: list[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(h) + "\n" for h in history))
 
@@ -672,6 +733,7 @@ def train(
         hierarchy = None
         if uses_hierarchy(cfg, epoch):
             hierarchy = cluster_step(cfg, model, clean_train_features(data), epoch)
+            save_pseudo_hierarchy(out / PSEUDO_HIERARCHY, hierarchy[0], epoch + 1, run_id)
         cluster_s = time.perf_counter() - tc if hierarchy is not None else 0.0
         # the reference leaves the model in eval mode after computing clustering features
         training_mode = not (cfg.eval_mode_after_clustering and epoch >= cfg.hierarchy_warmup)
