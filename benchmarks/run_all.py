@@ -290,12 +290,24 @@ def _parse_seed_cell(text: str) -> tuple[str, int]:
     return protocol, int(bits)
 
 
+def dataset_label(cfg: TrainConfig, dataset) -> str:
+    """What the tables call the dataset: "CIFAR-10", else the dataset's own name (an image
+    folder's name, :attr:`~hihpq_lib.data.ImageDataset.display_name`).
+
+    >>> from types import SimpleNamespace as NS
+    >>> dataset_label(NS(dataset="folder"), NS(display_name="tiny-imagenet-200-subset"))
+    'tiny-imagenet-200-subset'
+    """
+    return "CIFAR-10" if cfg.dataset == "cifar10" else dataset.display_name
+
+
 def _prepare_key(cfg: TrainConfig) -> tuple:
     """The config fields that decide the features and bank (equal keys share ``prepare``)."""
     names = (
         "dataset",
         "protocol",
         "data",
+        "query_data",
         "seed",
         "n_val_per_class",
         "subsample_per_class",
@@ -538,7 +550,8 @@ def format_markdown(results: dict) -> str:
     """``results.md``: the main table, the ADC table and how to read them."""
     meta = results.get("meta", {})
     lines = [
-        "# HiHPQ benchmark: CIFAR-10, frozen EfficientNet-Lite0 features (CPU profile)",
+        f"# HiHPQ benchmark: {meta.get('dataset', 'CIFAR-10')}, frozen EfficientNet-Lite0 "
+        "features (CPU profile)",
         "",
         f"Mode: **{'quick' if meta.get('quick') else 'full'}**"
         + ("" if results.get("complete") else " — **incomplete (run interrupted or running)**")
@@ -637,7 +650,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--epochs", type=int, default=None, help="epochs for every learned method")
     ap.add_argument("--threads", type=int, default=None, help="torch and faiss threads")
     ap.add_argument("--out", type=Path, default=None, help="results folder")
-    ap.add_argument("--data", default=None, help="CIFAR-10 path (default: $HIHPQ_CIFAR10)")
+    ap.add_argument(
+        "--data",
+        default=None,
+        help="CIFAR-10 path (default: $HIHPQ_CIFAR10), or an image folder with --set "
+        "dataset=folder (the tables then carry the folder's name)",
+    )
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", dest="overrides")
     ap.add_argument("--quiet", action="store_true", help="no feature-extraction progress bars")
     ap.add_argument(
@@ -840,6 +858,7 @@ def _run_protocol(args, protocol: str, results: dict, out: Path, workdir: Path) 
                 train_np = prep.feats[prep.rows(prep.splits.train)].float().numpy()
             proto_peak = max(proto_peak, mem.peak_mb)
             prepared[key] = (prep, q, db, train_np)
+            results["meta"]["dataset"] = dataset_label(base, prep.dataset)
             info = {
                 "n_train": len(prep.splits.train),
                 "n_query": len(q.feats),

@@ -170,6 +170,21 @@ def test_markdown_and_text_tables_hold_every_row_and_ratio():
     assert "incomplete" not in run_all.format_markdown(res)
 
 
+def test_tables_carry_the_dataset_name():
+    res = _results()
+    assert "# HiHPQ benchmark: CIFAR-10," in run_all.format_markdown(res)
+    res["meta"]["dataset"] = "tiny-imagenet-200-subset"
+    md = run_all.format_markdown(res)
+    assert "# HiHPQ benchmark: tiny-imagenet-200-subset," in md and "CIFAR-10" not in md
+    folder = TrainConfig().with_overrides(["dataset=folder"])
+
+    class _Named:
+        display_name = "pets"
+
+    assert run_all.dataset_label(folder, _Named()) == "pets"
+    assert run_all.dataset_label(TrainConfig(), _Named()) == "CIFAR-10"
+
+
 def test_adc_only_remeasures_the_adc_table_in_place(tmp_path):
     """``--adc-only`` keeps the main table, measures each ADC cell on 1 and --threads
     threads, and says in results.md that (and when) the ADC table was re-measured."""
