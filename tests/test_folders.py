@@ -333,3 +333,21 @@ def test_superclass_file_reaches_the_run(isolated, capsys):
     assert res["dataset"] == "pets"
     assert res["hierarchy"]["levels"] == {"class": 4, "superclass": 2}
     assert set(res["pseudo_hierarchy"]["agreement"]) == {"class", "superclass"}
+
+
+def test_train_resolves_auto_clusters_without_the_dataset(tmp_path):
+    """``training.train`` called directly (benchmarks, notebooks) counts the classes of the
+    validation database; the checkpoint records the counts used."""
+    import torch
+
+    from hihpq_lib.learning.training import PSEUDO_HIERARCHY, load_checkpoint, train
+    from tests.test_training import small_config, synthetic_data
+
+    data = synthetic_data()
+    n_classes = int(torch.unique(data.val_database.labels).numel())
+    train(small_config(epochs=2, num_clusters="auto"), data, tmp_path, progress=False)
+    used = load_checkpoint(tmp_path / "checkpoint.pt")["config"]["num_clusters"]
+    assert used == resolve_num_clusters("auto", n_classes, data.n_train)
+    with np.load(tmp_path / PSEUDO_HIERARCHY) as z:
+        assert int(z["epoch"]) == 2
+        assert [len(np.unique(z[f"level_{i}"])) for i in range(len(used))] == used

@@ -24,6 +24,7 @@ uninterrupted run: every epoch draws its randomness from a generator seeded by
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -40,7 +41,7 @@ import torch
 from tqdm.auto import tqdm
 
 from hihpq_lib.evaluation.metrics import map_at_k, map_at_k_levels
-from hihpq_lib.learning.config import TrainConfig, with_legacy_fidelity
+from hihpq_lib.learning.config import TrainConfig, resolve_num_clusters, with_legacy_fidelity
 from hihpq_lib.learning.hierarchy import TangentWardHierarchy
 from hihpq_lib.learning.losses import HiHPQLoss
 from hihpq_lib.learning.model import HiHPQModel, build_model
@@ -698,6 +699,11 @@ def train(
     ``best_epoch`` and ``best_val_map`` (validation-selected), ``final_val_map``,
     ``finished``, ``run_id`` and ``threads``.
     """
+    if cfg.num_clusters == "auto":  # callers without the dataset: classes seen in validation
+        labels = data.val_database.labels
+        n_classes = labels.shape[1] if labels.ndim == 2 else int(torch.unique(labels).numel())
+        counts = resolve_num_clusters("auto", n_classes, data.n_train)
+        cfg = dataclasses.replace(cfg, num_clusters=counts)
     ck = open_run(cfg, out_dir, resume)
     out = Path(out_dir)
     # The thread count changes float rounding: a resumed run keeps the count it started
