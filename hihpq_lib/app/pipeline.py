@@ -106,10 +106,15 @@ class Prepared:
     feats: torch.Tensor
     bank: torch.Tensor
     timer: StageTimer = field(default_factory=StageTimer)
+    #: labels of every item per hierarchy level (:func:`hierarchy_levels`); default: the class
     levels: dict = field(default_factory=dict)
 
-    def level_labels(self, name: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """Per hierarchy level, (labels of ``splits.<name>``) for :func:`evaluate_levels`."""
+    def __post_init__(self):
+        if not self.levels:
+            self.levels = {"class": np.asarray(self.dataset.labels)}
+
+    def level_labels(self, name: str) -> dict[str, torch.Tensor]:
+        """Per hierarchy level, the labels of ``splits.<name>`` (:func:`evaluate_levels`)."""
         idx = np.asarray(getattr(self.splits, name))
         return {k: torch.as_tensor(v[idx]) for k, v in self.levels.items()}
 
@@ -386,7 +391,11 @@ class PreparedOnline:
     timer: StageTimer = field(default_factory=StageTimer)
     levels: dict = field(default_factory=dict)
 
-    def level_labels(self, name: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    def __post_init__(self):
+        if not self.levels:
+            self.levels = {"class": np.asarray(self.dataset.labels)}
+
+    def level_labels(self, name: str) -> dict[str, torch.Tensor]:
         idx = np.asarray(getattr(self.splits, name))
         return {k: torch.as_tensor(v[idx]) for k, v in self.levels.items()}
 
