@@ -203,7 +203,7 @@ def test_every_shipped_config_loads():
     from pathlib import Path
 
     files = sorted((Path(__file__).parent.parent / "configs").glob("*/*.yaml"))
-    assert len(files) == 18  # 12 reference scripts + 6 CPU profiles
+    assert len(files) == 19  # 12 reference scripts + 6 CIFAR-10 CPU profiles + the folder one
     for f in files:
         cfg = load_config(f)
         assert cfg.bits == cfg.M * 8  # K = 256
