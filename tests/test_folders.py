@@ -276,18 +276,20 @@ def test_folder_profile_prepare_train_evaluate_per_level(isolated, capsys):
     assert splits["meta"]["query_source"] == "query folder" and splits["sizes"]["query"] == 16
     assert "depth 1" in out and "ARI / NMI" in out
 
-    code, out, err = run_cli(
-        capsys,
-        "evaluate",
-        run,
-        "--json",
-        *data_args,
-    )
+    code, out, err = run_cli(capsys, "evaluate", run, "--json", *data_args)
     assert code == 0, err
     ev = json.loads(out.strip().splitlines()[-1])
     assert ev["dataset"] == "shapes"
     assert ev["map@50_levels_val_selected"] == pytest.approx(levels)
     assert ev["pseudo_hierarchy"]["agreement"]["depth 1"] == pseudo["agreement"]["depth 1"]
+    code, out, err = run_cli(
+        capsys, "evaluate", run, "--json", *data_args, "--hierarchy-levels", "2"
+    )
+    assert code == 0, err
+    ev = json.loads(out.strip().splitlines()[-1])
+    assert set(ev["map@50_levels_val_selected"]) == {"class", "depth 2"}
+    code, _, err = run_cli(capsys, "evaluate", run, *data_args, "--hierarchy-levels", "x")
+    assert code == 2 and "--hierarchy-levels" in err
 
 
 def test_evaluate_needs_the_query_folder_again(isolated, capsys):

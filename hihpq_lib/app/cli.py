@@ -7,6 +7,7 @@
     hihpq train CONFIG [--set key=value ...] [--out DIR] [--resume] [--data PATH]
                 [--query-data FOLDER] [--superclasses FILE | --hierarchy FILE]
     hihpq evaluate RUN [--json] [--data PATH] [--query-data FOLDER] [--hierarchy FILE]
+                   [--hierarchy-levels LEVELS]
     hihpq search RUN IMAGE [--k N]
     hihpq demo [--quick] [--out DIR] [--data PATH]
 
@@ -129,6 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
         "the run folder is never followed)",
     )
     _add_folder_args(p)
+    p.add_argument(
+        "--hierarchy-levels",
+        default=None,
+        metavar="LEVELS",
+        help="depths of --hierarchy to report, e.g. 3,5, or auto (default: the run's "
+        "hierarchy_levels)",
+    )
     p = sub.add_parser("search", help="query a trained run's index with an image file")
     p.add_argument("run", help="run folder")
     p.add_argument("image", help="image file (any format PIL reads)")
@@ -237,6 +245,7 @@ def _cmd_evaluate(args) -> int:
         query_data=args.query_data,
         superclass_file=args.superclasses,
         hierarchy_file=args.hierarchy,
+        hierarchy_levels=_levels_arg(args.hierarchy_levels, cfg.hierarchy_levels),
     )
     if stored and stored != args.data and not args.json:
         print(
@@ -267,6 +276,24 @@ def _cmd_evaluate(args) -> int:
             print(f"{k:<28} {v if isinstance(v, str) else f'{v:.4f}'}")
         _print_levels(res)
     return 0
+
+
+def _levels_arg(text: str | None, default):
+    """``--hierarchy-levels``: ``auto`` or comma-separated depths (``3,5``)."""
+    if text is None:
+        return default
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        levels = [int(t) for t in text.replace(" ", "").split(",") if t]
+    except ValueError:
+        levels = []
+    if not levels or min(levels) < 0:
+        raise ValueError(
+            f"--hierarchy-levels must be auto or depths >= 0 separated by commas (e.g. 3,5), "
+            f"got {text!r}"
+        )
+    return levels
 
 
 def _print_levels(res: dict) -> None:
