@@ -48,3 +48,13 @@ def gen(request):
 @pytest.fixture
 def tol(dtype):
     return TOL[dtype]
+
+
+@pytest.fixture
+def isolated(tmp_path, monkeypatch):
+    """Own data, cache and runs folders; no CIFAR-10 anywhere."""
+    monkeypatch.setenv("HIHPQ_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("HIHPQ_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("HIHPQ_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("HIHPQ_CIFAR10", str(tmp_path / "no-cifar"))
+    return tmp_path

@@ -28,16 +28,6 @@ CHAINS = {
 }
 
 
-@pytest.fixture
-def isolated(tmp_path, monkeypatch):
-    """Own data, cache and runs folders; no CIFAR-10 anywhere."""
-    monkeypatch.setenv("HIHPQ_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("HIHPQ_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("HIHPQ_RUNS_DIR", str(tmp_path / "runs"))
-    monkeypatch.setenv("HIHPQ_CIFAR10", str(tmp_path / "no-cifar"))
-    return tmp_path
-
-
 def image_folder(root: Path, per_class: int, classes=CLASSES, seed: int = 0) -> Path:
     """``root/<class>/<i>.png``: each class a colour plus noise, so classes are separable."""
     rng = np.random.default_rng(seed)

@@ -59,16 +59,6 @@ class _Payload:
         return (os.system, (f"touch {self.marker}",))
 
 
-@pytest.fixture
-def isolated(tmp_path, monkeypatch):
-    """Own data, cache and runs folders; no CIFAR-10 anywhere."""
-    monkeypatch.setenv("HIHPQ_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("HIHPQ_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("HIHPQ_RUNS_DIR", str(tmp_path / "runs"))
-    monkeypatch.setenv("HIHPQ_CIFAR10", str(tmp_path / "no-cifar"))
-    return tmp_path
-
-
 def image_folder(root: Path, seed: int, n_classes: int = 2, per_class: int = 12) -> Path:
     rng = np.random.default_rng(seed)
     for c in range(n_classes):

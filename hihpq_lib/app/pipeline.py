@@ -91,8 +91,26 @@ class StageTimer:
         return _Ctx()
 
 
+class _HierarchyLevels:
+    """Per-level labels shared by :class:`Prepared` and :class:`PreparedOnline`: ``levels``
+    maps a hierarchy level's name to the labels of every dataset item (default: the class)."""
+
+    dataset: D.ImageDataset
+    splits: D.Splits
+    levels: dict
+
+    def __post_init__(self):
+        if not self.levels:
+            self.levels = {"class": np.asarray(self.dataset.labels)}
+
+    def level_labels(self, name: str) -> dict[str, torch.Tensor]:
+        """Per hierarchy level, the labels of ``splits.<name>`` (:func:`evaluate_levels`)."""
+        idx = np.asarray(getattr(self.splits, name))
+        return {k: torch.as_tensor(v[idx]) for k, v in self.levels.items()}
+
+
 @dataclass
-class Prepared:
+class Prepared(_HierarchyLevels):
     """Everything a run needs after feature extraction.
 
     ``feats`` holds the clean features of the images ``feat_index`` (dataset indices);
@@ -108,15 +126,6 @@ class Prepared:
     timer: StageTimer = field(default_factory=StageTimer)
     #: labels of every item per hierarchy level (:func:`hierarchy_levels`); default: the class
     levels: dict = field(default_factory=dict)
-
-    def __post_init__(self):
-        if not self.levels:
-            self.levels = {"class": np.asarray(self.dataset.labels)}
-
-    def level_labels(self, name: str) -> dict[str, torch.Tensor]:
-        """Per hierarchy level, the labels of ``splits.<name>`` (:func:`evaluate_levels`)."""
-        idx = np.asarray(getattr(self.splits, name))
-        return {k: torch.as_tensor(v[idx]) for k, v in self.levels.items()}
 
     def rows(self, indices) -> torch.Tensor:
         pos = np.searchsorted(self.feat_index, np.asarray(indices))
@@ -381,7 +390,7 @@ def prepare(cfg: TrainConfig, *, progress: bool = True, run_dir: Path | None = N
 
 
 @dataclass
-class PreparedOnline:
+class PreparedOnline(_HierarchyLevels):
     """The paper's path: images and a (partly trainable) backbone instead of a bank."""
 
     cfg: TrainConfig
@@ -390,14 +399,6 @@ class PreparedOnline:
     online: OnlineViews
     timer: StageTimer = field(default_factory=StageTimer)
     levels: dict = field(default_factory=dict)
-
-    def __post_init__(self):
-        if not self.levels:
-            self.levels = {"class": np.asarray(self.dataset.labels)}
-
-    def level_labels(self, name: str) -> dict[str, torch.Tensor]:
-        idx = np.asarray(getattr(self.splits, name))
-        return {k: torch.as_tensor(v[idx]) for k, v in self.levels.items()}
 
     def images(self, name: str) -> np.ndarray:
         size = None if self.dataset.in_memory else 224
