@@ -746,8 +746,7 @@ class PQIndex:
     @property
     def _compiled_fits(self) -> bool:
         """Whether the compiled code of :mod:`hihpq_lib.quantization.adc_kernel` applies: float32 on CPU."""
-        fits = self.dtype == torch.float32 and self.codewords.device.type == "cpu"
-        return fits
+        return self.dtype == torch.float32 and self.codewords.device.type == "cpu"
 
     def _use_compiled(self, backend: str) -> bool:
         """Whether :meth:`search` takes the compiled path for this ``backend``."""
