@@ -128,6 +128,20 @@ class TrainConfig:
     softmax_temp: float = 1.0
     attention: str = "sqdist"  # softmax over -T * d^2: "sqdist" (paper) or "sqgeodesic"
     codebook_init: str = "uniform"  # "uniform" (reference: unit-norm random) or "data" (samples)
+    # "random" (reference): the head starts at PyTorch's random init. "pca": the head gains a
+    # linear path initialised to the frozen features' principal components (spread over the
+    # subspaces, scaled to unit median sub-vector norm) and its MLP starts at zero, so the
+    # untrained model keeps the features' geometry (docs/folders.md, "Never worse than doing
+    # nothing").
+    head_init: str = "random"
+    # A term that keeps each image's neighbours in the frozen features: KL(teacher || student)
+    # over the batch, teacher softmax(cos / neighbour_tau) of the frozen view features,
+    # student softmax(-D / tau) of the soft-quantized product distances. 0 = off (reference).
+    neighbour_weight: float = 0.0
+    neighbour_tau: float = 0.1
+    # Evaluate the untrained model on the validation queries too: if no epoch beats it, the
+    # val-selected model is the initial one (val_selected_epoch 0).
+    eval_init: bool = False
     # Each chunk of feat_dim / M head outputs is one subspace. "ambient" (reference): the
     # chunk is a vector of R^D whose first (time) coordinate is zeroed, a tangent vector
     # of H^(D-1); the first output of each chunk is discarded (zero gradient), so a
@@ -249,6 +263,8 @@ class TrainConfig:
             raise ConfigError(
                 f"codebook_init must be 'data' or 'uniform', got {self.codebook_init!r}"
             )
+        if self.head_init not in ("random", "pca"):
+            raise ConfigError(f"head_init must be 'random' or 'pca', got {self.head_init!r}")
         for key, (_, _, allowed) in FIDELITY_OPTIONS.items():
             if getattr(self, key) not in allowed:
                 raise ConfigError(
@@ -359,6 +375,8 @@ _BOUNDS = [
     ("lr_warmup_epochs", 0, True),
     ("cluster_anchors", 1, True),
     ("head_hidden", 0, True),
+    ("neighbour_weight", 0.0, True),
+    ("neighbour_tau", 0.0, False),
     ("threads", 0, True),
     ("trainable_layers", 0, True),
 ]

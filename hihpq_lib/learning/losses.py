@@ -38,6 +38,7 @@ __all__ = [
     "prototype_loss",
     "instance_loss",
     "first_neighbour",
+    "neighbour_loss",
     "HiHPQLoss",
     "PROTOTYPE_MODES",
     "INSTANCE_MODES",
@@ -229,6 +230,43 @@ def instance_loss(
     return torch.stack(losses).mean()
 
 
+def neighbour_loss(
+    teacher: torch.Tensor,
+    z: torch.Tensor,
+    space: ProductSpace,
+    tau: float = 0.2,
+    teacher_tau: float = 0.1,
+) -> torch.Tensor:
+    r"""Keep the neighbours the frozen features give (not in the paper; a CPU-design term).
+
+    .. math::
+        \mathcal L_{nb} = \frac1B\sum_i \mathrm{KL}\big(p_i \,\|\, q_i\big),\quad
+        p_{ij} \propto \exp\frac{\cos(f_i, f_j)}{\tau_t},\quad
+        q_{ij} \propto \exp\frac{-D(z_i, z_j)}{\tau}, \quad j \ne i
+
+    Parameters
+    ----------
+    teacher : (B, F) the frozen backbone features of the batch (no gradient flows to them).
+    z : (B, M, D') soft-quantized points of the same images.
+    space : ProductSpace
+    tau : temperature of the student (the other losses' ``tau``).
+    teacher_tau : temperature of the teacher's cosine similarities.
+    """
+    _check_tau(tau)
+    _check_tau(teacher_tau)
+    B = z.shape[0]
+    if teacher.shape[0] != B:
+        raise ValueError(f"teacher has {teacher.shape[0]} rows, the batch {B}")
+    eye = torch.eye(B, dtype=torch.bool, device=z.device)
+    f = F.normalize(teacher.detach().to(z.dtype), dim=1)
+    t_logits = (f @ f.T / teacher_tau).masked_fill(eye, float("-inf"))
+    s_logits = (-product_distance(space, z, z) / tau).masked_fill(eye, float("-inf"))
+    p = F.softmax(t_logits, dim=1)
+    log_p = F.log_softmax(t_logits, dim=1).masked_fill(eye, 0.0)
+    log_q = F.log_softmax(s_logits, dim=1).masked_fill(eye, 0.0)
+    return (p * (log_p - log_q)).sum(1).mean()
+
+
 class HiHPQLoss(nn.Module):
     """The full objective: contrastive + prototype-wise + instance-wise.
 
@@ -252,6 +290,8 @@ class HiHPQLoss(nn.Module):
         instance_weight: float = 0.1,
         prototype_mode: str = "reference",
         instance_mode: str = "reference",
+        neighbour_weight: float = 0.0,
+        neighbour_tau: float = 0.1,
     ):
         super().__init__()
         _check_tau(tau)
@@ -262,6 +302,7 @@ class HiHPQLoss(nn.Module):
         self.space = space
         self.tau, self.proto_weight, self.instance_weight = tau, proto_weight, instance_weight
         self.prototype_mode, self.instance_mode = prototype_mode, instance_mode
+        self.neighbour_weight, self.neighbour_tau = neighbour_weight, neighbour_tau
 
     def forward(
         self,
@@ -269,11 +310,14 @@ class HiHPQLoss(nn.Module):
         z2: torch.Tensor,
         labels: Sequence[torch.Tensor] | None = None,
         tangent_centroids: Sequence[torch.Tensor] | None = None,
+        teacher: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Return ``{"loss", "contrastive", "prototype", "instance"}`` (scalars).
+        """Return ``{"loss", "contrastive", "prototype", "instance", "neighbour"}`` (scalars).
 
         ``labels``/``tangent_centroids`` (per level, for this batch) switch the
         hierarchy losses on; before the first clustering pass them as ``None``.
+        ``teacher``: the frozen features of ``z1``'s images, for :func:`neighbour_loss`
+        (used when ``neighbour_weight > 0``).
         """
         cl = quantized_contrastive_loss(z1, z2, self.space, self.tau)
         zero = cl.new_zeros(())
@@ -285,5 +329,13 @@ class HiHPQLoss(nn.Module):
                 )
             if self.instance_weight:
                 inst = instance_loss(z1, labels, self.space, self.tau, self.instance_mode)
+        nb = zero
+        if self.neighbour_weight and teacher is not None:
+            nb = neighbour_loss(teacher, z1, self.space, self.tau, self.neighbour_tau)
         total = cl + self.proto_weight * proto + self.instance_weight * inst
-        return {"loss": total, "contrastive": cl, "prototype": proto, "instance": inst}
+        if self.neighbour_weight:
+            total = total + self.neighbour_weight * nb
+        parts = {"loss": total, "contrastive": cl, "prototype": proto, "instance": inst}
+        if self.neighbour_weight:
+            parts["neighbour"] = nb
+        return parts

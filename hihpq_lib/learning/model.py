@@ -22,9 +22,11 @@ class ProjectionHead(nn.Module):
     """Projection MLP ``F -> hidden -> feat_dim`` (plays the part of VGG's trainable fc layers).
 
     ``hidden=0`` gives a single linear layer (the reference's ``projction_layer``).
+    ``skip=True`` adds a linear path ``F -> feat_dim`` beside the MLP (``skip(x) + net(x)``),
+    the path :meth:`init_pca_` starts at the features' principal components.
     """
 
-    def __init__(self, in_dim: int, feat_dim: int, hidden: int = 512):
+    def __init__(self, in_dim: int, feat_dim: int, hidden: int = 512, skip: bool = False):
         super().__init__()
         if hidden and hidden > 0:
             self.net = nn.Sequential(
@@ -35,9 +37,52 @@ class ProjectionHead(nn.Module):
             )
         else:
             self.net = nn.Linear(in_dim, feat_dim)
+        self.skip = nn.Linear(in_dim, feat_dim) if skip and hidden and hidden > 0 else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        out = self.net(x)
+        return out if self.skip is None else out + self.skip(x)
+
+    @torch.no_grad()
+    def init_pca_(self, feats: torch.Tensor, n_subspaces: int, target_norm: float = 1.0):
+        """Start the linear path at the principal components of ``feats`` ``(N, F)``.
+
+        Output ``j`` of sub-vector ``m`` (``j``-th of ``d = feat_dim / M``) is the principal
+        component ``j * M + m``, so every subspace gets a share of the large and the small
+        components (as OPQ's eigenvalue allocation balances variance); the projection is
+        scaled so that the median sub-vector norm of ``feats`` is ``target_norm``; the MLP
+        (if any) starts at zero, so the head is exactly that projection. Returns ``self``.
+        """
+        lin = self.net if self.skip is None else self.skip
+        out_dim, in_dim = lin.weight.shape
+        x = feats.double()
+        if x.dim() != 2 or x.shape[1] != in_dim or out_dim % n_subspaces:
+            raise ValueError(
+                f"init_pca_ needs features (N, {in_dim}) and feat_dim divisible by M "
+                f"(got {tuple(x.shape)}, feat_dim {out_dim}, M {n_subspaces})"
+            )
+        mean = x.mean(0)
+        centred = x - mean
+        evals, evecs = torch.linalg.eigh(centred.T @ centred)  # exact; F x F is small
+        q = min(out_dim, len(x))
+        v = evecs[:, torch.argsort(evals, descending=True)[:q]]  # (F, q), descending variance
+        d = out_dim // n_subspaces
+        weight = torch.zeros(out_dim, in_dim, dtype=torch.float64)
+        for m in range(n_subspaces):
+            for j in range(d):
+                comp = j * n_subspaces + m
+                if comp < q:
+                    weight[m * d + j] = v[:, comp]
+        proj = (centred @ weight.T).reshape(len(x), n_subspaces, d)
+        median = proj.norm(dim=-1).median()
+        scale = target_norm / float(median) if float(median) > 0 else 1.0
+        lin.weight.copy_((scale * weight).to(lin.weight.dtype))
+        lin.bias.copy_((-scale * (weight @ mean)).to(lin.bias.dtype))
+        if self.skip is not None:
+            last = self.net[-1]
+            last.weight.zero_()
+            last.bias.zero_()
+        return self
 
 
 class HiHPQModel(nn.Module):
@@ -51,6 +96,7 @@ class HiHPQModel(nn.Module):
     softmax_temp : float, codebook attention temperature.
     attention : str, the distance in the codebook attention (see ProductQuantizer).
     head_hidden : int, hidden width of the projection head (0 = linear).
+    head_skip : bool, a linear path beside the head's MLP (``head_init="pca"``).
     ambient : bool, the reference's subspace convention (see
         :class:`~hihpq_lib.quantization.quantizer.ProductQuantizer`): the head emits ``M * (d + 1)``
         values and the first of each chunk is discarded.
@@ -65,13 +111,14 @@ class HiHPQModel(nn.Module):
         head_hidden: int = 512,
         attention: str = "sqdist",
         ambient: bool = False,
+        head_skip: bool = False,
     ):
         super().__init__()
         self.in_dim = int(in_dim)
         self.quantizer = ProductQuantizer(
             space, K=K, temperature=softmax_temp, attention=attention, ambient=ambient
         )
-        self.head = ProjectionHead(in_dim, self.quantizer.feature_dim, head_hidden)
+        self.head = ProjectionHead(in_dim, self.quantizer.feature_dim, head_hidden, skip=head_skip)
 
     @property
     def space(self) -> ProductSpace:
@@ -174,4 +221,5 @@ def build_model(cfg: TrainConfig, in_dim: int) -> HiHPQModel:
         head_hidden=cfg.head_hidden,
         attention=cfg.attention,
         ambient=cfg.subspace == "ambient",
+        head_skip=cfg.head_init == "pca",
     )

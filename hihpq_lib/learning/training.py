@@ -475,6 +475,8 @@ def train_epoch(
     model.train(training_mode)
     perm = torch.randperm(n_train, generator=gen)
     sums = {"loss": 0.0, "contrastive": 0.0, "prototype": 0.0, "instance": 0.0}
+    if getattr(loss_fn, "neighbour_weight", 0.0):
+        sums["neighbour"] = 0.0
     # in a notebook only train()'s per-epoch line is printed: a per-step bar would be
     # saved as a frozen widget or as one stale line per step
     bar = progress_bar(
@@ -493,9 +495,10 @@ def train_epoch(
         o1, o2 = model(x1), model(x2)
         if hierarchy is not None:
             labels, cents = hierarchy
-            parts = loss_fn(o1.soft, o2.soft, [lab[idx.to(device)] for lab in labels], cents)
+            level_labels = [lab[idx.to(device)] for lab in labels]
+            parts = loss_fn(o1.soft, o2.soft, level_labels, cents, teacher=x1)
         else:
-            parts = loss_fn(o1.soft, o2.soft)
+            parts = loss_fn(o1.soft, o2.soft, teacher=x1)
         optimizer.zero_grad(set_to_none=True)
         parts["loss"].backward()
         optimizer.step()
@@ -548,11 +551,15 @@ def open_run(cfg: TrainConfig, out_dir: str | Path, resume: bool) -> dict | None
 def init_model(cfg: TrainConfig, data: TrainingData, device: torch.device) -> HiHPQModel:
     """The model ``cfg`` describes, seeded by ``cfg.seed``, float32, on ``device``.
 
+    With ``head_init="pca"`` the head starts at the training features' principal
+    components (:meth:`~hihpq_lib.learning.model.ProjectionHead.init_pca_`).
     With ``codebook_init="data"`` the codewords start at the projected features of random
     training images (:meth:`~hihpq_lib.quantization.quantizer.ProductQuantizer.init_from_features`).
     """
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, data.train.shape[1]).to(torch.float32).to(device)
+    if cfg.head_init == "pca":
+        model.head.init_pca_(data.train.float(), cfg.M)
     if cfg.codebook_init == "data":
         with torch.no_grad():
             model.eval()
@@ -572,6 +579,8 @@ def make_loss(cfg: TrainConfig, model: HiHPQModel) -> HiHPQLoss:
         instance_weight=cfg.instance_weight,
         prototype_mode=cfg.prototype_loss,
         instance_mode=cfg.instance_loss,
+        neighbour_weight=cfg.neighbour_weight,
+        neighbour_tau=cfg.neighbour_tau,
     )
 
 
@@ -731,6 +740,11 @@ def train(
         _write_metrics(out / METRICS, history)
     elif (out / METRICS).exists():
         (out / METRICS).unlink()
+    init_val = None
+    if ck is None and cfg.eval_init:  # the untrained model is a candidate too (epoch 0)
+        init_val = evaluate_epoch(cfg, model, data)
+        best_val, best_epoch = init_val, 0
+        save_best(out / BEST, model, -1, best_val, run_id, backbone)
 
     for epoch in range(start_epoch, cfg.epochs):
         if stop_after is not None and epoch - start_epoch >= stop_after:
@@ -794,6 +808,7 @@ def train(
         "best_epoch": best_epoch,
         "best_val_map": best_val,
         "final_val_map": final_val,
+        "init_val_map": init_val,
         "finished": bool(history) and history[-1]["epoch"] == cfg.epochs,
         "run_id": run_id,
         "threads": threads,

@@ -1,0 +1,132 @@
+"""The CPU design's guards against losing the frozen features' knowledge (issue 17):
+a head that starts at the features' principal components, a term that keeps their
+neighbours, and the untrained model as a validation candidate."""
+
+import math
+
+import pytest
+import torch
+
+from hihpq_lib.geometry.manifolds import ProductEuclidean, ProductLorentz
+from hihpq_lib.learning.config import ConfigError, TrainConfig
+from hihpq_lib.learning.losses import HiHPQLoss, neighbour_loss
+from hihpq_lib.learning.model import ProjectionHead
+from hihpq_lib.learning.training import init_model, load_model, train
+from tests.test_training import small_config, synthetic_data
+
+SPACES = {
+    "lorentz": lambda dtype: ProductLorentz(2, 3, curvature=[0.7, 2.0]).to(dtype),
+    "euclidean": lambda dtype: ProductEuclidean(2, 3).to(dtype),
+}
+DTYPES = [torch.float32, torch.float64]
+TOL = {torch.float32: 2e-5, torch.float64: 1e-9}
+
+
+def _features(n=300, dim=24, seed=0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    mix = torch.randn(dim, dim, generator=g, dtype=torch.float64)
+    return (torch.randn(n, dim, generator=g, dtype=torch.float64) @ mix + 2.0).to(dtype)
+
+
+@pytest.mark.parametrize("hidden", [0, 16])
+def test_pca_head_is_the_principal_components_spread_over_subspaces(hidden):
+    x = _features()
+    head = ProjectionHead(24, 8, hidden, skip=True).init_pca_(x, n_subspaces=2).eval()
+    y = head(x).detach().double()
+    # independent computation: the SVD of the centred features
+    xc = x.double() - x.double().mean(0)
+    _, _, vh = torch.linalg.svd(xc, full_matrices=False)
+    comps = xc @ vh[:8].T
+    for m in range(2):
+        for j in range(4):  # output j of subspace m = component j * M + m
+            c = torch.corrcoef(torch.stack([y[:, m * 4 + j], comps[:, j * 2 + m]]))[0, 1]
+            assert abs(abs(float(c)) - 1.0) < 1e-5
+    assert abs(float(y.reshape(-1, 2, 4).norm(dim=-1).median()) - 1.0) < 1e-5
+    assert torch.allclose(y.mean(0), torch.zeros(8, dtype=torch.float64), atol=1e-5)
+
+
+def test_pca_head_rejects_mismatched_features():
+    with pytest.raises(ValueError, match="init_pca_ needs features"):
+        ProjectionHead(24, 8, 16, skip=True).init_pca_(_features(dim=10), 2)
+
+
+def _neighbour_loop(teacher, z, space, tau, teacher_tau):
+    """KL(teacher || student) per row over j != i, in Python floats."""
+    f = teacher.double() / teacher.double().norm(dim=1, keepdim=True)
+    B, total = len(z), 0.0
+    for i in range(B):
+        others = [j for j in range(B) if j != i]
+        t = [float(f[i] @ f[j]) / teacher_tau for j in others]
+        s = [-float(space.dist(z[i], z[j]).detach().sum()) / tau for j in others]
+        lt = math.log(sum(math.exp(v) for v in t))
+        ls = math.log(sum(math.exp(v) for v in s))
+        total += sum(math.exp(a - lt) * ((a - lt) - (b - ls)) for a, b in zip(t, s))
+    return total / B
+
+
+@pytest.mark.parametrize("geometry", list(SPACES))
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_neighbour_loss_equals_loop(geometry, dtype):
+    space = SPACES[geometry](dtype)
+    g = torch.Generator().manual_seed(3)
+    z = space.embed(torch.randn(6, 2, 3, generator=g, dtype=torch.float64).to(dtype))
+    teacher = torch.rand(6, 10, generator=g, dtype=torch.float64).to(dtype)
+    got = float(neighbour_loss(teacher, z, space, tau=0.3, teacher_tau=0.15).detach())
+    want = _neighbour_loop(teacher, z, space, 0.3, 0.15)
+    assert abs(got - want) < TOL[dtype] * 10
+    assert got >= -TOL[dtype]
+
+
+@pytest.mark.parametrize("geometry", list(SPACES))
+def test_neighbour_loss_gradients_are_finite_at_coincident_points(geometry):
+    space = SPACES[geometry](torch.float32)
+    v = torch.zeros(4, 2, 3, requires_grad=True)  # every point at the origin
+    loss = neighbour_loss(torch.rand(4, 5), space.embed(v), space)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(v.grad).all()
+
+
+def test_neighbour_weight_zero_leaves_the_objective_unchanged():
+    space = SPACES["lorentz"](torch.float64)
+    g = torch.Generator().manual_seed(0)
+    z1 = space.embed(torch.randn(5, 2, 3, generator=g, dtype=torch.float64))
+    z2 = space.embed(torch.randn(5, 2, 3, generator=g, dtype=torch.float64))
+    teacher = torch.rand(5, 7, dtype=torch.float64)
+    with torch.no_grad():
+        plain = HiHPQLoss(space)(z1, z2)
+        off = HiHPQLoss(space, neighbour_weight=0.0)(z1, z2, teacher=teacher)
+        on = HiHPQLoss(space, neighbour_weight=0.5)(z1, z2, teacher=teacher)
+        nb = neighbour_loss(teacher, z1, space)
+    assert float(off["loss"]) == float(plain["loss"]) and "neighbour" not in off
+    want = float(plain["loss"]) + 0.5 * float(nb)
+    assert abs(float(on["loss"]) - want) < 1e-12
+
+
+def test_untrained_pca_model_is_a_validation_candidate(tmp_path):
+    data = synthetic_data()
+    # a learning rate too small to move: the untrained model is as good as any epoch
+    cfg = small_config(head_init="pca", eval_init=True, epochs=2, lr=1e-9, start_lr=1e-9)
+    res = train(cfg, data, tmp_path, progress=False)
+    assert res["init_val_map"] is not None and res["init_val_map"] > 0.5
+    assert res["best_val_map"] >= res["init_val_map"]
+    model, _ = load_model(tmp_path, "best")
+    if res["best_epoch"] == 0:
+        fresh = init_model(cfg, data, torch.device("cpu"))
+        for a, b in zip(model.state_dict().values(), fresh.state_dict().values()):
+            assert torch.equal(a, b)
+
+
+def test_neighbour_term_trains_and_is_recorded(tmp_path):
+    cfg = small_config(head_init="pca", neighbour_weight=1.0, epochs=2)
+    res = train(cfg, synthetic_data(), tmp_path, progress=False)
+    assert res["finished"] and all(h["neighbour"] > 0 for h in res["history"])
+    assert res["best_val_map"] > 0.5
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ConfigError, match="head_init must be"):
+        TrainConfig(head_init="zeros").validate()
+    with pytest.raises(ConfigError, match="neighbour_weight must be >= 0"):
+        TrainConfig(neighbour_weight=-1.0).validate()
+    with pytest.raises(ConfigError, match="neighbour_tau must be > 0"):
+        TrainConfig(neighbour_tau=0.0).validate()
