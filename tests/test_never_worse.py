@@ -2,6 +2,7 @@
 a head that starts at the features' principal components, a term that keeps their
 neighbours, and the untrained model as a validation candidate."""
 
+import json
 import math
 
 import pytest
@@ -130,3 +131,49 @@ def test_config_rejects_bad_values():
         TrainConfig(neighbour_weight=-1.0).validate()
     with pytest.raises(ConfigError, match="neighbour_tau must be > 0"):
         TrainConfig(neighbour_tau=0.0).validate()
+
+
+def test_train_reports_the_untrained_baselines_and_warns_below_them(isolated, capsys):
+    from tests.test_folders import PROFILE, fast_args, image_folder, run_cli
+
+    train_dir = image_folder(isolated / "shapes" / "train", per_class=16, seed=3)
+    val_dir = image_folder(isolated / "shapes" / "val", per_class=4, seed=4)
+    run = isolated / "run"
+    args = ["--data", train_dir, "--query-data", val_dir, *fast_args(), "--out", run]
+    code, out, err = run_cli(capsys, "train", PROFILE, *args)
+    assert code == 0, err
+    res = json.loads((run / "results.json").read_text())
+    base = res["baselines"]
+    mine = res["map@50_levels_val_selected"]
+    assert set(base["float"]) == set(mine) == {"class"}
+    assert 0.0 <= base["float"]["class"] <= 1.0
+    assert base["faiss_pq"] is None  # 64 images: fewer than the K = 256 k-means needs
+    below = mine["class"] < base["float"]["class"]
+    assert bool(base["below"]) == below
+    assert ("warning: HiHPQ (validation-selected) is below" in err) == below
+    assert "beside the untrained baselines" in out and "float" in out
+
+
+def test_baseline_guard_computes_float_and_pq_and_warns(capsys):
+    from types import SimpleNamespace
+
+    from hihpq_lib.app.pipeline import baseline_guard
+    from hihpq_lib.learning.training import FeatureSplit
+
+    pytest.importorskip("faiss")
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(4, 32, generator=g) * 3
+    lab_db, lab_q = torch.arange(400) % 4, torch.arange(40) % 4
+    db = FeatureSplit(centres[lab_db] + torch.randn(400, 32, generator=g), lab_db)
+    q = FeatureSplit(centres[lab_q] + torch.randn(40, 32, generator=g), lab_q)
+    prep = SimpleNamespace(
+        level_labels=lambda name: {"class": lab_q if name == "query" else lab_db},
+        split=lambda name: db,
+    )
+    cfg = TrainConfig().with_overrides(["bits=32", "topk=50"])
+    report = baseline_guard(prep, cfg, q, db, {"class": 0.0})
+    # four well-separated clusters: both untrained baselines retrieve them
+    assert report["float"]["class"] > 0.9 and report["faiss_pq"]["class"] > 0.9
+    assert report["below"] and report["below"][0].startswith("class 0.000 < float")
+    assert "warning: HiHPQ (validation-selected) is below" in capsys.readouterr().err
+    assert not baseline_guard(prep, cfg, q, db, {"class": 1.0})["below"]

@@ -191,10 +191,30 @@ def _print_results(res: dict) -> None:
         f"validation-selected epoch     {res['val_selected_epoch']} (val mAP {res['val_map_best']:.4f})"
     )
     _print_levels(res)
+    _print_baselines(res)
     for name, sec in res.get("stage_seconds", {}).items():
         print(f"  {name:<24} {sec:8.1f} s")
     if "peak_rss_mb" in res:
         print(f"peak memory {res['peak_rss_mb']:.0f} MB")
+
+
+def _print_baselines(res: dict) -> None:
+    """HiHPQ beside the untrained baselines on the same frozen features (``baselines``)."""
+    base = res.get("baselines")
+    if not base:
+        return
+    mine = next((v for k, v in res.items() if k.endswith("_levels_val_selected")), {})
+    cols = [("HiHPQ", mine)] + [(n, base[n]) for n in ("float", "faiss_pq") if base.get(n)]
+    print("beside the untrained baselines on the same features (mAP, validation-selected):")
+    print("  " + f"{'level':<14}" + "".join(f"{name:>10}" for name, _ in cols))
+    for level in mine:
+        print(
+            "  " + f"{level:<14}" + "".join(f"{c.get(level, float('nan')):>10.4f}" for _, c in cols)
+        )
+    if base.get("faiss_pq") is None:
+        print('  (faiss PQ: not run; needs faiss, pip install "hihpq[baselines]", and 256 images)')
+    if base.get("below"):
+        print("  warning: HiHPQ is below a baseline: " + "; ".join(base["below"]))
 
 
 def _cmd_train(args) -> int:

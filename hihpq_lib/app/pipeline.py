@@ -25,7 +25,7 @@ import torch
 from hihpq_lib import data as D
 from hihpq_lib.data.backbones import build_backbone
 from hihpq_lib.data.features import FeatureCache, augmentation_bank, extract_features, feature_key
-from hihpq_lib.evaluation.metrics import hierarchy_agreement
+from hihpq_lib.evaluation.metrics import hierarchy_agreement, map_at_k_levels
 from hihpq_lib.learning.config import TrainConfig, resolve_num_clusters
 from hihpq_lib.learning.training import (
     BEST,
@@ -64,6 +64,7 @@ __all__ = [
     "hierarchy_results",
     "pseudo_hierarchy_report",
     "run_config",
+    "baseline_guard",
 ]
 
 
@@ -597,6 +598,10 @@ def run_experiment(
     else:
         best_levels = _levels_map(best_model, query, database, ql, dl, cfg)
     final_map, best_map = final_levels["class"], best_levels["class"]
+    guard = None
+    if cfg.baseline_guard and not isinstance(prep, PreparedOnline):
+        with timer("baselines"):
+            guard = baseline_guard(prep, run_cfg, query, database, best_levels)
     index = res["model"].build_index(
         database.feats, metadata={"config": run_cfg.to_dict(), "run_id": res["run_id"]}
     )
@@ -625,12 +630,72 @@ def run_experiment(
         "n_database": len(database.feats),
         "n_train": len(prep.splits.train),
         **hierarchy_results(prep, cfg, final_levels, best_levels),
+        "baselines": guard,
         "pseudo_hierarchy": pseudo_hierarchy_report(out, prep, res["run_id"]),
         "stage_seconds": {k: round(v, 2) for k, v in timer.seconds.items()},
         "peak_rss_mb": round(peak_rss_mb(), 1),
     }
     atomic_write_text(out / "results.json", json.dumps(results, indent=2))
     return {**results, "model": res["model"], "prepared": prep, "history": res["history"]}
+
+
+def _topk_float(query: torch.Tensor, database: torch.Tensor, k: int) -> np.ndarray:
+    """Exact cosine top-``k`` (the float baseline), in chunks of queries."""
+    db = torch.nn.functional.normalize(database.float(), dim=1)
+    out = []
+    for chunk in query.float().split(1024):
+        sims = torch.nn.functional.normalize(chunk, dim=1) @ db.T
+        out.append(sims.topk(k, dim=1).indices)
+    return torch.cat(out).numpy()
+
+
+def baseline_guard(
+    prep, cfg: TrainConfig, query: FeatureSplit, database: FeatureSplit, model_levels
+):
+    """The untrained baselines on the same frozen features, and a warning below them.
+
+    ``float``: exact cosine search on the backbone features (32 bits per dimension);
+    ``faiss_pq``: faiss PQ with HiHPQ's bytes (``M`` sub-vectors of 8 bits), trained on
+    the training images' features, when faiss is installed (the ``baselines`` extra).
+    mAP@``topk`` at every level ``model_levels`` has (the validation-selected model's).
+    When the model is below a baseline at any level, a ``warning:`` line on stderr says
+    so and ``below`` lists the comparisons.
+    """
+    import sys
+
+    k = min(cfg.topk, len(database.feats))
+    ql, dl = prep.level_labels("query"), prep.level_labels("database")
+    levels = {n: (ql[n], dl[n]) for n in ql}
+    report: dict = {"float": map_at_k_levels(_topk_float(query.feats, database.feats, k), levels)}
+    fit = prep.split("train").feats
+    fit = fit if len(fit) >= 256 else database.feats  # k-means needs K = 256 vectors
+    report["faiss_pq"] = None  # lean install (pip install "hihpq[baselines]"), tiny runs
+    if len(fit) >= 256 and fit.shape[1] % cfg.M == 0:
+        try:
+            from hihpq_lib.evaluation.baselines import FaissPQ
+
+            pq = FaissPQ(cfg.M).fit(fit.float().numpy())
+            pq.add(database.feats.float().numpy())
+            _, idx = pq.search(query.feats.float().numpy(), k)
+            report["faiss_pq"] = map_at_k_levels(idx, levels)
+        except ImportError:
+            pass
+    below = [
+        f"{level} {model_levels[level]:.3f} < {name} {scores[level]:.3f}"
+        for name, scores in report.items()
+        if scores is not None
+        for level in scores
+        if level in model_levels and model_levels[level] < scores[level]
+    ]
+    report["below"] = below
+    if below:
+        print(
+            f"warning: HiHPQ (validation-selected) is below the untrained baselines on the same "
+            f'frozen features: {"; ".join(below)} (mAP@{k}); see docs/folders.md, "Never worse '
+            f'than doing nothing" (head_init=pca, neighbour_weight, eval_init)',
+            file=sys.stderr,
+        )
+    return report
 
 
 def _split_label(splits: D.Splits) -> str:

@@ -91,7 +91,7 @@ class TrainConfig:
     name: str = "cifar10_ii_32bits_cpu"
     # data
     dataset: str = "cifar10"  # "cifar10", "folder" (root/<class>/<image>), "flickr25k", "nuswide"
-    protocol: str = "II"  # CIFAR-10 only; image folders use the folder split (docs/data.md)
+    protocol: str = "II"  # CIFAR-10 only; image folders use the folder split (docs/folders.md)
     data: str | None = None
     # dataset=folder: a second folder with the same class sub-folders (e.g. an official
     # val/) whose images are all the test queries; the data folder is database + training set
@@ -142,6 +142,10 @@ class TrainConfig:
     # Evaluate the untrained model on the validation queries too: if no epoch beats it, the
     # val-selected model is the initial one (val_selected_epoch 0).
     eval_init: bool = False
+    # Report the untrained baselines on the same frozen features beside HiHPQ in
+    # results.json (exact cosine search on the floats; faiss PQ with the same bytes when
+    # faiss is installed) and warn when the validation-selected model falls below them.
+    baseline_guard: bool = True
     # Each chunk of feat_dim / M head outputs is one subspace. "ambient" (reference): the
     # chunk is a vector of R^D whose first (time) coordinate is zeroed, a tangent vector
     # of H^(D-1); the first output of each chunk is discarded (zero gradient), so a
