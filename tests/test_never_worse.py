@@ -177,3 +177,26 @@ def test_baseline_guard_computes_float_and_pq_and_warns(capsys):
     assert report["below"] and report["below"][0].startswith("class 0.000 < float")
     assert "warning: HiHPQ (validation-selected) is below" in capsys.readouterr().err
     assert not baseline_guard(prep, cfg, q, db, {"class": 1.0})["below"]
+
+
+def test_folder_benchmark_tables_every_level_with_seeds(isolated):
+    from benchmarks import folder_bench
+    from tests.test_folders import FAST, hierarchy_file, image_folder
+
+    train_dir = image_folder(isolated / "shapes" / "train", per_class=16, seed=3)
+    val_dir = image_folder(isolated / "shapes" / "val", per_class=4, seed=4)
+    hier = hierarchy_file(isolated / "hierarchy.json")
+    out = isolated / "bench"
+    argv = ["--data", str(train_dir), "--query-data", str(val_dir), "--hierarchy", str(hier)]
+    argv += ["--methods", "float", "hihpq", "--seeds", "2", "--out", str(out), "--set", *FAST]
+    argv += ["hierarchy_levels=[1, 3]"]
+    res = folder_bench.main(argv)
+    assert res["levels"] == {"class": 4, "depth 1": 2, "depth 3": 4}
+    hihpq = res["methods"]["hihpq"]
+    assert [r["seed"] for r in hihpq["runs"]] == [0, 1]
+    cls = [r["levels"]["class"] for r in hihpq["runs"]]
+    assert hihpq["aggregate"]["class"]["mean"] == pytest.approx(sum(cls) / 2)
+    md = (out / "results.md").read_text()
+    assert "| float features (cosine) | 40960 |" in md and "± " in md
+    assert "HiHPQ − float features (cosine): class" in md
+    assert json.loads((out / "results.json").read_text())["meta"]["dataset"] == "shapes"
