@@ -205,15 +205,22 @@ print(f"Exercise 1: correct, {expected} edges.")
 # learning rate. Library call: `tree_embedding.fit_tree_embedding(d_tree, n, geometry)`.
 # The **distortion** of a pair is $|s\, r_{ij} - 1|$ (0 is perfect); for a node, its mean
 # over the pairs it belongs to, and **by depth** the mean over the nodes of that depth
-# (`tree_embedding.distortion_by_depth`).
+# (`tree_embedding.distortion_by_depth`). Only distances are fitted, so the tree can
+# land anywhere; `tree_embedding.recentre` then moves its **median node** (the one with
+# the smallest sum of tree distances to all others) to the origin by an isometry (a
+# hyperbolic translation, $x \mapsto \exp_o(\Gamma_{a\to o}\log_a x)$), which changes
+# no distance but centres the pictures on the bulk of the tree.
 
 # %%
 iu = np.triu_indices(tree.n_nodes, 1)
+centre = int(d_tree.sum(1).argmin())
+print(f"median node: {names[centre]} (depth {tree.depth[centre]})")
 emb, overall, by_depth, seconds = {}, {}, {}, {}
 for dim in DIMS:
     for geometry in TE.GEOMETRIES:
         t0 = time.perf_counter()
         pts = TE.fit_tree_embedding(d_tree, dim, geometry, steps=STEPS, lr=0.1)
+        pts = TE.recentre(pts, centre, geometry)  # the tree's median node to the origin
         seconds[geometry, dim] = time.perf_counter() - t0
         d_emb = TE.embedded_distances(pts, geometry).numpy()
         emb[geometry, dim] = pts
@@ -299,8 +306,9 @@ for dim in DIMS:
 # ### The tree on the Poincaré disk
 # The 2-D hyperbolic embedding drawn on the Poincaré disk (left; edges are geodesics,
 # `viz.tree_embeddings`), beside the 2-D Euclidean one (right); nodes coloured by depth
-# (hover over a node for its name). On the disk the deep levels crowd against the rim,
-# where a tiny gap on the picture is a large hyperbolic distance.
+# (hover over a node for its name). The centre is the median node; the root is the
+# depth-0 dot. On the disk the deep levels crowd against the rim, where a tiny gap on
+# the picture is a large hyperbolic distance.
 
 # %%
 hyp_xy = lorentz.to_poincare(emb["hyperbolic", 2])
@@ -333,11 +341,11 @@ viz.tree_embeddings(
 #
 # ### Exercise 2 — how far out do the classes sit?
 # In the 2-D hyperbolic embedding (`emb["hyperbolic", 2]`, points on the hyperboloid),
-# compute the **median hyperbolic distance from the origin** of the class leaves
+# compute the **median hyperbolic distance from the root** of the class leaves
 # (`tree.leaves`) and of the root's children (depth 1), and store the two floats as a
-# tuple `(leaves, depth_1)` in `answer`. Use `lorentz.origin` and `lorentz.dist`. Is the
-# tree's root near the origin? (It need not be: only distances between nodes were
-# optimised.)
+# tuple `(leaves, depth_1)` in `answer`. Use `lorentz.dist`; the root is node 0 (not
+# at the origin: the median node is). Compare with the depths: is a class at depth 10
+# ten times as far from the root as a node at depth 1?
 
 # %%
 answer = None  # your code: a tuple of two floats
@@ -345,21 +353,21 @@ answer = None  # your code: a tuple of two floats
 # %% jupyter={"source_hidden": true} tags=["solution"]
 if answer is None:
     pts2 = emb["hyperbolic", 2]
-    o = lorentz.origin(2, dtype=pts2.dtype)
-    r = lorentz.dist(pts2, o.expand_as(pts2)).numpy()
+    r = lorentz.dist(pts2, pts2[0].expand_as(pts2)).numpy()
     answer = (float(np.median(r[tree.leaves])), float(np.median(r[tree.depth == 1])))
 
 # %% tags=["check"]
 assert answer is not None, "set answer to (median radius of the leaves, of depth 1)"
 x2 = emb["hyperbolic", 2]
-radius = lorentz.dist(x2, lorentz.origin(2, dtype=x2.dtype).expand_as(x2)).numpy()
+radius = TE.embedded_distances(x2, "hyperbolic")[0].numpy()  # from the root, node 0
 exp_leaves, exp_d1 = float(np.median(radius[tree.leaves])), float(np.median(radius[tree.depth == 1]))
 assert np.isfinite(answer).all() and np.allclose(answer, (exp_leaves, exp_d1), rtol=1e-6), (
-    f"expected ({exp_leaves:.3f}, {exp_d1:.3f}): hyperbolic distances from lorentz.origin(2)"
+    f"expected ({exp_leaves:.3f}, {exp_d1:.3f}): hyperbolic distances from node 0, the root"
 )
 print(
-    f"Exercise 2: correct. Leaves at a median {exp_leaves:.2f} from the origin, depth 1 at "
-    f"{exp_d1:.2f}; the root at {radius[0]:.2f}."
+    f"Exercise 2: correct. Leaves at a median {exp_leaves:.2f} from the root (median "
+    f"depth {np.median(leaf_depth):.0f}), depth 1 at {exp_d1:.2f}: a ratio of "
+    f"{exp_leaves / exp_d1:.1f}."
 )
 
 # %% [markdown]

@@ -169,3 +169,19 @@ def test_fit_rejects_bad_input():
         TE.fit_tree_embedding(np.zeros((3, 3)), 2, "euclidean")
     with pytest.raises(ValueError, match=r"\(n, n\)"):
         TE.fit_tree_embedding(np.zeros(3), 2, "euclidean")
+
+
+@pytest.mark.parametrize("geometry", TE.GEOMETRIES)
+def test_recentre_is_an_isometry_that_moves_the_node_to_the_origin(geometry):
+    gen = torch.Generator().manual_seed(1)
+    v = 1.5 * torch.randn(12, 3, generator=gen, dtype=torch.float64)
+    x = lorentz.expmap0(lorentz.lift(v)) if geometry == "hyperbolic" else v
+    y = TE.recentre(x, 4, geometry)
+    torch.testing.assert_close(
+        TE.embedded_distances(y, geometry), TE.embedded_distances(x, geometry), rtol=1e-8, atol=1e-8
+    )
+    origin = torch.zeros(3, dtype=torch.float64)
+    if geometry == "hyperbolic":
+        origin = lorentz.origin(3, dtype=torch.float64)
+        torch.testing.assert_close(lorentz.inner(y, y), -torch.ones(12, dtype=torch.float64))
+    torch.testing.assert_close(y[4], origin, rtol=0, atol=1e-9)

@@ -46,6 +46,7 @@ __all__ = [
     "node_distortion",
     "distortion_by_depth",
     "fit_tree_embedding",
+    "recentre",
 ]
 
 #: The two geometries :func:`fit_tree_embedding` knows.
@@ -240,3 +241,28 @@ def fit_tree_embedding(
         loss.backward()
         opt.step()
     return points(params.detach())
+
+
+def recentre(points: torch.Tensor, index: int, geometry: str) -> torch.Tensor:
+    r"""Move node ``index`` to the origin by an isometry (all distances unchanged).
+
+    Hyperbolic: :math:`x \mapsto \exp_o\big(\Gamma_{a \to o}(\log_a x)\big)` with
+    :math:`a` the point of node ``index`` (the translation along the geodesic from
+    :math:`a` to :math:`o`); Euclidean: :math:`x \mapsto x - a`. Only distances between
+    nodes are fitted, so the root of a fitted tree can land anywhere; recentring it makes
+    the Poincaré-disk picture read from the centre out.
+
+    Parameters
+    ----------
+    points : (n, d+1) on :math:`\mathbb H^d_1` or (n, d), as :func:`fit_tree_embedding`
+    index : the node to move to the origin
+    geometry : {"hyperbolic", "euclidean"}
+    """
+    if geometry == "euclidean":
+        return points - points[index]
+    if geometry != "hyperbolic":
+        raise ValueError(f"geometry must be one of {GEOMETRIES}, got {geometry!r}")
+    a = points[index].expand_as(points)
+    o = L.origin(points.shape[-1] - 1, dtype=points.dtype).expand_as(points)
+    moved = L.expmap(o, L.transp(a, o, L.logmap(a, points)))
+    return L.project(moved)
