@@ -71,6 +71,7 @@ import json
 import time
 
 import numpy as np
+from IPython.display import display
 
 from hihpq_lib import data, viz
 from hihpq_lib.app import experiments
@@ -360,7 +361,10 @@ if answer is None:
 assert answer is not None, "set answer to (median radius of the leaves, of depth 1)"
 x2 = emb["hyperbolic", 2]
 radius = TE.embedded_distances(x2, "hyperbolic")[0].numpy()  # from the root, node 0
-exp_leaves, exp_d1 = float(np.median(radius[tree.leaves])), float(np.median(radius[tree.depth == 1]))
+exp_leaves, exp_d1 = (
+    float(np.median(radius[tree.leaves])),
+    float(np.median(radius[tree.depth == 1])),
+)
 assert np.isfinite(answer).all() and np.allclose(answer, (exp_leaves, exp_d1), rtol=1e-6), (
     f"expected ({exp_leaves:.3f}, {exp_d1:.3f}): hyperbolic distances from node 0, the root"
 )

@@ -195,8 +195,7 @@ def class_tree(
     missing = [c for c in names if c not in chains or not chains[c]]
     if missing:
         raise ValueError(
-            f"class_tree: no ancestor chain for {missing[:5]}; every class needs at least "
-            "its root"
+            f"class_tree: no ancestor chain for {missing[:5]}; every class needs at least its root"
         )
     roots = {chains[c][0] for c in names}
     if len(roots) != 1:
