@@ -287,10 +287,11 @@ claims.say(
 # %% [markdown]
 # The robust part, checked below on every run: in the same dimension, with the same
 # start and the same number of steps, the hyperbolic space keeps the tree's distances
-# better overall, and more so where the tree is deepest (the deepest depth, where the
-# number of nodes has grown the most). Neither optimisation is exact: more steps lower
-# both, and Sarkar's construction (notebook 01) reaches any distortion in the hyperbolic
-# plane with long enough edges.
+# better overall, and also at the deepest depth, the leaves farthest from the root.
+# Neither optimisation is the best possible embedding (try more `STEPS`); Sarkar's
+# construction (notebook 01) reaches any distortion in the hyperbolic plane with long
+# enough edges, while in the plane the room around a node grows only linearly with the
+# radius (notebook 01, section 6).
 
 # %% tags=["claim"]
 for dim in DIMS:
