@@ -289,8 +289,8 @@ claims.say(
 # start and the same number of steps, the hyperbolic space keeps the tree's distances
 # better overall, and also at the deepest depth, the leaves farthest from the root.
 # Neither optimisation is the best possible embedding (try more `STEPS`); Sarkar's
-# construction (notebook 01) reaches any distortion in the hyperbolic plane with long
-# enough edges, while in the plane the room around a node grows only linearly with the
+# construction (notebook 01) brings the distortion in the hyperbolic plane as close to 0
+# as you like with long enough edges, while in the plane the room around a node grows only linearly with the
 # radius (notebook 01, section 6).
 
 # %% tags=["claim"]
@@ -437,10 +437,12 @@ if twin_rows is not None:
     claims.say(
         "In this run ({n_train} training images, {epochs} epochs, one seed) HiHPQ scores "
         "higher than its Euclidean twin at **{n_up} of {n} levels**; the gap runs from "
-        "{lo:+.4f} to {hi:+.4f} (class level: {cls:+.4f}). One short run with a few "
-        "hundred queries: differences of this size are within what another seed can "
-        "change (notebook 07 measures the seed-to-seed spread on CIFAR-10).",
+        "{lo:+.4f} to {hi:+.4f} (class level: {cls:+.4f}). One short run, one seed, "
+        "{nq} queries: this reports what happened, it does not establish a difference "
+        "between the geometries (notebook 07 measures how much another seed moves mAP on "
+        "CIFAR-10).",
         n_train=lor["n_train"],
+        nq=lor["n_query"],
         epochs=lor["epochs"],
         n_up=n_up,
         n=len(twin_rows),
