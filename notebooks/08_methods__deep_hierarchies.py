@@ -390,8 +390,10 @@ print(
 # `geometry: euclidean` (the same quantizer and losses in $\mathbb R^n$), training
 # images from `train/`, every image of `val/` a test query. A finished run is loaded from
 # its folder. **Mind the backbone:** its ImageNet pretraining has seen these 200
-# classes (not these 64-pixel images), so the frozen features already know much of the
-# WordNet structure; what the twins compare is how each geometry keeps it in 32 bits.
+# classes, with their labels (not these 64-pixel copies), so the frozen features were
+# trained to tell them apart; what the twins compare is how well each geometry keeps what
+# those features know in 32 bits, not how well either could learn these classes from
+# scratch.
 
 # %%
 if folder is None:
