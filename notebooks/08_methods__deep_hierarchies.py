@@ -57,8 +57,19 @@
 #
 # ## How long it takes on a laptop CPU
 # - Reading and doing the exercises: about 40 minutes.
-# - **Full mode** (600 optimisation steps per embedding; twins on 50 training images per class, 4 views, 10 epochs): TBD.
-# - **Fast mode (`HIHPQ_FAST=1`)** (200 steps; twins on 10 images per class, 2 views, 4 epochs): TBD.
+# - **Full mode** (600 optimisation steps per embedding; twins on 50 training images per
+#   class, 4 views, 10 epochs): 20 s without the images (the synthetic tree; section 3
+#   skipped; 2026-12-02); with them, not measured yet (first run computes the features of
+#   12,000 images and a bank of 10,000 × 4 views).
+# - **Fast mode (`HIHPQ_FAST=1`)** (200 steps; twins on 8 training images per class, 2
+#   views, 4 epochs): 27 s with the images, features cached and its saved runs loaded
+#   (2026-12-02); 20 s without them; **training it yourself** instead: 1 min 25 s with the
+#   images, this measurement including the first run's features (2,000 images and a bank of
+#   1,600 × 2 views; `tests/test_notebooks.py`, through nbclient).
+# - Measured 2026-12-01 on a 2-core CPU shared with three other developers (their heavy jobs
+#   serialised with a lock, their light work running alongside), OMP_NUM_THREADS=1, kernel
+#   start included (`jupyter nbconvert --execute`, one notebook at a time). Generated from
+#   `notebooks/timings.yaml` by `python -m benchmarks.notebook_timings`.
 
 # %% [markdown]
 # ## Setup
@@ -85,7 +96,7 @@ STEPS = runtime.pick(600, 200)  # Adam steps per embedding
 DIMS = (2, 8)  # dimensions of the embeddings
 TWIN_OVERRIDES = runtime.pick(
     ["subsample_per_class=50", "n_views=4", "epochs=10"],
-    ["subsample_per_class=10", "n_views=2", "epochs=4", "hierarchy_warmup=1"],
+    ["subsample_per_class=8", "n_views=2", "epochs=4", "hierarchy_warmup=1"],
 )
 folder = experiments.hierarchy_folder()  # HIHPQ_TINY_IMAGENET, or None
 print(f"fast mode: {runtime.fast_mode()}, steps: {STEPS}, data: {folder}")
@@ -421,36 +432,46 @@ else:
 
 # %%
 if twin_rows is not None:
+    level_curves = [[r[g] for r in twin_rows] for g in ("lorentz", "euclidean")]
+    level_args = dict(
+        xlabel="number of nodes at the level (log scale)",
+        ylabel=f"test mAP@{topk}",
+        title="Retrieval at each level of the WordNet tree",
+        log_x=True,
+        ylim=None,
+    )
     nodes = [r["nodes"] for r in twin_rows]
+    display(viz.line_plot(nodes, level_curves, ["HiHPQ (lorentz)", "Euclidean twin"], **level_args))
     display(
         viz.line_plot(
             nodes,
-            [[r["lorentz"] for r in twin_rows], [r["euclidean"] for r in twin_rows]],
+            level_curves,
             ["HiHPQ (lorentz)", "Euclidean twin"],
-            xlabel="number of nodes at the level (log scale)",
-            ylabel=f"test mAP@{topk}",
-            title="Retrieval at each level of the WordNet tree",
-            log_x=True,
-            ylim=None,
             backend="matplotlib",
+            **level_args,
         )
     )
+
+# %%
+if twin_rows is not None:
     n_up = sum(r["lorentz"] > r["euclidean"] for r in twin_rows)
-    claims.say(
-        "In this run ({n_train} training images, {epochs} epochs, one seed) HiHPQ scores "
-        "higher than its Euclidean twin at **{n_up} of {n} levels**; the gap runs from "
-        "{lo:+.4f} to {hi:+.4f} (class level: {cls:+.4f}). One short run, one seed, "
-        "{nq} queries: this reports what happened, it does not establish a difference "
-        "between the geometries (notebook 07 measures how much another seed moves mAP on "
-        "CIFAR-10).",
-        n_train=lor["n_train"],
-        nq=lor["n_query"],
-        epochs=lor["epochs"],
-        n_up=n_up,
-        n=len(twin_rows),
-        lo=min(r["lorentz"] - r["euclidean"] for r in twin_rows),
-        hi=max(r["lorentz"] - r["euclidean"] for r in twin_rows),
-        cls=twin_rows[0]["lorentz"] - twin_rows[0]["euclidean"],
+    display(
+        claims.say(
+            "In this run ({n_train} training images, {epochs} epochs, one seed) HiHPQ scores "
+            "higher than its Euclidean twin at **{n_up} of {n} levels**; the gap runs from "
+            "{lo:+.4f} to {hi:+.4f} (class level: {cls:+.4f}). One short run, one seed, "
+            "{nq} queries: this reports what happened, it does not establish a difference "
+            "between the geometries (notebook 07 measures how much another seed moves mAP on "
+            "CIFAR-10).",
+            n_train=lor["n_train"],
+            nq=lor["n_query"],
+            epochs=lor["epochs"],
+            n_up=n_up,
+            n=len(twin_rows),
+            lo=min(r["lorentz"] - r["euclidean"] for r in twin_rows),
+            hi=max(r["lorentz"] - r["euclidean"] for r in twin_rows),
+            cls=twin_rows[0]["lorentz"] - twin_rows[0]["euclidean"],
+        )
     )
 
 # %% [markdown]
@@ -471,7 +492,7 @@ if twin_rows is not None:
 # - A hierarchy file's chains make one tree (`data.class_tree`); tree distances come
 #   from the lowest common ancestor (`tree_embedding.tree_distances`).
 # - With the same optimiser, start and number of parameters, the hyperbolic space keeps
-#   a deep real tree's distances better than the Euclidean one in 2 and in 8 dimensions
+#   a deep tree's distances better than the Euclidean one in 2 and in 8 dimensions
 #   (`tree_embedding.fit_tree_embedding`, `distortion_by_depth`; the numbers are printed in
 #   section 2).
 # - On the Poincaré disk the deep levels crowd against the rim; drawn through $\log_o$
