@@ -10,6 +10,9 @@ NB_OUT := build/notebooks
 # The development copy of CIFAR-10 beside the checkout (tests, CI); otherwise torchvision downloads it.
 SHARED_CIFAR10 := $(abspath $(wildcard ../shared/data/cifar10-jpeg.tar.gz))
 export HIHPQ_CIFAR10 ?= $(SHARED_CIFAR10)
+# The development copy of the Tiny-ImageNet subset: tests/test_notebooks.py runs notebook 08 on it.
+SHARED_TINY_IMAGENET := $(abspath $(wildcard ../shared/data/tiny-imagenet-200-subset.tar.gz))
+export HIHPQ_TINY_IMAGENET_ARCHIVE ?= $(SHARED_TINY_IMAGENET)
 
 .PHONY: demo test lint format typecheck lab book bench notebooks clean-notebooks help
 

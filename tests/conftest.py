@@ -1,6 +1,8 @@
 """Shared test fixtures: dtype tolerance table, seeds, hypothesis profile."""
 
 import os
+import tarfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -58,3 +60,47 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("HIHPQ_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("HIHPQ_CIFAR10", str(tmp_path / "no-cifar"))
     return tmp_path
+
+
+#: The development copy of the Tiny-ImageNet subset beside the checkout, used when
+#: HIHPQ_TINY_IMAGENET_ARCHIVE is not set (the Makefile sets it to the same file).
+_SHARED_TINY_IMAGENET = (
+    Path(__file__).resolve().parent.parent.parent
+    / "shared"
+    / "data"
+    / "tiny-imagenet-200-subset.tar.gz"
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_imagenet_dir() -> Path:
+    """The Tiny-ImageNet subset (``train/``, ``val/``, ``wordnet_hierarchy.json``), unpacked.
+
+    From ``HIHPQ_TINY_IMAGENET_ARCHIVE``, else the shared development copy; unpacked once
+    into ``build/tiny-imagenet/`` of the checkout (gitignored) and reused, so its paths,
+    and hence the feature-cache keys of its images, stay the same from run to run. Skips
+    the test when no archive is found.
+    """
+    from tests.paths import REPO_ROOT, tiny_imagenet_archive
+
+    archive = tiny_imagenet_archive()
+    if archive is None and _SHARED_TINY_IMAGENET.is_file():
+        archive = _SHARED_TINY_IMAGENET
+    if archive is None:
+        pytest.skip(
+            "no Tiny-ImageNet archive: set HIHPQ_TINY_IMAGENET_ARCHIVE to a .tar.gz holding "
+            "train/, val/ and wordnet_hierarchy.json"
+        )
+    dest = REPO_ROOT / "build" / "tiny-imagenet"
+    done = dest / f".unpacked-{archive.stat().st_size}"
+    if not done.is_file():
+        dest.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(archive) as tar:
+            tar.extractall(dest, filter="data")
+        done.touch()
+    found = sorted(dest.glob("*/wordnet_hierarchy.json")) + sorted(
+        dest.glob("wordnet_hierarchy.json")
+    )
+    if not found:
+        pytest.fail(f"{archive} holds no wordnet_hierarchy.json (expected train/, val/ beside it)")
+    return found[0].parent

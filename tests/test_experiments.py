@@ -16,6 +16,7 @@ from hihpq_lib.evaluation import metrics, stats
 from hihpq_lib.learning import config, diagnostics, training
 from hihpq_lib.learning.model import build_model
 from hihpq_lib.utils import runtime
+from tests.paths import REPO_ROOT
 
 
 def _small_config(**extra):
@@ -246,3 +247,40 @@ def test_codeword_geometry_against_direct_computation():
         )
         assert row["c"] == pytest.approx(float(model.space.curvature[m].detach()), rel=1e-5)
         assert 0 < row["PCA share codewords"] <= 1 and 0 < row["PCA share points"] <= 1
+
+
+def test_hierarchy_folder_reads_the_variable_and_names_what_is_missing(tmp_path, monkeypatch):
+    monkeypatch.delenv(experiments.TINY_IMAGENET_ENV, raising=False)
+    assert experiments.hierarchy_folder() is None
+    monkeypatch.setenv(experiments.TINY_IMAGENET_ENV, str(tmp_path))
+    (tmp_path / "train").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"lacks val/, wordnet_hierarchy.json"):
+        experiments.hierarchy_folder()
+    (tmp_path / "val").mkdir()
+    (tmp_path / "wordnet_hierarchy.json").write_text("{}")
+    folder = experiments.hierarchy_folder()
+    assert folder.train == tmp_path / "train" and folder.hierarchy.is_file()
+
+
+def test_folder_twin_configs_differ_only_in_geometry(tmp_path, monkeypatch):
+    monkeypatch.setenv("HIHPQ_PROJECT_DIR", str(REPO_ROOT))
+    folder = experiments.HierarchyFolder(tmp_path)
+    a = experiments.folder_twin_config(folder, ["epochs=2"], "lorentz")
+    b = experiments.folder_twin_config(folder, ["epochs=2"], "euclidean")
+    assert (a.dataset, a.epochs, a.query_data) == ("folder", 2, str(tmp_path / "val"))
+    diff = {k for k, v in a.to_dict().items() if b.to_dict()[k] != v}
+    assert diff == {"geometry", "name"}
+
+
+def test_levels_table_orders_levels_fine_to_coarse():
+    def res(vals):
+        return {
+            "hierarchy": {"levels": {"class": 4, "depth 1": 2}},
+            "map@10_levels_val_selected": dict(zip(("depth 1", "class"), vals)),
+        }
+
+    rows = experiments.levels_table({"lorentz": res((0.9, 0.5)), "euclidean": res((0.8, 0.4))}, 10)
+    assert rows == [
+        {"level": "class", "nodes": 4, "lorentz": 0.5, "euclidean": 0.4},
+        {"level": "depth 1", "nodes": 2, "lorentz": 0.9, "euclidean": 0.8},
+    ]

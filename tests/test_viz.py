@@ -472,3 +472,12 @@ def test_seed_strip_draws_markers_only_one_per_seed_and_method():
     assert all(t.mode == "markers" for t in pf.data if t.name.startswith("seed"))
     with pytest.raises(ValueError, match="one per seed"):
         viz.seed_strip({"a": [0.1]}, [0, 1])
+
+
+def test_tree_embeddings_hover_names():
+    parent, xy = [-1, 0, 0], 0.3 * np.eye(3, 2)
+    fig = viz.tree_embeddings(parent, xy, xy, node_names=["root", "a", "b"])
+    shown = {t for tr in fig.data if tr.mode == "markers" and tr.text for t in tr.text}
+    assert shown == {"root", "a", "b"}
+    with pytest.raises(ValueError, match="one name per node"):
+        viz.tree_embeddings(parent, xy, xy, node_names=["root"])

@@ -1,12 +1,13 @@
-"""Experiments of the pipeline notebooks (04-07): training data with a validation pair, run
-folders named after the configuration, ranked retrieval, retrieval examples and ablations
-over seeds.
+"""Experiments of the pipeline notebooks (04-08): training data with a validation pair, run
+folders named after the configuration, ranked retrieval, retrieval examples, ablations
+over seeds, and HiHPQ against its Euclidean twin on an image folder with a class hierarchy.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,7 +26,7 @@ from hihpq_lib.evaluation.metrics import (
 from hihpq_lib.learning.config import TrainConfig
 from hihpq_lib.learning.model import HiHPQModel
 from hihpq_lib.learning.training import FeatureSplit, TrainingData
-from hihpq_lib.utils.runtime import runs_dir
+from hihpq_lib.utils.runtime import project_dir, runs_dir
 
 __all__ = [
     "training_data",
@@ -34,6 +35,12 @@ __all__ = [
     "pick_queries",
     "retrieval_examples",
     "run_ablation",
+    "TINY_IMAGENET_ENV",
+    "HierarchyFolder",
+    "hierarchy_folder",
+    "folder_twin_config",
+    "geometry_twins",
+    "levels_table",
 ]
 
 
@@ -233,4 +240,135 @@ def run_ablation(
                     "folder": str(out),
                 }
             )
+    return rows
+
+
+#: The environment variable naming a Tiny-ImageNet-style folder (notebook 08).
+TINY_IMAGENET_ENV = "HIHPQ_TINY_IMAGENET"
+
+
+class HierarchyFolder:
+    """An image folder with a class hierarchy: ``train/``, ``val/`` and the hierarchy JSON.
+
+    Attributes ``root``, ``train``, ``val`` and ``hierarchy`` (paths).
+    """
+
+    HIERARCHY_NAME = "wordnet_hierarchy.json"
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root).expanduser()
+        self.train = self.root / "train"
+        self.val = self.root / "val"
+        self.hierarchy = self.root / self.HIERARCHY_NAME
+
+    def __repr__(self) -> str:
+        return f"HierarchyFolder({str(self.root)!r})"
+
+
+def hierarchy_folder(env: str = TINY_IMAGENET_ENV) -> HierarchyFolder | None:
+    """The folder the environment variable ``env`` names, checked; ``None`` when unset.
+
+    The folder must hold ``train/<class>/<image>``, ``val/<class>/<image>`` (the same class
+    sub-folders) and ``wordnet_hierarchy.json`` (class -> ``{"name", "ancestors"}``, root
+    first; :func:`hihpq_lib.data.read_hierarchy_file`). A variable that names anything
+    else raises ``FileNotFoundError`` saying what is missing and how to fix it.
+    """
+    value = os.environ.get(env, "").strip()
+    if not value:
+        return None
+    folder = HierarchyFolder(value)
+    missing = [
+        str(p.relative_to(folder.root)) + ("/" if p.suffix == "" else "")
+        for p in (folder.train, folder.val, folder.hierarchy)
+        if not (p.is_dir() if p.suffix == "" else p.is_file())
+    ]
+    if missing:
+        raise FileNotFoundError(
+            f"{env}={value} lacks {', '.join(missing)}; point it at a folder holding train/ "
+            f"and val/ (one sub-folder per class) and {HierarchyFolder.HIERARCHY_NAME}, or "
+            "unset it"
+        )
+    return folder
+
+
+#: The folder profile the twins start from (relative to the checkout).
+FOLDER_PROFILE = Path("configs") / "cpu" / "cpu_folder_32bits.yaml"
+
+
+def folder_twin_config(
+    folder: HierarchyFolder, overrides: Sequence[str] = (), geometry: str = "lorentz"
+) -> TrainConfig:
+    """The folder profile (``configs/cpu/cpu_folder_32bits.yaml``) on ``folder``.
+
+    ``train/`` is the database and training set, every image of ``val/`` a test query,
+    the hierarchy file gives the levels; ``overrides`` (``key=value``) and the geometry
+    come last.
+    """
+    from hihpq_lib.learning.config import load_config
+
+    profile = project_dir() / FOLDER_PROFILE
+    items = [
+        f"data={folder.train}",
+        f"query_data={folder.val}",
+        f"hierarchy_file={folder.hierarchy}",
+        *overrides,
+        f"geometry={geometry}",
+        f"name=08_{geometry}",
+    ]
+    return load_config(profile, items)
+
+
+def geometry_twins(
+    folder: HierarchyFolder,
+    overrides: Sequence[str] = (),
+    *,
+    tag: str = "08_twins",
+    progress: bool = False,
+) -> dict[str, dict[str, Any]]:
+    """HiHPQ (``geometry=lorentz``) and its Euclidean twin, same data, features and seed.
+
+    Both runs share one :func:`~hihpq_lib.app.pipeline.prepare` (the frozen features, the
+    augmentation bank and the splits) and differ only in ``geometry``. Each has its own
+    folder, ``run_folder(f"{tag}_{geometry}", cfg)``; a folder whose ``results.json``
+    exists is loaded instead of trained.
+
+    Returns
+    -------
+    ``{"lorentz": results, "euclidean": results}``: the ``results.json`` of each run
+    (per-level mAP under ``map@K_levels_val_selected``), with ``"folder"`` added.
+    """
+    from hihpq_lib.app.pipeline import prepare, run_experiment
+
+    cfgs = {g: folder_twin_config(folder, overrides, g) for g in ("lorentz", "euclidean")}
+    out: dict[str, dict[str, Any]] = {}
+    prep = None
+    for geometry, cfg in cfgs.items():
+        run = run_folder(f"{tag}_{geometry}", cfg)
+        results = run / "results.json"
+        if not results.is_file():
+            if prep is None:
+                prep = prepare(cfg, progress=progress)
+            res = run_experiment(cfg, run, overwrite=True, progress=progress, prepared=prep)
+            res = {k: v for k, v in res.items() if k not in ("model", "prepared", "history")}
+        else:
+            res = json.loads(results.read_text())
+        out[geometry] = {**res, "folder": str(run)}
+    return out
+
+
+def levels_table(results: dict[str, dict[str, Any]], topk: int) -> list[dict[str, Any]]:
+    """One row per hierarchy level: its number of nodes and each run's test mAP@``topk``.
+
+    ``results`` as :func:`geometry_twins` returns it; mAP of the validation-selected
+    epochs. Rows from the finest level (``class``) to the coarsest.
+    """
+    key = f"map@{topk}_levels_val_selected"
+    first = next(iter(results.values()))
+    nodes = first["hierarchy"]["levels"]
+    rows = []
+    for level in sorted(nodes, key=lambda k: -nodes[k]):
+        row: dict[str, Any] = {"level": level, "nodes": int(nodes[level])}
+        for name, res in results.items():
+            row[name] = float(res[key][level])
+        rows.append(row)
     return rows

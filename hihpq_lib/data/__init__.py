@@ -80,7 +80,10 @@ from hihpq_lib.data.splits import (
     subsample_split,
 )
 from hihpq_lib.data.taxonomy import (
+    ClassTree,
     auto_levels,
+    class_tree,
+    example_chains,
     level_labels,
     read_hierarchy_file,
     resolve_levels,
@@ -109,6 +112,9 @@ __all__ = [
     "superclass_chains",
     "auto_levels",
     "resolve_levels",
+    "ClassTree",
+    "class_tree",
+    "example_chains",
     "level_labels",
     "folder_splits",
     "FOLDER_RULE",

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,9 @@ __all__ = [
     "auto_levels",
     "level_labels",
     "resolve_levels",
+    "ClassTree",
+    "class_tree",
+    "example_chains",
 ]
 
 
@@ -144,3 +148,108 @@ def level_labels(
         pos = {s: i for i, s in enumerate(names)}
         out[f"depth {int(d)}"] = (np.array([pos[s] for s in nodes], dtype=np.int64), names)
     return out
+
+
+@dataclass(frozen=True)
+class ClassTree:
+    """A hierarchy file's chains as one tree: every ancestor once, each class a leaf.
+
+    Attributes
+    ----------
+    parent : (n,) int64, the parent of each node (``-1`` for the root); parents come
+        before their children (nodes are numbered depth by depth)
+    nodes : list of n names: an ancestor's name as in the file, a class's own name
+    depth : (n,) int64, edges from the root
+    leaves : (C,) int64, the node of each class, in the order of ``class_names``
+    class_names : list of the C classes
+    """
+
+    parent: np.ndarray
+    nodes: list[str]
+    depth: np.ndarray
+    leaves: np.ndarray
+    class_names: list[str]
+
+    @property
+    def n_nodes(self) -> int:
+        return len(self.nodes)
+
+
+def class_tree(
+    chains: Mapping[str, Sequence[str]], class_names: Sequence[str] | None = None
+) -> ClassTree:
+    """The tree of :func:`read_hierarchy_file`'s chains (all must share the same root).
+
+    An ancestor is identified by its name; a class is a leaf below the last ancestor of
+    its chain, even when a class and an ancestor share a name. Raises ``ValueError`` when
+    the chains have different roots, or when one ancestor has two parents (the file is
+    not a tree).
+
+    >>> t = class_tree({"cat": ["animal", "mammal"], "dog": ["animal", "mammal"], "trout": ["animal"]})
+    >>> t.nodes, t.parent.tolist(), t.depth.tolist(), t.leaves.tolist()
+    (['animal', 'mammal', 'trout', 'cat', 'dog'], [-1, 0, 0, 1, 1], [0, 1, 1, 2, 2], [3, 4, 2])
+    """
+    names = list(chains) if class_names is None else list(class_names)
+    if not names:
+        raise ValueError("class_tree needs at least one class")
+    missing = [c for c in names if c not in chains or not chains[c]]
+    if missing:
+        raise ValueError(
+            f"class_tree: no ancestor chain for {missing[:5]}; every class needs at least its root"
+        )
+    roots = {chains[c][0] for c in names}
+    if len(roots) != 1:
+        raise ValueError(
+            f"the chains have {len(roots)} different roots ({sorted(roots)[:5]}); a tree "
+            "has one: prepend a common root to every chain"
+        )
+    # (key, name, parent key, depth): ancestors keyed by name, classes by ("class", name)
+    info: dict[tuple[str, str], tuple[tuple[str, str] | None, int]] = {}
+    for c in names:
+        chain = list(chains[c])
+        keys = [("node", a) for a in chain] + [("class", c)]
+        for d, key in enumerate(keys):
+            up = keys[d - 1] if d else None
+            if key in info and info[key][0] != up:
+                raise ValueError(
+                    f"{key[1]!r} has two parents ({info[key][0][1] if info[key][0] else None!r} "
+                    f"and {up[1] if up else None!r}): the chains do not form a tree"
+                )
+            info.setdefault(key, (up, d))
+    order = sorted(info, key=lambda k: (info[k][1], k[0] == "class"))  # stable: first seen
+    index = {k: i for i, k in enumerate(order)}
+    parent = np.array(
+        [index[info[k][0]] if info[k][0] is not None else -1 for k in order], dtype=np.int64
+    )
+    depth = np.array([info[k][1] for k in order], dtype=np.int64)
+    leaves = np.array([index[("class", c)] for c in names], dtype=np.int64)
+    return ClassTree(parent, [k[1] for k in order], depth, leaves, names)
+
+
+def example_chains(branching: Sequence[int] = (4, 3, 3, 2, 2, 2, 2), seed: int = 0) -> dict:
+    """A small **synthetic**, unbalanced hierarchy for when no real one is at hand.
+
+    A tree grown level by level: a node at depth ``d`` gets up to ``branching[d]``
+    children (at least one), chosen at random, and some nodes stop early, so depths vary.
+    Every node is named after its path (``"n.0.2"``); leaves are the classes. Returns
+    chains as :func:`read_hierarchy_file` does (class -> ancestors, root first).
+
+    >>> chains = example_chains((2, 2), seed=0)
+    >>> all(chain[0] == "n" for chain in chains.values())
+    True
+    """
+    rng = np.random.default_rng(seed)
+    chains: dict[str, list[str]] = {}
+
+    def grow(path: list[str], depth: int) -> None:
+        name = path[-1]
+        stop = depth >= len(branching) or (depth >= 2 and rng.random() < 0.2)
+        if stop:
+            chains[name] = path[:-1]
+            return
+        k = int(rng.integers(1, branching[depth] + 1)) if depth else branching[0]
+        for j in range(k):
+            grow(path + [f"{name}.{j}"], depth + 1)
+
+    grow(["n"], 0)
+    return chains

@@ -61,6 +61,7 @@ def tree_embeddings(
     *,
     titles: tuple[str, str] = ("hyperbolic (Poincaré disk)", "Euclidean plane"),
     radial: str = "poincare",
+    node_names=None,
     backend: str = "plotly",
 ):
     """One tree drawn twice: in the hyperbolic plane (edges are geodesics) and in the plane.
@@ -80,6 +81,7 @@ def tree_embeddings(
         origin, in its true direction, so the depths spread out evenly; dotted circles
         mark each depth's median distance. Distances between nodes are only exact
         along the rays from the origin.
+    node_names : optional (n,) names shown when hovering over a node (plotly)
     backend : {"plotly", "matplotlib"}
 
     Nodes are coloured by depth; hyperbolic edges are drawn as geodesic arcs
@@ -92,6 +94,8 @@ def tree_embeddings(
     n = par.shape[0]
     ph = poincare_coords(poincare_xy, coords="poincare").reshape(n, 2)
     pe = np.asarray(_to_numpy(euclidean_xy, "euclidean_xy"), dtype=np.float64).reshape(n, 2)
+    if node_names is not None and len(node_names) != n:
+        raise ValueError(f"node_names must have one name per node ({n}), got {len(node_names)}")
     depth = np.zeros(n, dtype=np.int64)
     for i in range(n):  # parents come before children in any sensible numbering
         j, d = i, 0
@@ -147,6 +151,8 @@ def tree_embeddings(
                         mode="markers",
                         marker={"size": 6, "color": col},
                         name=name,
+                        text=None if node_names is None else [str(node_names[i]) for i in idx],
+                        hoverinfo=None if node_names is None else "text+name",
                         legendgroup=name,
                         showlegend=c == 1,
                     ),
