@@ -14,7 +14,7 @@ export HIHPQ_CIFAR10 ?= $(SHARED_CIFAR10)
 SHARED_TINY_IMAGENET := $(abspath $(wildcard ../shared/data/tiny-imagenet-200-subset.tar.gz))
 export HIHPQ_TINY_IMAGENET_ARCHIVE ?= $(SHARED_TINY_IMAGENET)
 
-.PHONY: demo test lint format typecheck lab book bench notebooks clean-notebooks help
+.PHONY: demo test lint format typecheck lab book bench bench-folder notebooks clean-notebooks help
 
 help:
 	@echo "make demo            - the main job: train and evaluate HiHPQ on CIFAR-10 (CPU profile)"
@@ -26,6 +26,7 @@ help:
 	@echo "make lab             - JupyterLab on notebooks/ with the project's kernel"
 	@echo "make book            - the executed series as a static site, build/book/index.html (offline)"
 	@echo "make bench           - benchmarks, results in benchmarks/results/"
+	@echo "make bench-folder    - the image-folder benchmark (Tiny-ImageNet subset, 3 seeds)"
 	@echo "make clean-notebooks - remove $(NB_OUT)"
 	@echo "make help            - this list"
 
@@ -101,6 +102,19 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.adc_throughput --n 50000 500000 --m 4 --topk 10 100 1000 \
 	  --threads 1 2 --repeats 3 --to-faiss-n 1000000 10000000 --to-faiss-queries 100 \
 	  --json benchmarks/results/adc_throughput.json --md benchmarks/results/adc_throughput.md
+	$(MAKE) bench-folder
+
+# The image-folder table: the Tiny-ImageNet subset (200 classes, 20,000 database/training
+# images, its 10,000 official validation images as queries, WordNet levels), 32 bits, the
+# folder profile, HiHPQ and its Euclidean twin with 3 seeds beside the untrained baselines
+# (about 60 minutes from an empty cache).
+TIN := build/tiny-imagenet/tiny-imagenet-200-subset
+bench-folder: $(STAMP)
+	@test -n "$(HIHPQ_TINY_IMAGENET_ARCHIVE)" || { echo "bench-folder: set HIHPQ_TINY_IMAGENET_ARCHIVE=path/to/tiny-imagenet-200-subset.tar.gz"; exit 2; }
+	mkdir -p build/tiny-imagenet && tar -xzf $(HIHPQ_TINY_IMAGENET_ARCHIVE) -C build/tiny-imagenet
+	$(BIN)/python -m benchmarks.folder_bench --data $(TIN)/train --query-data $(TIN)/val \
+	  --hierarchy $(TIN)/wordnet_hierarchy.json --seeds 3 --threads 2 \
+	  --out benchmarks/results/folder_tiny_imagenet
 
 clean-notebooks:
 	rm -rf $(NB_OUT)

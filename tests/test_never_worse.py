@@ -5,6 +5,7 @@ neighbours, and the untrained model as a validation candidate."""
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -200,3 +201,32 @@ def test_folder_benchmark_tables_every_level_with_seeds(isolated):
     assert "| float features (cosine) | 40960 |" in md and "± " in md
     assert "HiHPQ − float features (cosine): class" in md
     assert json.loads((out / "results.json").read_text())["meta"]["dataset"] == "shapes"
+
+
+@pytest.mark.parametrize("geometry", ["lorentz", "euclidean"])
+def test_kmeans_codebooks_are_the_tangent_kmeans_centroids(geometry):
+    from sklearn.cluster import KMeans
+
+    from hihpq_lib.quantization.quantizer import ProductQuantizer
+
+    space = SPACES[geometry](torch.float32)
+    pq = ProductQuantizer(space, K=8)
+    g = torch.Generator().manual_seed(0)
+    feats = torch.randn(200, 6, generator=g)
+    pq.init_kmeans(feats, seed=3)
+    tangent = space.log(space.embed(feats.view(200, 2, 3))).detach().double().numpy()
+    for m in range(2):
+        want = KMeans(8, n_init=1, max_iter=50, random_state=3 + m).fit(tangent[:, m])
+        got = pq.codebooks.detach()[m].double().numpy()
+        assert np.allclose(np.sort(got, axis=0), np.sort(want.cluster_centers_, axis=0), atol=1e-5)
+    with pytest.raises(ValueError, match="at least K=8"):
+        pq.init_kmeans(feats[:5])
+
+
+def test_kmeans_init_model_starts_better_than_sampled_codewords(tmp_path):
+    data = synthetic_data()
+    scores = {}
+    for init in ("data", "kmeans"):
+        cfg = small_config(head_init="pca", codebook_init=init, eval_init=True, epochs=1)
+        scores[init] = train(cfg, data, tmp_path / init, progress=False)["init_val_map"]
+    assert scores["kmeans"] >= scores["data"] - 0.02 and scores["kmeans"] > 0.5

@@ -623,6 +623,7 @@ def run_experiment(
         "val_selected_epoch": res["best_epoch"],
         "val_map_best": res["best_val_map"],
         "val_map_final": res["final_val_map"],
+        "val_map_init": res.get("init_val_map"),
         "epochs": cfg.epochs,
         "n_classes": prep.dataset.n_classes,
         "num_clusters": list(run_cfg.num_clusters),

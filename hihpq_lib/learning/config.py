@@ -127,7 +127,9 @@ class TrainConfig:
     clip_r: float = 1.5
     softmax_temp: float = 1.0
     attention: str = "sqdist"  # softmax over -T * d^2: "sqdist" (paper) or "sqgeodesic"
-    codebook_init: str = "uniform"  # "uniform" (reference: unit-norm random) or "data" (samples)
+    # "uniform" (reference: unit-norm random), "data" (random samples) or "kmeans" (k-means
+    # of the training images' tangent vectors per subspace: where classical PQ starts)
+    codebook_init: str = "uniform"
     # "random" (reference): the head starts at PyTorch's random init. "pca": the head gains a
     # linear path initialised to the frozen features' principal components (spread over the
     # subspaces, scaled to unit median sub-vector norm) and its MLP starts at zero, so the
@@ -263,9 +265,9 @@ class TrainConfig:
             raise ConfigError(f"engine must be 'onnx' or 'torch', got {self.engine!r}")
         if self.optimizer not in ("rsgd", "radam"):
             raise ConfigError(f"optimizer must be 'rsgd' or 'radam', got {self.optimizer!r}")
-        if self.codebook_init not in ("data", "uniform"):
+        if self.codebook_init not in ("data", "uniform", "kmeans"):
             raise ConfigError(
-                f"codebook_init must be 'data' or 'uniform', got {self.codebook_init!r}"
+                f"codebook_init must be 'uniform', 'data' or 'kmeans', got {self.codebook_init!r}"
             )
         if self.head_init not in ("random", "pca"):
             raise ConfigError(f"head_init must be 'random' or 'pca', got {self.head_init!r}")

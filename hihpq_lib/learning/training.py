@@ -553,6 +553,8 @@ def init_model(cfg: TrainConfig, data: TrainingData, device: torch.device) -> Hi
 
     With ``head_init="pca"`` the head starts at the training features' principal
     components (:meth:`~hihpq_lib.learning.model.ProjectionHead.init_pca_`).
+    With ``codebook_init="kmeans"`` they start at the k-means centroids of every training
+    image's tangent vectors (:meth:`~hihpq_lib.quantization.quantizer.ProductQuantizer.init_kmeans`).
     With ``codebook_init="data"`` the codewords start at the projected features of random
     training images (:meth:`~hihpq_lib.quantization.quantizer.ProductQuantizer.init_from_features`).
     """
@@ -566,6 +568,12 @@ def init_model(cfg: TrainConfig, data: TrainingData, device: torch.device) -> Hi
             init_gen = torch.Generator().manual_seed(cfg.seed)
             sample = data.train[: max(4096, cfg.K)].float().to(device)
             model.quantizer.init_from_features(model.project(sample), init_gen)
+            model.train()
+    elif cfg.codebook_init == "kmeans":
+        with torch.no_grad():
+            model.eval()
+            feats = torch.cat([model.project(c.float().to(device)) for c in data.train.split(4096)])
+            model.quantizer.init_kmeans(feats, seed=cfg.seed)
             model.train()
     return model
 

@@ -247,6 +247,24 @@ class ProductQuantizer(nn.Module):
             self.codebooks.data[m] = pts[idx, m].to(self.codebooks.dtype)
 
     @torch.no_grad()
+    def init_kmeans(self, feats: torch.Tensor, seed: int = 0, max_iter: int = 50):
+        """Initialise codewords by k-means of the (clipped) tangent vectors, per subspace.
+
+        The tangent-space k-means centroids of ``feats`` ``(N, M*d)`` (scikit-learn,
+        ``K`` clusters, one k-means++ start seeded by ``seed``) become the codewords, so the
+        untrained quantizer starts where classical PQ on the same vectors would.
+        """
+        from sklearn.cluster import KMeans
+
+        v = self._split(feats)
+        if v.shape[0] < self.K:
+            raise ValueError(f"need at least K={self.K} features to initialise, got {v.shape[0]}")
+        pts = self.space.log(self.space.embed(v)).double().numpy()
+        for m in range(self.M):
+            km = KMeans(self.K, n_init=1, max_iter=max_iter, random_state=seed + m).fit(pts[:, m])
+            self.codebooks.data[m] = torch.as_tensor(km.cluster_centers_).to(self.codebooks.dtype)
+
+    @torch.no_grad()
     def codeword_usage(self, feats: torch.Tensor) -> torch.Tensor:
         """How many features pick each codeword: ``(M, K)`` int64 counts."""
         codes = self.encode(feats).long()
