@@ -136,6 +136,7 @@ class TrainConfig:
     # untrained model keeps the features' geometry (docs/folders.md, "Never worse than doing
     # nothing").
     head_init: str = "random"
+    pca_norm: float = 1.0  # head_init=pca: the median sub-vector norm of the projection
     # A term that keeps each image's neighbours in the frozen features: KL(teacher || student)
     # over the batch, teacher softmax(cos / neighbour_tau) of the frozen view features,
     # student softmax(-D / tau) of the soft-quantized product distances. 0 = off (reference).
@@ -382,6 +383,7 @@ _BOUNDS = [
     ("cluster_anchors", 1, True),
     ("head_hidden", 0, True),
     ("neighbour_weight", 0.0, True),
+    ("pca_norm", 0.0, False),
     ("neighbour_tau", 0.0, False),
     ("threads", 0, True),
     ("trainable_layers", 0, True),
