@@ -213,10 +213,10 @@ class LazyImages:
     @property
     def shape(self) -> tuple:
         """``(n, H, W, 3)``; ``H = W = size`` for path-backed images read at a ``size``."""
-        if self.dataset.in_memory:
-            return (len(self), *self.dataset.images.shape[1:])
-        side = self.size
-        return (len(self), side, side, 3)
+        images = self.dataset.images
+        if isinstance(images, np.ndarray):  # in memory
+            return (len(self), *images.shape[1:])
+        return (len(self), self.size, self.size, 3)
 
     def __getitem__(self, key) -> np.ndarray:
         if not isinstance(key, slice):
