@@ -444,3 +444,18 @@ def test_lazy_images_and_read_sizes():
         extract_features(None, LazyImages(ds, []), 32, progress=False)
     assert folder_read_size(160) == 160
     assert folder_read_size(160, augment=True) == round(160 * AUGMENT_READ_MARGIN) > 160
+
+
+def test_chunked_onnx_features_and_bank_equal_unchunked(tiny, tmp_path, cache_env):
+    ds = _image_files(tmp_path / "imgs", 10, seed=2)
+    pixels = read_images(ds, size=32)
+    kw = dict(engine="onnx", batch_size=4, progress=False)
+    lazy = LazyImages(ds, size=32)
+    assert torch.equal(
+        extract_features(tiny, lazy, 32, chunk_size=4, **kw),
+        extract_features(tiny, pixels, 32, chunk_size=None, **kw),
+    )
+    assert torch.equal(
+        augmentation_bank(tiny, lazy, 2, 32, seed=3, chunk_size=5, **kw),
+        augmentation_bank(tiny, pixels, 2, 32, seed=3, chunk_size=None, **kw),
+    )
