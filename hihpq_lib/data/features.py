@@ -76,9 +76,9 @@ __all__ = [
 ENGINES = ("onnx", "torch")
 
 #: Images decoded and held at once by :func:`extract_features` and
-#: :func:`augmentation_bank` (rounded up to a multiple of ``batch_size``): 2,048 images of
-#: 160 px are 157 MB of uint8 pixels.
-DEFAULT_CHUNK_SIZE = 2048
+#: :func:`augmentation_bank` (rounded up to a multiple of ``batch_size``): 1,024 images of
+#: 160 px are 79 MB of uint8 pixels.
+DEFAULT_CHUNK_SIZE = 1024
 
 
 # ----------------------------------------------------------------------------- runners
