@@ -459,3 +459,16 @@ def test_chunked_onnx_features_and_bank_equal_unchunked(tiny, tmp_path, cache_en
         augmentation_bank(tiny, lazy, 2, 32, seed=3, chunk_size=5, **kw),
         augmentation_bank(tiny, pixels, 2, 32, seed=3, chunk_size=None, **kw),
     )
+
+
+def test_bank_overflow_is_caught_chunk_by_chunk():
+    class Huge(torch.nn.Module):
+        name, weights_id, feature_dim = "huge", "none", 2
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+
+        def forward(self, x):
+            return torch.full((len(x), 2), 1e6) * (torch.arange(len(x))[:, None] > 5)
+
+    kw = dict(engine="torch", batch_size=2, progress=False, chunk_size=4)
+    with pytest.raises(FloatingPointError, match="overflowed float16"):
+        augmentation_bank(Huge(), _images(8), 2, 32, **kw)
