@@ -467,7 +467,7 @@ def test_bank_overflow_is_caught_chunk_by_chunk():
         mean, std = IMAGENET_MEAN, IMAGENET_STD
 
         def forward(self, x):
-            return torch.full((len(x), 2), 1e6) * (torch.arange(len(x))[:, None] > 5)
+            return torch.full((len(x), 2), 1e6)
 
     kw = dict(engine="torch", batch_size=2, progress=False, chunk_size=4)
     with pytest.raises(FloatingPointError, match="overflowed float16"):
