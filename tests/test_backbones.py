@@ -556,3 +556,18 @@ def test_onnx_cache_path_tracks_trainable_weights(tmp_path):
     assert before != after and "trainable_" in after.name
     toy.requires_grad_(False)
     assert backbones.onnx_cache_path(toy, 32, tmp_path).name == "toy-toy-v1-32px.onnx"
+
+
+def test_onnx_large_batches_run_in_slices_with_the_same_features(lite0, tmp_path):
+    """Issue 17, item 4: ONNX Runtime's arena grows to the largest batch it ran, so a
+    batch runs ``max_batch`` rows at a time; the features are those of one call, bit for bit
+    (each image's convolutions do not depend on the others)."""
+    path = export_onnx(lite0, 64, tmp_path / "lite0.onnx")
+    x = eval_transform(_random_images(11, 32, 1), 64, mean=lite0.mean, std=lite0.std)
+    whole = OnnxBackbone(path, num_threads=2, max_batch=64)(x)
+    for max_batch in (1, 4, 11):
+        got = OnnxBackbone(path, num_threads=2, max_batch=max_batch)(x)
+        assert torch.equal(got, whole), max_batch
+    assert OnnxBackbone(path).max_batch == onnx_runtime.ONNX_MAX_BATCH
+    with pytest.raises(ValueError, match="max_batch must be a positive int"):
+        OnnxBackbone(path, max_batch=-1)

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import weakref
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
+from hihpq_lib.data import images as images_module
 from hihpq_lib.data.backbones import OnnxBackbone, build_backbone
+from hihpq_lib.data.dataset import ImageDataset
 from hihpq_lib.data.features import (
     FeatureCache,
     FeatureCacheWarning,
@@ -18,6 +22,7 @@ from hihpq_lib.data.features import (
     extract_features,
     feature_key,
 )
+from hihpq_lib.data.images import AUGMENT_READ_MARGIN, LazyImages, folder_read_size, read_images
 from hihpq_lib.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -339,3 +344,131 @@ def test_feature_key_tracks_trainable_parameters(tiny):
         head.weight.mul_(2.0)
     k2 = feature_key("toy", "train", head, 32)
     assert "trainable" in k1 and k1 != k2
+
+
+# ------------------------------------------------------ streaming: images read in chunks
+
+
+class DecodedImages:
+    """Counts the images that ``LazyImages`` has decoded and that are still alive.
+
+    Wraps ``hihpq_lib.data.images.read_images`` (what ``LazyImages[a:b]`` calls): every
+    array it returns adds its length to ``live`` until the array is garbage collected
+    (``weakref.finalize``), so ``peak`` is the largest number of decoded images held at
+    once -- by anyone, views and tensors sharing the pixels included.
+    """
+
+    def __init__(self, monkeypatch):
+        self.live = self.peak = self.decoded = 0
+        self.sizes: set = set()
+        real = images_module.read_images
+
+        def tracked(dataset, indices=None, *, size=224, progress=False):
+            arr = real(dataset, indices, size=size, progress=progress)
+            self.live += len(arr)
+            self.decoded += len(arr)
+            self.peak = max(self.peak, self.live)
+            self.sizes.add(size)
+            weakref.finalize(arr, self._release, len(arr))
+            return arr
+
+        monkeypatch.setattr(images_module, "read_images", tracked)
+
+    def _release(self, n):
+        self.live -= n
+
+
+def _image_files(root, n, seed=0):
+    """``n`` PNG files of mixed, non-square shapes in ``root``, as a path-backed dataset."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        h, w = ((20, 28), (30, 24), (26, 26))[i % 3]
+        path = root / f"{i:03d}.png"
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
+        paths.append(str(path))
+    return ImageDataset(paths, np.arange(n) % 2, ["a", "b"], name="folder")
+
+
+def test_chunked_features_and_bank_equal_unchunked_bit_for_bit(tiny, tmp_path):
+    ds = _image_files(tmp_path / "imgs", 22)
+    order = np.arange(22)[::-1].copy()  # any order of items, as prepare's index lists
+    pixels = read_images(ds, order, size=36)  # everything at once: the unchunked run
+    kw = dict(engine="torch", batch_size=4, progress=False)
+    feats = extract_features(tiny, pixels, 32, chunk_size=None, **kw)
+    bank = augmentation_bank(tiny, pixels, 3, 32, seed=7, chunk_size=None, **kw)
+    # 6 is rounded up to 8 (a multiple of batch_size): the batches stay the same
+    for chunk in (6, 8, 12):
+        lazy = LazyImages(ds, order, size=36)
+        got = extract_features(tiny, lazy, 32, chunk_size=chunk, **kw)
+        assert torch.equal(got, feats), chunk
+        got_bank = augmentation_bank(tiny, lazy, 3, 32, seed=7, chunk_size=chunk, **kw)
+        assert torch.equal(got_bank, bank), chunk
+    # a view still is augment_batch of the image at its global index, whatever the chunk
+    x = augment_batch(
+        pixels[16:20], 32, derive_seed(7, 2), indices=range(16, 20), mean=tiny.mean, std=tiny.std
+    )
+    with torch.no_grad():
+        expected = tiny(x).half()
+    torch.testing.assert_close(bank[16:20, 2], expected, rtol=1e-3, atol=1e-3)
+
+
+def test_chunked_extraction_holds_at_most_one_chunk_of_decoded_images(tiny, tmp_path, monkeypatch):
+    ds = _image_files(tmp_path / "imgs", 30, seed=1)
+    kw = dict(engine="torch", batch_size=4, progress=False, chunk_size=8)
+    counter = DecodedImages(monkeypatch)
+    feats = extract_features(tiny, LazyImages(ds, size=32), 32, **kw)
+    assert counter.decoded == 30 and 0 < counter.peak <= 8 and counter.live == 0
+    counter.decoded = counter.peak = 0
+    bank = augmentation_bank(tiny, LazyImages(ds, size=40), 3, 32, **kw)
+    # every view of a chunk before the next chunk: each file decoded once, not once a view
+    assert counter.decoded == 30 and 0 < counter.peak <= 8 and counter.live == 0
+    assert counter.sizes == {32, 40}
+    assert feats.shape == (30, 1280) and bank.shape == (30, 3, 1280)
+    # without chunks the whole set is decoded at once: what the bound is measured against
+    counter.peak = 0
+    extract_features(tiny, LazyImages(ds, size=32), 32, **{**kw, "chunk_size": None})
+    assert counter.peak == 30
+
+
+def test_lazy_images_and_read_sizes():
+    ds = ImageDataset(np.arange(5 * 48, dtype=np.uint8).reshape(5, 4, 4, 3), [0] * 5, ["a"])
+    lazy = LazyImages(ds, [3, 1])
+    np.testing.assert_array_equal(lazy[0:2], ds.images[[3, 1]])
+    with pytest.raises(TypeError, match="slices"):
+        lazy[0]
+    with pytest.raises(ValueError, match="size must be a positive int"):
+        LazyImages(ds, size=0)
+    with pytest.raises(ValueError, match="images is empty"):
+        extract_features(None, LazyImages(ds, []), 32, progress=False)
+    assert folder_read_size(160) == 160
+    assert folder_read_size(160, augment=True) == round(160 * AUGMENT_READ_MARGIN) > 160
+
+
+def test_chunked_onnx_features_and_bank_equal_unchunked(tiny, tmp_path, cache_env):
+    ds = _image_files(tmp_path / "imgs", 10, seed=2)
+    pixels = read_images(ds, size=32)
+    kw = dict(engine="onnx", batch_size=4, progress=False)
+    lazy = LazyImages(ds, size=32)
+    assert torch.equal(
+        extract_features(tiny, lazy, 32, chunk_size=4, **kw),
+        extract_features(tiny, pixels, 32, chunk_size=None, **kw),
+    )
+    assert torch.equal(
+        augmentation_bank(tiny, lazy, 2, 32, seed=3, chunk_size=5, **kw),
+        augmentation_bank(tiny, pixels, 2, 32, seed=3, chunk_size=None, **kw),
+    )
+
+
+def test_bank_overflow_is_caught_chunk_by_chunk():
+    class Huge(torch.nn.Module):
+        name, weights_id, feature_dim = "huge", "none", 2
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+
+        def forward(self, x):
+            return torch.full((len(x), 2), 1e6)
+
+    kw = dict(engine="torch", batch_size=2, progress=False, chunk_size=4)
+    with pytest.raises(FloatingPointError, match="overflowed float16"):
+        augmentation_bank(Huge(), _images(8), 2, 32, **kw)

@@ -9,12 +9,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from hihpq_lib import data as D
-from hihpq_lib.app import cli
+from hihpq_lib.app import cli, pipeline
+from hihpq_lib.data import images as images_module
+from hihpq_lib.data.backbones import build_backbone
+from hihpq_lib.data.features import extract_features
 from hihpq_lib.learning.config import ConfigError, TrainConfig, load_config, resolve_num_clusters
 from tests.paths import REPO_ROOT
+from tests.test_features import DecodedImages
 
 PROFILE = REPO_ROOT / "configs" / "cpu" / "cpu_folder_32bits.yaml"
 CLASSES = ("cat", "dog", "car", "bus")
@@ -343,3 +348,38 @@ def test_train_resolves_auto_clusters_without_the_dataset(tmp_path):
     with np.load(tmp_path / PSEUDO_HIERARCHY) as z:
         assert int(z["epoch"]) == 2
         assert [len(np.unique(z[f"level_{i}"])) for i in range(len(used))] == used
+
+
+def test_prepare_reads_folders_at_the_backbone_size_and_keys_the_cache(isolated, monkeypatch):
+    """Issue 17, item 4: folder images are decoded chunk by chunk at the backbone's input
+    size (not 224 px); the read size is part of both cache keys, so changing it recomputes
+    and never hands back features of the old size."""
+    train = image_folder(isolated / "s" / "train", per_class=10, seed=5)
+    val = image_folder(isolated / "s" / "val", per_class=2, seed=6)
+    cfg = load_config(PROFILE, [*FAST, f"data={train}", f"query_data={val}"])
+    counter = DecodedImages(monkeypatch)
+    prep = pipeline.prepare(cfg, progress=False)
+    clean, bank = pipeline.read_sizes(cfg, prep.dataset)
+    assert (clean, bank) == (32, 40) and counter.sizes == {32, 40} and counter.live == 0
+
+    def keys():
+        found = {}
+        for meta in sorted((isolated / "cache" / "features").glob("*.json")):
+            key = json.loads(meta.read_text())["key"]
+            found.setdefault(key["split"].split("-")[0], []).append(key["image_size"])
+        return found
+
+    assert keys() == {"clean": [32], "bank": [40]}
+    # the clean features are those of the images read at 32 px, through the same backbone
+    backbone = build_backbone(cfg.backbone, pretrained=cfg.pretrained)
+    pixels = D.read_images(prep.dataset, prep.feat_index, size=32)
+    direct = extract_features(backbone, pixels, 32, engine="torch", progress=False)
+    assert torch.equal(prep.feats, direct.half())
+
+    monkeypatch.setattr(images_module, "AUGMENT_READ_MARGIN", 1.5)
+    counter.sizes.clear()
+    again = pipeline.prepare(cfg, progress=False)
+    assert counter.sizes == {48}  # only the bank is read again, at its new size
+    assert sorted(keys()["bank"]) == [40, 48] and keys()["clean"] == [32]
+    assert torch.equal(again.feats, prep.feats)
+    assert again.bank.shape == prep.bank.shape and not torch.equal(again.bank, prep.bank)

@@ -49,6 +49,7 @@ __all__ = [
     "PreparedOnline",
     "prepare",
     "prepare_online",
+    "read_sizes",
     "run_experiment",
     "peak_rss_mb",
     "StageTimer",
@@ -312,6 +313,34 @@ def first_run_notice(n_images: int, n_views: int, resolution: int, where=None) -
     )
 
 
+def read_sizes(cfg: TrainConfig, ds: D.ImageDataset) -> tuple[int | None, int | None]:
+    """The sides (px) at which ``prepare`` reads the images: ``(clean, bank)``.
+
+    In-memory images (CIFAR-10) are used as stored (``None``). Image files are read at
+    the backbone's input, ``cfg.resolution``, for the clean features, and a margin above
+    it for the augmentation bank (:func:`~hihpq_lib.data.folder_read_size`). Both enter
+    the cache keys as ``image_size``.
+    """
+    if ds.in_memory:
+        return None, None
+    return (
+        D.folder_read_size(cfg.resolution),
+        D.folder_read_size(cfg.resolution, augment=True),
+    )
+
+
+def _clean_key(cfg: TrainConfig, ds, needed, backbone) -> dict:
+    return feature_key(
+        ds.name,
+        f"clean-{_digest(needed)}-n{len(needed)}",
+        backbone,
+        cfg.resolution,
+        engine=cfg.engine,
+        content=D.content_fingerprint(ds, needed),
+        image_size=read_sizes(cfg, ds)[0],
+    )
+
+
 def _bank_key(cfg: TrainConfig, ds, splits, backbone) -> dict:
     train_idx = np.asarray(splits.train)
     return feature_key(
@@ -323,7 +352,7 @@ def _bank_key(cfg: TrainConfig, ds, splits, backbone) -> dict:
         n_views=cfg.n_views,
         seed=cfg.seed,
         content=D.content_fingerprint(ds, train_idx),
-        image_size=None if ds.in_memory else 224,
+        image_size=read_sizes(cfg, ds)[1],
     )
 
 
@@ -345,27 +374,21 @@ def prepare(cfg: TrainConfig, *, progress: bool = True, run_dir: Path | None = N
     needed = np.unique(np.concatenate([splits.query, splits.database, splits.train]))
     backbone = build_backbone(cfg.backbone, pretrained=cfg.pretrained)
     cache = FeatureCache()
-    size = None if ds.in_memory else 224
+    clean_size, bank_size = read_sizes(cfg, ds)
     n_train = len(np.asarray(splits.train))
-    key = feature_key(
-        ds.name,
-        f"clean-{_digest(needed)}-n{len(needed)}",
-        backbone,
-        cfg.resolution,
-        engine=cfg.engine,
-        content=D.content_fingerprint(ds, needed),
-        image_size=size,
-    )
+    key = _clean_key(cfg, ds, needed, backbone)
     use_threads(thread_budget(cfg.threads))
     missing = [k for k in (key, _bank_key(cfg, ds, splits, backbone)) if not _cached(cache, k)]
     if missing:  # printed even with progress=False: the user must know why it is slow
         print(first_run_notice(len(needed), n_train * cfg.n_views, cfg.resolution, cache.root))
+    # the images are decoded chunk by chunk inside extract_features / augmentation_bank
+    # (LazyImages), so no stage holds all of them: memory stays flat in the dataset size
     with timer("features"):
         feats = cache.get_or_compute(
             key,
             lambda: extract_features(
                 backbone,
-                D.read_images(ds, needed, size=size),
+                D.LazyImages(ds, needed, size=clean_size),
                 cfg.resolution,
                 engine=cfg.engine,
                 progress=progress,
@@ -379,7 +402,7 @@ def prepare(cfg: TrainConfig, *, progress: bool = True, run_dir: Path | None = N
             bkey,
             lambda: augmentation_bank(
                 backbone,
-                D.read_images(ds, train_idx, size=size),
+                D.LazyImages(ds, train_idx, size=bank_size),
                 n_views=cfg.n_views,
                 resolution=cfg.resolution,
                 seed=cfg.seed,

@@ -48,7 +48,14 @@ from hihpq_lib.data.dataset import (
     ImageDataset,
     content_fingerprint,
 )
-from hihpq_lib.data.images import IMAGE_EXTENSIONS, read_image_file, read_images
+from hihpq_lib.data.images import (
+    AUGMENT_READ_MARGIN,
+    IMAGE_EXTENSIONS,
+    LazyImages,
+    folder_read_size,
+    read_image_file,
+    read_images,
+)
 from hihpq_lib.data.sources import (
     CIFAR10_CLASSES,
     CIFAR10_SUPERCLASSES,
@@ -123,6 +130,9 @@ __all__ = [
     "read_list_file",
     "read_images",
     "read_image_file",
+    "LazyImages",
+    "folder_read_size",
+    "AUGMENT_READ_MARGIN",
     "per_class_splits",
     "cifar10_splits",
     "flickr25k_splits",

@@ -1,4 +1,12 @@
-"""Image I/O: decode, convert to RGB, resize and centre-crop, as ``uint8`` arrays."""
+"""Image I/O: decode, convert to RGB, resize and centre-crop, as ``uint8`` arrays.
+
+:func:`read_images` decodes a list of items into one array; :class:`LazyImages` stands for
+such an array without holding it, and decodes a slice at a time, so that feature
+extraction over tens of thousands of files holds only one chunk of pixels at once
+(:func:`~hihpq_lib.data.features.extract_features`, ``chunk_size``).
+:func:`folder_read_size` is the side at which path-backed images are read for the
+backbone.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +18,14 @@ from PIL import Image
 
 from hihpq_lib.data.dataset import CorruptImageError, ImageDataset, _check_indices
 
-__all__ = ["IMAGE_EXTENSIONS", "read_images", "read_image_file"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "AUGMENT_READ_MARGIN",
+    "LazyImages",
+    "folder_read_size",
+    "read_images",
+    "read_image_file",
+]
 
 
 #: File name endings recognised as images in image-folder trees (lower case).
@@ -123,6 +138,90 @@ def read_images(
         h = w = size or 0
         out = np.empty((0, h, w, 3), dtype=np.uint8)
     return out
+
+
+#: Path-backed images for the augmentation bank are read this much larger than the
+#: backbone's input (:func:`folder_read_size`): ``RandomResizedCrop`` keeps 50-100% of the
+#: area, so a crop of the median area (75%) spans 0.87 of the side, and at 1.25 x the
+#: input it still holds about 1.08 input sides -- it is shrunk to the input, as it was when
+#: every image was read at 224 px, rather than enlarged.
+AUGMENT_READ_MARGIN = 1.25
+
+
+def folder_read_size(resolution: int, *, augment: bool = False) -> int:
+    """The side (px) at which path-backed images are read for a backbone input of
+    ``resolution`` px.
+
+    The evaluation transform resizes the shorter side to ``resolution`` and centre-crops,
+    so the clean features read at ``resolution`` itself (one resize instead of two, and
+    no pixels beyond what the backbone sees). The augmentation bank crops first, so it
+    reads ``AUGMENT_READ_MARGIN`` larger. Either is part of the feature-cache key
+    (``image_size``): a different read size never reuses features.
+
+    >>> folder_read_size(128), folder_read_size(128, augment=True)
+    (128, 160)
+    """
+    if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)):
+        raise TypeError(f"resolution must be an int (pixels), got {resolution!r}")
+    if resolution < 1:
+        raise ValueError(f"resolution must be a positive int, got {resolution}")
+    return int(round(resolution * AUGMENT_READ_MARGIN)) if augment else int(resolution)
+
+
+class LazyImages:
+    """The images ``indices`` of ``dataset`` as a virtual ``(n, H, W, 3)`` uint8 array,
+    decoded only when sliced.
+
+    ``lazy[a:b]`` is ``read_images(dataset, indices[a:b], size=size)``: a new array of
+    ``b - a`` images, nothing kept. :func:`~hihpq_lib.data.features.extract_features`
+    and :func:`~hihpq_lib.data.features.augmentation_bank` take it in place of an array
+    and decode it one chunk at a time, so peak memory is one chunk of pixels, not the
+    whole set.
+
+    Parameters
+    ----------
+    dataset : ImageDataset
+    indices : (n,) int array-like, optional
+        Items, in order (default: all).
+    size : int or None
+        As in :func:`read_images` (path-backed images only).
+
+    >>> ds = ImageDataset(np.zeros((5, 4, 4, 3), np.uint8), [0, 1, 0, 1, 0], ["a", "b"])
+    >>> lazy = LazyImages(ds, [4, 2, 0])
+    >>> len(lazy), lazy.shape, lazy[1:].shape
+    (3, (3, 4, 4, 3), (2, 4, 4, 3))
+    """
+
+    def __init__(self, dataset: ImageDataset, indices=None, *, size: int | None = None):
+        if not isinstance(dataset, ImageDataset):
+            raise TypeError(f"LazyImages expects an ImageDataset, got {type(dataset).__name__}")
+        if size is not None and (
+            isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size <= 0
+        ):
+            raise ValueError(f"size must be a positive int or None, got {size!r}")
+        self.dataset = dataset
+        n = len(dataset)
+        self.indices = np.arange(n) if indices is None else _check_indices(indices, n)
+        self.size = None if size is None else int(size)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __repr__(self) -> str:
+        return f"LazyImages({self.dataset.name!r}, n={len(self)}, size={self.size})"
+
+    @property
+    def shape(self) -> tuple:
+        """``(n, H, W, 3)``; ``H = W = size`` for path-backed images read at a ``size``."""
+        images = self.dataset.images
+        if isinstance(images, np.ndarray):  # in memory
+            return (len(self), *images.shape[1:])
+        return (len(self), self.size, self.size, 3)
+
+    def __getitem__(self, key) -> np.ndarray:
+        if not isinstance(key, slice):
+            raise TypeError(f"LazyImages takes slices (lazy[a:b]), got {type(key).__name__}")
+        return read_images(self.dataset, self.indices[key], size=self.size)
 
 
 def _progress(iterable, enabled: bool, desc: str, total: int | None = None):
