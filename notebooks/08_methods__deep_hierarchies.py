@@ -404,7 +404,11 @@ print(
 # classes, with their labels (not these 64-pixel copies), so the frozen features were
 # trained to tell them apart; what the twins compare is how well each geometry keeps what
 # those features know in 32 bits, not how well either could learn these classes from
-# scratch.
+# scratch. That is also why the folder profile starts the head at the features' principal
+# components and the codebooks at their k-means centroids, and lets validation keep the
+# untrained model (`val_selected_epoch: 0`) when no epoch beats it: on this dataset,
+# training the head on augmented views lost more than it gained
+# ([docs/folders.md](../docs/folders.md) measures each step).
 
 # %%
 if folder is None:
