@@ -148,6 +148,14 @@ def test_tiny_run_trains_the_tail_and_resumes(isolated, capsys):
     moved = [k for k, v in ck["backbone"].items() if not torch.equal(v, pretrained[k])]
     assert moved and all("conv" in k for k in moved)
 
+    # `hihpq evaluate` encodes with each model's own tail: the same figures
+    code = cli.main(["evaluate", str(run), "--json", "--data", str(root)])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    ev = json.loads(out.strip().splitlines()[-1])
+    for key in ("map@50_final", "map@50_val_selected"):
+        assert ev[key] == pytest.approx(res[key]), key
+
     # killed after one epoch and resumed: the same history and the same tail
     cfg = TrainConfig(**ck["config"])
     run2 = isolated / "run2"

@@ -214,10 +214,11 @@ def _cmd_evaluate(args) -> int:
         check_run_stamps,
         hierarchy_results,
         prepare,
+        prepare_tail,
         pseudo_hierarchy_report,
     )
     from hihpq_lib.data import DatasetNotFoundError
-    from hihpq_lib.learning.training import evaluate_levels, load_model
+    from hihpq_lib.learning.training import evaluate_levels, load_checkpoint, load_model
 
     run = Path(args.run)
     if not (run / "checkpoint.pt").is_file():
@@ -253,12 +254,19 @@ def _cmd_evaluate(args) -> int:
             f"{args.data or 'the locally configured CIFAR-10'}",
             file=sys.stderr,
         )
-    prep = prepare(cfg, progress=not args.json)
+    if cfg.tail_blocks:  # the tail trained: each model is evaluated with its own tail
+        prep = prepare_tail(cfg, progress=not args.json)
+        prep.online.backbone.load_state_dict(ck["backbone"])
+    else:
+        prep = prepare(cfg, progress=not args.json)
     q, db = prep.split("query"), prep.split("database")
     ql, dl = prep.level_labels("query"), prep.level_labels("database")
     levels = {k: (ql[k], dl[k]) for k in ql}
-    best, _ = load_model(run, "best", in_dim=prep.feats.shape[1])
+    best, _ = load_model(run, "best", in_dim=q.feats.shape[1])
     final_levels = evaluate_levels(model, q.feats, db.feats, levels, cfg.topk, cfg.symmetric)
+    if cfg.tail_blocks:
+        prep.online.backbone.load_state_dict(load_checkpoint(run / "best.pt")["backbone"])
+        q, db = prep.split("query"), prep.split("database")
     best_levels = evaluate_levels(best, q.feats, db.feats, levels, cfg.topk, cfg.symmetric)
     res = {
         "run": str(run),
