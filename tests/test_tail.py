@@ -132,6 +132,10 @@ TAIL = ["--set", "tail_blocks=1", "--set", "threads=1", "--set", "epochs=2"]
 
 def test_tiny_run_trains_the_tail_and_resumes(isolated, capsys):
     root = image_folder(isolated / "shapes", per_class=12, seed=3)
+    code = cli.main([str(a) for a in ["prepare", PROFILE, "--data", root, *fast_args(), *TAIL]])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "trunk maps (48, 192, 1, 1)" in out and "bank maps (" in out
     run = isolated / "run"
     argv = ["train", PROFILE, "--data", root, *fast_args(), *TAIL, "--out", run]
     code = cli.main([str(a) for a in argv])

@@ -170,12 +170,17 @@ _PATH_OPTIONS = {
 
 
 def _cmd_prepare(args) -> int:
-    from hihpq_lib.app.pipeline import peak_rss_mb, prepare
+    from hihpq_lib.app.pipeline import peak_rss_mb, prepare, prepare_tail
 
     cfg = _config(args)
-    prep = prepare(cfg)
-    print(f"splits: {prep.splits.sizes()}")
-    print(f"features {tuple(prep.feats.shape)}, bank {tuple(prep.bank.shape)}")
+    if cfg.tail_blocks:  # the trunk's maps, not pooled features (docs/adapted_tail.md)
+        prep = prepare_tail(cfg)
+        print(f"splits: {prep.splits.sizes()}")
+        print(f"trunk maps {prep.maps.shape}, bank maps {prep.bank_maps.shape} (float16)")
+    else:
+        prep = prepare(cfg)
+        print(f"splits: {prep.splits.sizes()}")
+        print(f"features {tuple(prep.feats.shape)}, bank {tuple(prep.bank.shape)}")
     for name, sec in prep.timer.seconds.items():
         print(f"  {name:<20} {sec:8.1f} s")
     print(f"peak memory {peak_rss_mb():.0f} MB")
