@@ -64,9 +64,10 @@ class BackboneTrunk(nn.Module):
     """The frozen first part of an EfficientNet-Lite: images -> the tail's input maps.
 
     ``(B, 3, R, R)`` float (normalised with ``mean/std``) -> ``(B, C, h, w)`` float.
-    Carries the attributes the feature code and the ONNX export need (``name``,
-    ``weights_id``, ``feature_dim`` = ``C * h * w`` is not fixed, so ``feature_dim`` is
-    the channel count ``C``; ``mean``, ``std``). Shares its weights with the backbone.
+    Carries the attributes the feature code and the ONNX export need: ``name``,
+    ``weights_id`` (both name the split), ``feature_dim`` (the channel count ``C``: the
+    map size ``h, w`` depends on the resolution), ``mean``, ``std``. Shares its weights
+    with the backbone.
     """
 
     def __init__(self, backbone, tail_blocks: int):
