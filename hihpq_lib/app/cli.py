@@ -170,12 +170,17 @@ _PATH_OPTIONS = {
 
 
 def _cmd_prepare(args) -> int:
-    from hihpq_lib.app.pipeline import peak_rss_mb, prepare
+    from hihpq_lib.app.pipeline import peak_rss_mb, prepare, prepare_tail
 
     cfg = _config(args)
-    prep = prepare(cfg)
-    print(f"splits: {prep.splits.sizes()}")
-    print(f"features {tuple(prep.feats.shape)}, bank {tuple(prep.bank.shape)}")
+    if cfg.tail_blocks:  # the trunk's maps, not pooled features (docs/adapted_tail.md)
+        prep = prepare_tail(cfg)
+        print(f"splits: {prep.splits.sizes()}")
+        print(f"trunk maps {prep.maps.shape}, bank maps {prep.bank_maps.shape} (float16)")
+    else:
+        prep = prepare(cfg)
+        print(f"splits: {prep.splits.sizes()}")
+        print(f"features {tuple(prep.feats.shape)}, bank {tuple(prep.bank.shape)}")
     for name, sec in prep.timer.seconds.items():
         print(f"  {name:<20} {sec:8.1f} s")
     print(f"peak memory {peak_rss_mb():.0f} MB")
@@ -234,10 +239,11 @@ def _cmd_evaluate(args) -> int:
         check_run_stamps,
         hierarchy_results,
         prepare,
+        prepare_tail,
         pseudo_hierarchy_report,
     )
     from hihpq_lib.data import DatasetNotFoundError
-    from hihpq_lib.learning.training import evaluate_levels, load_model
+    from hihpq_lib.learning.training import evaluate_levels, load_checkpoint, load_model
 
     run = Path(args.run)
     if not (run / "checkpoint.pt").is_file():
@@ -273,12 +279,19 @@ def _cmd_evaluate(args) -> int:
             f"{args.data or 'the locally configured CIFAR-10'}",
             file=sys.stderr,
         )
-    prep = prepare(cfg, progress=not args.json)
+    if cfg.tail_blocks:  # the tail trained: each model is evaluated with its own tail
+        prep = prepare_tail(cfg, progress=not args.json)
+        prep.online.backbone.load_state_dict(ck["backbone"])
+    else:
+        prep = prepare(cfg, progress=not args.json)
     q, db = prep.split("query"), prep.split("database")
     ql, dl = prep.level_labels("query"), prep.level_labels("database")
     levels = {k: (ql[k], dl[k]) for k in ql}
-    best, _ = load_model(run, "best", in_dim=prep.feats.shape[1])
+    best, _ = load_model(run, "best", in_dim=q.feats.shape[1])
     final_levels = evaluate_levels(model, q.feats, db.feats, levels, cfg.topk, cfg.symmetric)
+    if cfg.tail_blocks:
+        prep.online.backbone.load_state_dict(load_checkpoint(run / "best.pt")["backbone"])
+        q, db = prep.split("query"), prep.split("database")
     best_levels = evaluate_levels(best, q.feats, db.feats, levels, cfg.topk, cfg.symmetric)
     res = {
         "run": str(run),

@@ -24,7 +24,15 @@ import torch
 
 from hihpq_lib import data as D
 from hihpq_lib.data.backbones import build_backbone
-from hihpq_lib.data.features import FeatureCache, augmentation_bank, extract_features, feature_key
+from hihpq_lib.data.backbones.tail import split_backbone
+from hihpq_lib.data.features import (
+    MAPS_CODE_VERSION,
+    FeatureCache,
+    augmentation_bank,
+    extract_features,
+    feature_key,
+    trunk_maps,
+)
 from hihpq_lib.evaluation.metrics import hierarchy_agreement, map_at_k_levels
 from hihpq_lib.learning.config import TrainConfig, resolve_num_clusters
 from hihpq_lib.learning.training import (
@@ -33,6 +41,7 @@ from hihpq_lib.learning.training import (
     PSEUDO_HIERARCHY,
     FeatureSplit,
     OnlineViews,
+    TailViews,
     TrainingData,
     check_stamp,
     evaluate_levels,
@@ -47,9 +56,12 @@ from hihpq_lib.utils.runtime import runs_dir, thread_budget, use_threads
 __all__ = [
     "Prepared",
     "PreparedOnline",
+    "PreparedTail",
     "prepare",
     "prepare_online",
     "read_sizes",
+    "prepare_tail",
+    "maps_key",
     "run_experiment",
     "peak_rss_mb",
     "StageTimer",
@@ -413,6 +425,143 @@ def prepare(cfg: TrainConfig, *, progress: bool = True, run_dir: Path | None = N
     return Prepared(cfg, ds, splits, needed, feats, bank, timer, levels)
 
 
+def maps_key(cfg: TrainConfig, ds, indices, trunk, *, bank: bool) -> dict:
+    """Cache key of the trunk maps of ``indices`` (``bank``: the ``n_views`` augmented
+    views of each, else the evaluation transform).
+
+    :func:`~hihpq_lib.data.features.feature_key` of the trunk (its name, ``weights_id``
+    and a digest of all its weights, the resolution, the normalisation) plus
+    ``tail_blocks``, a digest of the images and of the split's indices, the engine, the
+    maps code version and, for a bank, ``n_views`` and ``seed``: any change recomputes.
+    """
+    idx = np.asarray(indices)
+    kind = "maps-bank" if bank else "maps-clean"
+    extra = {"n_views": cfg.n_views, "seed": cfg.seed} if bank else {}
+    return feature_key(
+        ds.name,
+        f"{kind}-{_digest(idx)}-n{len(idx)}",
+        trunk,
+        cfg.resolution,
+        engine=cfg.engine,
+        tail_blocks=cfg.tail_blocks,
+        maps_code_version=MAPS_CODE_VERSION,
+        content=D.content_fingerprint(ds, idx),
+        image_size=None if ds.in_memory else 224,
+        **extra,
+    )
+
+
+@dataclass
+class PreparedTail(_HierarchyLevels):
+    """The cached path with a trainable backbone tail (``tail_blocks`` 1 or 2).
+
+    ``maps`` holds the frozen trunk's maps ``(N, C, h, w)`` float16 of the images
+    ``feat_index`` (memory-mapped from the feature cache); ``bank_maps`` those of the
+    ``n_views`` augmented views of the training images ``(N_train, V, C, h, w)``;
+    ``online`` the :class:`~hihpq_lib.learning.training.TailViews` that trains the tail.
+    ``split(name)`` runs the tail as it is now on the cached maps of that split.
+    """
+
+    cfg: TrainConfig
+    dataset: D.ImageDataset
+    splits: D.Splits
+    feat_index: np.ndarray
+    maps: np.ndarray
+    bank_maps: np.ndarray
+    online: TailViews
+    timer: StageTimer = field(default_factory=StageTimer)
+    levels: dict = field(default_factory=dict)
+
+    def rows(self, indices) -> np.ndarray:
+        return np.searchsorted(self.feat_index, np.asarray(indices))
+
+    def labels(self, indices) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(self.dataset.labels)[np.asarray(indices)])
+
+    def split_maps(self, name: str) -> np.ndarray:
+        """The cached trunk maps ``(n, C, h, w)`` float16 of ``splits.<name>``."""
+        return np.asarray(self.maps[self.rows(getattr(self.splits, name))])
+
+    def split(self, name: str) -> FeatureSplit:
+        idx = getattr(self.splits, name)
+        return FeatureSplit(self.online.clean(self.split_maps(name)), self.labels(idx))
+
+    def training_data(self) -> TrainingData:
+        vq, vd = self.split_maps("val_query"), self.split_maps("val_database")
+        return TrainingData(
+            bank=None,
+            train=self.online.clean(self.online.images),
+            val_query=FeatureSplit(self.online.clean(vq), self.labels(self.splits.val_query)),
+            val_database=FeatureSplit(self.online.clean(vd), self.labels(self.splits.val_database)),
+            online=self.online,
+            val_images=(vq, vd),
+        )
+
+
+def prepare_tail(
+    cfg: TrainConfig, *, progress: bool = True, run_dir: Path | None = None
+) -> PreparedTail:
+    """Load data, make splits, compute or load the cached trunk maps of every image a run
+    needs and of the ``n_views`` augmented views of the training images; build the tail.
+
+    The backbone is split (:func:`~hihpq_lib.data.backbones.tail.split_backbone`) before
+    its last ``cfg.tail_blocks`` MBConv blocks; the trunk runs once per image/view
+    (``cfg.engine``) and its maps are stored in float16 as memory-mapped ``.npy`` files
+    under the feature cache (key: :func:`maps_key`).
+    """
+    timer = StageTimer()
+    with timer("load images"):
+        ds = load_data(cfg, progress)
+        splits = make_run_splits(cfg, ds)
+        levels = hierarchy_levels(cfg, ds)
+    if run_dir is not None:
+        D.save_splits(splits, Path(run_dir) / "splits.json")
+    _warn_if_one_class(ds, splits)
+    needed = np.unique(np.concatenate([splits.query, splits.database, splits.train]))
+    train_idx = np.asarray(splits.train)
+    backbone = build_backbone(cfg.backbone, pretrained=cfg.pretrained)
+    trunk, tail = split_backbone(backbone, cfg.tail_blocks)
+    with torch.no_grad():
+        shape = tuple(trunk(torch.zeros(1, 3, cfg.resolution, cfg.resolution)).shape[1:])
+    cache = FeatureCache()
+    size = None if ds.in_memory else 224
+    key, bkey = (
+        maps_key(cfg, ds, needed, trunk, bank=False),
+        maps_key(cfg, ds, train_idx, trunk, bank=True),
+    )
+    use_threads(thread_budget(cfg.threads))
+    if any(cache.load_array(k) is None for k in (key, bkey)):
+        print(
+            first_run_notice(len(needed), len(train_idx) * cfg.n_views, cfg.resolution, cache.root)
+        )
+    common = {"resolution": cfg.resolution, "engine": cfg.engine, "progress": progress}
+    with timer("trunk maps"):
+        maps = cache.get_or_fill_array(
+            key,
+            (len(needed), *shape),
+            np.float16,
+            lambda out: trunk_maps(trunk, D.read_images(ds, needed, size=size), out, **common),
+        )
+    with timer("trunk bank maps"):
+        bank_maps = cache.get_or_fill_array(
+            bkey,
+            (len(train_idx), cfg.n_views, *shape),
+            np.float16,
+            lambda out: trunk_maps(
+                trunk,
+                D.read_images(ds, train_idx, size=size),
+                out,
+                n_views=cfg.n_views,
+                seed=cfg.seed,
+                **common,
+            ),
+        )
+    tail = tail.to(cfg.device)
+    train_maps = maps[np.searchsorted(needed, train_idx)]
+    online = TailViews(tail, bank_maps, np.asarray(train_maps))
+    return PreparedTail(cfg, ds, splits, needed, maps, bank_maps, online, timer, levels)
+
+
 @dataclass
 class PreparedOnline(_HierarchyLevels):
     """The paper's path: images and a (partly trainable) backbone instead of a bank."""
@@ -596,7 +745,13 @@ def run_experiment(
     out.mkdir(parents=True, exist_ok=True)
     cfg.save(out / "config.yaml")
     if prepared is None:
-        make = prepare_online if cfg.online_augmentation else prepare
+        make = (
+            prepare_online
+            if cfg.online_augmentation
+            else prepare_tail
+            if cfg.tail_blocks
+            else prepare
+        )
         prepared = make(cfg, progress=progress, run_dir=out)
     prep = prepared
     D.save_splits(prep.splits, out / "splits.json")
@@ -610,8 +765,9 @@ def run_experiment(
         final_levels = _levels_map(res["model"], query, database, ql, dl, cfg)
     best_model, _ = load_model(out, "best", in_dim=query.feats.shape[1])
     best_backbone = load_checkpoint(out / "best.pt").get("backbone")
-    if isinstance(prep, PreparedOnline) and best_backbone is not None:
-        # the backbone trained too: the selected epoch's features come from its backbone
+    if isinstance(prep, (PreparedOnline, PreparedTail)) and best_backbone is not None:
+        # the backbone (or its tail) trained too: the selected epoch's features come
+        # from the selected epoch's backbone
         final_backbone = {k: v.clone() for k, v in prep.online.backbone.state_dict().items()}
         prep.online.backbone.load_state_dict(best_backbone)
         best_levels = _levels_map(
@@ -622,7 +778,7 @@ def run_experiment(
         best_levels = _levels_map(best_model, query, database, ql, dl, cfg)
     final_map, best_map = final_levels["class"], best_levels["class"]
     guard = None
-    if cfg.baseline_guard and not isinstance(prep, PreparedOnline):
+    if cfg.baseline_guard and isinstance(prep, Prepared):  # frozen features only
         with timer("baselines"):
             guard = baseline_guard(prep, run_cfg, query, database, best_levels)
     index = res["model"].build_index(

@@ -37,6 +37,7 @@ import json
 import os
 import pickle
 import re
+import secrets
 import warnings
 import zipfile
 from collections.abc import Callable, Mapping
@@ -58,7 +59,7 @@ from hihpq_lib.data.transforms import (
     derive_seed,
     eval_transform,
 )
-from hihpq_lib.utils.atomic import atomic_write, check_writable, clean_stale_tmp
+from hihpq_lib.utils.atomic import atomic_write, check_writable, clean_stale_tmp, file_mode
 from hihpq_lib.utils.runtime import cache_dir, progress_bar
 
 __all__ = [
@@ -70,6 +71,8 @@ __all__ = [
     "FEATURE_CODE_VERSION",
     "extract_features",
     "augmentation_bank",
+    "trunk_maps",
+    "MAPS_CODE_VERSION",
 ]
 
 #: Inference engines accepted by :func:`extract_features` and :func:`augmentation_bank`.
@@ -317,6 +320,87 @@ def augmentation_bank(
     return bank
 
 
+def trunk_maps(
+    trunk,
+    images,
+    out: np.ndarray,
+    *,
+    n_views: int | None = None,
+    resolution: int = DEFAULT_RESOLUTION,
+    seed: int | torch.Generator = 0,
+    engine: str = "onnx",
+    batch_size: int = 256,
+    progress: bool = True,
+) -> np.ndarray:
+    """Fill ``out`` with the frozen trunk's output maps (the tail's input), float16.
+
+    ``n_views=None``: the evaluation transform of every image, ``out`` is
+    ``(N, C, h, w)``. ``n_views=V``: the ``V`` augmented views of
+    :func:`augmentation_bank` (same seeds, same views), ``out`` is ``(N, V, C, h, w)``.
+    ``out`` is typically a memory map (:meth:`FeatureCache.get_or_fill_array`), so the
+    maps of a whole dataset never need to fit in memory.
+
+    Parameters
+    ----------
+    trunk : :class:`~hihpq_lib.data.backbones.tail.BackboneTrunk` (or an OnnxBackbone
+        exported from one)
+    images : (N, H, W, 3) uint8
+    out : float16 array of the shape above
+    n_views, resolution, seed, engine, batch_size, progress
+        As in :func:`augmentation_bank` / :func:`extract_features`.
+
+    Returns
+    -------
+    ``out``
+    """
+    check_images(images)
+    resolution = _check_resolution(resolution)
+    batch_size = _check_positive_int(batch_size, "batch_size")
+    runner = _runner(trunk, resolution, engine)
+    n = len(images)
+    views = [None] if n_views is None else list(range(_check_positive_int(n_views, "n_views")))
+    base = _seed_from(seed)
+    module = trunk if isinstance(trunk, nn.Module) else None
+    total = n * len(views)
+    desc = "trunk maps" if n_views is None else f"trunk maps ({n_views} views)"
+    with (
+        progress_bar(total=total, desc=desc, unit="img", disable=not progress) as bar,
+        torch.inference_mode(),
+    ):
+        if module is not None:
+            module.eval()
+        for view in views:
+            view_seed = None if view is None else derive_seed(base, view)
+            for start in range(0, n, batch_size):
+                stop = min(start + batch_size, n)
+                batch = images[start:stop]
+                if view is None:
+                    x = eval_transform(
+                        batch, resolution, mean=trunk.mean, std=trunk.std, dtype=torch.float32
+                    )
+                else:
+                    x = augment_batch(
+                        batch,
+                        resolution,
+                        view_seed,
+                        indices=range(start, stop),
+                        mean=trunk.mean,
+                        std=trunk.std,
+                        dtype=torch.float32,
+                    )
+                maps = runner(x).to(torch.float16).numpy()
+                if not np.isfinite(maps).all():
+                    raise FloatingPointError(
+                        "trunk maps overflowed float16 (|value| > 65504); store them in float32"
+                    )
+                if view is None:
+                    out[start:stop] = maps
+                else:
+                    out[start:stop, view] = maps
+                bar.update(stop - start)
+    return out
+
+
 # ------------------------------------------------------------------------------- cache
 
 
@@ -348,6 +432,10 @@ def _canonical(key: Mapping) -> str:
 #: the augmentation recipe, the ONNX export, the batching). Bump it when any of them
 #: changes what a feature holds, so that older cache entries are recomputed.
 FEATURE_CODE_VERSION = 2
+
+#: Version of the code that computes cached trunk maps (:func:`trunk_maps`, the split
+#: of :mod:`hihpq_lib.data.backbones.tail`); part of their cache key.
+MAPS_CODE_VERSION = 1
 
 
 def feature_key(dataset: str, split: str, backbone, resolution: int, **extra) -> dict:
@@ -516,6 +604,90 @@ class FeatureCache:
         value = compute_fn()
         self.save(key, value)
         return value
+
+    def array_path_for(self, key: Mapping) -> Path:
+        """The ``.npy`` file of an array entry (:meth:`get_or_fill_array`) for ``key``."""
+        return self.path_for(key).with_suffix(".npy")
+
+    def load_array(self, key: Mapping) -> np.ndarray | None:
+        """The cached array for ``key``, memory-mapped read-only; ``None`` if absent or
+        stale (the stored key, shape or dtype differ)."""
+        canonical = _canonical(key)
+        path = self.array_path_for(key)
+        meta_path = path.with_suffix(".json")
+        if not path.exists() and not meta_path.exists():
+            return None
+        try:
+            meta = json.loads(meta_path.read_text())
+            stored = json.dumps(meta.get("key"), sort_keys=True, separators=(",", ":"))
+        except (OSError, ValueError, AttributeError) as exc:
+            self._warn(path, f"metadata unreadable ({type(exc).__name__})")
+            return None
+        if stored != canonical:
+            self._warn(path, "stored key differs from the requested key")
+            return None
+        try:
+            value = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            self._warn(path, f"array file unreadable ({type(exc).__name__}: {exc})")
+            return None
+        if meta.get("content") != {"shape": list(value.shape), "dtype": str(value.dtype)}:
+            self._warn(path, "array shape/dtype differ from the metadata")
+            return None
+        return value
+
+    def get_or_fill_array(
+        self,
+        key: Mapping,
+        shape: tuple[int, ...],
+        dtype,
+        fill_fn: Callable[[np.ndarray], object],
+        *,
+        recompute: bool = False,
+    ) -> np.ndarray:
+        """A memory-mapped ``.npy`` array for ``key``: cached, else ``fill_fn(out)`` fills a
+        new one of ``shape``/``dtype`` on disk (then cached).
+
+        The array is written to a temporary file and renamed, and its ``.json`` (key,
+        shape, dtype) is written last, so an interrupted fill leaves no entry that looks
+        complete. Returns the array memory-mapped read-only.
+        """
+        if not callable(fill_fn):
+            raise TypeError(f"fill_fn must be callable, got {type(fill_fn).__name__}")
+        if not recompute:
+            value = self.load_array(key)
+            if value is not None and value.shape == tuple(shape):
+                return value
+        check_writable(
+            self.root,
+            "feature cache folder",
+            "set HIHPQ_CACHE_DIR (or HIHPQ_DATA_DIR) to a writable folder",
+        )
+        clean_stale_tmp(self.root)
+        canonical = _canonical(key)
+        path = self.array_path_for(key)
+        tmp = path.parent / f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
+        try:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=tuple(shape))
+            fill_fn(out)
+            out.flush()
+            content = {"shape": list(out.shape), "dtype": str(out.dtype)}
+            del out
+            os.chmod(tmp, file_mode())
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        meta = {
+            "key": json.loads(canonical),
+            "content": content,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        atomic_write(
+            path.with_suffix(".json"),
+            lambda f: f.write(json.dumps(meta, indent=1, sort_keys=True).encode()),
+        )
+        return np.load(path, mmap_mode="r", allow_pickle=False)
 
     def __contains__(self, key: Mapping) -> bool:
         path = self.path_for(key)

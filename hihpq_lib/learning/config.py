@@ -116,6 +116,11 @@ class TrainConfig:
     n_views: int = 8  # augmented views per training image in the bank
     online_augmentation: bool = False  # the paper's path (GPU): augment + backbone every step
     trainable_layers: int = 0  # VGG-16: how many of the last fc layers train (0, 1, 2)
+    # EfficientNet-Lite on the cached path: how many of the last MBConv blocks (+ conv_head,
+    # bn2, pool) train with the quantizer, on cached trunk maps (0 = all frozen; 1 or 2).
+    # Their lr follows backbone_lr / lr_backbone_scale; their BatchNorm stays frozen
+    # (docs/adapted_tail.md).
+    tail_blocks: int = 0
     # quantizer
     bits: int = 32
     K: int = 256
@@ -416,6 +421,13 @@ def _check_ranges(cfg: TrainConfig) -> None:
             raise ConfigError(f"{key} must be >= 1 or null, got {value}")
     if cfg.trainable_layers > 2:
         raise ConfigError(f"trainable_layers must be 0, 1 or 2, got {cfg.trainable_layers}")
+    if isinstance(cfg.tail_blocks, bool) or cfg.tail_blocks not in (0, 1, 2):
+        raise ConfigError(f"tail_blocks must be 0, 1 or 2, got {cfg.tail_blocks!r}")
+    if cfg.tail_blocks and (cfg.online_augmentation or not cfg.backbone.startswith("efficientnet")):
+        raise ConfigError(
+            f"tail_blocks={cfg.tail_blocks} needs an EfficientNet-Lite backbone on the cached "
+            "path (not online_augmentation); set tail_blocks=0, or use trainable_layers with vgg16"
+        )
 
 
 def resolve_num_clusters(num_clusters, n_classes: int, n_train: int) -> list[int]:

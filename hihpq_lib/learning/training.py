@@ -75,6 +75,7 @@ __all__ = [
     "train",
     "BankViews",
     "OnlineViews",
+    "TailViews",
     "load_model",
     "load_checkpoint",
     "CheckpointError",
@@ -114,11 +115,12 @@ class TrainingData:
         or None when ``online`` is given.
     train : (N, F) clean features of the training images (for clustering).
     val_query, val_database : FeatureSplit, for model selection.
-    online : OnlineViews, optional
-        The paper's path: fresh augmented views through the backbone at every step.
-    val_images : (query images, database images) uint8, optional
-        With ``online`` and a backbone that trains, validation features are recomputed
-        from these before each evaluation.
+    online : OnlineViews or TailViews, optional
+        The paper's path: fresh augmented views through the backbone at every step; or
+        cached trunk maps through a trainable tail (``tail_blocks``).
+    val_images : (query, database) uint8 images (OnlineViews) or trunk maps (TailViews),
+        optional. With ``online`` and a backbone that trains, validation features are
+        recomputed from these before each evaluation.
     """
 
     bank: torch.Tensor | None
@@ -222,6 +224,75 @@ class OnlineViews:
             for i in range(0, len(images), self.batch_size)
         ]
         bb.train(was)
+        return torch.cat(out)
+
+
+class TailViews:
+    """Two cached views per image through a trainable backbone tail (``tail_blocks``).
+
+    The bank holds the frozen trunk's maps of ``V`` augmented views of every training
+    image (:func:`~hihpq_lib.data.features.trunk_maps`); a step picks two different views
+    per image exactly as :class:`BankViews` does (same generator draws) and runs them
+    through ``tail`` (:class:`~hihpq_lib.data.backbones.tail.BackboneTail`), whose
+    convolutions train with the quantizer. It has the interface of :class:`OnlineViews`
+    that :func:`train` uses (``backbone``, ``images``, ``trainable_parameters``,
+    ``sample``, ``clean``), so the tail's weights are optimised, saved in ``best.pt`` and
+    ``checkpoint.pt``, restored on resume, and the validation and clustering features are
+    recomputed with the current tail.
+
+    Parameters
+    ----------
+    tail : nn.Module, ``(B, C, h, w) -> (B, F)``; always in eval mode (frozen BatchNorm).
+    bank_maps : (N, V, C, h, w) float16 array (a memory map works), the training views.
+    train_maps : (N, C, h, w) float16, the evaluation-transform maps of the same images
+        (clean features for clustering: ``clean(images)``).
+    batch_size : rows per tail forward in :meth:`clean`.
+    """
+
+    def __init__(self, tail, bank_maps, train_maps, batch_size: int = 1024):
+        if bank_maps.ndim != 5 or bank_maps.shape[1] < 2:
+            raise ValueError(f"bank maps must be (N, V >= 2, C, h, w), got {bank_maps.shape}")
+        if train_maps.shape[0] != bank_maps.shape[0] or train_maps.shape[1:] != bank_maps.shape[2:]:
+            raise ValueError(
+                f"bank maps {bank_maps.shape} and training maps {train_maps.shape} disagree"
+            )
+        self.backbone = tail
+        self.bank = bank_maps
+        self.images = train_maps
+        self.batch_size = int(batch_size)
+
+    def trainable_parameters(self) -> list:
+        return [p for p in self.backbone.parameters() if p.requires_grad]
+
+    def _device(self):
+        return next(self.backbone.parameters()).device
+
+    def sample(self, idx: torch.Tensor, gen: torch.Generator, training: bool = True):
+        """Two views ``(B, F)`` float32 through the tail (``training``: the tail stays in
+        eval mode either way: its BatchNorm is frozen)."""
+        V = self.bank.shape[1]
+        v1 = torch.randint(0, V, (len(idx),), generator=gen)
+        v2 = (v1 + torch.randint(1, V, (len(idx),), generator=gen)) % V
+        rows = idx.numpy()
+        device = self._device()
+        maps = [
+            torch.from_numpy(np.asarray(self.bank[rows, v.numpy()])).to(device, torch.float32)
+            for v in (v1, v2)
+        ]
+        return self.backbone(maps[0]), self.backbone(maps[1])
+
+    @torch.no_grad()
+    def clean(self, maps) -> torch.Tensor:
+        """Features ``(N, F)`` float32 of cached maps ``(N, C, h, w)`` through the tail."""
+        device = self._device()
+        out = [
+            self.backbone(
+                torch.from_numpy(np.asarray(maps[i : i + self.batch_size])).to(
+                    device, torch.float32
+                )
+            ).cpu()
+            for i in range(0, len(maps), self.batch_size)
+        ]
         return torch.cat(out)
 
 

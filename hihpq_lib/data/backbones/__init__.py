@@ -35,6 +35,12 @@ Backbones
     Dropout, fc7, ReLU, Dropout), 4096-d. ``trainable_layer_num`` (0, 1, 2) unfreezes the
     last fc layers like the reference.
 
+Trunk and tail (``tail.py``)
+---------------------------
+:func:`~hihpq_lib.data.backbones.tail.split_backbone` cuts an EfficientNet-Lite before its
+last 1 or 2 MBConv blocks into a frozen trunk (whose maps are cached) and a tail that
+trains with the quantizer (config key ``tail_blocks``, docs/adapted_tail.md).
+
 ONNX Runtime
 ------------
 :func:`export_onnx` writes a backbone at a fixed resolution (dynamic batch axis) and

@@ -1,0 +1,177 @@
+"""A trainable backbone tail on cached trunk maps (``tail_blocks``, issue 18 item 1).
+
+EfficientNet-Lite0 split before its last MBConv blocks: the tail on the trunk's maps is
+the whole backbone at initialisation; the maps' cache key changes with everything that
+changes them; a tiny run trains the tail, saves it with the selected epoch and resumes.
+"""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from hihpq_lib.app import cli
+from hihpq_lib.app.pipeline import maps_key, prepare_tail
+from hihpq_lib.data.backbones import EfficientNetLite0, build_backbone
+from hihpq_lib.data.backbones.tail import BackboneTail, split_backbone
+from hihpq_lib.data.features import FeatureCache, trunk_maps
+from hihpq_lib.learning.config import ConfigError, TrainConfig
+from hihpq_lib.learning.training import load_checkpoint, train
+from tests.paths import REPO_ROOT
+from tests.test_folders import fast_args, image_folder
+
+PROFILE = REPO_ROOT / "configs" / "cpu" / "cpu_folder_32bits.yaml"
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    return build_backbone("efficientnet_lite0", pretrained=True)
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_tail_of_trunk_is_the_backbone_at_init(lite0, n):
+    torch.manual_seed(n)
+    x = torch.randn(4, 3, 128, 128)
+    trunk, tail = split_backbone(lite0, n)
+    with torch.no_grad():
+        maps = trunk(x)
+        got, want = tail(maps), lite0(x)
+    assert maps.dtype == torch.float32 and tuple(maps.shape) == (4, 192, 4, 4)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    # only the tail's convolutions train; its BatchNorm is frozen and stays in eval mode
+    trainable = {k for k, p in tail.named_parameters() if p.requires_grad}
+    assert trainable and all("conv" in k for k in trainable)
+    assert not any(p.requires_grad for p in trunk.parameters())
+    assert not tail.train().training and not trunk.train().training
+    # the tail is a copy: training it leaves the backbone untouched
+    assert tail.conv_head.weight.data_ptr() != lite0.model.conv_head.weight.data_ptr()
+
+
+def test_trunk_maps_through_onnx_match_torch(lite0, tmp_path, monkeypatch):
+    monkeypatch.setenv("HIHPQ_CACHE_DIR", str(tmp_path))
+    trunk, _ = split_backbone(lite0, 1)
+    images = np.random.default_rng(0).integers(0, 256, (3, 40, 40, 3), dtype=np.uint8)
+    out = {}
+    for engine in ("torch", "onnx"):
+        out[engine] = np.zeros((3, 2, 192, 2, 2), np.float16)
+        trunk_maps(
+            trunk, images, out[engine], n_views=2, resolution=64, engine=engine, progress=False
+        )
+    assert np.abs(out["torch"]).max() > 0
+    np.testing.assert_allclose(out["onnx"], out["torch"], atol=2e-2, rtol=1e-2)
+
+
+def test_split_rejects_other_backbones_and_counts():
+    with pytest.raises(ValueError, match="EfficientNet-Lite"):
+        BackboneTail(object(), 1)
+    with pytest.raises(ValueError, match="tail_blocks"):
+        split_backbone(EfficientNetLite0(pretrained=False), 3)
+
+
+@pytest.mark.parametrize(
+    "override, match",
+    [
+        ({"tail_blocks": 3}, "tail_blocks must be 0, 1 or 2"),
+        ({"tail_blocks": 1, "backbone": "vgg16"}, "EfficientNet-Lite"),
+        ({"tail_blocks": 1, "online_augmentation": True}, "online_augmentation"),
+    ],
+)
+def test_config_validates_tail_blocks(override, match):
+    with pytest.raises(ConfigError, match=match):
+        TrainConfig(**override).validate()
+    assert TrainConfig().tail_blocks == 0
+
+
+def test_maps_cache_key_changes_with_what_changes_the_maps(isolated):
+    from hihpq_lib import data as D
+
+    root = image_folder(isolated / "pets", per_class=4)
+    ds = D.load_image_folder(root)
+    cfg = TrainConfig(dataset="folder", data=str(root), tail_blocks=1)
+    idx = np.arange(8)
+    trunk, _ = split_backbone(EfficientNetLite0(pretrained=False), 1)
+    cache = FeatureCache()
+    base = maps_key(cfg, ds, idx, trunk, bank=True)
+    paths = {cache.path_for(base)}
+    variants = [
+        maps_key(TrainConfig(**{**cfg.to_dict(), "resolution": 64}), ds, idx, trunk, bank=True),
+        maps_key(TrainConfig(**{**cfg.to_dict(), "n_views": 4}), ds, idx, trunk, bank=True),
+        maps_key(TrainConfig(**{**cfg.to_dict(), "seed": 1}), ds, idx, trunk, bank=True),
+        maps_key(TrainConfig(**{**cfg.to_dict(), "tail_blocks": 2}), ds, idx, trunk, bank=True),
+        maps_key(cfg, ds, idx[:-1], trunk, bank=True),
+        maps_key(cfg, ds, idx, trunk, bank=False),
+        maps_key(
+            cfg, ds, idx, split_backbone(EfficientNetLite0(pretrained=False), 1)[0], bank=True
+        ),
+    ]
+    for key in variants:
+        paths.add(cache.path_for(key))
+    assert len(paths) == len(variants) + 1
+    # weights: a change of one trunk weight changes the key
+    with torch.no_grad():
+        trunk.conv_stem.weight[0, 0, 0, 0] += 1.0
+    assert cache.path_for(maps_key(cfg, ds, idx, trunk, bank=True)) not in paths
+    # a stale entry (its stored key differs) is never reused
+    calls = []
+    arr = cache.get_or_fill_array(base, (2, 3), np.float16, lambda out: calls.append(out.fill(1)))
+    assert arr.dtype == np.float16 and float(arr.sum()) == 6.0 and len(calls) == 1
+    cache.get_or_fill_array(base, (2, 3), np.float16, lambda out: calls.append(1))
+    assert len(calls) == 1
+    meta = cache.array_path_for(base).with_suffix(".json")
+    stored = json.loads(meta.read_text())
+    stored["key"]["seed"] = 99
+    meta.write_text(json.dumps(stored))
+    with pytest.warns(UserWarning, match="stored key differs"):
+        cache.get_or_fill_array(base, (2, 3), np.float16, lambda out: calls.append(out.fill(2)))
+    assert len(calls) == 2
+
+
+TAIL = ["--set", "tail_blocks=1", "--set", "threads=1", "--set", "epochs=2"]
+
+
+def test_tiny_run_trains_the_tail_and_resumes(isolated, capsys):
+    root = image_folder(isolated / "shapes", per_class=12, seed=3)
+    code = cli.main([str(a) for a in ["prepare", PROFILE, "--data", root, *fast_args(), *TAIL]])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "trunk maps (48, 192, 1, 1)" in out and "bank maps (" in out
+    run = isolated / "run"
+    argv = ["train", PROFILE, "--data", root, *fast_args(), *TAIL, "--out", run]
+    code = cli.main([str(a) for a in argv])
+    _, err = capsys.readouterr()
+    assert code == 0, err
+    res = json.loads((run / "results.json").read_text())
+    assert 0.0 <= res["map@50_val_selected"] <= 1.0
+    assert {"trunk maps", "trunk bank maps"} <= set(res["stage_seconds"])
+    ck, best = load_checkpoint(run / "checkpoint.pt"), load_checkpoint(run / "best.pt")
+    assert ck["backbone"] is not None and best["backbone"] is not None
+    # the tail trained: only its convolutions moved from the pretrained weights
+    pretrained = split_backbone(build_backbone("efficientnet_lite0"), 1)[1].state_dict()
+    assert set(ck["backbone"]) == set(pretrained)
+    moved = [k for k, v in ck["backbone"].items() if not torch.equal(v, pretrained[k])]
+    assert moved and all("conv" in k for k in moved)
+
+    # `hihpq evaluate` encodes with each model's own tail: the same figures
+    code = cli.main(["evaluate", str(run), "--json", "--data", str(root)])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    ev = json.loads(out.strip().splitlines()[-1])
+    for key in ("map@50_final", "map@50_val_selected"):
+        assert ev[key] == pytest.approx(res[key]), key
+
+    # killed after one epoch and resumed: the same history and the same tail
+    cfg = TrainConfig(**ck["config"])
+    run2 = isolated / "run2"
+    train(
+        cfg, prepare_tail(cfg, progress=False).training_data(), run2, progress=False, stop_after=1
+    )
+    again = train(
+        cfg, prepare_tail(cfg, progress=False).training_data(), run2, resume=True, progress=False
+    )
+    ck2 = load_checkpoint(run2 / "checkpoint.pt")
+    assert again["finished"]
+    for key in ("loss", "val_map"):
+        assert [h[key] for h in ck2["history"]] == [h[key] for h in ck["history"]]
+    for k, v in ck["backbone"].items():
+        assert torch.equal(ck2["backbone"][k], v), k
