@@ -488,14 +488,7 @@ class PreparedTail(_HierarchyLevels):
 
     def training_data(self) -> TrainingData:
         vq, vd = self.split_maps("val_query"), self.split_maps("val_database")
-        return TrainingData(
-            bank=None,
-            train=self.online.clean(self.online.images),
-            val_query=FeatureSplit(self.online.clean(vq), self.labels(self.splits.val_query)),
-            val_database=FeatureSplit(self.online.clean(vd), self.labels(self.splits.val_database)),
-            online=self.online,
-            val_images=(vq, vd),
-        )
+        return _views_training_data(self, self.online.images, vq, vd)
 
 
 def prepare_tail(
@@ -589,14 +582,21 @@ class PreparedOnline(_HierarchyLevels):
         train_images = self.images("train")
         self.online.images = train_images
         vq, vd = self.images("val_query"), self.images("val_database")
-        return TrainingData(
-            bank=None,
-            train=self.online.clean(train_images),
-            val_query=FeatureSplit(self.online.clean(vq), self.labels(self.splits.val_query)),
-            val_database=FeatureSplit(self.online.clean(vd), self.labels(self.splits.val_database)),
-            online=self.online,
-            val_images=(vq, vd),
-        )
+        return _views_training_data(self, train_images, vq, vd)
+
+
+def _views_training_data(prep, train_inputs, vq, vd) -> TrainingData:
+    """Training data whose views come from ``prep.online`` (images or trunk maps), with the
+    validation features computed through it from ``vq`` / ``vd``."""
+    online, splits = prep.online, prep.splits
+    return TrainingData(
+        bank=None,
+        train=online.clean(train_inputs),
+        val_query=FeatureSplit(online.clean(vq), prep.labels(splits.val_query)),
+        val_database=FeatureSplit(online.clean(vd), prep.labels(splits.val_database)),
+        online=online,
+        val_images=(vq, vd),
+    )
 
 
 def prepare_online(

@@ -516,10 +516,9 @@ class FeatureCache:
         prefix = re.sub(r"[^A-Za-z0-9._-]+", "_", "_".join(parts)).strip("_")[:60] or "features"
         return self.root / f"{prefix}-{digest}.pt"
 
-    def load(self, key: Mapping):
-        """The cached value for ``key``, or ``None`` if absent, stale or unreadable."""
-        canonical = _canonical(key)
-        path = self.path_for(key)
+    def _matching_meta(self, key: Mapping, path: Path) -> dict | None:
+        """The metadata beside ``path`` if it is readable and stores ``key``, else ``None``
+        (with a warning when a file is there but unreadable or for another key)."""
         meta_path = path.with_suffix(".json")
         if not path.exists() and not meta_path.exists():
             return None
@@ -528,11 +527,21 @@ class FeatureCache:
         except (OSError, ValueError) as exc:
             self._warn(path, f"metadata unreadable ({type(exc).__name__})")
             return None
-        if (
-            not isinstance(meta, dict)
-            or json.dumps(meta.get("key"), sort_keys=True, separators=(",", ":")) != canonical
-        ):
+        stored = meta.get("key") if isinstance(meta, dict) else object()
+        try:
+            same = json.dumps(stored, sort_keys=True, separators=(",", ":")) == _canonical(key)
+        except TypeError:
+            same = False
+        if not same:
             self._warn(path, "stored key differs from the requested key")
+            return None
+        return meta
+
+    def load(self, key: Mapping):
+        """The cached value for ``key``, or ``None`` if absent, stale or unreadable."""
+        path = self.path_for(key)
+        meta = self._matching_meta(key, path)
+        if meta is None:
             return None
         try:
             value = torch.load(path, map_location="cpu", weights_only=True)
@@ -612,19 +621,9 @@ class FeatureCache:
     def load_array(self, key: Mapping) -> np.ndarray | None:
         """The cached array for ``key``, memory-mapped read-only; ``None`` if absent or
         stale (the stored key, shape or dtype differ)."""
-        canonical = _canonical(key)
         path = self.array_path_for(key)
-        meta_path = path.with_suffix(".json")
-        if not path.exists() and not meta_path.exists():
-            return None
-        try:
-            meta = json.loads(meta_path.read_text())
-            stored = json.dumps(meta.get("key"), sort_keys=True, separators=(",", ":"))
-        except (OSError, ValueError, AttributeError) as exc:
-            self._warn(path, f"metadata unreadable ({type(exc).__name__})")
-            return None
-        if stored != canonical:
-            self._warn(path, "stored key differs from the requested key")
+        meta = self._matching_meta(key, path)
+        if meta is None:
             return None
         try:
             value = np.load(path, mmap_mode="r", allow_pickle=False)
