@@ -230,3 +230,25 @@ def test_kmeans_init_model_starts_better_than_sampled_codewords(tmp_path):
         cfg = small_config(head_init="pca", codebook_init=init, eval_init=True, epochs=1)
         scores[init] = train(cfg, data, tmp_path / init, progress=False)["init_val_map"]
     assert scores["kmeans"] >= scores["data"] - 0.02 and scores["kmeans"] > 0.5
+
+
+def test_pca_head_survives_a_degenerate_spectrum(monkeypatch):
+    """eigh's divide-and-conquer can fail on repeated eigenvalues: the fallback still gives
+    the principal components."""
+    from hihpq_lib.learning import model as model_mod
+
+    def failing(_):
+        raise torch.linalg.LinAlgError("forced")
+
+    monkeypatch.setattr(model_mod.torch.linalg, "eigh", failing)
+    x = _features()
+    head = ProjectionHead(24, 8, 16, skip=True).init_pca_(x, n_subspaces=2).eval()
+    y = head(x).detach().double()
+    xc = x.double() - x.double().mean(0)
+    _, _, vh = torch.linalg.svd(xc, full_matrices=False)
+    c = torch.corrcoef(torch.stack([y[:, 0], (xc @ vh[0])]))[0, 1]
+    assert abs(abs(float(c)) - 1.0) < 1e-5
+    # a matrix of identical rows but one: rank one, 23 repeated zero eigenvalues
+    flat = torch.ones(50, 24)
+    flat[0] += 1.0
+    assert torch.isfinite(ProjectionHead(24, 8, 16, skip=True).init_pca_(flat, 2).skip.weight).all()

@@ -227,6 +227,7 @@ DEEP = NOTEBOOKS / "08_methods__deep_hierarchies.py"
 
 
 @pytest.mark.skipif(not DEEP.is_file(), reason="notebook 08 is not in this checkout")
+@pytest.mark.timeout(900)  # first run: the features of 2,000 images and two trainings
 def test_deep_hierarchies_runs_on_tiny_imagenet(tiny_imagenet_dir, monkeypatch):
     """Notebook 08 with its data: ``make test`` (nbmake) runs it without
     ``HIHPQ_TINY_IMAGENET`` (sections 1-2 on the synthetic tree, section 3 skipped); this

@@ -7,6 +7,7 @@ sees feature vectors ``(B, F)``. The paper's path (GPU) wraps a backbone too
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -16,6 +17,24 @@ from hihpq_lib.quantization.index import PQIndex
 from hihpq_lib.quantization.quantizer import ProductQuantizer, QuantizerOutput
 
 __all__ = ["ProjectionHead", "HiHPQModel", "HiHPQNet", "build_model"]
+
+
+def _symmetric_eigh(cov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigen-decomposition of a symmetric PSD matrix, robust to degenerate spectra.
+
+    LAPACK's divide-and-conquer ``syevd`` (``torch.linalg.eigh``) can fail to converge on
+    matrices with many repeated eigenvalues (e.g. features of a few near-identical images);
+    then SciPy's ``syevr`` runs on the matrix plus a tiny ridge.
+    """
+    try:
+        return torch.linalg.eigh(cov)
+    except torch.linalg.LinAlgError:
+        import scipy.linalg
+
+        ridge = 1e-12 * max(float(torch.diagonal(cov).mean()), 1e-300)
+        a = cov.numpy() + ridge * np.eye(cov.shape[0])
+        w, v = scipy.linalg.eigh(a, driver="evr")
+        return torch.as_tensor(w, dtype=cov.dtype), torch.as_tensor(v, dtype=cov.dtype)
 
 
 class ProjectionHead(nn.Module):
@@ -63,7 +82,7 @@ class ProjectionHead(nn.Module):
             )
         mean = x.mean(0)
         centred = x - mean
-        evals, evecs = torch.linalg.eigh(centred.T @ centred)  # exact; F x F is small
+        evals, evecs = _symmetric_eigh(centred.T @ centred)  # exact; F x F is small
         q = min(out_dim, len(x))
         v = evecs[:, torch.argsort(evals, descending=True)[:q]]  # (F, q), descending variance
         d = out_dim // n_subspaces
