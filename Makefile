@@ -114,7 +114,7 @@ bench-folder: $(STAMP)
 	mkdir -p build/tiny-imagenet && tar -xzf $(HIHPQ_TINY_IMAGENET_ARCHIVE) -C build/tiny-imagenet
 	$(BIN)/python -m benchmarks.folder_bench --data $(TIN)/train --query-data $(TIN)/val \
 	  --hierarchy $(TIN)/wordnet_hierarchy.json --seeds 3 --epochs 8 --threads 2 \
-	  --out benchmarks/results/folder_tiny_imagenet
+	  --out benchmarks/results/folders/tiny_imagenet
 
 clean-notebooks:
 	rm -rf $(NB_OUT)

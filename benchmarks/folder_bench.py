@@ -229,7 +229,8 @@ def main(argv: list[str] | None = None) -> dict:
     levels = {n: (ql[n], dl[n]) for n in ql}
     k = min(cfg.topk, len(db.feats))
     train_x = prep.split("train").feats.float().numpy()
-    out = args.out or (REPO_ROOT / "benchmarks" / "results" / f"folder_{prep.dataset.display_name}")
+    # one level deeper than the CIFAR-10 tables, so their loader never mixes the two
+    out = args.out or (REPO_ROOT / "benchmarks" / "results" / "folders" / prep.dataset.display_name)
     workdir = runs_dir() / "bench_folder"
     results: dict = {
         "meta": {
