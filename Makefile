@@ -78,25 +78,17 @@ lab: $(STAMP)
 book: $(STAMP)
 	$(BIN)/python -m book.build --out build/book
 
-# The committed tables: protocol II (3 seeds at 32 bits, about 25 minutes from an empty cache) and
-# protocol I with all 50,000 training images (1 seed, about 37 minutes, peak 4.5 GB), and
-# its Euclidean rows in a folder of their own (about 10 minutes; notebook 07 merges them),
-# and a seed study of hyperbolic vs Euclidean at protocol I / 32 bits (3 seeds each; one
-# folder deeper, so notebook 07's table keeps the one-seed protocol I run); then the float32 stress
+# The committed tables, all with the one CPU profile of make demo (EfficientNet-Lite0 at
+# 160 px, 8-view bank, 20 epochs; protocol I: 4-view bank, 8 epochs over its 50,000 training
+# images): protocol II at 16, 32 and 64 bits with 3 seeds each, and protocol I at 16, 32 and 64
+# bits with 3 seeds at 32 bits, every method in one run per protocol; then the float32 stress
 # test, the hierarchy memory study and the ADC sweep (top 10 / 100 / 1000 × N × threads vs
 # faiss IndexPQ, and PQIndex.to_faiss() at 1M and 10M codes).
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks.run_all --protocols II --bits 16 32 64 --epochs 12 --seeds 3 \
-	  --threads 2 --quiet --out benchmarks/results/protocol_ii
-	$(BIN)/python -m benchmarks.run_all --protocols I --bits 16 32 64 --epochs 8 --seeds 1 \
-	  --threads 2 --quiet --methods float faiss_pq faiss_opq hihpq_no_hier hihpq \
-	  --out benchmarks/results/protocol_i
-	$(BIN)/python -m benchmarks.run_all --protocols I --bits 16 32 64 --epochs 8 --seeds 1 \
-	  --threads 2 --quiet --methods euclidean_cpq euclidean_hier \
-	  --out benchmarks/results/protocol_i_euclidean
-	$(BIN)/python -m benchmarks.run_all --protocols I --bits 32 --epochs 8 --seeds 3 \
-	  --seed-cells I:32 --threads 2 --quiet --methods hihpq euclidean_hier \
-	  --out benchmarks/results/seeds/protocol_i_32bits
+	$(BIN)/python -m benchmarks.run_all --protocols II --bits 16 32 64 --seeds 3 \
+	  --seed-cells II:16 II:32 II:64 --threads 2 --quiet --out benchmarks/results/protocol_ii
+	$(BIN)/python -m benchmarks.run_all --protocols I --bits 16 32 64 --epochs 8 --seeds 3 \
+	  --seed-cells I:32 --threads 2 --quiet --out benchmarks/results/protocol_i
 	$(BIN)/python -m benchmarks.float32_stress
 	$(BIN)/python -m benchmarks.hierarchy_memory
 	$(BIN)/python -m benchmarks.adc_throughput --n 50000 500000 --m 4 --topk 10 100 1000 \

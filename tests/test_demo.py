@@ -53,11 +53,27 @@ def test_demo_config_full_quick_and_user_overrides():
     profile = TrainConfig()
     full, quick = demo_config(), demo_config(quick=True)
     assert full == profile.with_overrides(["name=demo", *DEMO_OVERRIDES])
-    assert full.resolution == 160 != profile.resolution
-    # the quick subset keeps the profile's resolution (CI and fast-mode notebooks share
-    # its cached features)
+    # one profile: the demo is the benchmark's II / 32-bit cell (the configs inherit 160 px)
+    assert full.resolution == profile.resolution == 160
+    # the quick subset is the same pipeline shrunk, at 128 px (cheaper CI features)
     assert quick == profile.with_overrides(["name=demo", *QUICK_OVERRIDES])
-    assert quick.resolution == profile.resolution and quick.epochs < full.epochs
+    assert quick.resolution == 128 and quick.epochs < full.epochs
     # the user's --set comes last and wins
     assert demo_config(overrides=["resolution=128"]).resolution == 128
     assert demo_config(data="/x/cifar").data == "/x/cifar"
+
+
+def test_demo_is_the_benchmark_cell_ii_32_bits():
+    """One CPU profile: `make demo` trains exactly the benchmark's protocol II / 32-bit
+    config (seed 0), so the README's demo row and the benchmark table measure the same
+    thing; every CIFAR-10 benchmark config shares its backbone and resolution."""
+    from pathlib import Path
+
+    from hihpq_lib.learning.config import demo_config, load_config
+
+    root = Path(__file__).resolve().parents[1] / "configs" / "cpu"
+    bench = load_config(root / "cpu_cifar10_ii_32bits.yaml").with_overrides(["name=demo"])
+    assert bench == demo_config()
+    for path in sorted(root.glob("cpu_cifar10_*.yaml")):
+        cfg = load_config(path)
+        assert (cfg.backbone, cfg.resolution) == (demo_config().backbone, 160), path.name

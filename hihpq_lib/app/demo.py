@@ -5,8 +5,8 @@ CIFAR-10 protocol II, 32 bits, the CPU profile with the backbone at 160 px
 table — HiHPQ against float features and faiss OPQ on the same frozen features,
 mAP@1000 on the 10,000 test queries — and saves a retrieval grid and a Poincaré-disk picture under ``runs/demo``.
 
-``--quick`` (and fast mode, ``HIHPQ_FAST=1``) shrinks the splits and epochs and keeps the
-profile's 128 px, so the whole path runs in a minute or two; CI runs it as an
+``--quick`` (and fast mode, ``HIHPQ_FAST=1``) shrinks the splits and epochs and drops to
+128 px, so the whole path runs in a minute or two; CI runs it as an
 integration test.
 """
 

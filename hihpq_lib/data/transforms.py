@@ -22,8 +22,8 @@ Two transforms:
 
   implemented with :mod:`torchvision.transforms.v2` on ``uint8`` tensors, in the same
   order. The reference worked at **224 px on VGG-16**; on a CPU we default to
-  **128 px** (CIFAR-10's 32 px images are upsampled either way). The blur kernel stays
-  3 px, so at 128 px it blurs relatively more than at 224 px.
+  **160 px** (CIFAR-10's 32 px images are upsampled either way). The blur kernel stays
+  3 px, so at 160 px it blurs relatively more than at 224 px.
 
 Determinism: the random draws for image ``i`` come from a torch RNG seeded with
 ``(seed, indices[i])`` only, so a view does not depend on the batch size, on the other
