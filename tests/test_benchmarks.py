@@ -307,3 +307,51 @@ def test_quick_benchmark_end_to_end(tmp_path, monkeypatch):
     deltas = {(d["bits"], d["method"]) for d in res["deltas"]}
     assert deltas == {(b, m) for b in (16, 32) for m in run_all.METHODS if m != "hihpq"}
     assert res["protocols"]["II"]["under_8gb"] is True
+
+
+def test_backbone_study_reads_runs_and_tables_costs(tmp_path):
+    """The study's mAP part reads what `hihpq train` writes (results.json + config.yaml),
+    and its table holds every cost row and run row with the figures read."""
+    from benchmarks import backbone_study
+
+    run = tmp_path / "lite2"
+    run.mkdir()
+    TrainConfig().with_overrides(["backbone=efficientnet_lite2", "tail_blocks=1"]).save(
+        run / "config.yaml"
+    )
+    (run / "results.json").write_text(
+        json.dumps(
+            {
+                "map@1000_val_selected": 0.61,
+                "map@1000_final": 0.6,
+                "val_map_best": 0.62,
+                "val_selected_epoch": 9,
+                "baselines": {"float": {"class": 0.58}, "faiss_pq": {"class": 0.55}, "below": []},
+                "stage_seconds": {"features": 300.0, "train": 120.0},
+                "peak_rss_mb": 3072.0,
+            }
+        )
+    )
+    row = backbone_study.read_run(run)
+    assert (row["backbone"], row["resolution"], row["tail_blocks"]) == (
+        "efficientnet_lite2",
+        160,
+        1,
+    )
+    assert (row["test_map"], row["val_map"], row["epoch"], row["float"]) == (0.61, 0.62, 9, 0.58)
+    cost = {
+        "backbone": "efficientnet_lite0",
+        "resolution": 160,
+        "ms_per_image": 2.0,
+        "demo_feature_s": 200.0,
+        "tail1_map_elements": 4800,
+        "tail1_cache_gb": 0.96,
+    }
+    text = backbone_study.markdown([cost], [row], {"date": "d", "machine": "m", "threads": 2})
+    assert "| efficientnet_lite0 | 160 | 2.00 | 3.3 | 4,800 | 0.96 |" in text
+    assert (
+        "| efficientnet_lite2 | 160 | 1 | 0.620 | 0.610 | 0.600 | 9 | 0.580 | 0.550 | 7.0 | 3.0 |"
+        in text
+    )
+    with pytest.raises(FileNotFoundError):
+        backbone_study.read_run(tmp_path / "missing")
