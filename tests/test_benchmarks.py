@@ -355,3 +355,53 @@ def test_backbone_study_reads_runs_and_tables_costs(tmp_path):
     )
     with pytest.raises(FileNotFoundError):
         backbone_study.read_run(tmp_path / "missing")
+
+
+def _summary_row(protocol, bits, method, maps, label=None):
+    return {
+        "protocol": protocol,
+        "bits": bits,
+        "method": method,
+        "label": label or method,
+        "n_seeds": len(maps),
+        "map": float(np.mean(maps)),
+        "map_std": float(np.std(maps, ddof=1)) if len(maps) > 1 else 0.0,
+        "runs": [{"seed": s, "map": m} for s, m in enumerate(maps)],
+    }
+
+
+def test_summary_table_and_targets_from_results():
+    """benchmarks.summary: mean ± std (n) where seeds ran, the paper row, and each target
+    decided by its figure (the ordering by > 2 SE of the paired seed difference)."""
+    from benchmarks import summary
+
+    results = {
+        "rows": [
+            _summary_row("II", 32, "hihpq", [0.60, 0.62, 0.61], "HiHPQ (full)"),
+            _summary_row("II", 32, "euclidean_hier", [0.59, 0.625, 0.60]),
+            _summary_row("II", 32, "hihpq_no_hier", [0.55, 0.56, 0.555]),
+            _summary_row("II", 32, "faiss_opq", [0.55]),
+            _summary_row("II", 32, "float", [0.58]),
+            _summary_row("II", 16, "hihpq", [0.55], "HiHPQ (full)"),
+            _summary_row("II", 16, "hihpq_no_hier", [0.54]),
+        ]
+    }
+    table = summary.main_table(results)
+    assert "| HiHPQ (full) | **0.550** | **0.610 ± 0.010 (3)** |" in table
+    assert "*0.633* | *0.652* |" in table
+    got = {(t["target"], t["cell"]): t for t in summary.targets(results)}
+    assert got[("protocol II / 32 bits ≥ 0.62", "II · 32")]["holds"] is False
+    assert got[("HiHPQ ≥ faiss OPQ + 0.05", "II · 32")]["holds"] is True  # +0.060
+    assert got[("HiHPQ ≥ float features", "II · 32")]["holds"] is True
+    # paired differences +0.01, -0.005, +0.01: mean 0.005, SE 0.005 -> 1 SE
+    assert got[("HiHPQ > Euclidean + hierarchy by > 2 SE", "II · 32")]["holds"] is False
+    assert got[("HiHPQ > HiHPQ without hierarchy by > 2 SE", "II · 32")]["holds"] is True
+    one = got[("HiHPQ > HiHPQ without hierarchy by > 2 SE", "II · 16")]
+    assert one["holds"] is None and "one seed" in one["figure"]
+
+
+def test_summary_without_results_exits_2(tmp_path, capsys):
+    from benchmarks import summary
+
+    assert summary.main(["--results", str(tmp_path)]) == 2
+    assert "run `make bench` first" in capsys.readouterr().out
