@@ -50,6 +50,7 @@ from hihpq_lib.utils.runtime import in_notebook, progress_bar, thread_budget, us
 
 __all__ = [
     "FeatureSplit",
+    "view_pairs",
     "TrainingData",
     "LRSchedule",
     "steps_per_epoch",
@@ -151,6 +152,19 @@ class TrainingData:
         return int(self.train.shape[0])
 
 
+def view_pairs(n: int, n_views: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two different view indices per image, ``(n,)`` each, uniform over the ordered pairs
+    of ``n_views`` views (the same draws for :class:`BankViews` and :class:`TailViews`).
+
+    >>> v1, v2 = view_pairs(1000, 3, torch.Generator().manual_seed(0))
+    >>> bool((v1 != v2).all()), int(v1.max()), int(v2.max())
+    (True, 2, 2)
+    """
+    v1 = torch.randint(0, n_views, (n,), generator=gen)
+    v2 = (v1 + torch.randint(1, n_views, (n,), generator=gen)) % n_views
+    return v1, v2
+
+
 class BankViews:
     """Two different views per image, sampled from a precomputed bank ``(N, V, F)``."""
 
@@ -159,9 +173,7 @@ class BankViews:
 
     def sample(self, idx: torch.Tensor, gen: torch.Generator, training: bool = True):
         """Two views ``(B, F)`` float32 each (``training`` is ignored: a bank is fixed)."""
-        V = self.bank.shape[1]
-        v1 = torch.randint(0, V, (len(idx),), generator=gen)
-        v2 = (v1 + torch.randint(1, V, (len(idx),), generator=gen)) % V
+        v1, v2 = view_pairs(len(idx), self.bank.shape[1], gen)
         return self.bank[idx, v1].float(), self.bank[idx, v2].float()
 
 
@@ -270,9 +282,7 @@ class TailViews:
     def sample(self, idx: torch.Tensor, gen: torch.Generator, training: bool = True):
         """Two views ``(B, F)`` float32 through the tail (``training``: the tail stays in
         eval mode either way: its BatchNorm is frozen)."""
-        V = self.bank.shape[1]
-        v1 = torch.randint(0, V, (len(idx),), generator=gen)
-        v2 = (v1 + torch.randint(1, V, (len(idx),), generator=gen)) % V
+        v1, v2 = view_pairs(len(idx), self.bank.shape[1], gen)
         rows = idx.numpy()
         device = self._device()
         maps = [
