@@ -584,6 +584,16 @@ class FeatureCache:
         )
         return path
 
+    def _ready_to_write(self) -> None:
+        """Before computing a missing entry: a read-only cache fails now (one line naming
+        the fix), not after minutes of feature extraction; leftovers of killed writes go."""
+        check_writable(
+            self.root,
+            "feature cache folder",
+            "set HIHPQ_CACHE_DIR (or HIHPQ_DATA_DIR) to a writable folder",
+        )
+        clean_stale_tmp(self.root)
+
     def get_or_compute(
         self, key: Mapping, compute_fn: Callable[[], object], *, recompute: bool = False
     ):
@@ -603,13 +613,7 @@ class FeatureCache:
             value = self.load(key)
             if value is not None:
                 return value
-        # a read-only cache must fail now, not after minutes of feature extraction
-        check_writable(
-            self.root,
-            "feature cache folder",
-            "set HIHPQ_CACHE_DIR (or HIHPQ_DATA_DIR) to a writable folder",
-        )
-        clean_stale_tmp(self.root)
+        self._ready_to_write()
         value = compute_fn()
         self.save(key, value)
         return value
@@ -657,12 +661,7 @@ class FeatureCache:
             value = self.load_array(key)
             if value is not None and value.shape == tuple(shape):
                 return value
-        check_writable(
-            self.root,
-            "feature cache folder",
-            "set HIHPQ_CACHE_DIR (or HIHPQ_DATA_DIR) to a writable folder",
-        )
-        clean_stale_tmp(self.root)
+        self._ready_to_write()
         canonical = _canonical(key)
         path = self.array_path_for(key)
         tmp = path.parent / f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
