@@ -373,16 +373,24 @@ def _cached(cache: FeatureCache, key) -> bool:
     return path.exists() and path.with_suffix(".json").exists()
 
 
-def prepare(cfg: TrainConfig, *, progress: bool = True, run_dir: Path | None = None) -> Prepared:
-    """Load data, make splits, compute or load cached features and the augmentation bank."""
+def _load_and_split(cfg: TrainConfig, progress: bool, run_dir: Path | None):
+    """What every ``prepare*`` starts with: the dataset, the run's splits (saved in
+    ``run_dir`` when given) and the hierarchy levels, timed as "load images". A bad
+    hierarchy file fails here, before any feature is computed."""
     timer = StageTimer()
     with timer("load images"):
         ds = load_data(cfg, progress)
         splits = make_run_splits(cfg, ds)
-        levels = hierarchy_levels(cfg, ds)  # a bad hierarchy file fails before features
+        levels = hierarchy_levels(cfg, ds)
     if run_dir is not None:
         D.save_splits(splits, Path(run_dir) / "splits.json")
     _warn_if_one_class(ds, splits)
+    return timer, ds, splits, levels
+
+
+def prepare(cfg: TrainConfig, *, progress: bool = True, run_dir: Path | None = None) -> Prepared:
+    """Load data, make splits, compute or load cached features and the augmentation bank."""
+    timer, ds, splits, levels = _load_and_split(cfg, progress, run_dir)
     needed = np.unique(np.concatenate([splits.query, splits.database, splits.train]))
     backbone = build_backbone(cfg.backbone, pretrained=cfg.pretrained)
     cache = FeatureCache()
@@ -502,14 +510,7 @@ def prepare_tail(
     (``cfg.engine``) and its maps are stored in float16 as memory-mapped ``.npy`` files
     under the feature cache (key: :func:`maps_key`).
     """
-    timer = StageTimer()
-    with timer("load images"):
-        ds = load_data(cfg, progress)
-        splits = make_run_splits(cfg, ds)
-        levels = hierarchy_levels(cfg, ds)
-    if run_dir is not None:
-        D.save_splits(splits, Path(run_dir) / "splits.json")
-    _warn_if_one_class(ds, splits)
+    timer, ds, splits, levels = _load_and_split(cfg, progress, run_dir)
     needed = np.unique(np.concatenate([splits.query, splits.database, splits.train]))
     train_idx = np.asarray(splits.train)
     backbone = build_backbone(cfg.backbone, pretrained=cfg.pretrained)
@@ -603,13 +604,7 @@ def prepare_online(
     cfg: TrainConfig, *, progress: bool = True, run_dir: Path | None = None
 ) -> PreparedOnline:
     """Data, splits and the backbone for online augmentation (the paper's setting)."""
-    timer = StageTimer()
-    with timer("load images"):
-        ds = load_data(cfg, progress)
-        splits = make_run_splits(cfg, ds)
-        levels = hierarchy_levels(cfg, ds)
-    if run_dir is not None:
-        D.save_splits(splits, Path(run_dir) / "splits.json")
+    timer, ds, splits, levels = _load_and_split(cfg, progress, run_dir)
     kwargs = {"trainable_layer_num": cfg.trainable_layers} if cfg.backbone == "vgg16" else {}
     backbone = build_backbone(cfg.backbone, pretrained=cfg.pretrained, **kwargs)
     online = OnlineViews(backbone, None, cfg.resolution, device=cfg.device)
