@@ -232,18 +232,24 @@ class ProductQuantizer(nn.Module):
         return torch.stack([cw[m, idx[:, m]] for m in range(self.M)], dim=1)
 
     @torch.no_grad()
+    def _init_points(self, feats: torch.Tensor) -> torch.Tensor:
+        """The clipped (Euclidean: normalised) tangent vectors ``(N, M, d)`` of ``feats``
+        that both initialisations draw codewords from; at least ``K`` of them."""
+        v = self._split(feats)
+        if v.shape[0] < self.K:
+            raise ValueError(f"need at least K={self.K} features to initialise, got {v.shape[0]}")
+        return self.space.log(self.space.embed(v))
+
+    @torch.no_grad()
     def init_from_features(self, feats: torch.Tensor, generator: torch.Generator | None = None):
         """Initialise codewords from ``K`` random training features per subspace.
 
         Uses the (clipped) tangent vectors of randomly chosen samples, which avoids dead
         codewords far from the data. ``feats``: ``(N, M*d)`` with ``N >= K``.
         """
-        v = self._split(feats)
-        if v.shape[0] < self.K:
-            raise ValueError(f"need at least K={self.K} features to initialise, got {v.shape[0]}")
-        pts = self.space.log(self.space.embed(v))  # clipped / normalised tangent vectors
+        pts = self._init_points(feats)
         for m in range(self.M):
-            idx = torch.randperm(v.shape[0], generator=generator)[: self.K]
+            idx = torch.randperm(pts.shape[0], generator=generator)[: self.K]
             self.codebooks.data[m] = pts[idx, m].to(self.codebooks.dtype)
 
     @torch.no_grad()
@@ -256,10 +262,7 @@ class ProductQuantizer(nn.Module):
         """
         from sklearn.cluster import KMeans
 
-        v = self._split(feats)
-        if v.shape[0] < self.K:
-            raise ValueError(f"need at least K={self.K} features to initialise, got {v.shape[0]}")
-        pts = self.space.log(self.space.embed(v)).double().numpy()
+        pts = self._init_points(feats).double().numpy()
         for m in range(self.M):
             km = KMeans(self.K, n_init=1, max_iter=max_iter, random_state=seed + m).fit(pts[:, m])
             self.codebooks.data[m] = torch.as_tensor(km.cluster_centers_).to(self.codebooks.dtype)
