@@ -62,6 +62,28 @@ def test_trunk_maps_through_onnx_match_torch(lite0, tmp_path, monkeypatch):
     np.testing.assert_allclose(out["onnx"], out["torch"], atol=2e-2, rtol=1e-2)
 
 
+def test_trunk_maps_stream_lazy_chunks_bit_for_bit(lite0, tmp_path, monkeypatch):
+    """A folder's images are decoded a chunk at a time (LazyImages) and every view of a
+    chunk is computed before the next: the same maps, bit for bit, as one in-memory array,
+    for the clean maps and the bank's views."""
+    from hihpq_lib.data import ImageDataset, LazyImages
+
+    monkeypatch.setenv("HIHPQ_CACHE_DIR", str(tmp_path))
+    trunk, _ = split_backbone(lite0, 1)
+    images = np.random.default_rng(1).integers(0, 256, (7, 40, 40, 3), dtype=np.uint8)
+    ds = ImageDataset(images, [0, 1, 0, 1, 0, 1, 0], ["a", "b"])
+    lazy = LazyImages(ds, [6, 0, 3, 1, 5, 2, 4])
+    order = images[[6, 0, 3, 1, 5, 2, 4]]
+    for n_views in (None, 3):
+        shape = (7, 192, 2, 2) if n_views is None else (7, n_views, 192, 2, 2)
+        whole, streamed = np.zeros(shape, np.float16), np.zeros(shape, np.float16)
+        common = {"n_views": n_views, "resolution": 64, "engine": "torch", "progress": False}
+        trunk_maps(trunk, order, whole, batch_size=2, chunk_size=None, **common)
+        trunk_maps(trunk, lazy, streamed, batch_size=2, chunk_size=3, **common)
+        assert np.abs(whole).max() > 0
+        np.testing.assert_array_equal(streamed, whole)
+
+
 def test_split_rejects_other_backbones_and_counts():
     with pytest.raises(ValueError, match="EfficientNet-Lite"):
         BackboneTail(object(), 1)

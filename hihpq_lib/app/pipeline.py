@@ -454,7 +454,7 @@ def maps_key(cfg: TrainConfig, ds, indices, trunk, *, bank: bool) -> dict:
         tail_blocks=cfg.tail_blocks,
         maps_code_version=MAPS_CODE_VERSION,
         content=D.content_fingerprint(ds, idx),
-        image_size=None if ds.in_memory else 224,
+        image_size=read_sizes(cfg, ds)[1 if bank else 0],
         **extra,
     )
 
@@ -518,7 +518,7 @@ def prepare_tail(
     with torch.no_grad():
         shape = tuple(trunk(torch.zeros(1, 3, cfg.resolution, cfg.resolution)).shape[1:])
     cache = FeatureCache()
-    size = None if ds.in_memory else 224
+    clean_size, bank_size = read_sizes(cfg, ds)
     key, bkey = (
         maps_key(cfg, ds, needed, trunk, bank=False),
         maps_key(cfg, ds, train_idx, trunk, bank=True),
@@ -534,7 +534,7 @@ def prepare_tail(
             key,
             (len(needed), *shape),
             np.float16,
-            lambda out: trunk_maps(trunk, D.read_images(ds, needed, size=size), out, **common),
+            lambda out: trunk_maps(trunk, D.LazyImages(ds, needed, size=clean_size), out, **common),
         )
     with timer("trunk bank maps"):
         bank_maps = cache.get_or_fill_array(
@@ -543,7 +543,7 @@ def prepare_tail(
             np.float16,
             lambda out: trunk_maps(
                 trunk,
-                D.read_images(ds, train_idx, size=size),
+                D.LazyImages(ds, train_idx, size=bank_size),
                 out,
                 n_views=cfg.n_views,
                 seed=cfg.seed,

@@ -330,6 +330,7 @@ def trunk_maps(
     seed: int | torch.Generator = 0,
     engine: str = "onnx",
     batch_size: int = 256,
+    chunk_size: int | None = DEFAULT_CHUNK_SIZE,
     progress: bool = True,
 ) -> np.ndarray:
     """Fill ``out`` with the frozen trunk's output maps (the tail's input), float16.
@@ -338,66 +339,68 @@ def trunk_maps(
     ``(N, C, h, w)``. ``n_views=V``: the ``V`` augmented views of
     :func:`augmentation_bank` (same seeds, same views), ``out`` is ``(N, V, C, h, w)``.
     ``out`` is typically a memory map (:meth:`FeatureCache.get_or_fill_array`), so the
-    maps of a whole dataset never need to fit in memory.
+    maps of a whole dataset never need to fit in memory; a :class:`LazyImages` source is
+    decoded ``chunk_size`` images at a time (every view of a chunk before the next), so
+    neither do the images. The maps do not depend on ``chunk_size``.
 
     Parameters
     ----------
     trunk : :class:`~hihpq_lib.data.backbones.tail.BackboneTrunk` (or an OnnxBackbone
         exported from one)
-    images : (N, H, W, 3) uint8
+    images : (N, H, W, 3) uint8, or :class:`LazyImages`
     out : float16 array of the shape above
-    n_views, resolution, seed, engine, batch_size, progress
+    n_views, resolution, seed, engine, batch_size, chunk_size, progress
         As in :func:`augmentation_bank` / :func:`extract_features`.
 
     Returns
     -------
     ``out``
     """
-    check_images(images)
+    n = _check_source(images)
     resolution = _check_resolution(resolution)
     batch_size = _check_positive_int(batch_size, "batch_size")
     runner = _runner(trunk, resolution, engine)
-    n = len(images)
     views = [None] if n_views is None else list(range(_check_positive_int(n_views, "n_views")))
     base = _seed_from(seed)
-    module = trunk if isinstance(trunk, nn.Module) else None
-    total = n * len(views)
+    view_seeds = [None if v is None else derive_seed(base, v) for v in views]
     desc = "trunk maps" if n_views is None else f"trunk maps ({n_views} views)"
+
+    def store(rows, maps):
+        if not np.isfinite(maps).all():
+            raise FloatingPointError(
+                "trunk maps overflowed float16 (|value| > 65504); store them in float32"
+            )
+        out[rows] = maps
+
     with (
-        progress_bar(total=total, desc=desc, unit="img", disable=not progress) as bar,
+        progress_bar(total=n * len(views), desc=desc, unit="img", disable=not progress) as bar,
+        _EvalMode(trunk),
         torch.inference_mode(),
     ):
-        if module is not None:
-            module.eval()
-        for view in views:
-            view_seed = None if view is None else derive_seed(base, view)
-            for start in range(0, n, batch_size):
-                stop = min(start + batch_size, n)
-                batch = images[start:stop]
-                if view is None:
-                    x = eval_transform(
-                        batch, resolution, mean=trunk.mean, std=trunk.std, dtype=torch.float32
-                    )
-                else:
-                    x = augment_batch(
-                        batch,
-                        resolution,
-                        view_seed,
-                        indices=range(start, stop),
-                        mean=trunk.mean,
-                        std=trunk.std,
-                        dtype=torch.float32,
-                    )
-                maps = runner(x).to(torch.float16).numpy()
-                if not np.isfinite(maps).all():
-                    raise FloatingPointError(
-                        "trunk maps overflowed float16 (|value| > 65504); store them in float32"
-                    )
-                if view is None:
-                    out[start:stop] = maps
-                else:
-                    out[start:stop, view] = maps
-                bar.update(stop - start)
+        for first, last, pixels in _chunks(images, chunk_size, batch_size):
+            for view, view_seed in zip(views, view_seeds):
+                for start in range(0, last - first, batch_size):
+                    stop = min(start + batch_size, last - first)
+                    batch = pixels[start:stop]
+                    if view is None:
+                        x = eval_transform(
+                            batch, resolution, mean=trunk.mean, std=trunk.std, dtype=torch.float32
+                        )
+                    else:
+                        x = augment_batch(
+                            batch,
+                            resolution,
+                            view_seed,
+                            indices=range(first + start, first + stop),  # global indices
+                            mean=trunk.mean,
+                            std=trunk.std,
+                            dtype=torch.float32,
+                        )
+                    maps = runner(x).to(torch.float16).numpy()
+                    rows = slice(first + start, first + stop)
+                    store(rows if view is None else (rows, view), maps)
+                    bar.update(stop - start)
+            del pixels  # release this chunk before the next one is decoded
     return out
 
 
