@@ -167,12 +167,25 @@ def main(argv=None) -> int:
     ap.add_argument("--batches", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--runs", nargs="*", default=[], help="run folders to read mAP from")
+    ap.add_argument(
+        "--costs-from",
+        type=Path,
+        default=None,
+        help="reuse the cost rows (and their date) of an earlier --json instead of timing again",
+    )
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--md", type=Path, default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    costs = []
-    for name in args.backbones:
+    costs, meta_from = [], None
+    if args.costs_from is not None:
+        try:
+            earlier = json.loads(args.costs_from.read_text())
+            costs, meta_from = list(earlier["costs"]), dict(earlier["meta"])
+        except (OSError, ValueError, KeyError) as exc:
+            print(f"error: cannot read costs from {args.costs_from}: {exc}", file=sys.stderr)
+            return 2
+    for name in args.backbones if args.costs_from is None else []:
         for res in args.resolutions:
             c = forward_cost(name, res, batches=args.batches, repeats=args.repeats)
             print(
@@ -195,6 +208,8 @@ def main(argv=None) -> int:
         "threads": args.threads,
         "load_avg": os.getloadavg(),
     }
+    if meta_from is not None:
+        meta = {**meta_from, "runs_read": meta["date"]}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"meta": meta, "costs": costs, "runs": runs}, indent=2))
