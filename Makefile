@@ -80,14 +80,14 @@ book: $(STAMP)
 
 # The committed tables, all with the one CPU profile of make demo (EfficientNet-Lite0 at
 # 160 px, 8-view bank, 20 epochs; protocol I: 4-view bank, 8 epochs over its 50,000 training
-# images): protocol II at 16, 32 and 64 bits with 3 seeds each, and protocol I at 16, 32 and 64
-# bits with 3 seeds at 32 bits, every method in one run per protocol; then the float32 stress
-# test, the hierarchy memory study and the ADC sweep (top 10 / 100 / 1000 × N × threads vs
-# faiss IndexPQ, and PQIndex.to_faiss() at 1M and 10M codes).
+# images): protocol II at 16, 32 and 64 bits with 3 seeds each (about 45 minutes from an
+# empty cache) and protocol I at 32 bits with 3 seeds, every method in one run per protocol;
+# then the float32 stress test, the hierarchy memory study and the ADC sweep (top 10 / 100 /
+# 1000 × N × threads vs faiss IndexPQ, and PQIndex.to_faiss() at 1M and 10M codes).
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run_all --protocols II --bits 16 32 64 --seeds 3 \
 	  --seed-cells II:16 II:32 II:64 --threads 2 --quiet --out benchmarks/results/protocol_ii
-	$(BIN)/python -m benchmarks.run_all --protocols I --bits 16 32 64 --epochs 8 --seeds 3 \
+	$(BIN)/python -m benchmarks.run_all --protocols I --bits 32 --epochs 8 --seeds 3 \
 	  --seed-cells I:32 --threads 2 --quiet --out benchmarks/results/protocol_i
 	$(BIN)/python -m benchmarks.float32_stress
 	$(BIN)/python -m benchmarks.hierarchy_memory

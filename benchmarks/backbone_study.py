@@ -38,7 +38,7 @@ import torch
 from hihpq_lib.data.backbones import OnnxBackbone, build_backbone
 from hihpq_lib.data.backbones.tail import split_backbone
 
-__all__ = ["forward_cost", "read_run", "main"]
+__all__ = ["forward_cost", "read_run", "read_bench_cell", "markdown", "main"]
 
 #: Forward passes of the demo's cold start: 60,000 CIFAR-10 images + 5,000 x 8 bank views.
 DEMO_FORWARDS = 60_000 + 5_000 * 8
@@ -78,6 +78,25 @@ def forward_cost(
     }
 
 
+#: Keys that say where or how a run ran, not what it trained.
+_NOT_CHANGES = {"name", "data", "query_data", "threads", "device"}
+
+
+def changes(cfg) -> str:
+    """The keys where ``cfg`` differs from the CPU profile (``TrainConfig()``), as
+    ``key=value`` text, or "none".
+
+    >>> from hihpq_lib.learning.config import TrainConfig
+    >>> changes(TrainConfig().with_overrides(["name=x", "feat_dim=128"]))
+    'feat_dim=128'
+    """
+    from hihpq_lib.learning.config import TrainConfig
+
+    base, mine = TrainConfig().to_dict(), cfg.to_dict()
+    diff = [f"{k}={mine[k]}" for k in mine if k not in _NOT_CHANGES and mine[k] != base.get(k)]
+    return ", ".join(diff) or "none"
+
+
 def read_run(path: str | os.PathLike) -> dict:
     """One finished run's figures from its folder (``results.json`` + ``config.yaml``, as
     ``hihpq train`` / ``hihpq demo`` write them)."""
@@ -94,6 +113,7 @@ def read_run(path: str | os.PathLike) -> dict:
 
     return {
         "run": str(path),
+        "change": changes(cfg),
         "backbone": cfg.backbone,
         "resolution": cfg.resolution,
         "tail_blocks": cfg.tail_blocks,
@@ -105,6 +125,39 @@ def read_run(path: str | os.PathLike) -> dict:
         "faiss_pq": _class("faiss_pq"),
         "stage_seconds": data.get("stage_seconds"),
         "peak_rss_mb": data.get("peak_rss_mb"),
+    }
+
+
+def read_bench_cell(
+    path: str | os.PathLike, protocol: str = "II", bits: int = 32, seed: int = 0
+) -> dict:
+    """The HiHPQ run of one ``make bench`` cell and seed, from its ``results.json``, as a
+    :func:`read_run` row (the profile's own run, beside the one-change runs); the float
+    and faiss PQ figures of the same cell and file."""
+    from hihpq_lib.learning.config import TrainConfig
+
+    data = json.loads(Path(path).read_text())
+    rows = {r["method"]: r for r in data["rows"] if (r["protocol"], r["bits"]) == (protocol, bits)}
+    if "hihpq" not in rows:
+        raise ValueError(f"{path} has no HiHPQ row at protocol {protocol} / {bits} bits")
+    run = next((x for x in rows["hihpq"].get("runs", []) if x["seed"] == seed), None)
+    if run is None:
+        raise ValueError(f"{path} has no HiHPQ seed {seed} at protocol {protocol} / {bits} bits")
+    profile = TrainConfig()
+    return {
+        "run": f"{path} ({protocol} / {bits} bits, seed {seed})",
+        "change": "none (the profile; make bench seed 0)",
+        "backbone": profile.backbone,
+        "resolution": profile.resolution,
+        "tail_blocks": profile.tail_blocks,
+        "val_map": run.get("val_map_best"),
+        "test_map": run.get("map"),
+        "test_map_final": run.get("map_final"),
+        "epoch": run.get("val_selected_epoch"),
+        "float": rows.get("float", {}).get("map"),
+        "faiss_pq": rows.get("faiss_pq", {}).get("map"),
+        "stage_seconds": None,
+        "peak_rss_mb": None,
     }
 
 
@@ -139,18 +192,19 @@ def markdown(costs: list[dict], runs: list[dict], meta: dict) -> str:
             "",
             "## mAP@1000 of finished runs (CIFAR-10 protocol II, 32 bits, one seed)",
             "",
-            "| backbone | px | tail | val mAP (best) | test mAP (val-selected) | test mAP (final) "
+            "| change | backbone | px | tail | val mAP (best) | test mAP (val-selected) | test mAP (final) "
             "| epoch | float | faiss PQ | stages (min) | peak GB |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in runs:
-            stages = sum((r.get("stage_seconds") or {}).values()) / 60
-            peak = (r.get("peak_rss_mb") or 0) / 1024
+            stages = r.get("stage_seconds")
+            stages = "—" if not stages else f"{sum(stages.values()) / 60:.1f}"
+            peak = "—" if not r.get("peak_rss_mb") else f"{r['peak_rss_mb'] / 1024:.1f}"
             lines.append(
-                f"| {r['backbone']} | {r['resolution']} | {r['tail_blocks']} | "
-                f"{_fmt(r['val_map'])} | {_fmt(r['test_map'])} | {_fmt(r.get('test_map_final'))} | "
+                f"| {r.get('change', '—')} | {r['backbone']} | {r['resolution']} | "
+                f"{r['tail_blocks']} | {_fmt(r['val_map'])} | {_fmt(r['test_map'])} | {_fmt(r.get('test_map_final'))} | "
                 f"{_fmt(r['epoch'], 'd')} | {_fmt(r['float'])} | {_fmt(r['faiss_pq'])} | "
-                f"{stages:.1f} | {peak:.1f} |"
+                f"{stages} | {peak} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -167,6 +221,12 @@ def main(argv=None) -> int:
     ap.add_argument("--batches", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--runs", nargs="*", default=[], help="run folders to read mAP from")
+    ap.add_argument(
+        "--bench",
+        type=Path,
+        default=None,
+        help="a make bench results.json: its protocol II / 32-bit HiHPQ seed-0 run joins the table",
+    )
     ap.add_argument(
         "--costs-from",
         type=Path,
@@ -196,6 +256,12 @@ def main(argv=None) -> int:
             )
             costs.append(c)
     runs = []
+    if args.bench is not None:
+        try:
+            runs.append(read_bench_cell(args.bench))
+        except (OSError, ValueError, KeyError) as exc:
+            print(f"error: cannot read {args.bench}: {exc}", file=sys.stderr)
+            return 2
     for path in args.runs:
         try:
             runs.append(read_run(path))

@@ -353,8 +353,24 @@ def test_backbone_study_reads_runs_and_tables_costs(tmp_path):
         "| efficientnet_lite2 | 160 | 1 | 0.620 | 0.610 | 0.600 | 9 | 0.580 | 0.550 | 7.0 | 3.0 |"
         in text
     )
+    assert row["change"] == "backbone=efficientnet_lite2, tail_blocks=1"
     with pytest.raises(FileNotFoundError):
         backbone_study.read_run(tmp_path / "missing")
+    # the profile's own run comes from a make bench file: its II / 32-bit HiHPQ seed 0
+    bench = tmp_path / "results.json"
+    hihpq = _summary_row("II", 32, "hihpq", [0.59, 0.6])
+    hihpq["runs"][0].update(val_map_best=0.58, map_final=0.585, val_selected_epoch=18)
+    bench.write_text(json.dumps({"rows": [hihpq, _summary_row("II", 32, "float", [0.56])]}))
+    cell = backbone_study.read_bench_cell(bench)
+    assert (cell["test_map"], cell["val_map"], cell["epoch"], cell["float"]) == (
+        0.59,
+        0.58,
+        18,
+        0.56,
+    )
+    assert cell["change"].startswith("none") and cell["faiss_pq"] is None
+    with pytest.raises(ValueError, match="no HiHPQ seed 5"):
+        backbone_study.read_bench_cell(bench, seed=5)
 
 
 def _summary_row(protocol, bits, method, maps, label=None):
