@@ -53,8 +53,9 @@ def test_demo_config_full_quick_and_user_overrides():
     profile = TrainConfig()
     full, quick = demo_config(), demo_config(quick=True)
     assert full == profile.with_overrides(["name=demo", *DEMO_OVERRIDES])
-    # one profile: the demo is the benchmark's II / 32-bit cell (the configs inherit 160 px)
+    # one profile: the demo is the benchmark's II / 32-bit cell (160 px, Lite2)
     assert full.resolution == profile.resolution == 160
+    assert full.backbone == "efficientnet_lite2" != quick.backbone
     # the quick subset is the same pipeline shrunk, at 128 px (cheaper CI features)
     assert quick == profile.with_overrides(["name=demo", *QUICK_OVERRIDES])
     assert quick.resolution == 128 and quick.epochs < full.epochs
@@ -74,6 +75,11 @@ def test_demo_is_the_benchmark_cell_ii_32_bits():
     root = Path(__file__).resolve().parents[1] / "configs" / "cpu"
     bench = load_config(root / "cpu_cifar10_ii_32bits.yaml").with_overrides(["name=demo"])
     assert bench == demo_config()
-    for path in sorted(root.glob("cpu_cifar10_*.yaml")):
+    assert demo_config().backbone == "efficientnet_lite2"
+    for path in sorted(root.glob("cpu_cifar10_ii_*.yaml")):
         cfg = load_config(path)
         assert (cfg.backbone, cfg.resolution) == (demo_config().backbone, 160), path.name
+    # protocol I keeps the backbone its committed table was measured with
+    for path in sorted(root.glob("cpu_cifar10_i_*.yaml")):
+        cfg = load_config(path)
+        assert (cfg.backbone, cfg.resolution) == ("efficientnet_lite0", 160), path.name
