@@ -129,11 +129,18 @@ def read_run(path: str | os.PathLike) -> dict:
 
 
 def read_bench_cell(
-    path: str | os.PathLike, protocol: str = "II", bits: int = 32, seed: int = 0
+    path: str | os.PathLike,
+    protocol: str = "II",
+    bits: int = 32,
+    seed: int = 0,
+    *,
+    backbone: str | None = None,
+    resolution: int | None = None,
 ) -> dict:
     """The HiHPQ run of one ``make bench`` cell and seed, from its ``results.json``, as a
-    :func:`read_run` row (the profile's own run, beside the one-change runs); the float
-    and faiss PQ figures of the same cell and file."""
+    :func:`read_run` row (a profile's own run, beside the one-change runs); the float
+    and faiss PQ figures of the same cell and file. A results file does not record the
+    backbone: ``backbone`` / ``resolution`` say which it ran (default: ``TrainConfig()``'s)."""
     from hihpq_lib.learning.config import TrainConfig
 
     data = json.loads(Path(path).read_text())
@@ -144,11 +151,12 @@ def read_bench_cell(
     if run is None:
         raise ValueError(f"{path} has no HiHPQ seed {seed} at protocol {protocol} / {bits} bits")
     profile = TrainConfig()
+    commit = str(data.get("meta", {}).get("git_commit") or "?")[:7]
     return {
         "run": f"{path} ({protocol} / {bits} bits, seed {seed})",
-        "change": "none (the profile; make bench seed 0)",
-        "backbone": profile.backbone,
-        "resolution": profile.resolution,
+        "change": f"make bench seed {seed} (git {commit})",
+        "backbone": backbone or profile.backbone,
+        "resolution": int(resolution or profile.resolution),
         "tail_blocks": profile.tail_blocks,
         "val_map": run.get("val_map_best"),
         "test_map": run.get("map"),
@@ -223,9 +231,10 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", nargs="*", default=[], help="run folders to read mAP from")
     ap.add_argument(
         "--bench",
-        type=Path,
         default=None,
-        help="a make bench results.json: its protocol II / 32-bit HiHPQ seed-0 run joins the table",
+        nargs="+",
+        help="make bench results.json files, each as PATH or PATH:BACKBONE (results files do "
+        "not record the backbone): the protocol II / 32-bit HiHPQ seed-0 run joins the table",
     )
     ap.add_argument(
         "--costs-from",
@@ -256,11 +265,12 @@ def main(argv=None) -> int:
             )
             costs.append(c)
     runs = []
-    if args.bench is not None:
+    for spec in args.bench or []:
+        path, _, backbone = str(spec).partition(":")
         try:
-            runs.append(read_bench_cell(args.bench))
+            runs.append(read_bench_cell(path, backbone=backbone or None))
         except (OSError, ValueError, KeyError) as exc:
-            print(f"error: cannot read {args.bench}: {exc}", file=sys.stderr)
+            print(f"error: cannot read {path}: {exc}", file=sys.stderr)
             return 2
     for path in args.runs:
         try:

@@ -362,13 +362,18 @@ def test_backbone_study_reads_runs_and_tables_costs(tmp_path):
     hihpq["runs"][0].update(val_map_best=0.58, map_final=0.585, val_selected_epoch=18)
     bench.write_text(json.dumps({"rows": [hihpq, _summary_row("II", 32, "float", [0.56])]}))
     cell = backbone_study.read_bench_cell(bench)
+
+    def read_lite2(path):
+        return backbone_study.read_bench_cell(path, backbone="efficientnet_lite2")
+
     assert (cell["test_map"], cell["val_map"], cell["epoch"], cell["float"]) == (
         0.59,
         0.58,
         18,
         0.56,
     )
-    assert cell["change"].startswith("none") and cell["faiss_pq"] is None
+    assert cell["change"] == "make bench seed 0 (git ?)" and cell["faiss_pq"] is None
+    assert read_lite2(bench)["backbone"] == "efficientnet_lite2"
     with pytest.raises(ValueError, match="no HiHPQ seed 5"):
         backbone_study.read_bench_cell(bench, seed=5)
 

@@ -160,6 +160,25 @@ def _run(
             bar.update(stop - start)
 
 
+def _model_input(batch, model, resolution: int, view_seed, start: int) -> torch.Tensor:
+    """The float32 input of ``model`` for the images ``batch`` (global indices ``start``,
+    ``start + 1``, ...): the evaluation transform when ``view_seed`` is None, else the
+    augmented view drawn with ``view_seed`` (per image, from its global index)."""
+    if view_seed is None:
+        return eval_transform(
+            batch, resolution, mean=model.mean, std=model.std, dtype=torch.float32
+        )
+    return augment_batch(
+        batch,
+        resolution,
+        view_seed,
+        indices=range(start, start + len(batch)),
+        mean=model.mean,
+        std=model.std,
+        dtype=torch.float32,
+    )
+
+
 class _EvalMode:
     """Put a torch backbone in eval mode for the duration; restore its mode after."""
 
@@ -298,15 +317,7 @@ def augmentation_bank(
             for view, view_seed in enumerate(view_seeds):
 
                 def prepare(batch, start, stop, view_seed=view_seed, first=first):
-                    return augment_batch(
-                        batch,
-                        resolution,
-                        view_seed,
-                        indices=range(first + start, first + stop),  # global indices
-                        mean=backbone.mean,
-                        std=backbone.std,
-                        dtype=torch.float32,
-                    )
+                    return _model_input(batch, backbone, resolution, view_seed, first + start)
 
                 _run(runner, pixels, prepare, bank[first:last], view, batch_size, bar)
             del pixels  # release this chunk before the next one is decoded
@@ -382,20 +393,7 @@ def trunk_maps(
                 for start in range(0, last - first, batch_size):
                     stop = min(start + batch_size, last - first)
                     batch = pixels[start:stop]
-                    if view is None:
-                        x = eval_transform(
-                            batch, resolution, mean=trunk.mean, std=trunk.std, dtype=torch.float32
-                        )
-                    else:
-                        x = augment_batch(
-                            batch,
-                            resolution,
-                            view_seed,
-                            indices=range(first + start, first + stop),  # global indices
-                            mean=trunk.mean,
-                            std=trunk.std,
-                            dtype=torch.float32,
-                        )
+                    x = _model_input(batch, trunk, resolution, view_seed, first + start)
                     maps = runner(x).to(torch.float16).numpy()
                     rows = slice(first + start, first + stop)
                     store(rows if view is None else (rows, view), maps)
