@@ -45,7 +45,7 @@
 #   product of hyperboloids) and 03 (soft assignment, the Lorentz centroid, `out.soft`).
 # - Softmax and cross-entropy; the idea of training with a minibatch optimiser.
 # - CIFAR-10: set `HIHPQ_CIFAR10` to a copy (the Makefile exports the development copy
-#   when it has one; otherwise torchvision downloads it). The frozen EfficientNet-Lite0 features are cached under `data/cache`; if they are
+#   when it has one; otherwise torchvision downloads it). The frozen EfficientNet-Lite features are cached under `data/cache`; if they are
 #   missing, the first run computes them (how long: the next paragraph). No GPU.
 #
 # ## How long it takes on a laptop CPU
@@ -105,13 +105,13 @@ print(f"fast mode: {runtime.fast_mode()}, quick subset: {QUICK}, epochs: {EPOCHS
 # The configuration is the demo's CPU profile (`config.demo_config`): CIFAR-10 protocol II
 # (5,000 training images, 10,000 test queries, a 50,000-image database), 32-bit codes
 # ($M = 4$ subspaces of dimension $d = 16$, $K = 256$ codewords each), the frozen
-# EfficientNet-Lite0 backbone at `cfg.resolution` px (160 in full mode, as in `make demo`;
-# 128 in fast mode's quick subset).
+# backbone `cfg.backbone` at `cfg.resolution` px (EfficientNet-Lite2 at 160 px in full mode,
+# as in `make demo`; EfficientNet-Lite0 at 128 px in fast mode's quick subset).
 #
 # A few words used from here on. **Protocol II** is one of the paper's two ways of
 # splitting CIFAR-10's 60,000 images (1,000 queries per class, the other 5,000 per class
 # are the database, and 500 database images per class train; notebook 06 has the
-# details). The **backbone** is a pretrained image network (EfficientNet-Lite0, trained
+# details). The **backbone** is a pretrained image network (an EfficientNet-Lite, trained
 # on ImageNet) that turns an image into a feature vector of $F$ numbers; **frozen** means
 # its weights never change, so its features are computed once and cached. The model we
 # train sits on top: a small **projection head** (a 2-layer network, applied by

@@ -48,7 +48,7 @@
 #   with its losses (05). Here they run together as one black box.
 # - CIFAR-10: set `HIHPQ_CIFAR10` to a copy (a torchvision folder, an image tree or a
 #   `.tar.gz` of one; `make lab` exports the development copy the Makefile knows). Without it the library tries a torchvision download.
-#   The first run extracts the images and computes the frozen EfficientNet-Lite0
+#   The first run extracts the images and computes the frozen EfficientNet-Lite
 #   features (how long: the next paragraph); they are cached under `data/cache`, and
 #   every later run loads them in seconds.
 # - A laptop CPU and about 3 GB of free memory (full mode; fast mode needs about 1.2 GB).
@@ -127,8 +127,8 @@ print(f"run folder: {RUN}")
 # run, too few to choose well.)
 #
 # `pipeline.prepare(cfg)` loads the images, draws the splits and returns the **frozen
-# backbone features** (EfficientNet-Lite0 at `cfg.resolution` px — 160 in full mode, 128 in
-# fast mode — 1280 numbers per image) of every
+# backbone features** (`cfg.backbone` at `cfg.resolution` px — EfficientNet-Lite2 at 160 in
+# full mode, Lite0 at 128 in fast mode — 1280 numbers per image) of every
 # image the run needs, plus an **augmentation bank**: a few augmented views of each
 # training image, pushed through the backbone once, from which training draws its
 # pairs. Both come from the feature cache when present.

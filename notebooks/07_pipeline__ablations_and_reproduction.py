@@ -403,7 +403,7 @@ print(f"Exercise 2: correct, {n} seeds for std {noise_std:.4f}")
 #
 # `benchmarks/run_all.py` trains every method on the same frozen features and writes
 # one `results.json` per protocol (`make bench` writes `benchmarks/results/protocol_ii/`
-# and `protocol_i/`; 44 + 35 minutes on 2 CPU cores from an empty cache, measured
+# and `protocol_i/`; about 40 + 35 minutes on 2 CPU cores from an empty cache, measured
 # 2026-12-02; `--quick` writes `quick/`).
 # `benchmarks.load_benchmark_suite` takes, for each protocol, the best file there (a
 # complete run over an interrupted one, full over quick) and merges them into one table;
@@ -536,8 +536,9 @@ claims.check(all(o < p for o, p in ours_vs_paper), "ours are lower than the pape
 #
 # 1. **Backbone and resolution.** The paper fine-tunes the last layers of an
 #    ImageNet VGG-16 on 224-px images (CIFAR's 32-px images upscaled), trained
-#    together with the quantizer. We use a **frozen** EfficientNet-Lite0 at 160 px (one
-#    CPU profile for the benchmark and `make demo`; the only trainable part is a small head), because a CPU cannot push 50 epochs of
+#    together with the quantizer. We use a **frozen** EfficientNet-Lite2 at 160 px (one
+#    CPU profile for the protocol II benchmark and `make demo`; protocol I's table still
+#    used Lite0; the only trainable part is a small head), because a CPU cannot push 50 epochs of
 #    fresh augmentations through a CNN. Frozen features cap what any quantizer can
 #    reach: the float-feature row is that cap (exact search, 40,960 bits).
 # 2. **Augmentation budget.** The paper draws two fresh augmentations of every image
