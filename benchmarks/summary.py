@@ -22,8 +22,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hihpq_lib.evaluation.benchmarks import PAPER_HIHPQ_MAP, load_benchmark_suite
-from hihpq_lib.evaluation.stats import paired_difference
+from hihpq_lib.evaluation.benchmarks import PAPER_HIHPQ_MAP, load_benchmark_suite, paired_rows
 
 __all__ = ["main_table", "targets", "main"]
 
@@ -77,18 +76,6 @@ def main_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def _paired(rows: dict, cell: tuple[str, int], a: str, b: str) -> dict | None:
-    ra, rb = rows.get((*cell, a)), rows.get((*cell, b))
-    if ra is None or rb is None:
-        return None
-    sa = {x["seed"]: x["map"] for x in ra.get("runs", [])} or {0: ra["map"]}
-    sb = {x["seed"]: x["map"] for x in rb.get("runs", [])} or {0: rb["map"]}
-    common = sorted(set(sa) & set(sb))
-    if not common:
-        return None
-    return paired_difference([sa[s] for s in common], [sb[s] for s in common])
-
-
 def targets(results: dict) -> list[dict]:
     """One entry per (target, cell): ``target``, ``cell``, ``figure`` (text), ``holds``."""
     cells, rows = _cells(results)
@@ -127,9 +114,9 @@ def targets(results: dict) -> list[dict]:
             ("euclidean_hier", "HiHPQ > Euclidean + hierarchy by > 2 SE"),
             ("hihpq_no_hier", "HiHPQ > HiHPQ without hierarchy by > 2 SE"),
         ):
-            d = _paired(rows, cell, "hihpq", other)
-            if d is None:
+            if (*cell, other) not in rows:
                 continue
+            d = paired_rows(h, rows[(*cell, other)])
             if d["n"] < 2:
                 figure, holds = f"{d['delta']:+.3f} (one seed: no error bar)", None
             else:

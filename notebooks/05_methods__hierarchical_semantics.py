@@ -58,12 +58,12 @@
 #   clusters): 12 s with its saved runs loaded; **training it yourself** instead: 23 s
 #   (after notebook 04, whose contrastive run it loads).
 # - **First run on a new machine:** before any of this the frozen backbone features are
-#   computed and cached: about 11 min for full mode (decoding CIFAR-10 12 s, 60,000 images
-#   at 160 px 171 s, the augmentation bank of 5,000 images × 8 views 460 s, measured by
-#   `make demo`'s cold start) and about 1 min for fast mode (decoding CIFAR-10 12 s, 3,600
-#   images at 128 px 25 s, the bank of 300 images × 3 views 5 s, measured by notebook 04's
-#   cold start). The notebook prints a FIRST RUN notice when that happens; later runs load
-#   the features in seconds.
+#   computed and cached: about 7 min for full mode (60,000 images through EfficientNet-Lite2
+#   at 160 px 206 s, the augmentation bank of 5,000 images × 8 views 183 s, decoding
+#   CIFAR-10 about 12 s, measured by `make demo`'s cold start on 2026-12-02 (2 threads)) and
+#   about 1 min for fast mode (decoding CIFAR-10 12 s, 3,600 images at 128 px 25 s, the bank
+#   of 300 images × 3 views 5 s, measured by notebook 04's cold start). The notebook prints
+#   a FIRST RUN notice when that happens; later runs load the features in seconds.
 # - Measured 2026-12-01 on a 2-core CPU shared with three other developers (their heavy jobs
 #   serialised with a lock, their light work running alongside), OMP_NUM_THREADS=1, kernel
 #   start included (`jupyter nbconvert --execute`, one notebook at a time). Generated from

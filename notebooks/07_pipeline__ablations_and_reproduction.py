@@ -537,8 +537,8 @@ claims.check(all(o < p for o, p in ours_vs_paper), "ours are lower than the pape
 # 1. **Backbone and resolution.** The paper fine-tunes the last layers of an
 #    ImageNet VGG-16 on 224-px images (CIFAR's 32-px images upscaled), trained
 #    together with the quantizer. We use a **frozen** EfficientNet-Lite2 at 160 px (one
-#    CPU profile for the protocol II benchmark and `make demo`; protocol I's table still
-#    used Lite0; the only trainable part is a small head), because a CPU cannot push 50 epochs of
+#    CPU profile for both benchmark protocols and `make demo`; the only trainable part is
+#    a small head), because a CPU cannot push 50 epochs of
 #    fresh augmentations through a CNN. Frozen features cap what any quantizer can
 #    reach: the float-feature row is that cap (exact search, 40,960 bits).
 # 2. **Augmentation budget.** The paper draws two fresh augmentations of every image

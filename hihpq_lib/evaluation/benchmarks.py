@@ -19,6 +19,7 @@ __all__ = [
     "load_benchmark_results",
     "load_benchmark_suite",
     "benchmark_rows",
+    "paired_rows",
     "ablation_effects",
     "paper_comparison_rows",
     "fidelity_results_dir",
@@ -242,6 +243,29 @@ CONTRASTS = (
 )
 
 
+def paired_rows(a: Mapping, b: Mapping) -> dict[str, float]:
+    """:func:`~hihpq_lib.evaluation.stats.paired_difference` of two results rows.
+
+    The difference is paired over the seeds both rows ran (their ``runs``) when there
+    are at least two; otherwise it is the difference of the rows' ``map`` (the seed means)
+    with ``n = 1``, ``se = 0`` and no error bar (``t95`` NaN).
+
+    >>> a = {"map": 0.61, "runs": [{"seed": 0, "map": 0.60}, {"seed": 1, "map": 0.62}]}
+    >>> b = {"map": 0.60, "runs": [{"seed": 0, "map": 0.59}, {"seed": 1, "map": 0.61}]}
+    >>> d = paired_rows(a, b)
+    >>> round(d["delta"], 4), d["se"], d["n"]
+    (0.01, 0.0, 2)
+    >>> paired_rows(a, {"map": 0.58})["n"]
+    1
+    """
+    ra = {x["seed"]: x["map"] for x in a.get("runs", [])}
+    rb = {x["seed"]: x["map"] for x in b.get("runs", [])}
+    common = sorted(set(ra) & set(rb))
+    if len(common) > 1:
+        return paired_difference([ra[s] for s in common], [rb[s] for s in common])
+    return paired_difference([float(a["map"])], [float(b["map"])])
+
+
 def ablation_effects(results: Mapping, *, noise_std: float | None = None) -> list[dict]:
     """The benchmark's contrasts (:data:`CONTRASTS`) per (protocol, bits), with a verdict.
 
@@ -260,13 +284,7 @@ def ablation_effects(results: Mapping, *, noise_std: float | None = None) -> lis
         for name, a, b in CONTRASTS:
             if a not in cell or b not in cell:
                 continue
-            ra = {x["seed"]: x["map"] for x in cell[a].get("runs", [])}
-            rb = {x["seed"]: x["map"] for x in cell[b].get("runs", [])}
-            common = sorted(set(ra) & set(rb))
-            if len(common) > 1:
-                d = paired_difference([ra[s] for s in common], [rb[s] for s in common])
-            else:
-                d = {"delta": cell[a]["map"] - cell[b]["map"], "se": 0.0, "n": 1, "t95": 2.0}
+            d = paired_rows(cell[a], cell[b])
             se, z, note = d["se"], d["t95"], ""
             if d["n"] == 1 and noise_std and a in ABLATIONS and b in ABLATIONS:
                 # a single-seed difference varies like one paired difference: se = std
