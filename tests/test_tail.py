@@ -84,6 +84,33 @@ def test_trunk_maps_stream_lazy_chunks_bit_for_bit(lite0, tmp_path, monkeypatch)
         np.testing.assert_array_equal(streamed, whole)
 
 
+def test_trunk_maps_fill_a_memory_map_and_refuse_float16_overflow(lite0, tmp_path):
+    """``out`` is usually a memory map (the cache's): it is filled in place, the same maps
+    as an in-memory array; maps beyond float16's range stop the run with one line."""
+    trunk, _ = split_backbone(lite0, 1)
+    images = np.random.default_rng(2).integers(0, 256, (3, 40, 40, 3), dtype=np.uint8)
+    common = {"resolution": 64, "engine": "torch", "progress": False}
+    mapped = np.lib.format.open_memmap(
+        tmp_path / "maps.npy", mode="w+", dtype=np.float16, shape=(3, 192, 2, 2)
+    )
+    assert trunk_maps(trunk, images, mapped, **common) is mapped
+    mapped.flush()
+    whole = trunk_maps(trunk, images, np.zeros((3, 192, 2, 2), np.float16), **common)
+    assert np.abs(whole).max() > 0
+    np.testing.assert_array_equal(np.load(tmp_path / "maps.npy"), whole)
+
+    class Loud(torch.nn.Module):  # the same trunk, its maps scaled past 65504
+        def __init__(self):
+            super().__init__()
+            self.trunk, self.mean, self.std = trunk, trunk.mean, trunk.std
+
+        def forward(self, x):
+            return self.trunk(x) * 1e6
+
+    with pytest.raises(FloatingPointError, match="trunk maps overflowed float16"):
+        trunk_maps(Loud(), images, np.zeros((3, 2, 192, 2, 2), np.float16), n_views=2, **common)
+
+
 def test_split_rejects_other_backbones_and_counts():
     with pytest.raises(ValueError, match="EfficientNet-Lite"):
         BackboneTail(object(), 1)

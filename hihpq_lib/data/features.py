@@ -375,30 +375,24 @@ def trunk_maps(
     base = _seed_from(seed)
     view_seeds = [None if v is None else derive_seed(base, v) for v in views]
     desc = "trunk maps" if n_views is None else f"trunk maps ({n_views} views)"
-
-    def store(rows, maps):
-        if not np.isfinite(maps).all():
-            raise FloatingPointError(
-                "trunk maps overflowed float16 (|value| > 65504); store them in float32"
-            )
-        out[rows] = maps
+    target = torch.from_numpy(out)  # shares out's memory (a memory map stays one)
 
     with (
         progress_bar(total=n * len(views), desc=desc, unit="img", disable=not progress) as bar,
         _EvalMode(trunk),
-        torch.inference_mode(),
     ):
         for first, last, pixels in _chunks(images, chunk_size, batch_size):
             for view, view_seed in zip(views, view_seeds):
-                for start in range(0, last - first, batch_size):
-                    stop = min(start + batch_size, last - first)
-                    batch = pixels[start:stop]
-                    x = _model_input(batch, trunk, resolution, view_seed, first + start)
-                    maps = runner(x).to(torch.float16).numpy()
-                    rows = slice(first + start, first + stop)
-                    store(rows if view is None else (rows, view), maps)
-                    bar.update(stop - start)
+
+                def prepare(batch, start, stop, view_seed=view_seed, first=first):
+                    return _model_input(batch, trunk, resolution, view_seed, first + start)
+
+                _run(runner, pixels, prepare, target[first:last], view, batch_size, bar)
             del pixels  # release this chunk before the next one is decoded
+            if not torch.isfinite(target[first:last]).all():  # a chunk at a time, as the bank
+                raise FloatingPointError(
+                    "trunk maps overflowed float16 (|value| > 65504); store them in float32"
+                )
     return out
 
 
