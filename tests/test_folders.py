@@ -383,3 +383,34 @@ def test_prepare_reads_folders_at_the_backbone_size_and_keys_the_cache(isolated,
     assert sorted(keys()["bank"]) == [40, 48] and keys()["clean"] == [32]
     assert torch.equal(again.feats, prep.feats)
     assert again.bank.shape == prep.bank.shape and not torch.equal(again.bank, prep.bank)
+
+
+def test_online_path_holds_only_the_training_images(isolated, monkeypatch):
+    """The paper's path (``online_augmentation``) on a folder: every step samples the
+    training images, so they are held; the validation, query and database images are a
+    LazyImages decoded a batch at a time (NUS-WIDE's database at 224 px would be 29 GB),
+    with the same features as when read at once."""
+    train = image_folder(isolated / "s" / "train", per_class=12, seed=7)
+    val = image_folder(isolated / "s" / "val", per_class=3, seed=8)
+    cfg = load_config(
+        PROFILE,
+        [*FAST, "online_augmentation=true", "device=cpu", f"data={train}", f"query_data={val}"],
+    )
+    prep = pipeline.prepare_online(cfg, progress=False)
+    prep.online.batch_size = 5
+    counter = DecodedImages(monkeypatch)
+    lazy = prep.images("database")
+    assert isinstance(lazy, D.LazyImages) and counter.decoded == 0
+    held = prep.images("train", lazy=False)
+    assert isinstance(held, np.ndarray) and held.shape[1:] == (224, 224, 3)
+    del held
+    feats = prep.split("database").feats
+    assert counter.peak <= 5 and counter.decoded == len(prep.splits.database)
+    whole = D.read_images(prep.dataset, prep.splits.database, size=224)
+    assert torch.equal(feats, prep.online.clean(whole))
+    del whole
+    # end to end: the training images held, the rest a batch at a time
+    base = counter.peak = counter.live
+    res = pipeline.run_experiment(cfg, isolated / "run", progress=False, prepared=prep)
+    assert counter.peak <= base + len(prep.splits.train) + 5 < base + len(prep.dataset)
+    assert 0.0 <= res["map@50_val_selected"] <= 1.0

@@ -221,7 +221,8 @@ class OnlineViews:
 
     @torch.no_grad()
     def clean(self, images) -> torch.Tensor:
-        """Evaluation-transform features ``(N, F)`` of uint8 images."""
+        """Evaluation-transform features ``(N, F)`` of uint8 images: an ``(N, H, W, 3)``
+        array or a :class:`~hihpq_lib.data.LazyImages`, decoded one batch at a time."""
         from hihpq_lib.data.transforms import eval_transform
 
         bb = self.backbone
