@@ -78,7 +78,7 @@ lab: $(STAMP)
 book: $(STAMP)
 	$(BIN)/python -m book.build --out build/book
 
-# The committed tables, all with the one CPU profile of make demo (EfficientNet-Lite0 at
+# The committed tables, all with the one CPU profile of make demo (EfficientNet-Lite2 at
 # 160 px, 8-view bank, 20 epochs; protocol I: 4-view bank, 8 epochs over its 50,000 training
 # images): protocol II at 16, 32 and 64 bits with 3 seeds each (about 45 minutes from an
 # empty cache) and protocol I at 32 bits with 3 seeds, every method in one run per protocol;

@@ -4,7 +4,7 @@ Run: ``python -m benchmarks.run_all [--quick] [--protocols I II] [--bits 16 32 6
 [--methods ...] [--seeds 3] [--epochs N] [--threads N] [--out DIR] [--adc-only]``
 
 For each protocol, :func:`hihpq_lib.app.pipeline.prepare` computes (or loads from the shared
-feature cache) the frozen EfficientNet-Lite0 features and the augmentation bank **once**;
+feature cache) the frozen backbone features and the augmentation bank **once**;
 every method then works on those same features, and every learned method gets the same
 budget (epochs, views, seed) from the CPU profile ``configs/cpu/cpu_cifar10_<p>_<b>bits.yaml``:
 
@@ -550,8 +550,8 @@ def format_markdown(results: dict) -> str:
     """``results.md``: the main table, the ADC table and how to read them."""
     meta = results.get("meta", {})
     lines = [
-        f"# HiHPQ benchmark: {meta.get('dataset', 'CIFAR-10')}, frozen EfficientNet-Lite0 "
-        "features (CPU profile)",
+        f"# HiHPQ benchmark: {meta.get('dataset', 'CIFAR-10')}, frozen backbone features "
+        "(the CPU profile, configs/cpu/)",
         "",
         f"Mode: **{'quick' if meta.get('quick') else 'full'}**"
         + ("" if results.get("complete") else " — **incomplete (run interrupted or running)**")

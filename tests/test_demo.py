@@ -76,10 +76,9 @@ def test_demo_is_the_benchmark_cell_ii_32_bits():
     bench = load_config(root / "cpu_cifar10_ii_32bits.yaml").with_overrides(["name=demo"])
     assert bench == demo_config()
     assert demo_config().backbone == "efficientnet_lite2"
-    for path in sorted(root.glob("cpu_cifar10_ii_*.yaml")):
+    # one CPU profile everywhere: both protocols, every code length
+    paths = sorted(root.glob("cpu_cifar10_*.yaml"))
+    assert len(paths) == 6
+    for path in paths:
         cfg = load_config(path)
         assert (cfg.backbone, cfg.resolution) == (demo_config().backbone, 160), path.name
-    # protocol I keeps the backbone its committed table was measured with
-    for path in sorted(root.glob("cpu_cifar10_i_*.yaml")):
-        cfg = load_config(path)
-        assert (cfg.backbone, cfg.resolution) == ("efficientnet_lite0", 160), path.name
