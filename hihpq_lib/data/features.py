@@ -179,6 +179,40 @@ def _model_input(batch, model, resolution: int, view_seed, start: int) -> torch.
     )
 
 
+def _fill(
+    runner,
+    model,
+    images,
+    out: torch.Tensor,
+    views,
+    *,
+    resolution,
+    batch_size,
+    chunk_size,
+    bar,
+    overflow: str | None = None,
+) -> None:
+    """Fill ``out`` from ``images`` a chunk at a time (:func:`_chunks`), every view of a
+    chunk before the next chunk is decoded, so each image is decoded once.
+
+    ``views``: ``(view, view_seed)`` pairs; ``out[i]`` (``view`` None) or ``out[i, view]``
+    gets ``runner`` of :func:`_model_input` (the evaluation transform when ``view_seed``
+    is None). ``overflow``: raised as a FloatingPointError when a chunk of ``out`` is not
+    finite (a float16 store), checked a chunk at a time: ``isfinite`` of the whole would
+    transiently take about 2.4x its size (1 GB for a 20,000 x 8 x 1280 bank).
+    """
+    for first, last, pixels in _chunks(images, chunk_size, batch_size):
+        for view, view_seed in views:
+
+            def prepare(batch, start, stop, view_seed=view_seed, first=first):
+                return _model_input(batch, model, resolution, view_seed, first + start)
+
+            _run(runner, pixels, prepare, out[first:last], view, batch_size, bar)
+        del pixels  # release this chunk before the next one is decoded
+        if overflow is not None and not torch.isfinite(out[first:last]).all():
+            raise FloatingPointError(overflow)
+
+
 class _EvalMode:
     """Put a torch backbone in eval mode for the duration; restore its mode after."""
 
@@ -240,19 +274,21 @@ def extract_features(
     batch_size = _check_positive_int(batch_size, "batch_size")
     runner = _runner(backbone, resolution, engine)
     out = torch.empty(n, int(backbone.feature_dim), dtype=torch.float32)
-
-    def prepare(batch, _start, _stop):
-        return eval_transform(
-            batch, resolution, mean=backbone.mean, std=backbone.std, dtype=torch.float32
-        )
-
     with (
         progress_bar(total=n, desc=desc, unit="img", disable=not progress) as bar,
         _EvalMode(backbone),
     ):
-        for start, stop, pixels in _chunks(images, chunk_size, batch_size):
-            _run(runner, pixels, prepare, out[start:stop], None, batch_size, bar)
-            del pixels  # release this chunk before the next one is decoded
+        _fill(
+            runner,
+            backbone,
+            images,
+            out,
+            [(None, None)],
+            resolution=resolution,
+            batch_size=batch_size,
+            chunk_size=chunk_size,
+            bar=bar,
+        )
     return out
 
 
@@ -313,21 +349,19 @@ def augmentation_bank(
         ) as bar,
         _EvalMode(backbone),
     ):
-        for first, last, pixels in _chunks(images, chunk_size, batch_size):
-            for view, view_seed in enumerate(view_seeds):
-
-                def prepare(batch, start, stop, view_seed=view_seed, first=first):
-                    return _model_input(batch, backbone, resolution, view_seed, first + start)
-
-                _run(runner, pixels, prepare, bank[first:last], view, batch_size, bar)
-            del pixels  # release this chunk before the next one is decoded
-            # checked a chunk at a time: isfinite of the whole float16 bank would
-            # transiently take about 2.4x the bank's size (1 GB for 20,000 x 8 x 1280)
-            if not torch.isfinite(bank[first:last]).all():
-                raise FloatingPointError(
-                    "augmentation bank overflowed float16 (|feature| > 65504); this backbone's "
-                    "features are too large for a float16 bank -- rescale them or store float32"
-                )
+        _fill(
+            runner,
+            backbone,
+            images,
+            bank,
+            list(enumerate(view_seeds)),
+            resolution=resolution,
+            batch_size=batch_size,
+            chunk_size=chunk_size,
+            bar=bar,
+            overflow="augmentation bank overflowed float16 (|feature| > 65504); this backbone's "
+            "features are too large for a float16 bank -- rescale them or store float32",
+        )
     return bank
 
 
@@ -371,28 +405,29 @@ def trunk_maps(
     resolution = _check_resolution(resolution)
     batch_size = _check_positive_int(batch_size, "batch_size")
     runner = _runner(trunk, resolution, engine)
-    views = [None] if n_views is None else list(range(_check_positive_int(n_views, "n_views")))
-    base = _seed_from(seed)
-    view_seeds = [None if v is None else derive_seed(base, v) for v in views]
-    desc = "trunk maps" if n_views is None else f"trunk maps ({n_views} views)"
-    target = torch.from_numpy(out)  # shares out's memory (a memory map stays one)
-
+    if n_views is None:
+        views, desc = [(None, None)], "trunk maps"
+    else:
+        base = _seed_from(seed)
+        n_views = _check_positive_int(n_views, "n_views")
+        views = [(v, derive_seed(base, v)) for v in range(n_views)]
+        desc = f"trunk maps ({n_views} views)"
     with (
         progress_bar(total=n * len(views), desc=desc, unit="img", disable=not progress) as bar,
         _EvalMode(trunk),
     ):
-        for first, last, pixels in _chunks(images, chunk_size, batch_size):
-            for view, view_seed in zip(views, view_seeds):
-
-                def prepare(batch, start, stop, view_seed=view_seed, first=first):
-                    return _model_input(batch, trunk, resolution, view_seed, first + start)
-
-                _run(runner, pixels, prepare, target[first:last], view, batch_size, bar)
-            del pixels  # release this chunk before the next one is decoded
-            if not torch.isfinite(target[first:last]).all():  # a chunk at a time, as the bank
-                raise FloatingPointError(
-                    "trunk maps overflowed float16 (|value| > 65504); store them in float32"
-                )
+        _fill(  # torch.from_numpy shares out's memory: a memory map is filled in place
+            runner,
+            trunk,
+            images,
+            torch.from_numpy(out),
+            views,
+            resolution=resolution,
+            batch_size=batch_size,
+            chunk_size=chunk_size,
+            bar=bar,
+            overflow="trunk maps overflowed float16 (|value| > 65504); store them in float32",
+        )
     return out
 
 
