@@ -59,7 +59,7 @@ def _environment_is_restored():
 #: install (``pip install hihpq`` without extras), where the core's tests still run.
 _DOCTEST_NEEDS = {
     "hihpq_lib.quantization.adc_kernel.": "numba",
-    "hihpq_lib.quantization.index.FaissPQ": "faiss",
+    "hihpq_lib.quantization.index.FaissExport": "faiss",
 }
 
 

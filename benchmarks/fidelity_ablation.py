@@ -40,11 +40,12 @@ import numpy as np
 import torch
 
 from benchmarks.run_all import RESULTS_DIR, _git_commit, profile_config, write_atomic
-from hihpq_lib.app.pipeline import prepare
+from hihpq_lib.app.prepare import prepare
 from hihpq_lib.evaluation.metrics import map_at_k
 from hihpq_lib.evaluation.stats import mean_std, paired_difference
+from hihpq_lib.learning.checkpoint import load_model
 from hihpq_lib.learning.config import CURRENT_OPTIONS, REFERENCE_OPTIONS
-from hihpq_lib.learning.training import evaluate_map, load_model, train
+from hihpq_lib.learning.training import evaluate_map, train
 from hihpq_lib.utils.runtime import runs_dir
 
 __all__ = ["ROWS", "row_options", "row_overrides", "summarize", "format_markdown", "main"]

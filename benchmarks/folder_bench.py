@@ -9,7 +9,7 @@ Run::
 
 The folder profile ``configs/cpu/cpu_folder_32bits.yaml`` (32 bits) on ``--data``, the test
 queries from ``--query-data``, the levels of ``--hierarchy`` chosen by its
-``hierarchy_levels`` (``auto``: up to three depths). :func:`~hihpq_lib.app.pipeline.prepare`
+``hierarchy_levels`` (``auto``: up to three depths). :func:`~hihpq_lib.app.prepare.prepare`
 computes or loads the frozen features once; then
 
 * the untrained baselines of :mod:`benchmarks.run_all` (``float``, ``faiss_pq``,
@@ -44,12 +44,14 @@ from benchmarks.run_all import (
     _git_commit,
     write_atomic,
 )
-from hihpq_lib.app.pipeline import peak_rss_mb, prepare, run_experiment
+from hihpq_lib.app.pipeline import run_experiment
+from hihpq_lib.app.prepare import prepare
 from hihpq_lib.evaluation.baselines import FaissOPQ, FaissPQ, FloatBaseline
 from hihpq_lib.evaluation.metrics import map_at_k_levels
 from hihpq_lib.evaluation.stats import mean_std
 from hihpq_lib.learning.config import TrainConfig, load_config
 from hihpq_lib.utils.runtime import runs_dir
+from hihpq_lib.utils.timing import peak_rss_mb
 
 __all__ = ["PROFILE", "main", "parse_args", "format_markdown", "level_rows"]
 

@@ -3,7 +3,7 @@
 Run: ``python -m benchmarks.run_all [--quick] [--protocols I II] [--bits 16 32 64]
 [--methods ...] [--seeds 3] [--epochs N] [--threads N] [--out DIR] [--adc-only]``
 
-For each protocol, :func:`hihpq_lib.app.pipeline.prepare` computes (or loads from the shared
+For each protocol, :func:`hihpq_lib.app.prepare.prepare` computes (or loads from the shared
 feature cache) the frozen backbone features and the augmentation bank **once**;
 every method then works on those same features, and every learned method gets the same
 budget (epochs, views, seed) from the CPU profile ``configs/cpu/cpu_cifar10_<p>_<b>bits.yaml``:
@@ -72,13 +72,15 @@ import psutil
 import torch
 
 from benchmarks import adc_throughput
-from hihpq_lib.app.pipeline import peak_rss_mb, prepare
+from hihpq_lib.app.prepare import prepare
 from hihpq_lib.evaluation.baselines import FaissOPQ, FaissPQ, FloatBaseline
 from hihpq_lib.evaluation.metrics import map_at_k
 from hihpq_lib.evaluation.stats import compute_deltas, mean_std
+from hihpq_lib.learning.checkpoint import load_model
 from hihpq_lib.learning.config import QUICK_OVERRIDES, ConfigError, TrainConfig, load_config
-from hihpq_lib.learning.training import evaluate_map, load_model, train
+from hihpq_lib.learning.training import evaluate_map, train
 from hihpq_lib.utils.runtime import fast_mode, runs_dir
+from hihpq_lib.utils.timing import peak_rss_mb
 
 __all__ = [
     "METHODS",

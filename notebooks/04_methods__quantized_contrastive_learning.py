@@ -85,7 +85,7 @@ import torch
 
 from hihpq_lib import data, viz
 from hihpq_lib.app import exercises, experiments
-from hihpq_lib.app.pipeline import prepare
+from hihpq_lib.app.prepare import prepare
 from hihpq_lib.data import transforms
 from hihpq_lib.evaluation import claims, metrics
 from hihpq_lib.geometry import lorentz, manifolds
@@ -304,10 +304,11 @@ print(f"Exercise 1: correct. A collapsed batch costs log(2B - 1) = {collapsed:.4
 # With `resume=True` a finished checkpoint is simply loaded, so re-running this cell costs
 # seconds (while it trains, it prints one line per epoch; an interrupted run continues
 # where it stopped). The folder name holds a digest of the configuration
-# (`experiments.run_folder`): change a setting and you get a fresh run instead of an error.
+# (`experiments.experiment_folder`): change a setting and you get a fresh run instead of
+# an error.
 
 # %%
-run = experiments.run_folder("contrastive", cfg, N_VAL_PER_CLASS)
+run = experiments.experiment_folder("contrastive", cfg, N_VAL_PER_CLASS)
 found = (run / "checkpoint.pt").is_file()
 print(("loading" if found else "training, then saving to"), run)
 result = training.train(cfg, train_data, run, resume=True)

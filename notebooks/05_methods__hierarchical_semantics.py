@@ -88,7 +88,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from hihpq_lib import data, viz
 from hihpq_lib.app import experiments
-from hihpq_lib.app.pipeline import prepare
+from hihpq_lib.app.prepare import prepare
 from hihpq_lib.evaluation import claims, metrics, stats
 from hihpq_lib.geometry import lorentz
 from hihpq_lib.learning import config, diagnostics, hierarchy, losses, training
@@ -124,7 +124,7 @@ print(
     f"{cfg_hi.hierarchy_warmup} epoch(s)"
 )
 
-run_cl = experiments.run_folder("contrastive", cfg_cl, N_VAL_PER_CLASS)
+run_cl = experiments.experiment_folder("contrastive", cfg_cl, N_VAL_PER_CLASS)
 print(("loading" if (run_cl / "checkpoint.pt").is_file() else "training"), run_cl)
 result_cl = training.train(cfg_cl, train_data, run_cl, resume=True)
 model_cl = result_cl["model"]
@@ -607,7 +607,7 @@ for line in fidelity_rows(("current", "prototype_loss", "instance_loss", "refere
 # hierarchy run:
 
 # %%
-run_hi = experiments.run_folder("hierarchy", cfg_hi, N_VAL_PER_CLASS)
+run_hi = experiments.experiment_folder("hierarchy", cfg_hi, N_VAL_PER_CLASS)
 print(("loading" if (run_hi / "checkpoint.pt").is_file() else "training"), run_hi)
 result_hi = training.train(cfg_hi, train_data, run_hi, resume=True)
 for name, res in (("contrastive", result_cl), ("+ hierarchy", result_hi)):
@@ -658,7 +658,7 @@ best = {
 }
 val_q, val_db = train_data.val_query, train_data.val_database
 ranked = {
-    name: experiments.rank_database(m, val_q, val_db, cfg_cl.topk) for name, m in best.items()
+    name: experiments.rank_with_model(m, val_q, val_db, cfg_cl.topk) for name, m in best.items()
 }
 ap = {
     name: metrics.average_precision_at_k(metrics.hits_at_k(val_q.labels, val_db.labels, idx))

@@ -90,7 +90,7 @@ from sklearn.neighbors import NearestNeighbors
 from sklearn.preprocessing import FunctionTransformer
 
 from hihpq_lib import data, viz
-from hihpq_lib.app import experiments, pipeline
+from hihpq_lib.app import experiments, pipeline, prepare
 from hihpq_lib.evaluation import claims, metrics
 from hihpq_lib.evaluation.baselines import FloatBaseline
 from hihpq_lib.geometry import lorentz
@@ -107,7 +107,7 @@ cfg = config.demo_config(
 UMAP_POINTS = runtime.pick(5000, 1000)  # database images on the UMAP map
 PR_QUERIES = runtime.pick(1000, 600)  # queries that rank the whole database (PR curve)
 TOPK = cfg.topk  # the mAP@1000 cut-off (not cfg.K, the 256 codewords per codebook)
-RUN = experiments.run_folder("06_training", cfg)  # runs/tutorial/06_training-<digest>
+RUN = experiments.experiment_folder("06_training", cfg)  # runs/tutorial/06_training-<digest>
 print(f"fast mode: {runtime.fast_mode()}; {cfg.epochs} epochs, batches of {cfg.batch_size}")
 print(f"CIFAR-10 protocol {cfg.protocol}, {cfg.bits} bits = M {cfg.M} codebooks of K {cfg.K}")
 print(f"run folder: {RUN}")
@@ -126,7 +126,7 @@ print(f"run folder: {RUN}")
 # never choose anything. (The quick subset has only 10 validation queries: enough to
 # run, too few to choose well.)
 #
-# `pipeline.prepare(cfg)` loads the images, draws the splits and returns the **frozen
+# `prepare.prepare_for(cfg)` loads the images, draws the splits and returns the **frozen
 # backbone features** (`cfg.backbone` at `cfg.resolution` px — EfficientNet-Lite2 at 160 in
 # full mode, Lite0 at 128 in fast mode — 1280 numbers per image) of every
 # image the run needs, plus an **augmentation bank**: a few augmented views of each
@@ -134,7 +134,7 @@ print(f"run folder: {RUN}")
 # pairs. Both come from the feature cache when present.
 
 # %%
-prep = pipeline.prepare(cfg)
+prep = prepare.prepare_for(cfg)
 print({name: len(getattr(prep.splits, name)) for name in ("train", "query", "database")})
 print(
     f"features {tuple(prep.feats.shape)} {prep.feats.dtype}, "
@@ -153,8 +153,8 @@ print("classes:", ", ".join(class_names))
 # reports the **test** mAP@1000 of both. With `resume=True` it continues from
 # `checkpoint.pt` when one exists: an interrupted run picks up where it stopped, and a
 # finished one is just loaded (nothing to train). The folder name carries a digest of
-# the configuration (`experiments.run_folder`), so changing a setting starts a new run
-# instead of mixing two. To retrain from scratch, delete the folder printed above.
+# the configuration (`experiments.experiment_folder`), so changing a setting starts a new
+# run instead of mixing two. To retrain from scratch, delete the folder printed above.
 #
 # The progress bars show each epoch's batches; one line per epoch gives the training
 # loss and the validation mAP. In full mode this cell takes several minutes the first
@@ -753,7 +753,7 @@ claims.say(
 # ## Summary
 # - `pipeline.prepare` + `pipeline.run_experiment(cfg, folder, resume=True,
 #   prepared=prep)` is the whole pipeline; a finished run is loaded, an interrupted one
-#   continues, a changed config gets a new folder (`experiments.run_folder`).
+#   continues, a changed config gets a new folder (`experiments.experiment_folder`).
 # - The epoch is chosen on validation queries carved from the database; the test
 #   queries only report (selected and final).
 # - mAP@K averages the precision at the ranks of the hits within the top $K$

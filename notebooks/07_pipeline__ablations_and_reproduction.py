@@ -82,7 +82,7 @@ from pathlib import Path
 import numpy as np
 
 from hihpq_lib import viz
-from hihpq_lib.app import exercises, experiments, pipeline
+from hihpq_lib.app import exercises, experiments, prepare
 from hihpq_lib.evaluation import benchmarks, claims, metrics, stats
 from hihpq_lib.learning import config
 from hihpq_lib.utils import runtime
@@ -125,7 +125,7 @@ for key, overrides in benchmarks.ABLATIONS.items():
 # features (the seed changes only the training randomness: initialisation, batches,
 # view pairs, clustering), keeps the validation-selected epoch, and scores it on the
 # test queries. Each run goes to its own folder, `runs/tutorial/07_ablation_<method>_seed<s>-<digest>`
-# (`experiments.run_folder`); a finished run is loaded instead of retrained.
+# (`experiments.experiment_folder`); a finished run is loaded instead of retrained.
 #
 # It returns a list with one dict per (method, seed): `method`, `seed`, `map` (test
 # mAP@1000 of the validation-selected epoch), `map_final` (last epoch), `ap` (the
@@ -134,7 +134,7 @@ for key, overrides in benchmarks.ABLATIONS.items():
 # mAP, **std** (sample standard deviation over seeds), min and max.
 
 # %%
-prep = pipeline.prepare(base, progress=False)
+prep = prepare.prepare_for(base, progress=False)
 runs = experiments.run_ablation(prep, base, METHODS, SEEDS)
 print(metrics.format_table(stats.ablation_table(runs), floatfmt=".4f"))
 

@@ -105,7 +105,7 @@ def test_kernel_rejects_bad_input():
         adc_kernel.adc_topk(torch.from_numpy(tables), codes, 5)
     with pytest.raises(ValueError, match="uint8"):
         adc_kernel.adc_topk(tables, codes.T.copy(), 5)
-    with pytest.raises(ValueError, match="1 <= k"):
+    with pytest.raises(ValueError, match="1 <= topk"):
         adc_kernel.adc_topk(tables, codes, 0)
     with pytest.raises(ValueError, match="float32"):
         adc_kernel.adc_topk(tables.astype(np.float64), codes, 5)
@@ -113,7 +113,7 @@ def test_kernel_rejects_bad_input():
         adc_kernel.adc_topk(tables, codes.astype(np.int64), 5)
     with pytest.raises(ValueError, match="M=2"):
         adc_kernel.adc_topk(tables, codes[:, :1], 5)
-    with pytest.raises(ValueError, match="1 <= k <= N = 100"):
+    with pytest.raises(ValueError, match="1 <= topk <= N = 100"):
         adc_kernel.adc_topk(tables, codes, 101)
 
 

@@ -12,7 +12,7 @@ import torch
 
 from hihpq_lib import data as D
 from hihpq_lib.app import experiments
-from hihpq_lib.app.pipeline import Prepared
+from hihpq_lib.app.prepare import Prepared
 from hihpq_lib.evaluation import benchmarks, metrics, stats
 from hihpq_lib.learning.config import TrainConfig
 from hihpq_lib.quantization.index import PQIndex
@@ -124,7 +124,7 @@ def test_run_ablation_trains_then_loads(prep, runs_in_tmp):
 
 
 def test_retrieval_examples(prep, runs_in_tmp):
-    from hihpq_lib.learning.training import load_model
+    from hihpq_lib.learning.checkpoint import load_model
 
     runs = experiments.run_ablation(prep, prep.cfg, ["hihpq"], [0], tag="ex")
     model, _ = load_model(runs[0]["folder"], "best", in_dim=F)

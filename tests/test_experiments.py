@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from hihpq_lib import data as D
 from hihpq_lib import viz
 from hihpq_lib.app import experiments
-from hihpq_lib.app.pipeline import Prepared
+from hihpq_lib.app.prepare import Prepared
 from hihpq_lib.evaluation import metrics, stats
 from hihpq_lib.learning import config, diagnostics, training
 from hihpq_lib.learning.model import build_model
@@ -86,15 +86,15 @@ def test_training_data_rejects_too_many_validation_queries():
         experiments.training_data(prep, n_val_per_class=100)
 
 
-def test_run_folder_depends_on_config_and_extra(tmp_path, monkeypatch):
+def test_experiment_folder_depends_on_config_and_extra(tmp_path, monkeypatch):
     monkeypatch.setenv("HIHPQ_RUNS_DIR", str(tmp_path))
     cfg = _small_config()
-    a = experiments.run_folder("x", cfg, 10)
+    a = experiments.experiment_folder("x", cfg, 10)
     assert a.parent == tmp_path / "tutorial" and a.name.startswith("x-")
-    assert a == experiments.run_folder("x", cfg, 10)
-    assert a != experiments.run_folder("x", cfg, 11)
-    assert a != experiments.run_folder("x", cfg.with_overrides(["seed=1"]), 10)
-    assert a != experiments.run_folder("y", cfg, 10)
+    assert a == experiments.experiment_folder("x", cfg, 10)
+    assert a != experiments.experiment_folder("x", cfg, 11)
+    assert a != experiments.experiment_folder("x", cfg.with_overrides(["seed=1"]), 10)
+    assert a != experiments.experiment_folder("y", cfg, 10)
 
 
 def test_load_or_train_and_search_agree_with_evaluate_map(tmp_path, monkeypatch):
@@ -102,7 +102,7 @@ def test_load_or_train_and_search_agree_with_evaluate_map(tmp_path, monkeypatch)
     cfg = _small_config()
     prep = _fake_prepared(cfg)
     td = experiments.training_data(prep, 2)
-    run = experiments.run_folder("t", cfg, 2)
+    run = experiments.experiment_folder("t", cfg, 2)
     first = training.train(cfg, td, run, resume=True, progress=False)
     assert (run / "checkpoint.pt").is_file()
     again = training.train(cfg, td, run, resume=True, progress=False)  # loads, no training
@@ -110,13 +110,13 @@ def test_load_or_train_and_search_agree_with_evaluate_map(tmp_path, monkeypatch)
     for p, q in zip(first["model"].parameters(), again["model"].parameters()):
         torch.testing.assert_close(p, q)
     model = again["model"]
-    idx = experiments.rank_database(model, td.val_query, td.val_database, cfg.topk)
+    idx = experiments.rank_with_model(model, td.val_query, td.val_database, cfg.topk)
     assert idx.shape == (len(td.val_query.feats), min(cfg.topk, len(td.val_database.feats)))
     mean_ap = metrics.map_at_k(td.val_query.labels, td.val_database.labels, idx)
     expected = training.evaluate_map(model, td.val_query, td.val_database, cfg.topk)
     assert mean_ap == pytest.approx(expected, abs=1e-12)
     # raw tensors work too
-    idx2 = experiments.rank_database(model, td.val_query.feats, td.val_database.feats, cfg.topk)
+    idx2 = experiments.rank_with_model(model, td.val_query.feats, td.val_database.feats, cfg.topk)
     assert torch.equal(idx, idx2)
 
 
@@ -124,7 +124,7 @@ def test_search_ranks_an_item_first_against_itself():
     cfg = _small_config()
     model = build_model(cfg, 6).eval()
     feats = torch.randn(30, 6)
-    idx = experiments.rank_database(model, feats[:5], feats, 3)
+    idx = experiments.rank_with_model(model, feats[:5], feats, 3)
     # the query's own code is at least as close as any other code: itself or a code twin
     codes = model.encode(feats)
     for q in range(5):
@@ -217,7 +217,7 @@ def test_views_grid_shapes_and_errors():
 def test_runs_dir_default_is_used(monkeypatch):
     monkeypatch.delenv("HIHPQ_RUNS_DIR", raising=False)
     cfg = _small_config()
-    assert experiments.run_folder("x", cfg).parent == runtime.runs_dir() / "tutorial"
+    assert experiments.experiment_folder("x", cfg).parent == runtime.runs_dir() / "tutorial"
 
 
 def test_codeword_geometry_against_direct_computation():

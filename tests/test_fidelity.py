@@ -26,13 +26,8 @@ from hihpq_lib.learning.config import (
 )
 from hihpq_lib.learning.losses import HiHPQLoss, instance_loss, prototype_loss
 from hihpq_lib.learning.model import build_model
-from hihpq_lib.learning.training import (
-    FeatureSplit,
-    LRSchedule,
-    TrainingData,
-    steps_per_epoch,
-    train,
-)
+from hihpq_lib.learning.training import LRSchedule, steps_per_epoch, train
+from hihpq_lib.learning.views import FeatureSplit, TrainingData
 from tests.paths import cifar10_archive
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -371,7 +366,8 @@ def test_paper_config_runs_online_vgg16_end_to_end(tmp_path, monkeypatch):
     a tiny subset, the clustering epoch and the evaluation on the test queries."""
     import dataclasses
 
-    from hihpq_lib.app.pipeline import prepare_online, run_experiment
+    from hihpq_lib.app.pipeline import run_experiment
+    from hihpq_lib.app.prepare import prepare_online
 
     monkeypatch.setenv("HIHPQ_CIFAR10", str(ARCHIVE))
     cfg = load_config(
@@ -481,3 +477,352 @@ def test_cpu_defaults_are_the_documented_choice():
     doc = (ROOT / "docs" / "fidelity.md").read_text()
     for key, value in CPU_DEFAULT_OPTIONS.items():
         assert f"`{key}: {json.dumps(value).strip(chr(34))}`" in doc, key
+
+
+# ------------------------------------------------- frozen backbone: dropout in train mode
+class _FrozenNet(torch.nn.Module):
+    """A tiny frozen backbone with BatchNorm and Dropout, ImageNet statistics."""
+
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+    def __init__(self, out=64):
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 4, 3),
+            torch.nn.BatchNorm2d(4),
+            torch.nn.AdaptiveAvgPool2d(1),
+            torch.nn.Flatten(),
+            torch.nn.Linear(4, out),
+            torch.nn.Dropout(0.5),
+        )
+        self.body[1].running_mean.fill_(0.3)  # not the default, so an update would show
+        self.requires_grad_(False)
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def _eval_views(bb, images, rows, seed_gen, resolution):
+    """Brute force: the two views ``OnlineViews.sample`` draws, through ``bb`` in eval mode."""
+    from hihpq_lib.data.transforms import augment_batch
+
+    seeds = torch.randint(0, 2**62, (2,), generator=seed_gen).tolist()
+    bb.eval()
+    with torch.no_grad():
+        return [
+            bb(augment_batch(images[rows], resolution, s, indices=rows, mean=bb.mean, std=bb.std))
+            for s in seeds
+        ]
+
+
+def test_frozen_backbone_dropout_switches_only_the_dropout_layers():
+    from hihpq_lib.learning.views import OnlineViews
+
+    images = np.random.default_rng(0).integers(0, 256, (6, 20, 20, 3), dtype=np.uint8)
+    rows = torch.tensor([4, 1, 3])
+    bb = _FrozenNet()
+    bn, drop = bb.body[1], bb.body[5]
+    running = bn.running_mean.clone()
+    views = OnlineViews(bb, images, 16, frozen_dropout=True)
+    want = _eval_views(bb, images, rows.numpy(), torch.Generator().manual_seed(5), 16)
+    x1, x2 = views.sample(rows, torch.Generator().manual_seed(5), training=True)
+    assert drop.training and not bn.training and not bb.body[0].training
+    assert torch.equal(bn.running_mean, running)  # BatchNorm: running statistics untouched
+    for got, ref in zip((x1, x2), want):
+        kept = got != 0
+        assert 0.2 < float(kept.float().mean()) < 0.8  # p = 0.5 of the 3 x 64 outputs dropped
+        torch.testing.assert_close(got[kept], 2 * ref[kept])  # the rest scaled by 1 / (1 - p)
+    # eval-mode epochs (after the first clustering with eval_mode_after_clustering): off
+    y1, y2 = views.sample(rows, torch.Generator().manual_seed(5), training=False)
+    assert not drop.training
+    torch.testing.assert_close(y1, want[0]) and torch.testing.assert_close(y2, want[1])
+    # our earlier behaviour: a frozen backbone always in eval mode
+    views = OnlineViews(bb, images, 16)
+    z1, _ = views.sample(rows, torch.Generator().manual_seed(5), training=True)
+    assert not drop.training and not bn.training
+    torch.testing.assert_close(z1, want[0])
+    # a backbone with trainable layers follows the model's mode entirely, either way
+    bb.body[4].requires_grad_(True)
+    for flag in (False, True):
+        OnlineViews(bb, images, 16, frozen_dropout=flag).sample(
+            rows, torch.Generator().manual_seed(5), training=True
+        )
+        assert drop.training and bn.training
+
+
+def test_online_encoder_passes_frozen_backbone_dropout_to_vgg16_views():
+    from hihpq_lib.app.prepare import OnlineEncoder
+
+    base = [
+        "backbone=vgg16",
+        "pretrained=false",
+        "online_augmentation=true",
+        "trainable_layers=0",
+        "resolution=32",
+    ]
+    assert OnlineEncoder(TrainConfig().with_overrides(base)).views.frozen_dropout is False
+    enc = OnlineEncoder(TrainConfig().with_overrides(base + ["frozen_backbone_dropout=true"]))
+    views, vgg = enc.views, enc.views.backbone
+    assert views.frozen_dropout and not views.trainable_parameters()
+    # VGG-16's classifier keeps the reference's two Dropout layers (after fc6 and fc7)
+    drops = [m for m in vgg.classifier if isinstance(m, torch.nn.Dropout)]
+    assert [vgg.classifier[2], vgg.classifier[5]] == drops and all(m.p == 0.5 for m in drops)
+    images = np.random.default_rng(1).integers(0, 256, (2, 40, 40, 3), dtype=np.uint8)
+    views.images = images
+    views.sample(torch.tensor([0, 1]), torch.Generator().manual_seed(0), training=True)
+    assert all(m.training for m in drops) and not vgg.features.training
+    views.sample(torch.tensor([0, 1]), torch.Generator().manual_seed(0), training=False)
+    assert not any(m.training for m in drops)
+
+
+# ------------------------------------------------------ image geometry (Flickr, NUS-WIDE)
+def _save(path, array):
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)  # PNG: lossless, so decoded pixels are exact
+    return str(path)
+
+
+@pytest.mark.parametrize("wh", [(333, 250), (250, 333), (257, 256), (500, 375), (100, 80)])
+def test_reference_geometry_reads_resize256_centercrop224(tmp_path, wh):
+    from PIL import Image
+    from torchvision import transforms as T
+
+    from hihpq_lib import data as D
+
+    w, h = wh  # 333 x 250: torchvision truncates the long side (340.99 -> 340), not rounds
+    path = _save(tmp_path / "a.png", np.random.default_rng(w).integers(0, 256, (h, w, 3), np.uint8))
+    assert D.reference_read_size(224) == (224, 256)
+    got = D.read_image_file(path, size=(224, 256))
+    ref = T.Compose([T.Resize(256), T.CenterCrop(224)])(Image.open(path).convert("RGB"))
+    np.testing.assert_array_equal(got, np.asarray(ref))
+    # the index metadata stores the read size as JSON: the list reads the same
+    np.testing.assert_array_equal(D.read_image_file(path, size=json.loads("[224, 256]")), got)
+    ds = D.ImageDataset([path], np.zeros(1, np.int64), ["x"])
+    np.testing.assert_array_equal(D.read_images(ds, [0], size=(224, 256))[0], got)
+    np.testing.assert_array_equal(D.LazyImages(ds, [0], size=(224, 256))[0:1][0], got)
+    enc = D.EncodedImages(ds, [0], size=(224, 256))
+    np.testing.assert_array_equal(enc[0:1][0], got)
+    np.testing.assert_array_equal(enc.originals([0])[0], np.asarray(Image.open(path)))
+    with pytest.raises(ValueError, match="resize >= crop"):
+        D.read_image_file(path, size=(256, 224))
+
+
+class _ViewStats(torch.nn.Module):
+    """A 'backbone' that returns each view's pixel standard deviation."""
+
+    mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+
+    def forward(self, x):
+        return x.flatten(1).std(dim=1, keepdim=True)
+
+
+def _edge_image():
+    """400 x 300, white but for a black band at the left 10%: outside the centre square."""
+    img = np.full((300, 400, 3), 255, np.uint8)
+    img[:, :40] = 0
+    return img
+
+
+def test_reference_geometry_views_crop_the_whole_image(tmp_path):
+    from hihpq_lib import data as D
+    from hihpq_lib.learning.views import OnlineViews
+
+    paths = [_save(tmp_path / f"{i}.png", _edge_image()) for i in range(8)]
+    ds = D.ImageDataset(paths, np.zeros(8, np.int64), ["x"])
+    rows = torch.arange(8)
+    # ours: the 224 px centre square holds none of the band; every view is uniform
+    square = D.read_images(ds, size=224)
+    assert (square == 255).all()
+    s1, s2 = OnlineViews(_ViewStats(), square, 32).sample(rows, torch.Generator().manual_seed(0))
+    assert float(torch.cat([s1, s2]).max()) < 1e-3
+    # the reference: RandomResizedCrop(scale 0.5-1) of the whole 400 x 300 image
+    enc = D.EncodedImages(ds, size=D.reference_read_size(224))
+    assert [im.shape for im in enc.originals([0, 7])] == [(300, 400, 3)] * 2
+    r1, r2 = OnlineViews(_ViewStats(), enc, 32).sample(rows, torch.Generator().manual_seed(0))
+    stds = torch.cat([r1, r2]).flatten()
+    assert int((stds > 0.1).sum()) >= 2  # some views reach the band
+    # and its clean images are Resize(256) + CenterCrop(224): the band is outside them too
+    assert enc.shape == (8, 224, 224, 3) and (enc[0:8] == 255).all()
+
+
+def test_reference_geometry_reads_database_and_query_files_alike(tmp_path):
+    from hihpq_lib import data as D
+    from hihpq_lib.app.prepare import OnlineEncoder, PreparedOnline
+    from hihpq_lib.learning.views import OnlineViews
+
+    rng = np.random.default_rng(3)
+    paths = [
+        _save(tmp_path / f"{i}.png", rng.integers(0, 256, (260 + 7 * i, 300, 3), np.uint8))
+        for i in range(12)
+    ]
+    ds = D.ImageDataset(paths, np.arange(12) % 2, ["a", "b"])
+    cifar = D.ImageDataset(np.zeros((2, 32, 32, 3), np.uint8), np.array([0, 1]), ["a", "b"])
+    sq = TrainConfig().with_overrides(["online_augmentation=true", "resolution=224"])
+    ref = sq.with_overrides(["image_geometry=reference"])
+    assert OnlineEncoder.read_size_for(ref, ds) == (224, 256)
+    assert OnlineEncoder.read_size_for(sq, ds) == 224  # our earlier behaviour, unchanged
+    assert OnlineEncoder.read_size_for(ref, cifar) is None  # in memory: as stored
+    splits = D.Splits(
+        train=np.arange(0, 6),
+        query=np.arange(10, 12),
+        database=np.arange(0, 10),
+        val_query=np.arange(6, 8),
+        val_database=np.r_[0:6, 8:10],
+    )
+    prep = PreparedOnline(ref, ds, splits, OnlineViews(_ViewStats(), None, 224))
+    train, query = prep.images("train", lazy=False), prep.images("query")
+    assert isinstance(train, D.EncodedImages) and isinstance(query, D.LazyImages)
+    assert train.originals([0])[0].shape == (260, 300, 3)  # whole images for the views
+    # a query file read at the index metadata's read size (JSON) matches the database's read
+    size = json.loads(json.dumps(prep.read_size()))
+    for i, k in ((0, 10), (1, 11)):
+        np.testing.assert_array_equal(D.read_image_file(paths[k], size=size), query[i : i + 1][0])
+    np.testing.assert_array_equal(train[0:2], D.read_images(ds, [0, 1], size=(224, 256)))
+    prep_sq = PreparedOnline(sq, ds, splits, OnlineViews(_ViewStats(), None, 224))
+    assert prep_sq.images("train", lazy=False).shape == (6, 224, 224, 3)
+
+
+# --------------------------------------------------------------- NUS-WIDE training list
+def test_train_list_reads_the_reference_nuswide_training_file(tmp_path):
+    from hihpq_lib.app.datasets import load_data
+
+    root = tmp_path / "nus"
+    root.mkdir()
+
+    def write(name, ids):
+        rows = [
+            f"img/{i:03d}.jpg " + " ".join(str(int((i + j) % 3 == 0)) for j in range(4))
+            for i in ids
+        ]
+        (root / name).write_text("\n".join(rows) + "\n")
+
+    write("database.txt", range(0, 20))
+    write("test.txt", range(20, 25))
+    write("train.txt", range(0, 10))
+    write("train_10500.txt", [3, 7, 11, 12])
+    cfg = TrainConfig().with_overrides(["dataset=nuswide", f"data={root}"])
+    assert cfg.train_list == "train"
+    ds = load_data(cfg, progress=False)
+    assert [Path(ds.images[i]).name for i in ds.predefined["train"]] == [
+        f"{i:03d}.jpg" for i in range(10)
+    ]
+    ds = load_data(cfg.with_overrides(["train_list=train_10500"]), progress=False)
+    assert [Path(ds.images[i]).name for i in ds.predefined["train"]] == [
+        "003.jpg",
+        "007.jpg",
+        "011.jpg",
+        "012.jpg",
+    ]
+    with pytest.raises(ConfigError, match="train_list must be"):
+        cfg.with_overrides(["train_list=train_500"])
+    for f in sorted((ROOT / "configs" / "paper").glob("paper_nuswide_*.yaml")):
+        assert load_config(f).train_list == "train_10500", f.name
+
+
+# ---------------------------------------------------------------------------- the seed
+def test_paper_seed_repeats_the_reference_split_permutations():
+    from hihpq_lib import data as D
+    from hihpq_lib.app.datasets import make_run_splits
+
+    files = sorted((ROOT / "configs" / "paper").glob("*.yaml"))
+    assert [load_config(f).seed for f in files] == [2021] * 12  # the reference's --seed default
+    # Flickr25K: the reference seeds numpy's global RNG, then draws one permutation
+    n = 2100
+    labels = (np.random.default_rng(0).random((n, 5)) < 0.3).astype(np.uint8)
+    ds = D.ImageDataset([f"{i}.jpg" for i in range(n)], labels, list("abcde"), name="flickr25k")
+    cfg = load_config(ROOT / "configs/paper/paper_flickr25k_32bits.yaml")
+    s = make_run_splits(cfg, ds)
+    state = np.random.get_state()  # noqa: NPY002
+    try:
+        np.random.seed(2021)  # noqa: NPY002 (the reference uses the global RNG)
+        perm = np.random.permutation(n)  # noqa: NPY002
+    finally:
+        np.random.set_state(state)  # noqa: NPY002
+    np.testing.assert_array_equal(s.query, perm[:2000])
+    np.testing.assert_array_equal(s.database, perm[2000:])
+    np.testing.assert_array_equal(s.train, perm[2000:7000])
+    # CIFAR-10: one permutation per class, in class order, from the same seeded stream
+    lab = np.repeat(np.arange(3), 1600)[np.random.default_rng(1).permutation(4800)]
+    got = D.per_class_splits(lab, n_query_per_class=1000, n_train_per_class=500, seed=2021)
+    rs = np.random.RandomState(2021)
+    q, t = [], []
+    for c in range(3):
+        members = np.flatnonzero(lab == c)
+        p = members[rs.permutation(members.size)]
+        q.append(p[:1000])
+        t.append(p[1000:1500])
+    np.testing.assert_array_equal(got.query, np.concatenate(q))
+    np.testing.assert_array_equal(got.train, np.concatenate(t))
+
+
+# ----------------------------------------------------------------------------- the docs
+def test_fidelity_doc_has_a_row_per_option_and_the_corrected_claims():
+    doc = (ROOT / "docs" / "fidelity.md").read_text()
+    for key, (ref, _, _) in FIDELITY_OPTIONS.items():
+        assert f"`{key}: {json.dumps(ref).strip(chr(34))} /" in doc, key
+    for setting in ("seed: 2021", "train_list: train_10500"):
+        assert f"`{setting}`" in doc, setting
+    row = next(line for line in doc.splitlines() if line.startswith("| `--assymetric_loss`"))
+    assert "both inputs are soft-quantized" in row
+    readme = (ROOT / "README.md").read_text()
+    assert "One deliberate difference remains" not in readme
+
+
+@pytest.mark.timeout(300)
+def test_reference_geometry_and_dropout_run_end_to_end_on_non_square_files(tmp_path, monkeypatch):
+    """The online path on an image folder of non-square files, with both options on:
+    training views from the whole images, clean images Resize + CenterCrop, and query
+    files encoded exactly as the database (the index's ``read_size``)."""
+    from hihpq_lib.app import pipeline
+    from hihpq_lib.app.prepare import prepare_online
+    from hihpq_lib.app.scoring import encode_query_files, index_metadata, restore_run
+
+    for var in ("DATA_DIR", "CACHE_DIR", "RUNS_DIR"):
+        monkeypatch.setenv(f"HIHPQ_{var}", str(tmp_path / var.lower()))
+    rng = np.random.default_rng(0)
+    for root, n in (("train", 10), ("val", 3)):
+        for c in range(3):
+            for i in range(n):
+                noise = rng.integers(-20, 20, (30 + 3 * i, 44, 3))
+                arr = np.clip(np.array([c * 80, 255 - c * 60, 120]) + noise, 0, 255)
+                _save(tmp_path / root / f"c{c}" / f"{i:02d}.png", arr.astype(np.uint8))
+    cfg = load_config(
+        ROOT / "configs/cpu/cpu_folder_32bits.yaml",
+        [
+            f"data={tmp_path / 'train'}",
+            f"query_data={tmp_path / 'val'}",
+            "online_augmentation=true",
+            "image_geometry=reference",
+            "frozen_backbone_dropout=true",
+            "engine=torch",
+            "device=cpu",
+            "resolution=32",
+            "epochs=2",
+            "hierarchy_warmup=1",
+            "batch_size=8",
+            "K=16",
+            "bits=8",
+            "feat_dim=16",
+            "head_hidden=16",
+            "topk=20",
+        ],
+    )
+    prep = prepare_online(cfg, progress=False)
+    assert prep.read_size() == (32, 37)
+    res = pipeline.run_experiment(cfg, tmp_path / "run", progress=False, prepared=prep)
+    assert 0.0 <= res["map@20_val_selected"] <= 1.0
+    assert index_metadata(tmp_path / "run")["read_size"] == [32, 37]
+    db = np.asarray(prep.splits.database)[:4]
+    paths = [prep.dataset.images[i] for i in db]
+    queried = encode_query_files(restore_run(tmp_path / "run"), paths)
+    stored = prep.online.clean(_lazy(prep, db))
+    torch.testing.assert_close(queried, stored)
+
+
+def _lazy(prep, indices):
+    from hihpq_lib import data as D
+
+    return D.LazyImages(prep.dataset, indices, size=prep.read_size())

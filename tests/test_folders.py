@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from hihpq_lib import data as D
-from hihpq_lib.app import cli, pipeline
+from hihpq_lib.app import cli, pipeline, prepare
 from hihpq_lib.data import images as images_module
 from hihpq_lib.data.backbones import build_backbone
 from hihpq_lib.data.features import extract_features
@@ -337,7 +337,8 @@ def test_train_resolves_auto_clusters_without_the_dataset(tmp_path):
     validation database; the checkpoint records the counts used."""
     import torch
 
-    from hihpq_lib.learning.training import PSEUDO_HIERARCHY, load_checkpoint, train
+    from hihpq_lib.learning.checkpoint import PSEUDO_HIERARCHY, load_checkpoint
+    from hihpq_lib.learning.training import train
     from tests.test_training import small_config, synthetic_data
 
     data = synthetic_data()
@@ -358,8 +359,8 @@ def test_prepare_reads_folders_at_the_backbone_size_and_keys_the_cache(isolated,
     val = image_folder(isolated / "s" / "val", per_class=2, seed=6)
     cfg = load_config(PROFILE, [*FAST, f"data={train}", f"query_data={val}"])
     counter = DecodedImages(monkeypatch)
-    prep = pipeline.prepare(cfg, progress=False)
-    clean, bank = pipeline.read_sizes(cfg, prep.dataset)
+    prep = prepare.prepare(cfg, progress=False)
+    clean, bank = prepare.read_sizes(cfg, prep.dataset)
     assert (clean, bank) == (32, 40) and counter.sizes == {32, 40} and counter.live == 0
 
     def keys():
@@ -378,7 +379,7 @@ def test_prepare_reads_folders_at_the_backbone_size_and_keys_the_cache(isolated,
 
     monkeypatch.setattr(images_module, "AUGMENT_READ_MARGIN", 1.5)
     counter.sizes.clear()
-    again = pipeline.prepare(cfg, progress=False)
+    again = prepare.prepare(cfg, progress=False)
     assert counter.sizes == {48}  # only the bank is read again, at its new size
     assert sorted(keys()["bank"]) == [40, 48] and keys()["clean"] == [32]
     assert torch.equal(again.feats, prep.feats)
@@ -396,7 +397,7 @@ def test_online_path_holds_only_the_training_images(isolated, monkeypatch):
         PROFILE,
         [*FAST, "online_augmentation=true", "device=cpu", f"data={train}", f"query_data={val}"],
     )
-    prep = pipeline.prepare_online(cfg, progress=False)
+    prep = prepare.prepare_online(cfg, progress=False)
     prep.online.batch_size = 5
     counter = DecodedImages(monkeypatch)
     lazy = prep.images("database")

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from hihpq_lib.geometry import lorentz
-from hihpq_lib.quantization.index import FaissPQ, PQIndex
+from hihpq_lib.quantization.index import FaissExport, PQIndex
 
 faiss = pytest.importorskip("faiss")
 
@@ -47,7 +47,7 @@ def _overlap(a: torch.Tensor, b: torch.Tensor) -> float:
 def test_sqlorentz_to_faiss_gives_our_ranking_and_distances(k_words):
     index, queries = _lorentz_problem(k_words=k_words)
     fx = index.to_faiss()
-    assert isinstance(fx, FaissPQ) and fx.exact and fx.ntotal == index.ntotal
+    assert isinstance(fx, FaissExport) and fx.exact and fx.ntotal == index.ntotal
     assert isinstance(fx.index, faiss.IndexPQ)
     assert fx.index.metric_type == faiss.METRIC_INNER_PRODUCT
     ours_d, ours_i = index.search(queries, 100)

@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from hihpq_lib.geometry.manifolds import ProductEuclidean, ProductLorentz
+from hihpq_lib.learning.checkpoint import load_model
 from hihpq_lib.learning.config import ConfigError, TrainConfig
 from hihpq_lib.learning.losses import HiHPQLoss, neighbour_loss
 from hihpq_lib.learning.model import ProjectionHead
-from hihpq_lib.learning.training import init_model, load_model, train
+from hihpq_lib.learning.training import init_model, train
 from tests.test_training import small_config, synthetic_data
 
 SPACES = {
@@ -158,8 +159,8 @@ def test_train_reports_the_untrained_baselines_and_warns_below_them(isolated, ca
 def test_baseline_guard_computes_float_and_pq_and_warns(capsys):
     from types import SimpleNamespace
 
-    from hihpq_lib.app.pipeline import baseline_guard
-    from hihpq_lib.learning.training import FeatureSplit
+    from hihpq_lib.app.scoring import baseline_guard
+    from hihpq_lib.learning.views import FeatureSplit
 
     pytest.importorskip("faiss")
     g = torch.Generator().manual_seed(0)

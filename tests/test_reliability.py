@@ -22,11 +22,14 @@ from PIL import Image
 
 from hihpq_lib import data as D
 from hihpq_lib.app import cli
-from hihpq_lib.app.pipeline import OneClassWarning, check_run_folder, prepare
+from hihpq_lib.app.datasets import OneClassWarning
+from hihpq_lib.app.pipeline import check_run_folder
+from hihpq_lib.app.prepare import prepare
 from hihpq_lib.data import sources as data_sources
 from hihpq_lib.data.features import FeatureCache, feature_key
+from hihpq_lib.learning.checkpoint import CheckpointError, load_checkpoint, load_model
 from hihpq_lib.learning.config import ConfigError, TrainConfig, load_config
-from hihpq_lib.learning.training import CheckpointError, load_checkpoint, load_model, train
+from hihpq_lib.learning.training import train
 from hihpq_lib.utils.atomic import atomic_write_bytes, clean_stale_tmp
 from hihpq_lib.utils.runtime import free_cores, thread_budget, use_threads
 from tests.paths import REPO_ROOT

@@ -12,12 +12,13 @@ import pytest
 import torch
 
 from hihpq_lib.app import cli
-from hihpq_lib.app.pipeline import maps_key, prepare_tail
+from hihpq_lib.app.prepare import maps_key, prepare_tail
 from hihpq_lib.data.backbones import EfficientNetLite0, build_backbone
 from hihpq_lib.data.backbones.tail import BackboneTail, split_backbone
 from hihpq_lib.data.features import FeatureCache, trunk_maps
+from hihpq_lib.learning.checkpoint import load_checkpoint
 from hihpq_lib.learning.config import ConfigError, TrainConfig
-from hihpq_lib.learning.training import load_checkpoint, train
+from hihpq_lib.learning.training import train
 from tests.paths import REPO_ROOT
 from tests.test_folders import fast_args, image_folder
 

@@ -6,15 +6,10 @@ import json
 import pytest
 import torch
 
+from hihpq_lib.learning.checkpoint import load_checkpoint, load_model
 from hihpq_lib.learning.config import ConfigError, TrainConfig, load_config
-from hihpq_lib.learning.training import (
-    FeatureSplit,
-    LRSchedule,
-    TrainingData,
-    load_checkpoint,
-    load_model,
-    train,
-)
+from hihpq_lib.learning.training import LRSchedule, train
+from hihpq_lib.learning.views import FeatureSplit, TrainingData
 
 
 def synthetic_data(seed=0, n_train=400, n_classes=8, dim=32, views=3):

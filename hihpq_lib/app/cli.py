@@ -9,6 +9,9 @@
     hihpq evaluate RUN [--json] [--data PATH] [--query-data FOLDER] [--hierarchy FILE]
                    [--hierarchy-levels LEVELS]
     hihpq search RUN IMAGE [--k N]
+
+``train``'s report, ``evaluate`` and ``search`` restore a run with its own backbone (frozen,
+tail-trained or fine-tuned) and score it one way (:mod:`hihpq_lib.app.scoring`).
     hihpq demo [--quick] [--out DIR] [--data PATH]
 
 Errors a user can fix (unknown config key or a bad value, malformed YAML, bad code length,
@@ -170,17 +173,17 @@ _PATH_OPTIONS = {
 
 
 def _cmd_prepare(args) -> int:
-    from hihpq_lib.app.pipeline import peak_rss_mb, prepare, prepare_tail
+    from hihpq_lib.app.prepare import prepare_for
+    from hihpq_lib.utils.timing import peak_rss_mb
 
-    cfg = _config(args)
-    if cfg.tail_blocks:  # the trunk's maps, not pooled features (docs/adapted_tail.md)
-        prep = prepare_tail(cfg)
-        print(f"splits: {prep.splits.sizes()}")
+    prep = prepare_for(_config(args))
+    print(f"splits: {prep.splits.sizes()}")
+    if prep.mode == "tail":  # the trunk's maps, not pooled features (docs/adapted_tail.md)
         print(f"trunk maps {prep.maps.shape}, bank maps {prep.bank_maps.shape} (float16)")
-    else:
-        prep = prepare(cfg)
-        print(f"splits: {prep.splits.sizes()}")
+    elif prep.mode == "bank":
         print(f"features {tuple(prep.feats.shape)}, bank {tuple(prep.bank.shape)}")
+    else:  # online: nothing is cached, the backbone runs on the images during training
+        print("online augmentation: nothing to cache (the backbone runs during training)")
     for name, sec in prep.timer.seconds.items():
         print(f"  {name:<20} {sec:8.1f} s")
     print(f"peak memory {peak_rss_mb():.0f} MB")
@@ -235,23 +238,18 @@ def _cmd_train(args) -> int:
 def _cmd_evaluate(args) -> int:
     import dataclasses
 
-    from hihpq_lib.app.pipeline import (
-        check_run_stamps,
+    from hihpq_lib.app.prepare import prepare_for
+    from hihpq_lib.app.scoring import (
+        evaluate_run,
         hierarchy_results,
-        prepare,
-        prepare_tail,
         pseudo_hierarchy_report,
+        restore_run,
     )
-    from hihpq_lib.data import DatasetNotFoundError
-    from hihpq_lib.learning.training import evaluate_levels, load_checkpoint, load_model
+    from hihpq_lib.data import DatasetNotFoundError, load_splits
 
     run = Path(args.run)
-    if not (run / "checkpoint.pt").is_file():
-        raise FileNotFoundError(
-            f"{run} is not a run folder (no checkpoint.pt); train one with `hihpq train`"
-        )
-    ck = check_run_stamps(run)
-    model, cfg = load_model(run, "final")
+    trained = restore_run(run)
+    cfg = trained.cfg
     # A run folder may come from someone else: the data paths stored in it are never
     # followed (a hostile folder could run code when read). --data, or the local setup.
     stored = cfg.data
@@ -279,27 +277,19 @@ def _cmd_evaluate(args) -> int:
             f"{args.data or 'the locally configured CIFAR-10'}",
             file=sys.stderr,
         )
-    if cfg.tail_blocks:  # the tail trained: each model is evaluated with its own tail
-        prep = prepare_tail(cfg, progress=not args.json)
-        prep.online.backbone.load_state_dict(ck["backbone"])
-    else:
-        prep = prepare(cfg, progress=not args.json)
-    q, db = prep.split("query"), prep.split("database")
-    ql, dl = prep.level_labels("query"), prep.level_labels("database")
-    levels = {k: (ql[k], dl[k]) for k in ql}
-    best, _ = load_model(run, "best", in_dim=q.feats.shape[1])
-    final_levels = evaluate_levels(model, q.feats, db.feats, levels, cfg.topk, cfg.symmetric)
-    if cfg.tail_blocks:
-        prep.online.backbone.load_state_dict(load_checkpoint(run / "best.pt")["backbone"])
-        q, db = prep.split("query"), prep.split("database")
-    best_levels = evaluate_levels(best, q.feats, db.feats, levels, cfg.topk, cfg.symmetric)
+    # the run's mode (bank, tail, online), its own splits and its own backbone states: as
+    # train scored it
+    saved = run / "splits.json"
+    splits = load_splits(saved) if saved.is_file() else None
+    prep = prepare_for(cfg, progress=not args.json, splits=splits)
+    scores = evaluate_run(trained, prep)
     res = {
         "run": str(run),
         "dataset": prep.dataset.display_name,
-        f"map@{cfg.topk}_final": final_levels["class"],
-        f"map@{cfg.topk}_val_selected": best_levels["class"],
-        **hierarchy_results(prep, cfg, final_levels, best_levels),
-        "pseudo_hierarchy": pseudo_hierarchy_report(run, prep, ck.get("run_id")),
+        f"map@{cfg.topk}_final": scores.final["class"],
+        f"map@{cfg.topk}_val_selected": scores.best["class"],
+        **hierarchy_results(prep, cfg, scores.final, scores.best),
+        "pseudo_hierarchy": pseudo_hierarchy_report(run, prep, trained.run_id),
     }
     if args.json:
         print(json.dumps(res))
@@ -349,34 +339,16 @@ def _print_levels(res: dict) -> None:
 
 
 def _cmd_search(args) -> int:
-    import numpy as np
-
-    from hihpq_lib.app.pipeline import check_run_stamps
+    from hihpq_lib.app.scoring import restore_run, search_files
     from hihpq_lib.data import read_image_file
-    from hihpq_lib.data.backbones import build_backbone
-    from hihpq_lib.data.features import extract_features
-    from hihpq_lib.learning.training import load_model
-    from hihpq_lib.quantization.index import PQIndex
 
-    run = Path(args.run)
-    img = read_image_file(args.image)  # a corrupt or missing image fails first, by name
-    if not (run / "checkpoint.pt").is_file():
-        raise FileNotFoundError(
-            f"{run} is not a run folder (no checkpoint.pt); train one with `hihpq train`"
-        )
-    check_run_stamps(run)  # the index must come from the same run as the model
-    model, cfg = load_model(run, "final")
-    index = PQIndex.load(run / "index")
-    if args.k < 1 or args.k > index.ntotal:
-        raise ValueError(f"--k must lie in 1..{index.ntotal}, got {args.k}")
-    backbone = build_backbone(cfg.backbone, pretrained=cfg.pretrained)
-    feats = extract_features(backbone, img[None], cfg.resolution, engine="torch", progress=False)
-    feats = feats.to(model.quantizer.codebooks.dtype)
-    dist, idx = index.search(model.points(feats), args.k)
-    db_ids = np.load(run / "database_indices.npy")
-    print(f"top {args.k} of {index.ntotal} database images for {args.image}:")
-    for rank, (d, i) in enumerate(zip(dist[0].tolist(), idx[0].tolist()), 1):
-        print(f"{rank:>3}  dataset index {int(db_ids[i]):>6}  distance {d:.4f}")
+    read_image_file(args.image)  # a corrupt or missing image fails first, by name
+    # the run's final model and its own backbone (trained or frozen), the index's run
+    run = restore_run(args.run)
+    dist, _, ids = search_files(run, [args.image], args.k)
+    print(f"top {args.k} of {run.n_database} database images for {args.image}:")
+    for rank, (d, i) in enumerate(zip(dist[0].tolist(), ids[0].tolist()), 1):
+        print(f"{rank:>3}  dataset index {int(i):>6}  distance {d:.4f}")
     return 0
 
 

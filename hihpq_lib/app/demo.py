@@ -21,12 +21,15 @@ import numpy as np
 import torch
 import yaml
 
-from hihpq_lib.app.pipeline import check_run_folder, peak_rss_mb, prepare, run_experiment
+from hihpq_lib.app.pipeline import check_run_folder, run_experiment
+from hihpq_lib.app.prepare import prepare
 from hihpq_lib.evaluation.baselines import FaissOPQ, FloatBaseline
 from hihpq_lib.evaluation.metrics import format_table, map_at_k
 from hihpq_lib.learning.config import TrainConfig, demo_config
+from hihpq_lib.utils.arrays import to_numpy
 from hihpq_lib.utils.atomic import atomic_write_text
 from hihpq_lib.utils.runtime import fast_mode, runs_dir
+from hihpq_lib.utils.timing import peak_rss_mb
 
 __all__ = ["run_demo", "baseline_maps"]
 
@@ -35,11 +38,11 @@ def baseline_maps(prep, cfg: TrainConfig) -> list[dict]:
     """Float-feature and faiss OPQ baselines on the same frozen features."""
     q = prep.split("query")
     db = prep.split("database")
-    train = prep.feats[prep.rows(prep.splits.train)].float().numpy()
+    train = to_numpy(prep.feats[prep.rows(prep.splits.train)], np.float32)
     if len(train) < train.shape[1]:
         # OPQ needs n >= dim (quick mode has few training images): fit on the database,
         # which an index sees anyway (no labels are used)
-        train = db.feats.numpy()
+        train = to_numpy(db.feats)
     topk = min(cfg.topk, len(db.feats))
     rows = []
     for name, method, bits in (
@@ -48,8 +51,8 @@ def baseline_maps(prep, cfg: TrainConfig) -> list[dict]:
     ):
         t = time.perf_counter()
         method.fit(train)
-        method.add(db.feats.numpy())
-        _, idx = method.search(q.feats.numpy(), topk)
+        method.add(to_numpy(db.feats))
+        _, idx = method.search(to_numpy(q.feats), topk)
         rows.append(
             {
                 "method": name,
@@ -77,7 +80,7 @@ def _figures(res: dict, out: Path) -> list[Path]:
     index = model.build_index(prep.split("database").feats)
     q_feats = prep.feats[prep.rows(picks)].float()
     _, top = index.search(model.points(q_feats), 10)
-    top = db_idx[top.numpy()]
+    top = db_idx[to_numpy(top)]
     from hihpq_lib.data import read_images
 
     q_img = read_images(prep.dataset, picks, size=64)
@@ -98,7 +101,7 @@ def _figures(res: dict, out: Path) -> list[Path]:
     if model.space.k is not None:  # the codeword disks are drawn with the curvature
         sample = prep.rows(rng.choice(db_idx, size=min(1500, len(db_idx)), replace=False))
         pts = model.points(prep.feats[sample].float())
-        point_labels = [names[int(c)] for c in labels[prep.feat_index[sample.numpy()]]]
+        point_labels = [names[int(c)] for c in labels[prep.feat_index[to_numpy(sample)]]]
         fig = viz.subspace_codewords_disks(
             model.quantizer.codewords().detach(),
             model.space.k.detach(),

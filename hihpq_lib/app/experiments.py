@@ -25,13 +25,14 @@ from hihpq_lib.evaluation.metrics import (
 )
 from hihpq_lib.learning.config import TrainConfig
 from hihpq_lib.learning.model import HiHPQModel
-from hihpq_lib.learning.training import FeatureSplit, TrainingData
+from hihpq_lib.learning.views import FeatureSplit, TrainingData
+from hihpq_lib.utils.arrays import to_numpy
 from hihpq_lib.utils.runtime import project_dir, runs_dir
 
 __all__ = [
     "training_data",
-    "run_folder",
-    "rank_database",
+    "experiment_folder",
+    "rank_with_model",
     "pick_queries",
     "retrieval_examples",
     "run_ablation",
@@ -45,7 +46,7 @@ __all__ = [
 
 
 def training_data(prepared, n_val_per_class: int, *, seed: int | None = None) -> TrainingData:
-    """Training data of a :class:`~hihpq_lib.app.pipeline.Prepared` with a chosen validation pair.
+    """Training data of a :class:`~hihpq_lib.app.prepare.Prepared` with a chosen validation pair.
 
     The validation queries are ``n_val_per_class`` database images per class
     (:func:`~hihpq_lib.data.add_validation`); the validation database is the rest of the
@@ -76,17 +77,19 @@ def training_data(prepared, n_val_per_class: int, *, seed: int | None = None) ->
     )
 
 
-def run_folder(tag: str, cfg: TrainConfig, *extra) -> Path:
+def experiment_folder(tag: str, cfg: TrainConfig, *extra) -> Path:
     """``runs_dir()/tutorial/<tag>-<digest>``: one folder per configuration (and ``extra``).
 
-    ``extra`` holds anything else that changes the run (e.g. the validation size), as
-    JSON-able values.
+    The folder of a notebook experiment, named after its tag and a digest of what it
+    runs (:func:`hihpq_lib.app.pipeline.run_folder` is the folder of a ``hihpq train``
+    run: ``out_dir``, else ``runs_dir()/<config name>``). ``extra`` holds anything else
+    that changes the run (e.g. the validation size), as JSON-able values.
 
     >>> from hihpq_lib.learning.config import tutorial_config
-    >>> a = run_folder("x", tutorial_config(True, 2, hierarchy=False), 10)
-    >>> a == run_folder("x", tutorial_config(True, 2, hierarchy=False), 10)
+    >>> a = experiment_folder("x", tutorial_config(True, 2, hierarchy=False), 10)
+    >>> a == experiment_folder("x", tutorial_config(True, 2, hierarchy=False), 10)
     True
-    >>> a == run_folder("x", tutorial_config(True, 3, hierarchy=False), 10)
+    >>> a == experiment_folder("x", tutorial_config(True, 3, hierarchy=False), 10)
     False
     """
     blob = json.dumps([cfg.to_dict(), list(extra)], sort_keys=True, default=str)
@@ -95,17 +98,22 @@ def run_folder(tag: str, cfg: TrainConfig, *extra) -> Path:
 
 
 @torch.no_grad()
-def rank_database(
+def rank_with_model(
     model: HiHPQModel,
     query: FeatureSplit | torch.Tensor,
     database: FeatureSplit | torch.Tensor,
     topk: int,
 ) -> torch.Tensor:
-    """Ranked database indices of asymmetric PQ search, ``(Q, min(topk, N))`` int64.
+    """Database indices ranked by the model's asymmetric PQ search, ``(Q, min(topk, N))``.
 
     The database is encoded with the model's codebooks, the queries stay unquantized
     (the same search as :func:`~hihpq_lib.learning.training.evaluate_map`, whose mAP is
-    ``metrics.map_at_k(query.labels, database.labels, rank_database(...))``).
+    ``metrics.map_at_k(query.labels, database.labels, rank_with_model(...))``). To rank
+    from a distance matrix instead, use :func:`hihpq_lib.evaluation.metrics.rank_database`.
+
+    Returns
+    -------
+    (Q, min(topk, N)) int64 tensor, nearest first.
     """
     qf = query.feats if isinstance(query, FeatureSplit) else query
     dbf = database.feats if isinstance(database, FeatureSplit) else database
@@ -120,7 +128,7 @@ def pick_queries(prep, per_class: int = 1, n_classes: int | None = None, seed: i
 
     Parameters
     ----------
-    prep : :class:`~hihpq_lib.app.pipeline.Prepared`
+    prep : :class:`~hihpq_lib.app.prepare.Prepared`
     per_class : int, queries per class
     n_classes : int, optional, only the first ``n_classes`` classes (single-label data)
     seed : int
@@ -150,7 +158,7 @@ def retrieval_examples(prep, model, query_indices, k: int = 10, size: int = 64) 
 
     Parameters
     ----------
-    prep : :class:`~hihpq_lib.app.pipeline.Prepared`
+    prep : :class:`~hihpq_lib.app.prepare.Prepared`
     model : :class:`~hihpq_lib.learning.model.HiHPQModel`
     query_indices : (Q,) dataset indices of test queries (e.g. :func:`pick_queries`)
     k : int, results per query
@@ -167,7 +175,7 @@ def retrieval_examples(prep, model, query_indices, k: int = 10, size: int = 64) 
     labels = np.asarray(prep.dataset.labels)
     index = model.build_index(prep.split("database").feats)
     _, top = index.search(model.points(prep.feats[prep.rows(query_indices)].float()), k)
-    top = db_idx[top.numpy()]  # (Q, k) dataset indices
+    top = db_idx[to_numpy(top)]  # (Q, k) dataset indices
     hits = labels[top] == labels[query_indices][:, None]
     q_img = D.read_images(prep.dataset, query_indices, size=size)
     r_img = D.read_images(prep.dataset, top.reshape(-1), size=size)
@@ -197,7 +205,7 @@ def run_ablation(
     Every run uses the same prepared features, bank and splits (those of ``prep``); the
     seed changes only the training randomness (initialisation, batches, view pairs,
     clustering), as in the benchmark. Each run has its own folder,
-    ``run_folder(f"{tag}_{method}_seed{seed}", cfg)`` (under
+    ``experiment_folder(f"{tag}_{method}_seed{seed}", cfg)`` (under
     ``runs/tutorial/``, named after a digest of the configuration); a folder that
     already holds a finished run is loaded instead of trained (``resume=True``).
 
@@ -208,7 +216,8 @@ def run_ablation(
     per-query AP of the selected model, for the query bootstrap), ``val_selected_epoch``,
     ``seconds`` (wall clock of this call, ~0 when loaded) and ``folder``.
     """
-    from hihpq_lib.learning.training import evaluate_map, load_model, train
+    from hihpq_lib.learning.checkpoint import load_model
+    from hihpq_lib.learning.training import evaluate_map, train
 
     unknown = [m for m in methods if m not in ABLATIONS]
     if unknown:
@@ -221,12 +230,12 @@ def run_ablation(
             cfg = base.with_overrides(
                 [*ABLATIONS[method], f"seed={int(seed)}", f"name={method}_seed{int(seed)}"]
             )
-            out = run_folder(f"{tag}_{method}_seed{int(seed)}", cfg)
+            out = experiment_folder(f"{tag}_{method}_seed{int(seed)}", cfg)
             t0 = time.perf_counter()
             res = train(cfg, prep.training_data(), out, resume=True, progress=progress)
             best, _ = load_model(out, "best", in_dim=q.feats.shape[1])
             ap = average_precision_at_k(
-                hits_at_k(q.labels, db.labels, rank_database(best, q, db, k))
+                hits_at_k(q.labels, db.labels, rank_with_model(best, q, db, k))
             )
             rows.append(
                 {
@@ -327,9 +336,9 @@ def geometry_twins(
 ) -> dict[str, dict[str, Any]]:
     """HiHPQ (``geometry=lorentz``) and its Euclidean twin, same data, features and seed.
 
-    Both runs share one :func:`~hihpq_lib.app.pipeline.prepare` (the frozen features, the
+    Both runs share one :func:`~hihpq_lib.app.prepare.prepare` (the frozen features, the
     augmentation bank and the splits) and differ only in ``geometry``. Each has its own
-    folder, ``run_folder(f"{tag}_{geometry}", cfg)``; a folder whose ``results.json``
+    folder, ``experiment_folder(f"{tag}_{geometry}", cfg)``; a folder whose ``results.json``
     exists is loaded instead of trained.
 
     Returns
@@ -337,13 +346,14 @@ def geometry_twins(
     ``{"lorentz": results, "euclidean": results}``: the ``results.json`` of each run
     (per-level mAP under ``map@K_levels_val_selected``), with ``"folder"`` added.
     """
-    from hihpq_lib.app.pipeline import prepare, run_experiment
+    from hihpq_lib.app.pipeline import run_experiment
+    from hihpq_lib.app.prepare import prepare
 
     cfgs = {g: folder_twin_config(folder, overrides, g) for g in ("lorentz", "euclidean")}
     out: dict[str, dict[str, Any]] = {}
     prep = None
     for geometry, cfg in cfgs.items():
-        run = run_folder(f"{tag}_{geometry}", cfg)
+        run = experiment_folder(f"{tag}_{geometry}", cfg)
         results = run / "results.json"
         if not results.is_file():
             if prep is None:

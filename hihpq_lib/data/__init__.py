@@ -51,10 +51,12 @@ from hihpq_lib.data.dataset import (
 from hihpq_lib.data.images import (
     AUGMENT_READ_MARGIN,
     IMAGE_EXTENSIONS,
+    EncodedImages,
     LazyImages,
     folder_read_size,
     read_image_file,
     read_images,
+    reference_read_size,
 )
 from hihpq_lib.data.sources import (
     CIFAR10_CLASSES,
@@ -131,7 +133,9 @@ __all__ = [
     "read_images",
     "read_image_file",
     "LazyImages",
+    "EncodedImages",
     "folder_read_size",
+    "reference_read_size",
     "AUGMENT_READ_MARGIN",
     "per_class_splits",
     "cifar10_splits",

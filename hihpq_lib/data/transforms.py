@@ -10,7 +10,11 @@ Two transforms:
   ``[0, 1]``, normalise with the backbone's mean/std. The reference
   (``zexuanqiu/HiHPQ``, ``data.py``) used ``Resize(224)`` for CIFAR-10 (and
   ``Resize(256) + CenterCrop(224)`` for Flickr25K / NUS-WIDE); we resize the shorter side
-  to ``resolution`` and centre-crop, which is the same for square images.
+  to ``resolution`` and centre-crop, which is the same for square images. Image files
+  reach it already read at a square size (:mod:`hihpq_lib.data.images`): at 224 px
+  (``image_geometry: square``), or as ``Resize(256) + CenterCrop(224)`` (``reference``,
+  :func:`~hihpq_lib.data.images.reference_read_size`), which this transform then leaves
+  as it is.
 * :func:`augment_batch` -- the reference's SimCLR-style recipe (``TwoCropsTransform``)::
 
       RandomResizedCrop(size, scale=(0.5, 1.0))          # ratio (3/4, 4/3), bilinear
@@ -265,7 +269,9 @@ def augment_batch(
 
     Parameters
     ----------
-    images : (N, H, W, 3) uint8, numpy array or torch tensor
+    images : (N, H, W, 3) uint8, numpy array or torch tensor; or a list of N
+        ``(H_i, W_i, 3)`` uint8 images of their own sizes (the whole, non-square images
+        of ``image_geometry: reference``: each view is cropped from its full image)
     resolution : int
         Output side in pixels (reference 224 px on VGG-16; default 128).
     seed : int or torch.Generator
@@ -288,8 +294,13 @@ def augment_batch(
     ((3, 3, 48, 48), True, False)
     """
     base = _seed_from(seed)
-    x = images_to_tensor(images)
-    n = x.shape[0]
+    if isinstance(images, (list, tuple)):  # images of their own sizes (full, non-square)
+        if not images:
+            raise ValueError("images is empty (N = 0); pass at least one image")
+        x = [images_to_tensor(im[None])[0] for im in images]
+    else:
+        x = images_to_tensor(images)
+    n = len(x)
     if indices is None:
         idx = list(range(n))
     else:

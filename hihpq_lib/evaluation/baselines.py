@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from hihpq_lib.utils.arrays import to_numpy
 from hihpq_lib.utils.optional import LazyModule
 
 #: faiss (the ``baselines`` extra), imported when a baseline is first built.
@@ -43,7 +44,7 @@ def set_num_threads(n: int) -> None:
 def _as_float32(x, name: str, dim: int | None = None) -> np.ndarray:
     """(n, d) array-like -> C-contiguous float32 numpy array, checked."""
     if torch.is_tensor(x):
-        x = x.detach().cpu().numpy()
+        x = to_numpy(x)
     x = np.asarray(x)
     if x.ndim != 2:
         raise ValueError(f"{name} must be a 2-d (n, d) array, got shape {x.shape}")
@@ -278,7 +279,7 @@ class FaissOPQ(FaissPQ):
 
     def fit(self, train_feats) -> FaissOPQ:
         n = len(train_feats)
-        dim = np.asarray(train_feats).shape[1] if n else 0
+        dim = to_numpy(train_feats).shape[1] if n else 0
         if n < dim:
             # faiss's OPQMatrix training crashes the process (segfault) when n < dim
             raise ValueError(

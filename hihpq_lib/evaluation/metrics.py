@@ -39,6 +39,7 @@ import torch
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from hihpq_lib.quantization.index import topk_smallest
+from hihpq_lib.utils.arrays import to_numpy
 
 __all__ = [
     "rank_database",
@@ -153,6 +154,9 @@ def _distance_chunks(distances: DistanceSource, num_queries: int | None, chunk_s
 
 
 def _rank_chunk(chunk: torch.Tensor, k: int, largest: bool) -> torch.Tensor:
+    n = chunk.shape[1]
+    if not (isinstance(k, numbers.Integral) and 1 <= k <= n):
+        raise ValueError(f"k must be an int with 1 <= k <= N = {n}, got {k!r}")
     if not chunk.is_floating_point():
         chunk = chunk.double()
     return topk_smallest(-chunk if largest else chunk, k)[1]
@@ -396,7 +400,7 @@ def precision_at_k_curve(
     precision : (L,) float64 ndarray
     """
     ks, p_sum, _, n_q, _ = _precision_recall_sums(query_labels, db_labels, topk_indices, ks, None)
-    return ks, (p_sum / max(n_q, 1)).numpy()
+    return ks, to_numpy(p_sum / max(n_q, 1))
 
 
 def precision_recall_by_rank(
@@ -434,7 +438,7 @@ def precision_recall_by_rank(
         query_labels, db_labels, topk_indices, ks, rel
     )
     recall = r_sum / n_with if n_with else torch.full_like(r_sum, float("nan"))
-    return {"k": ks, "precision": (p_sum / max(n_q, 1)).numpy(), "recall": recall.numpy()}
+    return {"k": ks, "precision": to_numpy(p_sum / max(n_q, 1)), "recall": to_numpy(recall)}
 
 
 # ---------------------------------------------------------------------- hierarchy
@@ -484,7 +488,7 @@ def superclass_labels(
     if unknown:
         raise ValueError(f"superclasses {unknown[:5]} are missing from superclass_names")
     fine_to_super = np.array([pos[superclass_of[c]] for c in class_names], dtype=np.int64)
-    lab = _as_tensor(labels, "labels").numpy()
+    lab = to_numpy(_as_tensor(labels, "labels"))
     if lab.ndim == 1:
         if lab.size and (lab.min() < 0 or lab.max() >= len(class_names)):
             raise ValueError(f"labels must lie in [0, {len(class_names)}) (one per class name)")
@@ -542,12 +546,12 @@ def hierarchy_agreement(
     ``nmi_class`` and, with superclasses, ``ari_superclass``, ``nmi_superclass``
     (``pandas.DataFrame(rows)`` or :func:`format_table` display it).
     """
-    y = _as_tensor(true_labels, "true_labels").numpy()
+    y = to_numpy(_as_tensor(true_labels, "true_labels"))
     if y.ndim != 1:
         raise ValueError(f"true_labels must be (N,) class indices, got shape {y.shape}")
     ys = None
     if true_superlabels is not None:
-        ys = _as_tensor(true_superlabels, "true_superlabels").numpy()
+        ys = to_numpy(_as_tensor(true_superlabels, "true_superlabels"))
         if ys.shape != y.shape:
             raise ValueError(f"true_superlabels must have shape {y.shape}, got {ys.shape}")
     if level_names is None:
@@ -556,7 +560,7 @@ def hierarchy_agreement(
         raise ValueError("level_names must have one name per entry of level_labels")
     rows = []
     for name, lab in zip(level_names, level_labels, strict=True):
-        c = _as_tensor(lab, "level_labels[i]").numpy()
+        c = to_numpy(_as_tensor(lab, "level_labels[i]"))
         if c.shape != y.shape:
             raise ValueError(f"level {name!r} labels have shape {c.shape}, expected {y.shape}")
         row: dict[str, Any] = {

@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from hihpq_lib.utils.arrays import to_numpy
+
 __all__ = [
     "paired_difference",
     "t_multiplier",
@@ -63,8 +65,8 @@ def paired_bootstrap(
     >>> r["diff"], r["low"], r["high"]
     (0.0, 0.0, 0.0)
     """
-    x = np.asarray(torch.as_tensor(a).double().cpu().numpy(), dtype=np.float64).reshape(-1)
-    y = np.asarray(torch.as_tensor(b).double().cpu().numpy(), dtype=np.float64).reshape(-1)
+    x = to_numpy(torch.as_tensor(a), np.float64).reshape(-1)
+    y = to_numpy(torch.as_tensor(b), np.float64).reshape(-1)
     if x.shape != y.shape or x.size == 0:
         raise ValueError(f"a and b must be non-empty and paired, got {x.shape} and {y.shape}")
     if not np.isfinite(x).all() or not np.isfinite(y).all():
@@ -93,8 +95,8 @@ def purity(clusters, labels) -> float:
     >>> purity([0, 0, 1, 1, 2], [5, 5, 5, 7, 7])
     0.8
     """
-    c = np.asarray(clusters).reshape(-1)
-    y = np.asarray(labels).reshape(-1)
+    c = to_numpy(clusters).reshape(-1)
+    y = to_numpy(labels).reshape(-1)
     if c.shape != y.shape or c.size == 0:
         raise ValueError(
             f"clusters and labels must be non-empty and of equal length, got "

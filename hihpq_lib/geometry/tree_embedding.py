@@ -34,6 +34,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import shortest_path
 
 from hihpq_lib.geometry import lorentz as L
+from hihpq_lib.utils.arrays import to_numpy
 
 __all__ = [
     "GEOMETRIES",
@@ -59,7 +60,7 @@ def check_parent(parent) -> np.ndarray:
     Exactly one root (``-1``), every other entry a valid node index, no cycle. Raises
     ``ValueError`` naming the problem.
     """
-    par = np.asarray(parent)
+    par = to_numpy(parent)
     if par.ndim != 1 or par.size == 0 or not np.issubdtype(par.dtype, np.integer):
         raise ValueError(
             f"parent must be a non-empty (n,) integer array (-1 for the root), got shape "
@@ -79,7 +80,7 @@ def check_parent(parent) -> np.ndarray:
 
 def node_depths(parent) -> np.ndarray:
     """``(n,)`` int64: the number of edges from each node up to the root (the root: 0)."""
-    par = np.asarray(parent, dtype=np.int64)
+    par = to_numpy(parent, np.int64)
     n = par.size
     depth = np.full(n, -1, dtype=np.int64)
     for i in range(n):
@@ -123,7 +124,7 @@ def embedded_distances(points: torch.Tensor, geometry: str) -> torch.Tensor:
 
 
 def _pair_ratios(d_emb, d_tree):
-    d_emb, d_tree = np.asarray(d_emb, dtype=np.float64), np.asarray(d_tree, dtype=np.float64)
+    d_emb, d_tree = to_numpy(d_emb, np.float64), to_numpy(d_tree, np.float64)
     if d_emb.shape != d_tree.shape:
         raise ValueError(
             f"d_emb and d_tree must have the same shape, got {d_emb.shape} and {d_tree.shape}"
@@ -133,7 +134,7 @@ def _pair_ratios(d_emb, d_tree):
 
 def least_squares_scale(r) -> float:
     r"""The scale :math:`s = \sum r / \sum r^2` minimising :math:`\sum (s r - 1)^2`."""
-    r = np.asarray(r, dtype=np.float64)
+    r = to_numpy(r, np.float64)
     return float(r.sum() / (r * r).sum())
 
 
@@ -175,7 +176,7 @@ def node_distortion(d_emb, d_tree) -> np.ndarray:
 def distortion_by_depth(d_emb, d_tree, depth) -> dict[int, float]:
     """Mean :func:`node_distortion` of the nodes at each depth, ``{depth: value}``."""
     per_node = node_distortion(d_emb, d_tree)
-    depth = np.asarray(depth, dtype=np.int64)
+    depth = to_numpy(depth, np.int64)
     if depth.shape != per_node.shape:
         raise ValueError(f"depth must be (n,) = {per_node.shape}, got {depth.shape}")
     return {int(d): float(per_node[depth == d].mean()) for d in np.unique(depth)}
@@ -218,7 +219,7 @@ def fit_tree_embedding(
         raise ValueError(f"geometry must be one of {GEOMETRIES}, got {geometry!r}")
     if int(dim) < 1 or int(steps) < 0:
         raise ValueError(f"dim must be >= 1 and steps >= 0, got dim={dim}, steps={steps}")
-    d = torch.as_tensor(np.asarray(d_tree, dtype=np.float64), dtype=dtype)
+    d = torch.as_tensor(to_numpy(d_tree, np.float64), dtype=dtype)
     n = d.shape[0]
     if d.ndim != 2 or d.shape[1] != n or n < 2:
         raise ValueError(f"d_tree must be an (n, n) matrix with n >= 2, got {tuple(d.shape)}")

@@ -58,6 +58,8 @@ FIDELITY_OPTIONS: dict[str, tuple] = {
     "eval_mode_after_clustering": (True, False, (True, False)),
     "lr_warmup": ("linspace", "linear", ("linspace", "linear")),
     "drop_last": (False, True, (False, True)),
+    "frozen_backbone_dropout": (True, False, (True, False)),
+    "image_geometry": ("reference", "square", ("reference", "square")),
 }
 #: The reference's behaviour for every option of :data:`FIDELITY_OPTIONS`.
 REFERENCE_OPTIONS: dict = {k: v[0] for k, v in FIDELITY_OPTIONS.items()}
@@ -67,12 +69,16 @@ CURRENT_OPTIONS: dict = {k: v[1] for k, v in FIDELITY_OPTIONS.items()}
 #: The CPU profile's choice (``TrainConfig``'s defaults), made on validation mAP with the
 #: fidelity ablation (docs/fidelity.md): the reference's losses and clustering input;
 #: our subspace convention, train mode and schedule, which did not score higher there.
+#: ``frozen_backbone_dropout`` and ``image_geometry`` act only on the online (paper) path
+#: and keep our earlier behaviour here (the CPU profile's backbone runs once, cached).
 CPU_DEFAULT_OPTIONS: dict = {
     **REFERENCE_OPTIONS,
     "subspace": "tangent",
     "eval_mode_after_clustering": False,
     "lr_warmup": "linear",
     "drop_last": True,
+    "frozen_backbone_dropout": False,
+    "image_geometry": "square",
 }
 
 
@@ -104,6 +110,9 @@ class TrainConfig:
     # Depths of the hierarchy file's chains to evaluate at (0 = the root), or "auto": every
     # depth >= 1 with 2..C/2 distinct nodes, at most three of them (data.taxonomy).
     hierarchy_levels: list[int] | str = "auto"
+    # Splits (RandomState(seed).permutation, as the reference's np.random.permutation after
+    # np.random.seed), validation carving, initialisation, batches and views. The
+    # reference's scripts run with its default --seed 2021 (configs/paper set it).
     seed: int = 0
     n_val_per_class: int = 100
     subsample_per_class: int | None = None  # shrink every split (fast mode, CI)
@@ -219,6 +228,26 @@ class TrainConfig:
     # clustering features after model.eval() and does not switch back, so VGG's dropout
     # is off from then on (and a BatchNorm head, ours, uses its running statistics).
     eval_mode_after_clustering: bool = False
+    # True (reference): on the online path a frozen backbone (trainable_layers: 0, the
+    # reference's Flickr25K / NUS-WIDE scripts) keeps its Dropout layers in train mode
+    # while the model trains, as the reference's model.train() does (VGG-16's fc6/fc7
+    # dropout, p = 0.5); with eval_mode_after_clustering they are off from the first
+    # clustering epoch on. Only Dropout modules switch (a BatchNorm backbone keeps its
+    # running statistics). False: a frozen backbone always runs in eval mode. A backbone
+    # with trainable layers follows the model's mode either way.
+    frozen_backbone_dropout: bool = False
+    # Image files on the online path. "reference": clean images (clustering, validation,
+    # queries, database) are read as Resize(256) + CenterCrop(224) (scaled with
+    # resolution: the shorter side to round(resolution * 256 / 224), the long side
+    # truncated as torchvision does), and the training views are RandomResizedCrops of
+    # the whole, non-square image (its encoded bytes are held in memory, decoded per
+    # step). "square": every file is read once with the shorter side at 224 and
+    # centre-cropped to 224 x 224; the views crop that square. No effect on in-memory
+    # images (CIFAR-10) or on the cached (bank / tail) paths.
+    image_geometry: str = "square"
+    # NUS-WIDE only: the training list file, "train" (train.txt) or "train_10500"
+    # (train_10500.txt, the reference's scripts: NUSWIDE(train_file="train_10500")).
+    train_list: str = "train"
     # evaluation
     topk: int = 1000
     eval_interval: int = 1
@@ -245,7 +274,14 @@ class TrainConfig:
         """The fidelity options of this config (see :data:`FIDELITY_OPTIONS`)."""
         return {k: getattr(self, k) for k in FIDELITY_OPTIONS}
 
+    def __post_init__(self):
+        self.validate()  # once, when a config is made (from_dict, replace, the constructor)
+
     def validate(self) -> TrainConfig:
+        """Check every value; raise :class:`ConfigError` naming the key and the fix.
+
+        Run when a config is made (``__post_init__``), so a ``TrainConfig`` in hand is a
+        valid one; nothing downstream validates it again. Returns ``self``."""
         try:
             M = self.M
             check_code_config(self.feat_dim, M, self.K)
@@ -286,6 +322,11 @@ class TrainConfig:
                     f"{key} must be one of {list(allowed)}, got {getattr(self, key)!r} "
                     "(see docs/fidelity.md)"
                 )
+        if self.train_list not in ("train", "train_10500"):
+            raise ConfigError(
+                f"train_list must be 'train' or 'train_10500' (NUS-WIDE's train.txt or "
+                f"train_10500.txt), got {self.train_list!r}"
+            )
         if self.subspace == "ambient" and self.sub_dim < 2:
             raise ConfigError(
                 f"subspace=ambient drops the first of feat_dim/M = {self.sub_dim} outputs per "
@@ -339,7 +380,7 @@ class TrainConfig:
                 close = difflib.get_close_matches(key, list(known), n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 raise ConfigError(f"unknown config key {key!r}{hint}")
-        return cls(**d).validate()
+        return cls(**d)
 
     def with_overrides(self, items: list[str] | None) -> TrainConfig:
         """Apply ``key=value`` strings (values parsed as YAML: ``3``, ``true``, ``[1, 2]``)."""

@@ -10,7 +10,8 @@ import torch
 
 from hihpq_lib.learning.config import TrainConfig
 from hihpq_lib.learning.model import HiHPQModel
-from hihpq_lib.learning.training import TrainingData
+from hihpq_lib.learning.views import TrainingData
+from hihpq_lib.utils.arrays import to_numpy
 
 __all__ = ["initial_model", "codeword_geometry"]
 
@@ -74,8 +75,8 @@ def codeword_geometry(model: HiHPQModel, feats: torch.Tensor) -> list[dict]:
         def radius(x, km=km, o=o):
             return float(lorentz.dist(o.expand_as(x), x, k=km).median())
 
-        pts_ball = lorentz.to_poincare(out.points[:, m].double(), k=km.double()).numpy()
-        cw_ball = lorentz.to_poincare(cw[m].double(), k=km.double()).numpy()
+        pts_ball = to_numpy(lorentz.to_poincare(out.points[:, m].double(), k=km.double()))
+        cw_ball = to_numpy(lorentz.to_poincare(cw[m].double(), k=km.double()))
         both = np.concatenate([cw_ball, pts_ball])
         _, _, vt = np.linalg.svd(both - both.mean(0), full_matrices=False)
         rows.append(

@@ -26,6 +26,7 @@ from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.cluster import KMeans
 
 from hihpq_lib.geometry import lorentz as L
+from hihpq_lib.utils.arrays import to_numpy
 
 __all__ = ["TangentWardHierarchy", "tangent_features", "weighted_ward_linkage"]
 
@@ -45,7 +46,7 @@ def tangent_features(points, k=None) -> np.ndarray:
     """
     x = torch.as_tensor(points)
     if x.dim() == 2:
-        return x.detach().double().cpu().numpy()
+        return to_numpy(x, np.float64)
     if x.dim() != 3:
         raise ValueError(
             f"expected (N, F) tangent features or (N, M, n+1) points, got {tuple(x.shape)}"
@@ -55,7 +56,7 @@ def tangent_features(points, k=None) -> np.ndarray:
     kk = torch.as_tensor(k, dtype=x.dtype)
     kk = kk.view(-1, 1) if kk.dim() > 0 else kk
     v = L.logmap0(x, k=kk)[..., 1:]
-    return v.reshape(x.shape[0], -1).detach().double().cpu().numpy()
+    return to_numpy(v.reshape(x.shape[0], -1), np.float64)
 
 
 def weighted_ward_linkage(X: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -77,8 +78,8 @@ def weighted_ward_linkage(X: np.ndarray, weights: np.ndarray) -> np.ndarray:
     -------
     (P-1, 4) float64
     """
-    X = np.asarray(X, dtype=np.float64)
-    w = np.asarray(weights, dtype=np.float64).copy()
+    X = to_numpy(X, np.float64)
+    w = to_numpy(weights, np.float64).copy()
     P = X.shape[0]
     if P < 2:
         raise ValueError("need at least 2 points to build a linkage")

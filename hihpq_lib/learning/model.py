@@ -15,6 +15,7 @@ from hihpq_lib.geometry.manifolds import ProductSpace, make_space
 from hihpq_lib.learning.config import TrainConfig
 from hihpq_lib.quantization.index import PQIndex
 from hihpq_lib.quantization.quantizer import ProductQuantizer, QuantizerOutput
+from hihpq_lib.utils.arrays import to_numpy
 
 __all__ = ["ProjectionHead", "HiHPQModel", "HiHPQNet", "build_model"]
 
@@ -32,9 +33,12 @@ def _symmetric_eigh(cov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         import scipy.linalg
 
         ridge = 1e-12 * max(float(torch.diagonal(cov).mean()), 1e-300)
-        a = cov.numpy() + ridge * np.eye(cov.shape[0])
+        a = to_numpy(cov) + ridge * np.eye(cov.shape[0])
         w, v = scipy.linalg.eigh(a, driver="evr")
-        return torch.as_tensor(w, dtype=cov.dtype), torch.as_tensor(v, dtype=cov.dtype)
+        return (
+            torch.as_tensor(w, dtype=cov.dtype, device=cov.device),
+            torch.as_tensor(v, dtype=cov.dtype, device=cov.device),
+        )
 
 
 class ProjectionHead(nn.Module):

@@ -25,14 +25,9 @@ uninterrupted run: every epoch draws its randomness from a generator seeded by
 from __future__ import annotations
 
 import dataclasses
-import io
-import json
 import math
-import pickle
 import time
 import uuid
-import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import geoopt
@@ -41,25 +36,31 @@ import torch
 from tqdm.auto import tqdm
 
 from hihpq_lib.evaluation.metrics import map_at_k, map_at_k_levels
-from hihpq_lib.learning.config import TrainConfig, resolve_num_clusters, with_legacy_fidelity
+from hihpq_lib.learning.checkpoint import (
+    BEST,
+    CHECKPOINT,
+    METRICS,
+    PSEUDO_HIERARCHY,
+    load_checkpoint,
+    save_best,
+    save_checkpoint,
+    save_pseudo_hierarchy,
+    write_metrics,
+)
+from hihpq_lib.learning.config import TrainConfig, resolve_num_clusters
 from hihpq_lib.learning.hierarchy import TangentWardHierarchy
 from hihpq_lib.learning.losses import HiHPQLoss
 from hihpq_lib.learning.model import HiHPQModel, build_model
-from hihpq_lib.utils.atomic import atomic_torch_save, atomic_write_bytes, atomic_write_text
+from hihpq_lib.learning.views import BankViews, FeatureSplit, TrainingData
+from hihpq_lib.utils.arrays import to_numpy
 from hihpq_lib.utils.runtime import in_notebook, progress_bar, thread_budget, use_threads
 
 __all__ = [
-    "FeatureSplit",
-    "view_pairs",
-    "TrainingData",
     "LRSchedule",
     "steps_per_epoch",
     "evaluate_map",
     "evaluate_levels",
     "search_topk",
-    "PSEUDO_HIERARCHY",
-    "save_pseudo_hierarchy",
-    "load_pseudo_hierarchy",
     "uses_hierarchy",
     "trains_backbone",
     "clean_train_features",
@@ -71,240 +72,8 @@ __all__ = [
     "init_model",
     "make_loss",
     "make_schedule",
-    "save_best",
-    "save_checkpoint",
     "train",
-    "BankViews",
-    "OnlineViews",
-    "TailViews",
-    "load_model",
-    "load_checkpoint",
-    "CheckpointError",
-    "check_stamp",
-    "atomic_torch_save",
 ]
-
-CHECKPOINT = "checkpoint.pt"
-BEST = "best.pt"
-METRICS = "metrics.jsonl"
-
-
-@dataclass
-class FeatureSplit:
-    """Backbone features ``(N, F)`` and labels ``(N,)`` or ``(N, C)`` of one split."""
-
-    feats: torch.Tensor
-    labels: torch.Tensor
-
-    def __post_init__(self):
-        if self.feats.dim() != 2 or len(self.feats) != len(self.labels):
-            raise ValueError(
-                f"features (N, F) and labels (N, ...) must agree, got {tuple(self.feats.shape)} "
-                f"and {tuple(self.labels.shape)}"
-            )
-        if len(self.feats) == 0:
-            raise ValueError("empty split: no features to train or evaluate on")
-
-
-@dataclass
-class TrainingData:
-    """What training needs: augmented views, clean training features, validation.
-
-    Attributes
-    ----------
-    bank : (N, V, F) float16/float32, V augmented views of each training image (CPU path),
-        or None when ``online`` is given.
-    train : (N, F) clean features of the training images (for clustering).
-    val_query, val_database : FeatureSplit, for model selection.
-    online : OnlineViews or TailViews, optional
-        The paper's path: fresh augmented views through the backbone at every step; or
-        cached trunk maps through a trainable tail (``tail_blocks``).
-    val_images : (query, database) uint8 images (OnlineViews) or trunk maps (TailViews),
-        optional. With ``online`` and a backbone that trains, validation features are
-        recomputed from these before each evaluation.
-    """
-
-    bank: torch.Tensor | None
-    train: torch.Tensor
-    val_query: FeatureSplit
-    val_database: FeatureSplit
-    online: OnlineViews | None = None
-    val_images: tuple | None = None
-
-    def __post_init__(self):
-        if self.online is None:
-            if self.bank is None or self.bank.dim() != 3 or self.bank.shape[1] < 2:
-                shape = None if self.bank is None else tuple(self.bank.shape)
-                raise ValueError(f"bank must be (N, V >= 2, F), got {shape}")
-            if (
-                self.bank.shape[0] != self.train.shape[0]
-                or self.bank.shape[2] != self.train.shape[1]
-            ):
-                raise ValueError(
-                    f"bank {tuple(self.bank.shape)} and clean training features "
-                    f"{tuple(self.train.shape)} disagree"
-                )
-        elif len(self.online.images) != len(self.train):
-            raise ValueError("online views and clean training features cover different images")
-
-    @property
-    def n_train(self) -> int:
-        return int(self.train.shape[0])
-
-
-def view_pairs(n: int, n_views: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two different view indices per image, ``(n,)`` each, uniform over the ordered pairs
-    of ``n_views`` views (the same draws for :class:`BankViews` and :class:`TailViews`).
-
-    >>> v1, v2 = view_pairs(1000, 3, torch.Generator().manual_seed(0))
-    >>> bool((v1 != v2).all()), int(v1.max()), int(v2.max())
-    (True, 2, 2)
-    """
-    v1 = torch.randint(0, n_views, (n,), generator=gen)
-    v2 = (v1 + torch.randint(1, n_views, (n,), generator=gen)) % n_views
-    return v1, v2
-
-
-class BankViews:
-    """Two different views per image, sampled from a precomputed bank ``(N, V, F)``."""
-
-    def __init__(self, bank: torch.Tensor):
-        self.bank = bank
-
-    def sample(self, idx: torch.Tensor, gen: torch.Generator, training: bool = True):
-        """Two views ``(B, F)`` float32 each (``training`` is ignored: a bank is fixed)."""
-        v1, v2 = view_pairs(len(idx), self.bank.shape[1], gen)
-        return self.bank[idx, v1].float(), self.bank[idx, v2].float()
-
-
-class OnlineViews:
-    """The paper's path: two fresh augmented views of each image through the backbone.
-
-    Parameters
-    ----------
-    backbone : nn.Module from :func:`~hihpq_lib.data.backbones.build_backbone`; its parameters
-        with ``requires_grad`` (VGG-16's last fc layers with ``trainable_layer_num``) train.
-    images : (N, H, W, 3) uint8, the training images.
-    resolution : int (the reference: 224).
-    device : where the backbone runs (``"cuda"`` for the paper's setting).
-    """
-
-    def __init__(
-        self, backbone, images, resolution: int = 224, device: str = "cpu", batch_size: int = 256
-    ):
-        self.backbone = backbone.to(device)
-        self.images = images
-        self.resolution, self.device, self.batch_size = int(resolution), device, int(batch_size)
-
-    def trainable_parameters(self) -> list:
-        return [p for p in self.backbone.parameters() if p.requires_grad]
-
-    def sample(self, idx: torch.Tensor, gen: torch.Generator, training: bool = True):
-        """Two augmented views through the backbone, ``(B, F)`` each.
-
-        The backbone runs in train mode (dropout on) when it has trainable layers and
-        ``training`` is true, else in eval mode (``eval_mode_after_clustering``).
-        """
-        from hihpq_lib.data.transforms import augment_batch
-
-        imgs = self.images[idx.numpy()]
-        seeds = torch.randint(0, 2**62, (2,), generator=gen).tolist()
-        bb = self.backbone
-        bb.train(bool(self.trainable_parameters()) and training)
-        views = [
-            augment_batch(
-                imgs, self.resolution, int(s), indices=idx.numpy(), mean=bb.mean, std=bb.std
-            )
-            for s in seeds
-        ]
-        return tuple(bb(v.to(self.device)) for v in views)
-
-    @torch.no_grad()
-    def clean(self, images) -> torch.Tensor:
-        """Evaluation-transform features ``(N, F)`` of uint8 images: an ``(N, H, W, 3)``
-        array or a :class:`~hihpq_lib.data.LazyImages`, decoded one batch at a time."""
-        from hihpq_lib.data.transforms import eval_transform
-
-        bb = self.backbone
-        was = bb.training
-        bb.eval()
-        out = [
-            bb(
-                eval_transform(
-                    images[i : i + self.batch_size], self.resolution, mean=bb.mean, std=bb.std
-                ).to(self.device)
-            ).cpu()
-            for i in range(0, len(images), self.batch_size)
-        ]
-        bb.train(was)
-        return torch.cat(out)
-
-
-class TailViews:
-    """Two cached views per image through a trainable backbone tail (``tail_blocks``).
-
-    The bank holds the frozen trunk's maps of ``V`` augmented views of every training
-    image (:func:`~hihpq_lib.data.features.trunk_maps`); a step picks two different views
-    per image exactly as :class:`BankViews` does (same generator draws) and runs them
-    through ``tail`` (:class:`~hihpq_lib.data.backbones.tail.BackboneTail`), whose
-    convolutions train with the quantizer. It has the interface of :class:`OnlineViews`
-    that :func:`train` uses (``backbone``, ``images``, ``trainable_parameters``,
-    ``sample``, ``clean``), so the tail's weights are optimised, saved in ``best.pt`` and
-    ``checkpoint.pt``, restored on resume, and the validation and clustering features are
-    recomputed with the current tail.
-
-    Parameters
-    ----------
-    tail : nn.Module, ``(B, C, h, w) -> (B, F)``; always in eval mode (frozen BatchNorm).
-    bank_maps : (N, V, C, h, w) float16 array (a memory map works), the training views.
-    train_maps : (N, C, h, w) float16, the evaluation-transform maps of the same images
-        (clean features for clustering: ``clean(images)``).
-    batch_size : rows per tail forward in :meth:`clean`.
-    """
-
-    def __init__(self, tail, bank_maps, train_maps, batch_size: int = 1024):
-        if bank_maps.ndim != 5 or bank_maps.shape[1] < 2:
-            raise ValueError(f"bank maps must be (N, V >= 2, C, h, w), got {bank_maps.shape}")
-        if train_maps.shape[0] != bank_maps.shape[0] or train_maps.shape[1:] != bank_maps.shape[2:]:
-            raise ValueError(
-                f"bank maps {bank_maps.shape} and training maps {train_maps.shape} disagree"
-            )
-        self.backbone = tail
-        self.bank = bank_maps
-        self.images = train_maps
-        self.batch_size = int(batch_size)
-
-    def trainable_parameters(self) -> list:
-        return [p for p in self.backbone.parameters() if p.requires_grad]
-
-    def _device(self):
-        return next(self.backbone.parameters()).device
-
-    def sample(self, idx: torch.Tensor, gen: torch.Generator, training: bool = True):
-        """Two views ``(B, F)`` float32 through the tail (``training``: the tail stays in
-        eval mode either way: its BatchNorm is frozen)."""
-        v1, v2 = view_pairs(len(idx), self.bank.shape[1], gen)
-        rows = idx.numpy()
-        device = self._device()
-        maps = [
-            torch.from_numpy(np.asarray(self.bank[rows, v.numpy()])).to(device, torch.float32)
-            for v in (v1, v2)
-        ]
-        return self.backbone(maps[0]), self.backbone(maps[1])
-
-    @torch.no_grad()
-    def clean(self, maps) -> torch.Tensor:
-        """Features ``(N, F)`` float32 of cached maps ``(N, C, h, w)`` through the tail."""
-        device = self._device()
-        out = [
-            self.backbone(
-                torch.from_numpy(np.asarray(maps[i : i + self.batch_size])).to(
-                    device, torch.float32
-                )
-            ).cpu()
-            for i in range(0, len(maps), self.batch_size)
-        ]
-        return torch.cat(out)
 
 
 class LRSchedule:
@@ -344,42 +113,6 @@ class LRSchedule:
             return self.start + (self.base - self.start) * frac
         t = (step - self.warm) / max(1, self.total - self.warm)
         return self.final + 0.5 * (self.base - self.final) * (1 + math.cos(math.pi * min(t, 1.0)))
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file that cannot be used (empty, truncated, foreign or hostile)."""
-
-
-def load_checkpoint(path: Path) -> dict:
-    """Load a checkpoint written by :func:`train` (``weights_only=True``: tensors and plain data).
-
-    Raises :class:`CheckpointError` with one line naming the file for an empty, truncated
-    or foreign file, and for one that holds anything but tensors and plain data (such a
-    file is never unpickled: it could run code).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    if path.stat().st_size == 0:
-        raise CheckpointError(
-            f"checkpoint {path} is empty (a crash while it was first written?); delete it "
-            "and train again, or resume from a copy"
-        )
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise CheckpointError(
-            f"checkpoint {path} holds objects other than tensors and plain data, so it was "
-            "not loaded (it may run code); use a checkpoint written by hihpq, or train again"
-        ) from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError) as exc:
-        raise CheckpointError(
-            f"checkpoint {path} is truncated or not a hihpq checkpoint "
-            f"({type(exc).__name__}); delete it and train again"
-        ) from None
-    if not isinstance(ck, dict) or "model" not in ck:
-        raise CheckpointError(f"{path} is not a hihpq checkpoint (no model weights); train again")
-    return ck
 
 
 @torch.no_grad()
@@ -497,7 +230,7 @@ def cluster_step(
     """
     device = model.quantizer.codebooks.device
     feats = train_feats.float().to(device)
-    tangent = model.tangent(feats, raw=cfg.cluster_input == "raw").double().numpy()
+    tangent = to_numpy(model.tangent(feats, raw=cfg.cluster_input == "raw"), np.float64)
     hier = TangentWardHierarchy(
         n_clusters=tuple(cfg.num_clusters),
         method=cfg.cluster_method,
@@ -615,9 +348,9 @@ def open_run(cfg: TrainConfig, out_dir: str | Path, resume: bool) -> dict | None
     """Validate ``cfg`` and create the run folder; return the checkpoint to resume from.
 
     ``None`` for a fresh run (``resume`` false, or no ``checkpoint.pt`` yet). Raises
-    ``ValueError`` when the checkpoint was written with another configuration.
+    ``ValueError`` when the checkpoint was written with another configuration. (``cfg``
+    was validated when it was made: :class:`~hihpq_lib.learning.config.TrainConfig`.)
     """
-    cfg.validate()
     out = Path(out_dir)
     ckpt_path = out / CHECKPOINT
     ck = load_checkpoint(ckpt_path) if resume and ckpt_path.is_file() else None
@@ -687,84 +420,6 @@ def make_schedule(cfg: TrainConfig, n_train: int) -> LRSchedule:
     )
 
 
-def save_best(
-    path: Path, model: HiHPQModel, epoch: int, val_map: float, run_id: str, backbone=None
-) -> None:
-    """Write the validation-selected model to ``path`` (``best.pt``), atomically.
-
-    ``epoch`` is 0-based; ``backbone``: the online backbone when it trains.
-    """
-    best = {"model": model.state_dict(), "epoch": epoch, "val_map": val_map, "run_id": run_id}
-    if backbone is not None:
-        best["backbone"] = backbone.state_dict()
-    atomic_torch_save(best, path)
-
-
-def save_checkpoint(
-    path: Path,
-    cfg: TrainConfig,
-    model: HiHPQModel,
-    optimizer: torch.optim.Optimizer,
-    epoch: int,
-    history: list[dict],
-    best: tuple[float, int],
-    run_id: str,
-    threads: int,
-    backbone=None,
-) -> None:
-    """Write everything a resumed run needs to ``path`` (``checkpoint.pt``), atomically.
-
-    The model, the optimiser, the last finished ``epoch`` (0-based), the ``history``,
-    ``best = (best_val_map, best_epoch)``, the config, the online ``backbone`` (when it
-    trains), the run id and the thread count (it changes float rounding).
-    """
-    atomic_torch_save(
-        {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "epoch": epoch,
-            "history": history,
-            "best_val_map": best[0],
-            "best_epoch": best[1],
-            "config": cfg.to_dict(),
-            "backbone": backbone.state_dict() if backbone is not None else None,
-            "run_id": run_id,
-            "threads": int(threads),
-        },
-        path,
-    )
-
-
-#: The Ward clusters of the training images at the last clustering epoch (``.npz``).
-PSEUDO_HIERARCHY = "pseudo_hierarchy.npz"
-
-
-def save_pseudo_hierarchy(path: Path, labels, epoch: int, run_id: str) -> None:
-    """Write the pseudo hierarchy of one epoch: ``level_<i>`` = the cluster of every
-    training image (in training-set order) at granularity ``i``, plus ``epoch``."""
-    arrays = {f"level_{i}": lab.cpu().numpy() for i, lab in enumerate(labels)}
-    buf = io.BytesIO()
-    np.savez(buf, epoch=np.int64(epoch), run_id=np.str_(run_id), **arrays)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def load_pseudo_hierarchy(path: Path) -> tuple[list, int, str | None] | None:
-    """``(labels per granularity, epoch, run_id)`` written by :func:`save_pseudo_hierarchy`,
-    or ``None`` when the run never clustered (no file)."""
-    path = Path(path)
-    if not path.is_file():
-        return None
-    with np.load(path, allow_pickle=False) as z:
-        n = len([k for k in z.files if k.startswith("level_")])
-        labels = [z[f"level_{i}"] for i in range(n)]
-        run_id = str(z["run_id"]) if "run_id" in z.files else None
-        return labels, int(z["epoch"]), run_id
-
-
-def _write_metrics(path: Path, history: list[dict]) -> None:
-    atomic_write_text(path, "".join(json.dumps(h) + "\n" for h in history))
-
-
 def train(
     cfg: TrainConfig,
     data: TrainingData,
@@ -796,12 +451,11 @@ def train(
     -------
     dict with ``model`` (the final model), ``history`` (per-epoch metrics),
     ``best_epoch`` and ``best_val_map`` (validation-selected), ``final_val_map``,
-    ``finished``, ``run_id`` and ``threads``.
+    ``finished``, ``run_id``, ``threads`` and ``config`` (``cfg`` with ``num_clusters:
+    auto`` resolved from ``data``: the one place it is resolved).
     """
-    if cfg.num_clusters == "auto":  # callers without the dataset: classes seen in validation
-        labels = data.val_database.labels
-        n_classes = labels.shape[1] if labels.ndim == 2 else int(torch.unique(labels).numel())
-        counts = resolve_num_clusters("auto", n_classes, data.n_train)
+    if cfg.num_clusters == "auto":  # the one place it is resolved, from the data trained on
+        counts = resolve_num_clusters("auto", data.class_count(), data.n_train)
         cfg = dataclasses.replace(cfg, num_clusters=counts)
     ck = open_run(cfg, out_dir, resume)
     out = Path(out_dir)
@@ -827,7 +481,7 @@ def train(
         optimizer.load_state_dict(ck["optimizer"])
         history = list(ck["history"])
         start_epoch, best_val, best_epoch = ck["epoch"] + 1, ck["best_val_map"], ck["best_epoch"]
-        _write_metrics(out / METRICS, history)
+        write_metrics(out / METRICS, history)
     elif (out / METRICS).exists():
         (out / METRICS).unlink()
     init_val = None
@@ -884,7 +538,7 @@ def train(
             threads,
             backbone,
         )
-        _write_metrics(out / METRICS, history)
+        write_metrics(out / METRICS, history)
         if progress:
             tqdm.write(
                 f"epoch {epoch + 1}: loss {record['loss']:.4f}"
@@ -902,41 +556,5 @@ def train(
         "finished": bool(history) and history[-1]["epoch"] == cfg.epochs,
         "run_id": run_id,
         "threads": threads,
+        "config": cfg,
     }
-
-
-def check_stamp(path: Path, stamp: str | None, run_id: str | None) -> None:
-    """Refuse a file of a run folder written by another run than its ``checkpoint.pt``.
-
-    Every file a run writes carries the run's id (``run_id`` in ``checkpoint.pt`` and
-    ``best.pt``, in the index metadata and ``results.json``); a folder where training
-    into it was interrupted after an older run could otherwise pair the new model with
-    the old index. Folders written before run ids existed carry none and pass.
-    """
-    if run_id is not None and stamp != run_id:
-        raise CheckpointError(
-            f"{path} was written by another run than {Path(path).parent / CHECKPOINT} "
-            f"(run id {stamp} vs {run_id}): the run folder mixes two runs; train again "
-            "into an empty folder (or with --overwrite)"
-        )
-
-
-def load_model(
-    run_dir: str | Path, which: str = "final", in_dim: int | None = None
-) -> tuple[HiHPQModel, TrainConfig]:
-    """Rebuild a trained model from a run folder (``which``: "final" or "best")."""
-    run = Path(run_dir)
-    ck = load_checkpoint(run / CHECKPOINT)
-    cfg = TrainConfig.from_dict(with_legacy_fidelity(ck["config"]))
-    if which == "final":
-        state = ck["model"]
-    else:
-        best = load_checkpoint(run / BEST)
-        check_stamp(run / BEST, best.get("run_id"), ck.get("run_id"))
-        state = best["model"]
-    first = "head.net.0.weight" if "head.net.0.weight" in state else "head.net.weight"
-    dim = in_dim if in_dim is not None else state[first].shape[1]
-    model = build_model(cfg, dim)
-    model.load_state_dict(state)
-    model.eval()
-    return model, cfg

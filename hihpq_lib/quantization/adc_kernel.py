@@ -1,18 +1,19 @@
 """The compiled ADC search (numba): the fast path of :meth:`PQIndex.search` on CPU.
 
 It computes exactly what the reference path of :class:`~hihpq_lib.quantization.index.PQIndex` computes
-(per-query ``M x K`` tables, a lookup-sum over the codes, the ``k`` smallest sums with
+(per-query ``M x K`` tables, a lookup-sum over the codes, the ``topk`` smallest sums with
 ties broken by the lower item index), fused into one pass over the codes per query, the
 way faiss ``IndexPQ`` scans:
 
 1. ``dist[n] = sum_m table[m, codes[n, m]]`` (``m = 0, 1, ...`` in order: the same
    float32 additions as the reference path, so the same sums bit for bit);
-2. a **running threshold**: an item is kept only if its sum is below the ``k``-th smallest
-   sum seen so far. Kept items go to a buffer of ``max(4k, k + 256)`` sort keys; when it
-   fills, a partition keeps its ``k`` smallest and the ``k``-th becomes the new threshold.
+2. a **running threshold**: an item is kept only if its sum is below the ``topk``-th
+   smallest sum seen so far. Kept items go to a buffer of ``max(4 topk, topk + 256)`` sort
+   keys; when it fills, a partition keeps its ``topk`` smallest and the ``topk``-th becomes
+   the new threshold.
    A later item that *equals* the threshold ranks after every kept item (its index is
    larger), so the test is a strict ``<``. On random codes only about
-   ``k (1 + ln(N / k))`` items are ever kept, so the scan is nearly all lookups;
+   ``topk (1 + ln(N / topk))`` items are ever kept, so the scan is nearly all lookups;
 3. at the end, one sort of the buffer's keys. A key is the float32 sum mapped to an
    order-preserving unsigned integer (high word) and the item index (low word), so one
    integer sort orders by ``(distance, item)``.
@@ -126,7 +127,7 @@ def _require_numba() -> None:
 _HIGH_BIT = np.uint32(0x80000000)
 _SHIFT = np.uint64(32)
 _LOW_WORD = np.uint64(0xFFFFFFFF)
-#: The candidate buffer holds ``max(CAP_FACTOR * k, k + 256)`` sort keys.
+#: The candidate buffer holds ``max(CAP_FACTOR * topk, topk + 256)`` sort keys.
 CAP_FACTOR = 4
 #: Items per query at most (the item index is the low 32 bits of a sort key).
 MAX_ITEMS = 2**32
@@ -167,14 +168,14 @@ def _scan_kernel(m: int):
         return kernel
 
     @_cached_njit(nogil=True)
-    def query(t, codes, k, out_v, out_i):
-        """Top-``k`` of one query: scan with a running threshold, then sort the buffer."""
+    def query(t, codes, topk, out_v, out_i):
+        """Top-``topk`` of one query: scan with a running threshold, then sort the buffer."""
         n = codes.shape[0]
-        cap = min(n, max(CAP_FACTOR * k, k + 256))
+        cap = min(n, max(CAP_FACTOR * topk, topk + 256))
         keys = np.empty(cap, np.uint64)
         cnt = 0
         thr = np.float32(np.inf)
-        full = False  # thr is the k-th smallest sum so far (until then every item is kept)
+        full = False  # thr is the topk-th smallest sum so far (until then every item is kept)
         sbuf = np.empty(1, np.float32)  # the float32 sum and its bits (a view of the same bytes)
         bits = sbuf.view(np.uint32)
         for j in range(n):
@@ -183,32 +184,32 @@ def _scan_kernel(m: int):
                 sbuf[0] = s
                 keys[cnt] = _key(bits[0], j)
                 cnt += 1
-                if cnt == cap:  # keep the k smallest keys; the k-th sum is the new threshold
-                    keys[:k] = np.partition(keys, k - 1)[:k]
-                    cnt = k
+                if cnt == cap:  # keep the topk smallest keys; the topk-th sum: new threshold
+                    keys[:topk] = np.partition(keys, topk - 1)[:topk]
+                    cnt = topk
                     full = True
-                    thr = _item(t, codes, np.int64(keys[k - 1] & _LOW_WORD), m)
-        if cnt > k:
-            keys[:k] = np.partition(keys[:cnt], k - 1)[:k]
-        top = np.sort(keys[:k])
-        for r in range(k):
+                    thr = _item(t, codes, np.int64(keys[topk - 1] & _LOW_WORD), m)
+        if cnt > topk:
+            keys[:topk] = np.partition(keys[:cnt], topk - 1)[:topk]
+        top = np.sort(keys[:topk])
+        for r in range(topk):
             j = np.int64(top[r] & _LOW_WORD)
             out_i[r] = j
             out_v[r] = _item(t, codes, j, m)
 
     @_cached_njit(nogil=True, parallel=True)
-    def kernel(tables, codes, k, out_v, out_i):
+    def kernel(tables, codes, topk, out_v, out_i):
         for q in prange(tables.shape[0]):
-            query(tables[q], codes, k, out_v[q], out_i[q])
+            query(tables[q], codes, topk, out_v[q], out_i[q])
 
     _SCANS[m] = kernel
     return kernel
 
 
 def adc_topk(
-    tables: np.ndarray, codes: np.ndarray, k: int, *, threads: int | None = None
+    tables: np.ndarray, codes: np.ndarray, topk: int, *, threads: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` nearest database items of each query from its ADC tables.
+    """The ``topk`` nearest database items of each query from its ADC tables.
 
     Parameters
     ----------
@@ -217,16 +218,16 @@ def adc_topk(
         stays finite (:meth:`PQIndex.search` checks).
     codes : (N, M) uint8 ndarray
         Database codes, ``N < 2**32``.
-    k : int
-        ``1 <= k <= N``.
+    topk : int
+        ``1 <= topk <= N``.
     threads : int, optional
         Threads for the query loop; default :func:`torch.get_num_threads` (capped at
         numba's pool size).
 
     Returns
     -------
-    values : (B, k) float32 ndarray, ascending per row
-    indices : (B, k) int64 ndarray (ties: lower index first)
+    values : (B, topk) float32 ndarray, ascending per row
+    indices : (B, topk) int64 ndarray (ties: lower index first)
 
     Examples
     --------
@@ -254,13 +255,13 @@ def adc_topk(
         )
     if codes.shape[0] >= MAX_ITEMS:
         raise ValueError(f"at most 2**32 - 1 database items per search, got {codes.shape[0]}")
-    if not 1 <= k <= codes.shape[0]:
-        raise ValueError(f"k must satisfy 1 <= k <= N = {codes.shape[0]}, got {k}")
+    if not 1 <= topk <= codes.shape[0]:
+        raise ValueError(f"topk must satisfy 1 <= topk <= N = {codes.shape[0]}, got {topk}")
     _set_threads(threads)
-    out_v = np.empty((tables.shape[0], int(k)), np.float32)
-    out_i = np.empty((tables.shape[0], int(k)), np.int64)
+    out_v = np.empty((tables.shape[0], int(topk)), np.float32)
+    out_i = np.empty((tables.shape[0], int(topk)), np.int64)
     _scan_kernel(int(tables.shape[1]))(
-        np.ascontiguousarray(tables), np.ascontiguousarray(codes), int(k), out_v, out_i
+        np.ascontiguousarray(tables), np.ascontiguousarray(codes), int(topk), out_v, out_i
     )
     return out_v, out_i
 

@@ -46,20 +46,20 @@ nanopq does):
 1. per query, the ``(M, K)`` distance table (:meth:`PQIndex.subspace_distances`);
 2. a lookup-sum over the codes, ``dist[n] = sum_m T[m, codes[n, m]]``
    (:meth:`PQIndex.distances`);
-3. the ``k`` smallest sums, ascending, ties broken by the lower index
+3. the ``topk`` smallest sums, ascending, ties broken by the lower index
    (:func:`topk_smallest`: nanopq's ``argpartition`` + ``argsort``, made deterministic);
 
 and one **fast path**, :func:`hihpq_lib.quantization.adc_kernel.adc_topk` (numba), that fuses 2 and 3
 into one pass over the codes per query with a running top-k threshold (like faiss
 ``IndexPQ``'s heap). The tests check that the two return identical distances and indices
-(ties included) for many ``k``. ``backend="auto"`` takes the fast path for float32
+(ties included) for many ``topk``. ``backend="auto"`` takes the fast path for float32
 codebooks on the CPU when numba is importable (:data:`hihpq_lib.quantization.adc_kernel.AVAILABLE`),
 the reference path otherwise.
 
 :meth:`PQIndex.to_faiss` hands the same codes to a faiss ``IndexPQ`` (inner-product
 metric) for users who outgrow one machine: exact for ``"sqlorentz"`` and
 ``"sqeuclidean"``, candidates re-ranked by our tables for ``"geodesic"`` and
-``"euclidean"`` (see :class:`FaissPQ`).
+``"euclidean"`` (see :class:`FaissExport`).
 
 Memory
 ------
@@ -76,7 +76,7 @@ images          M = 4 (32 bits/image)   M = 8 (64 bits/image)
 ==============  ======================  ======================
 
 (The float features themselves would take ``128 * 4 = 512`` bytes per image: 512 MB for
-1 million images.) The fast path keeps at most ``max(4k, k + 256)`` candidates per query,
+1 million images.) The fast path keeps at most ``max(4 topk, topk + 256)`` candidates per query,
 so searching needs no memory beyond the codes. The reference path builds a
 ``(batch, N)`` distance buffer per query batch and sizes its query batches to keep it
 near ``2**25`` elements.
@@ -105,12 +105,13 @@ from hihpq_lib.geometry import lorentz
 # the compiled scan needs numba (the ``fast`` extra): adc_kernel.AVAILABLE says whether
 # it is there; importing adc_kernel never fails
 from hihpq_lib.quantization import adc_kernel
+from hihpq_lib.utils.arrays import to_numpy
 from hihpq_lib.utils.atomic import atomic_write_bytes
 from hihpq_lib.utils.optional import require
 
 __all__ = [
     "FORMAT_VERSION",
-    "FaissPQ",
+    "FaissExport",
     "PQIndex",
     "topk_smallest",
 ]
@@ -139,32 +140,32 @@ _COMPILED_BATCH = 256
 _BACKENDS = ("auto", "compiled", "reference")
 #: Older names of the backends, still accepted.
 _BACKEND_ALIASES = {"kernel": "compiled", "torch": "reference"}
-#: Rows at least this long (and ``k <= N / 4``) use the threshold top-k.
+#: Rows at least this long (and ``topk <= N / 4``) use the threshold top-k.
 _THRESHOLD_MIN_N = 4096
 #: Largest float32 table entry for which a sum of M entries cannot overflow.
 _F32_SAFE = 1e37
 
 
-def topk_smallest(dist: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``k`` smallest entries of each row, ascending, ties broken by lower column index.
+def topk_smallest(dist: torch.Tensor, topk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``topk`` smallest entries of each row, ascending, ties broken by lower column index.
 
-    What ``np.argpartition(dist, k - 1)[:, :k]`` followed by an ``argsort`` of those ``k``
-    does (nanopq's top-k), made deterministic under ties. :func:`torch.topk` alone does
-    not specify which of several equal values it keeps or in which order it returns them;
-    this wrapper makes the result deterministic: an entry ranks before another if its
+    What ``np.argpartition(dist, topk - 1)[:, :topk]`` followed by an ``argsort`` of those
+    ``topk`` does (nanopq's top-k), made deterministic under ties. :func:`torch.topk` alone
+    does not specify which of several equal values it keeps or in which order it returns
+    them; this wrapper makes the result deterministic: an entry ranks before another if its
     value is smaller, or equal with a smaller column index.
 
     Parameters
     ----------
     dist : (B, N) float tensor
         Distances (smaller is better). NaN is rejected.
-    k : int
-        ``1 <= k <= N``.
+    topk : int
+        ``1 <= topk <= N``.
 
     Returns
     -------
-    values : (B, k) tensor, dtype of ``dist``
-    indices : (B, k) int64 tensor of column indices
+    values : (B, topk) tensor, dtype of ``dist``
+    indices : (B, topk) int64 tensor of column indices
 
     Examples
     --------
@@ -178,34 +179,36 @@ def topk_smallest(dist: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tenso
             f"{tuple(dist.shape) if torch.is_tensor(dist) else type(dist).__name__}"
         )
     b, n = dist.shape
-    if not (isinstance(k, numbers.Integral) and 1 <= k <= n):
-        raise ValueError(f"k must be an int with 1 <= k <= N = {n}, got {k!r}")
-    k = int(k)
+    if not (isinstance(topk, numbers.Integral) and 1 <= topk <= n):
+        raise ValueError(f"topk must be an int with 1 <= topk <= N = {n}, got {topk!r}")
+    topk = int(topk)
     if b == 0:
-        return dist[:, :k], torch.zeros((0, k), dtype=torch.long, device=dist.device)
+        return dist[:, :topk], torch.zeros((0, topk), dtype=torch.long, device=dist.device)
     _reject_nan(dist)
-    if n >= _THRESHOLD_MIN_N and 4 * k <= n and dist.is_floating_point():
-        return _topk_by_threshold(dist, k)
-    return _topk_exact(dist, k)
+    if n >= _THRESHOLD_MIN_N and 4 * topk <= n and dist.is_floating_point():
+        return _topk_by_threshold(dist, topk)
+    return _topk_exact(dist, topk)
 
 
-def _topk_exact(dist: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _topk_exact(dist: torch.Tensor, topk: int) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`topk_smallest` by one :func:`torch.topk` over whole rows (no input checks)."""
     b, n = dist.shape
-    # one extra neighbour tells whether the k-th value is tied with a left-out entry
-    kk = min(k + 1, n)
-    vals, idx = torch.topk(dist, kk, dim=1, largest=False, sorted=True)
-    boundary = vals[:, k - 1] == vals[:, kk - 1] if kk > k else vals.new_zeros(b, dtype=bool)
-    vals, idx = vals[:, :k], idx[:, :k]
+    # one extra neighbour tells whether the topk-th value is tied with a left-out entry
+    wide = min(topk + 1, n)
+    vals, idx = torch.topk(dist, wide, dim=1, largest=False, sorted=True)
+    boundary = (
+        vals[:, topk - 1] == vals[:, wide - 1] if wide > topk else vals.new_zeros(b, dtype=bool)
+    )
+    vals, idx = vals[:, :topk], idx[:, :topk]
     kth = vals[:, -1:]
     if boundary.any():
-        # rows where a tie at the k-th value crosses the cut: keep the lowest indices
+        # rows where a tie at the topk-th value crosses the cut: keep the lowest indices
         rows = boundary.nonzero()[:, 0]
         sub = dist[rows]
         below, at = sub < kth[rows], sub == kth[rows]
-        need = k - below.sum(dim=1, keepdim=True)
+        need = topk - below.sum(dim=1, keepdim=True)
         keep = below | (at & (torch.cumsum(at, dim=1) <= need))
-        sub_idx = keep.nonzero()[:, 1].reshape(len(rows), k)  # ascending column index
+        sub_idx = keep.nonzero()[:, 1].reshape(len(rows), topk)  # ascending column index
         idx = idx.index_put((rows,), sub_idx)
         vals = vals.index_put((rows,), torch.gather(sub, 1, sub_idx))
     # order by (value, index): sort by index, then stable sort by value
@@ -221,27 +224,27 @@ def _reject_nan(dist: torch.Tensor) -> None:
         raise ValueError("dist contains NaN; check the inputs that produced the distances")
 
 
-def _topk_by_threshold(dist: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`topk_smallest` for ``k`` much smaller than ``N``, without a full-row top-k.
+def _topk_by_threshold(dist: torch.Tensor, topk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`topk_smallest` for ``topk`` much smaller than ``N``, without a full-row top-k.
 
     1. A threshold per row from a strided sample of its columns: the sample's
-       ``ceil(1.3 k / s) + 8``-th smallest value, so that about ``1.3 k`` entries of the
-       row fall at or below it.
+       ``ceil(1.3 topk / s) + 8``-th smallest value, so that about ``1.3 topk`` entries of
+       the row fall at or below it.
     2. The candidates (every entry ``<=`` the threshold) are gathered row by row in
        ascending column order and padded with ``+inf``.
     3. A stable sort of the candidates by value gives the ``(value, index)`` order.
 
-    The result is exact whenever a row has at least ``k`` candidates: the ``k``-th
-    smallest value is then at or below the threshold, so every entry tied with it is a
+    The result is exact whenever a row has at least ``topk`` candidates: the
+    ``topk``-th smallest value is then at or below the threshold, so every entry tied with it is a
     candidate. Rows with fewer candidates (an unlucky sample) go through
     :func:`_topk_exact`.
     """
     dist = dist.contiguous()
     b, n = dist.shape
-    step = max(1, min(32, n // (4 * k)))
-    ks = min(-(-n // step), math.ceil(1.3 * k / step) + 8)
+    step = max(1, min(32, n // (4 * topk)))
+    rank = min(-(-n // step), math.ceil(1.3 * topk / step) + 8)
     sample = dist[:, ::step]
-    thr = torch.topk(sample, ks, dim=1, largest=False, sorted=False).values.amax(1)
+    thr = torch.topk(sample, rank, dim=1, largest=False, sorted=False).values.amax(1)
     rows, cols = (dist <= thr[:, None]).nonzero(as_tuple=True)  # columns ascend per row
     cand = dist.view(-1).index_select(0, rows * n + cols)
     counts = torch.bincount(rows, minlength=b)
@@ -252,10 +255,10 @@ def _topk_by_threshold(dist: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.
     idx.index_put_((rows, pos), cols)
     # pads (+inf, index n) sit after each row's candidates, so a stable sort keeps them last
     vals, order = torch.sort(vals, dim=1, stable=True)
-    vals, idx = vals[:, :k], torch.gather(idx, 1, order[:, :k])
-    short = (counts < k).nonzero()[:, 0]
+    vals, idx = vals[:, :topk], torch.gather(idx, 1, order[:, :topk])
+    short = (counts < topk).nonzero()[:, 0]
     if short.numel():
-        v, i = _topk_exact(dist[short], k)
+        v, i = _topk_exact(dist[short], topk)
         vals, idx = vals.index_put((short,), v), idx.index_put((short,), i)
     return vals, idx
 
@@ -491,9 +494,9 @@ class PQIndex:
         ):
             return torch.from_numpy(
                 adc_kernel.lorentz_tables(
-                    points.detach().contiguous().numpy(),
-                    self.codewords.detach().contiguous().numpy(),
-                    self.k.detach().numpy(),
+                    to_numpy(points.contiguous()),
+                    to_numpy(self.codewords.contiguous()),
+                    to_numpy(self.k),
                     geodesic=self.metric == "geodesic",
                 )
             )
@@ -731,12 +734,12 @@ class PQIndex:
         self, tables: torch.Tensor, topk: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The fast path: the same result as :meth:`_search_reference`, in one numba scan."""
-        v, i = adc_kernel.adc_topk(tables.contiguous().numpy(), self._np_codes(), topk)
+        v, i = adc_kernel.adc_topk(to_numpy(tables.contiguous()), self._np_codes(), topk)
         return torch.from_numpy(v), torch.from_numpy(i)
 
     def _np_codes(self):
         """``self.codes`` as a contiguous uint8 ndarray (a view, no copy)."""
-        return self.codes.contiguous().numpy()
+        return to_numpy(self.codes.contiguous())
 
     @staticmethod
     def _compiled_safe(tables: torch.Tensor) -> bool:
@@ -774,14 +777,14 @@ class PQIndex:
         return fits
 
     # ------------------------------------------------------------------ faiss
-    def to_faiss(self) -> FaissPQ:
-        """The same codes in a faiss ``IndexPQ`` (inner-product or L2 metric), as a :class:`FaissPQ`.
+    def to_faiss(self) -> FaissExport:
+        """The same codes in a faiss ``IndexPQ`` (inner product or L2): a :class:`FaissExport`.
 
-        Needs faiss (the ``fast`` extra: ``pip install "hihpq[fast]"``), imported only here. See :class:`FaissPQ`
-        for the exact correspondence and the re-ranking of ``"geodesic"`` and
-        ``"euclidean"``.
+        Needs faiss (the ``fast`` extra: ``pip install "hihpq[fast]"``), imported only here.
+        See :class:`FaissExport` for the exact correspondence and the re-ranking of
+        ``"geodesic"`` and ``"euclidean"``.
         """
-        return FaissPQ(self)
+        return FaissExport(self)
 
     # ------------------------------------------------------------------ persistence
     def save(self, folder: str | os.PathLike) -> Path:
@@ -896,8 +899,12 @@ def _import_faiss():
     return require("faiss", "fast")
 
 
-class FaissPQ:
+class FaissExport:
     r"""A :class:`PQIndex`'s codes in a faiss ``IndexPQ``, with the matching query transform.
+
+    What :meth:`PQIndex.to_faiss` returns: the trained index exported, not trained again
+    (the faiss PQ *baseline*, trained on raw features, is
+    :class:`hihpq_lib.evaluation.baselines.FaissPQ`).
 
     **Squared Lorentzian distance is an inner product.** For points of
     :math:`\mathbb H^n_k` (time coordinate first),
@@ -962,10 +969,10 @@ class FaissPQ:
             cw = torch.cat([cw, cw.new_zeros((pq.M, 256 - pq.K, pq.dim))], 1)
         metric = faiss.METRIC_INNER_PRODUCT if self.lorentz else faiss.METRIC_L2
         index = faiss.IndexPQ(pq.M * pq.dim, pq.M, 8, metric)
-        faiss.copy_array_to_vector(cw.contiguous().numpy().ravel(), index.pq.centroids)
+        faiss.copy_array_to_vector(to_numpy(cw.contiguous()).ravel(), index.pq.centroids)
         index.is_trained = True
         if pq.ntotal:
-            index.add_sa_codes(pq.codes.cpu().contiguous().numpy())
+            index.add_sa_codes(to_numpy(pq.codes.contiguous()))
         self.index = index
         # -2 sum_m k_m: the constant of the sqlorentz distance, in float64
         self._offset = -2.0 * float(pq.k.double().sum()) if self.lorentz else 0.0
@@ -981,7 +988,7 @@ class FaissPQ:
         if self.lorentz:
             q = q.clone()
             q[..., 0] = -q[..., 0]
-        return q.reshape(q.shape[0], -1).contiguous().numpy()
+        return to_numpy(q.reshape(q.shape[0], -1).contiguous())
 
     def search(
         self, query_points: torch.Tensor, topk: int, *, candidates: int | None = None

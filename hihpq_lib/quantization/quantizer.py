@@ -23,10 +23,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
 from hihpq_lib.geometry.manifolds import ProductSpace
+from hihpq_lib.utils.arrays import to_numpy
 
 __all__ = ["ATTENTIONS", "QuantizerOutput", "ProductQuantizer", "check_code_config", "m_for_bits"]
 
@@ -262,7 +264,7 @@ class ProductQuantizer(nn.Module):
         """
         from sklearn.cluster import KMeans
 
-        pts = self._init_points(feats).double().numpy()
+        pts = to_numpy(self._init_points(feats), np.float64)
         for m in range(self.M):
             km = KMeans(self.K, n_init=1, max_iter=max_iter, random_state=seed + m).fit(pts[:, m])
             self.codebooks.data[m] = torch.as_tensor(km.cluster_centers_).to(self.codebooks.dtype)

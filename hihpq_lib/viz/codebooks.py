@@ -14,6 +14,7 @@ from matplotlib.patches import Circle
 from plotly.subplots import make_subplots
 
 from hihpq_lib.geometry import lorentz as L
+from hihpq_lib.utils.arrays import to_numpy
 from hihpq_lib.viz.hyperbolic import _check_on_hyperboloid, poincare_coords
 from hihpq_lib.viz.style import (
     _check_backend,
@@ -95,11 +96,11 @@ def voronoi_data(
     prob = logp.exp()
     entropy_in = -(prob * logp).sum(dim=1)
     cells = np.full(inside.shape, -1, dtype=np.int64)
-    cells[inside] = cells_in.numpy()
+    cells[inside] = to_numpy(cells_in)
     max_prob = np.full(inside.shape, np.nan)
-    max_prob[inside] = prob.max(dim=1).values.numpy()
+    max_prob[inside] = to_numpy(prob.max(dim=1).values)
     entropy = np.full(inside.shape, np.nan)
-    entropy[inside] = entropy_in.numpy()
+    entropy[inside] = to_numpy(entropy_in)
     return {
         "k": k,
         "temperature": float(temperature),
@@ -111,7 +112,7 @@ def voronoi_data(
         "entropy": entropy,
         "codewords_disk": poincare_coords(cw, k=k, coords="hyperboloid"),
         "grid_disk": grid_disk,
-        "grid_points": pts.numpy(),
+        "grid_points": to_numpy(pts),
         "n_codewords": int(cw.shape[0]),
     }
 

@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from plotly.subplots import make_subplots
 
 from hihpq_lib.geometry import lorentz as L
+from hihpq_lib.utils.arrays import to_numpy
 from hihpq_lib.viz.style import (
     _DISK_MAX,
     _check_backend,
@@ -96,7 +97,7 @@ def poincare_coords(points, *, k=1.0, coords: str = "auto") -> np.ndarray:
                 "Poincaré coordinates must have norm < 1 (the boundary is at infinity); "
                 "pass hyperboloid points with coords='hyperboloid' instead"
             )
-    out = p.numpy().copy()
+    out = to_numpy(p).copy()
     if out.shape[-1] == 0:
         return out
     norm = np.linalg.norm(out, axis=-1, keepdims=True)
@@ -250,7 +251,7 @@ def hyperboloid_data(
     disk = poincare_coords(x, k=k, coords="hyperboloid")
     sk = math.sqrt(k)
     if radius is None:
-        norms = x[:, 1:].norm(dim=-1).numpy()
+        norms = to_numpy(x[:, 1:].norm(dim=-1))
         far = float(np.quantile(norms, 0.9)) if len(norms) else 0.0
         radius = max(2.0 * sk, 1.15 * far)
     zmax = math.sqrt(k + radius**2) if zmax is None else float(zmax)
@@ -259,14 +260,14 @@ def hyperboloid_data(
     rr, tt = np.meshgrid(r, t)
     x0 = np.sqrt(k + rr**2)
     surface = (np.where(x0 <= zmax, x0, np.nan), rr * np.cos(tt), rr * np.sin(tt))
-    xn = x.numpy()
+    xn = to_numpy(x)
 
     def visible(a: np.ndarray) -> np.ndarray:
         return (np.linalg.norm(a[:, 1:], axis=1) <= radius * (1 + 1e-9)) & (a[:, 0] <= zmax)
 
     curves_3d = []
     for c in cs:
-        cn = c.numpy().copy()
+        cn = to_numpy(c).copy()
         cn[~visible(cn)] = np.nan
         curves_3d.append(cn)
     return {

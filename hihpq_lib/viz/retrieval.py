@@ -6,10 +6,10 @@ from collections.abc import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
-import torch
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from hihpq_lib.utils.arrays import to_numpy
 from hihpq_lib.viz.style import _check_backend, _to_numpy, palette
 
 __all__ = ["retrieval_grid", "views_grid", "pr_curve", "precision_at_k_plot", "line_plot"]
@@ -215,7 +215,7 @@ def line_plot(
 
 def _to_display(img) -> np.ndarray:
     """(3, H, W) float in [0, 1] or (H, W, 3) uint8 -> (H, W, 3) float in [0, 1]."""
-    x = img.detach().cpu().numpy() if torch.is_tensor(img) else np.asarray(img)
+    x = to_numpy(img)
     if x.ndim != 3:
         raise ValueError(f"an image must be (3, H, W) or (H, W, 3), got shape {x.shape}")
     if x.shape[0] == 3 and x.shape[-1] != 3:

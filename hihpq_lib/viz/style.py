@@ -12,6 +12,8 @@ from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle
 
+from hihpq_lib.utils.arrays import to_numpy
+
 __all__ = ["BACKENDS", "OKABE_ITO", "palette"]
 
 
@@ -65,7 +67,7 @@ def palette(n: int) -> list[str]:
 
 def _to_numpy(x, name: str) -> np.ndarray:
     if torch.is_tensor(x):
-        return x.detach().cpu().numpy()
+        return to_numpy(x)
     try:
         return np.asarray(x)
     except Exception as exc:  # pragma: no cover - defensive

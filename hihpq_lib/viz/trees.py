@@ -12,6 +12,7 @@ from matplotlib.patches import Circle, Patch
 from plotly.subplots import make_subplots
 
 from hihpq_lib.geometry import lorentz as L
+from hihpq_lib.utils.arrays import to_numpy
 from hihpq_lib.viz.hyperbolic import poincare_coords
 from hihpq_lib.viz.style import (
     _check_backend,
@@ -108,7 +109,7 @@ def tree_embeddings(
 
     def to_panel(x):  # hyperboloid points -> coordinates of the hyperbolic panel
         if radial == "distance":
-            return L.logmap0(x)[..., 1:].numpy()
+            return to_numpy(L.logmap0(x)[..., 1:])
         return poincare_coords(x, coords="hyperboloid")
 
     arcs_h, arcs_e = [], []

@@ -26,6 +26,7 @@ from hihpq_lib.data.backbones.registry import (
     _has_attribute,
     weights_fingerprint,
 )
+from hihpq_lib.utils.arrays import to_numpy
 from hihpq_lib.utils.runtime import cache_dir
 
 __all__ = ["onnx_cache_path", "export_onnx", "OnnxBackbone", "ONNX_MAX_BATCH"]
@@ -423,7 +424,7 @@ class OnnxBackbone:
                 f"this ONNX backbone takes {self.resolution}x{self.resolution} inputs, got "
                 f"{tuple(x.shape[-2:])}; resize to {self.resolution} px or export at the new size"
             )
-        array = x.detach().to("cpu", torch.float32).contiguous().numpy()
+        array = to_numpy(x.to(torch.float32).contiguous())
         outs = [
             self.session.run([self._output], {self._input: array[start : start + self.max_batch]})[
                 0

@@ -11,6 +11,8 @@ from collections.abc import Callable
 import torch
 import torch.nn as nn
 
+from hihpq_lib.utils.arrays import to_numpy
+
 __all__ = [
     "MissingWeightsError",
     "REQUIRED_ATTRIBUTES",
@@ -138,7 +140,7 @@ def weights_fingerprint(module: nn.Module, length: int = 12, *, trainable_only: 
     for key, tensor in items:
         t = tensor.detach().cpu().contiguous()
         h.update(f"{key}:{t.dtype}:{tuple(t.shape)};".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(to_numpy(t.reshape(-1).view(torch.uint8)).tobytes() if t.numel() else b"")
     return h.hexdigest()[:length]
 
 
