@@ -612,7 +612,7 @@ claims.say(
 # ### Reference mode: the paper's method as its code runs it
 #
 # Side by side with the reference implementation on identical tensors, most of our code
-# agrees to rounding; eight details did not, and each is now a config option whose
+# agrees to rounding; ten details did not, and each is now a config option whose
 # reference value every `configs/paper/` file sets (`config.REFERENCE_OPTIONS`):
 # the subspace convention (`subspace: ambient` — the first of each chunk of head outputs
 # is discarded, so a 32-bit subspace is $\mathbb H^{15}$), the two hierarchy losses as the
@@ -620,7 +620,12 @@ claims.say(
 # in notebook 05), Ward on the raw head outputs (`cluster_input: raw`), one learning rate
 # for every parameter group (`backbone_lr: shared`), the model left in eval mode after
 # the first clustering (`eval_mode_after_clustering: true`), the `numpy.linspace`
-# warm-up and the last partial batch (`lr_warmup: linspace`, `drop_last: false`).
+# warm-up and the last partial batch (`lr_warmup: linspace`, `drop_last: false`), and
+# two that act only on the online (GPU) path: a frozen VGG-16's dropout left on until the
+# first clustering (`frozen_backbone_dropout: true`) and the reference's Flickr25K /
+# NUS-WIDE image geometry (`image_geometry: reference`: `Resize(256) + CenterCrop(224)`,
+# training crops from the whole image). The paper configs also take the reference's seed
+# (`seed: 2021`, the same split permutations) and NUS-WIDE list (`train_list: train_10500`).
 # [docs/fidelity.md](../docs/fidelity.md) lists them with the test that pins each one.
 # The paper configs load in reference mode:
 

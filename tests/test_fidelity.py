@@ -26,7 +26,8 @@ from hihpq_lib.learning.config import (
 )
 from hihpq_lib.learning.losses import HiHPQLoss, instance_loss, prototype_loss
 from hihpq_lib.learning.model import build_model
-from hihpq_lib.learning.training import LRSchedule, steps_per_epoch, train
+from hihpq_lib.learning.schedule import LRSchedule, steps_per_epoch
+from hihpq_lib.learning.training import train
 from hihpq_lib.learning.views import FeatureSplit, TrainingData
 from tests.paths import cifar10_archive
 

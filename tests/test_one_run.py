@@ -14,7 +14,6 @@ scored an online run with the untrained one: the tail and online rows failed her
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -22,8 +21,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from benchmarks import gpu_check
 from hihpq_lib.app import cli
-from hihpq_lib.app.pipeline import run_experiment
 from hihpq_lib.app.prepare import input_mode, prepare_for
 from hihpq_lib.app.scoring import encode_query_files, evaluate_run, restore_run
 from hihpq_lib.data import load_splits, read_images
@@ -36,19 +35,9 @@ from tests.test_folders import PROFILE, fast_args
 PAPER = REPO_ROOT / "configs" / "paper" / "paper_cifar10_ii_32bits.yaml"
 ARCHIVE = cifar10_archive()  # read before the isolated fixture points HIHPQ_CIFAR10 away
 
-#: A paper config on a tiny CIFAR-10 subset: random VGG-16 weights (none offline), fc6/fc7
-#: training (``trainable_layers: 2``), 64 px so that every VGG pass stays cheap on a CPU.
-PAPER_TINY = [
-    "pretrained=false",
-    "device=cpu",
-    "resolution=64",
-    "epochs=2",
-    "hierarchy_warmup=1",
-    "num_clusters=[3, 2]",
-    "batch_size=4",
-    "eval_interval=1",
-    "topk=5",
-]
+#: A paper config on a tiny CIFAR-10 subset (``benchmarks/gpu_check.py --tiny``): random
+#: VGG-16 weights (none offline), fc6/fc7 training (``trainable_layers: 2``), 64 px.
+PAPER_TINY = ["pretrained=false", "device=cpu", "resolution=64", "topk=5"]
 
 
 def _sets(items):
@@ -94,31 +83,6 @@ def _noise_folder(root: Path, per_class: int, classes=("a", "b", "c", "d")) -> P
     return root
 
 
-def _tiny_cifar(cfg):
-    """The protocol II splits of ``cfg`` cut to 7 training images, 3 + 3 validation
-    images, 4 queries and a 13-image database (the run saves them in ``splits.json``,
-    which ``hihpq evaluate`` reads back)."""
-    prep = prepare_for(cfg, progress=False)
-    sp = prep.splits
-
-    def spread(indices, n):  # CIFAR-10 is stored class by class: take n across the classes
-        indices = np.asarray(indices)
-        return indices[np.linspace(0, len(indices) - 1, n).astype(int)]
-
-    train = spread(sp.train, 7)  # 7 = 2 * 3 + 1 at batch_size 4, drop_last false: 2 steps
-    val_query = spread(np.setdiff1d(sp.val_query, train), 3)
-    val_database = np.union1d(train, spread(np.setdiff1d(sp.val_database, train), 3))
-    prep.splits = dataclasses.replace(
-        sp,
-        train=train,
-        query=spread(sp.query, 4),
-        database=np.union1d(val_query, val_database),
-        val_query=val_query,
-        val_database=val_database,
-    )
-    return prep
-
-
 def _overrides(args):
     return [a for a in args if a != "--set"]
 
@@ -138,9 +102,13 @@ def _query_file(prep, row: int, folder: Path) -> Path:
 def test_train_evaluate_search_agree(mode, isolated, capsys, monkeypatch):
     config, data_args, overrides = _mode_setup(mode, isolated, monkeypatch)
     run = isolated / "run"
-    if mode == "online":  # a handful of CIFAR-10 images: every one costs VGG-16 passes
-        cfg = load_config(config, overrides)
-        run_experiment(cfg, run, progress=False, prepared=_tiny_cifar(cfg))
+    if mode == "online":  # benchmarks/gpu_check.py --tiny: a handful of CIFAR-10 images
+        report = gpu_check.main(["--tiny", "--device", "cpu", "--out", str(isolated)])
+        assert report["weights"] == "random" and report["device"] == "cpu"
+        assert report["history"][-1]["epoch"] == 2 and report["search_at_first_distance"]
+        assert report["query_feature_gap"] <= 1e-5
+        for which in ("final", "val_selected"):
+            assert abs(report[f"evaluate_map_{which}"] - report[f"map_{which}"]) <= 1e-6
     else:
         _cli(capsys, "train", config, *data_args, *_sets(overrides), "--out", run)
     reported = json.loads((run / "results.json").read_text())

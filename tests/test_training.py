@@ -8,7 +8,8 @@ import torch
 
 from hihpq_lib.learning.checkpoint import load_checkpoint, load_model
 from hihpq_lib.learning.config import ConfigError, TrainConfig, load_config
-from hihpq_lib.learning.training import LRSchedule, train
+from hihpq_lib.learning.schedule import LRSchedule
+from hihpq_lib.learning.training import train
 from hihpq_lib.learning.views import FeatureSplit, TrainingData
 
 

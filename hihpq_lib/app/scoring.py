@@ -194,7 +194,8 @@ def search_files(run: TrainedRun, paths, k: int):
     feats = encode_query_files(run, paths)
     model = run.final
     mode = "symmetric" if run.cfg.symmetric else "asymmetric"
-    points = model.points(feats.to(model.quantizer.codebooks.dtype))
+    codebooks = model.quantizer.codebooks  # the model may sit on a GPU, the index on the CPU
+    points = model.points(feats.to(codebooks.device, codebooks.dtype)).cpu()
     dist, rows = index.search(points, k, mode=mode)
     db_ids = np.load(run.path / "database_indices.npy")
     rows = to_numpy(rows)
