@@ -45,7 +45,8 @@ from hihpq_lib.evaluation.metrics import map_at_k
 from hihpq_lib.evaluation.stats import mean_std, paired_difference
 from hihpq_lib.learning.checkpoint import load_model
 from hihpq_lib.learning.config import CURRENT_OPTIONS, REFERENCE_OPTIONS
-from hihpq_lib.learning.training import evaluate_map, train
+from hihpq_lib.learning.retrieval import evaluate_map
+from hihpq_lib.learning.training import train
 from hihpq_lib.utils.runtime import runs_dir
 
 __all__ = ["ROWS", "row_options", "row_overrides", "summarize", "format_markdown", "main"]

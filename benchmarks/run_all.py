@@ -78,7 +78,8 @@ from hihpq_lib.evaluation.metrics import map_at_k
 from hihpq_lib.evaluation.stats import compute_deltas, mean_std
 from hihpq_lib.learning.checkpoint import load_model
 from hihpq_lib.learning.config import QUICK_OVERRIDES, ConfigError, TrainConfig, load_config
-from hihpq_lib.learning.training import evaluate_map, train
+from hihpq_lib.learning.retrieval import evaluate_map
+from hihpq_lib.learning.training import train
 from hihpq_lib.utils.runtime import fast_mode, runs_dir
 from hihpq_lib.utils.timing import peak_rss_mb
 

@@ -13,7 +13,7 @@ from hihpq_lib import viz
 from hihpq_lib.app import experiments
 from hihpq_lib.app.prepare import Prepared
 from hihpq_lib.evaluation import metrics, stats
-from hihpq_lib.learning import config, diagnostics, training
+from hihpq_lib.learning import config, diagnostics, retrieval, training
 from hihpq_lib.learning.model import build_model
 from hihpq_lib.utils import runtime
 from tests.paths import REPO_ROOT
@@ -113,7 +113,7 @@ def test_load_or_train_and_search_agree_with_evaluate_map(tmp_path, monkeypatch)
     idx = experiments.rank_with_model(model, td.val_query, td.val_database, cfg.topk)
     assert idx.shape == (len(td.val_query.feats), min(cfg.topk, len(td.val_database.feats)))
     mean_ap = metrics.map_at_k(td.val_query.labels, td.val_database.labels, idx)
-    expected = training.evaluate_map(model, td.val_query, td.val_database, cfg.topk)
+    expected = retrieval.evaluate_map(model, td.val_query, td.val_database, cfg.topk)
     assert mean_ap == pytest.approx(expected, abs=1e-12)
     # raw tensors work too
     idx2 = experiments.rank_with_model(model, td.val_query.feats, td.val_database.feats, cfg.topk)

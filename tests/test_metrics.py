@@ -1,6 +1,9 @@
-"""Tests for hihpq_lib.evaluation.metrics: mAP@K, precision/recall by rank, hierarchy agreement."""
+"""Tests for hihpq_lib.evaluation.metrics: mAP@K, precision/recall by rank, hierarchy agreement,
+and the tie-aware scores of hihpq_lib.evaluation.ties."""
 
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 import pytest
@@ -10,19 +13,27 @@ from sklearn.metrics import average_precision_score
 from hihpq_lib.evaluation import metrics
 from hihpq_lib.evaluation.metrics import (
     average_precision_at_k,
+    expected_average_precision_at_k,
     format_table,
     hierarchy_agreement,
     hits_at_k,
     map_at_k,
     map_at_k_levels,
     map_from_distances,
+    map_levels_from_distances,
     mean_average_precision,
     precision_at_k_curve,
+    precision_at_k_from_distances,
     precision_recall_by_rank,
     rank_database,
     relevant_counts,
     superclass_labels,
+    tie_fraction,
 )
+from hihpq_lib.learning import config, retrieval
+from hihpq_lib.learning.model import build_model
+from hihpq_lib.learning.views import FeatureSplit
+from hihpq_lib.quantization.index import PQIndex
 
 
 # ---------------------------------------------------------------------- hand-computed
@@ -308,3 +319,208 @@ def test_internal_query_chunking_does_not_change_results(monkeypatch, multi):
     got = precision_recall_by_rank(yq, ydb, ranking, ks)
     for key in ("precision", "recall"):
         np.testing.assert_allclose(got[key], ref[2][key], rtol=1e-12)
+
+
+# ---------------------------------------------------------------------- ties
+#: AP and precision are float64 whatever the distances' dtype; the dtype decides which
+#: distances tie (1 and 1 + 1e-9 tie in float32, not in float64).
+TIE_TOL = {torch.float32: 1e-12, torch.float64: 1e-12}
+
+
+def _tied_distances(rng, n_q, n_db, dtype):
+    raw = rng.integers(0, 3, (n_q, n_db)) + 1e-9 * rng.integers(0, 2, (n_q, n_db))
+    dist = torch.as_tensor(raw).to(dtype)
+    assert dist.dtype == dtype
+    return dist
+
+
+def _orders_of_ties(row: np.ndarray):
+    """Every ranking of one query's database: ascending distance, each tie in every order."""
+    groups = [np.flatnonzero(row == v) for v in np.unique(row)]
+    for parts in itertools.product(*(itertools.permutations(g) for g in groups)):
+        yield np.concatenate(parts).astype(np.int64)
+
+
+def _ap_loop(hits) -> float:
+    found, total = 0, 0.0
+    for i, h in enumerate(hits, start=1):
+        if h:
+            found += 1
+            total += found / i
+    return total / found if found else 0.0
+
+
+@pytest.mark.parametrize("multi", [False, True])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_expected_ap_and_precision_equal_brute_force_over_every_order(dtype, seed, multi):
+    rng = np.random.default_rng(seed)
+    n_q, n_db = 6, 7
+    dist = _tied_distances(rng, n_q, n_db, dtype)
+    yq, ydb = _random_labels(rng, n_q, 3, multi), _random_labels(rng, n_db, 3, multi)
+    rel = _relevance(yq, ydb)
+    orders = [list(_orders_of_ties(dist[i].numpy())) for i in range(n_q)]
+    ks = np.arange(1, n_db + 1)
+    got_p = precision_at_k_from_distances(dist, yq, ydb, ks, ties="expected")[1]
+    want_p = np.mean(
+        [np.mean([np.cumsum(rel[i][o]) / ks for o in orders[i]], axis=0) for i in range(n_q)],
+        axis=0,
+    )
+    np.testing.assert_allclose(got_p, want_p, rtol=TIE_TOL[dtype], atol=TIE_TOL[dtype])
+    for k in ks:
+        got = map_from_distances(dist, yq, ydb, int(k), ties="expected", return_ap=True)
+        want = [np.mean([_ap_loop(rel[i][o[:k]]) for o in orders[i]]) for i in range(n_q)]
+        np.testing.assert_allclose(got.numpy(), want, rtol=TIE_TOL[dtype], atol=TIE_TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_expected_ap_at_n_is_sklearn_average_precision_over_every_order(dtype):
+    rng = np.random.default_rng(3)
+    n_q, n_db = 8, 7
+    dist = _tied_distances(rng, n_q, n_db, dtype)
+    yq, ydb = rng.integers(0, 3, n_q), rng.integers(0, 3, n_db)
+    rel = _relevance(yq, ydb)
+    got = map_from_distances(dist, yq, ydb, n_db, ties="expected", return_ap=True).numpy()
+    for i in np.flatnonzero(rel.any(axis=1)):  # sklearn AP needs a positive
+        scores = []
+        for o in _orders_of_ties(dist[i].numpy()):
+            s = np.empty(n_db)
+            s[o] = -np.arange(n_db)  # this order as strictly decreasing scores
+            scores.append(average_precision_score(rel[i], s))
+        assert got[i] == pytest.approx(np.mean(scores), rel=TIE_TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_expected_equals_index_order_without_ties(dtype):
+    rng = np.random.default_rng(4)
+    dist = torch.as_tensor(rng.permuted(np.tile(np.arange(60.0), (20, 1)), axis=1)).to(dtype)
+    yq, ydb = rng.integers(0, 4, 20), rng.integers(0, 4, 60)
+    rel = _relevance(yq, ydb)
+    for k in (1, 9, 60):
+        a = map_from_distances(dist, yq, ydb, k, return_ap=True)
+        b = map_from_distances(dist, yq, ydb, k, ties="expected", return_ap=True)
+        torch.testing.assert_close(a, b, rtol=TIE_TOL[dtype], atol=TIE_TOL[dtype])
+    ref = [average_precision_score(rel[i], -dist[i].double()) for i in range(20) if rel[i].any()]
+    full = map_from_distances(dist, yq, ydb, 60, ties="expected", return_ap=True)
+    np.testing.assert_allclose(full[torch.from_numpy(rel.any(1))], ref, rtol=1e-10)
+    ks = [1, 5, 60]
+    np.testing.assert_allclose(
+        precision_at_k_from_distances(dist, yq, ydb, ks, ties="expected")[1],
+        precision_at_k_from_distances(dist, yq, ydb, ks)[1],
+        rtol=1e-12,
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_expected_map_does_not_depend_on_database_order(dtype):
+    rng = np.random.default_rng(5)
+    n_q, n_db = 40, 300
+    dist = torch.as_tensor(rng.integers(0, 25, (n_q, n_db))).to(dtype)  # heavy ties
+    yq, ydb = rng.integers(0, 5, n_q), np.sort(rng.integers(0, 5, n_db))  # class by class
+    perm = torch.from_numpy(rng.permutation(n_db))
+    for k in (1, 10, 57, n_db):
+        stored = map_from_distances(dist, yq, ydb, k, ties="expected")
+        shuffled = map_from_distances(dist[:, perm], yq, ydb[perm], k, ties="expected")
+        assert stored == shuffled  # bit for bit
+    # the lower-index order, by contrast, depends on how the database is stored
+    assert map_from_distances(dist, yq, ydb, 10) != map_from_distances(
+        dist[:, perm], yq, ydb[perm], 10
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_expected_map_of_a_pq_index_does_not_depend_on_database_order(dtype):
+    gen = torch.Generator().manual_seed(0)
+    index = PQIndex(torch.randn(2, 4, 3, generator=gen, dtype=dtype), geometry="euclidean")
+    codes = torch.randint(0, 4, (400, 2), generator=gen, dtype=torch.uint8)  # 16 codes
+    ydb = torch.sort(torch.randint(0, 4, (400,), generator=gen)).values  # class by class
+    queries = torch.randn(30, 2, 3, generator=gen, dtype=dtype)
+    yq = torch.randint(0, 4, (30,), generator=gen)
+    perm = torch.randperm(400, generator=gen)
+    scores = {}
+    for name, order in (("stored", torch.arange(400)), ("shuffled", perm)):
+        index.reset()
+        index.add(codes[order])
+        dist = index.distances(queries)
+        assert dist.dtype == dtype
+        _, top = index.search(queries, 50)
+        scores[name] = (
+            map_at_k(yq, ydb[order], top),
+            map_from_distances(dist, yq, ydb[order], 50, ties="expected"),
+        )
+    assert scores["stored"][1] == scores["shuffled"][1]
+    assert scores["stored"][0] != scores["shuffled"][0]
+    assert tie_fraction(index.search(queries, 10)[0], 10) == 1.0  # 16 codes for 400 items
+
+
+def test_evaluate_levels_ties_option():
+    cfg = config.tutorial_config(True, 2, hierarchy=False).with_overrides(
+        ["bits=8", "K=16", "feat_dim=8", "head_hidden=0", "topk=20"]
+    )
+    torch.manual_seed(0)
+    model = build_model(cfg, 6).eval()
+    gen = torch.Generator().manual_seed(1)
+    qf, dbf = torch.randn(25, 6, generator=gen), torch.randn(90, 6, generator=gen)
+    yq, ydb = torch.randint(0, 3, (25,), generator=gen), torch.randint(0, 3, (90,), generator=gen)
+    levels = {"class": (yq, ydb), "parity": (yq % 2, ydb % 2)}
+    index = model.build_index(dbf)
+    points = model.points(qf)
+    with torch.no_grad():
+        dist = index.distances(points)
+    got = retrieval.evaluate_levels(model, qf, dbf, levels, 20, ties="expected")
+    want = map_levels_from_distances(dist, levels, 20, ties="expected")
+    assert got == want
+    assert want == {
+        n: map_from_distances(dist, q, d, 20, ties="expected") for n, (q, d) in levels.items()
+    }
+    # the default is unchanged: the lower-index order of the PQ search
+    assert retrieval.evaluate_levels(model, qf, dbf, levels, 20) == map_at_k_levels(
+        index.search(points, 20)[1], levels
+    )
+    split_q, split_db = FeatureSplit(qf, yq), FeatureSplit(dbf, ydb)
+    assert retrieval.evaluate_map(model, split_q, split_db, 20, ties="expected") == got["class"]
+
+
+def test_map_levels_and_precision_from_distances_match_the_ranked_versions():
+    rng = np.random.default_rng(6)
+    dist = rng.integers(0, 6, (30, 80)).astype(np.float32)
+    yq, ydb = rng.integers(0, 4, 30), rng.integers(0, 4, 80)
+    levels = {"class": (yq, ydb), "parity": (yq % 2, ydb % 2)}
+    top = rank_database(dist, 25)
+    assert map_levels_from_distances(dist, levels, 25, chunk_size=7) == pytest.approx(
+        map_at_k_levels(top, levels), rel=1e-12
+    )
+    ks = [1, 4, 25]
+    np.testing.assert_allclose(
+        precision_at_k_from_distances(lambda s, e: dist[s:e], yq, ydb, ks, chunk_size=4)[1],
+        precision_at_k_curve(yq, ydb, top, ks)[1],
+        rtol=1e-12,
+    )
+    assert map_levels_from_distances(dist, {}, 5) == {}
+
+
+def test_tie_fraction_counts_queries_with_a_tie_in_the_top_k():
+    d = np.array([[0.1, 0.2, 0.2, 0.3], [0.1, 0.2, 0.3, 0.3], [0.0, 0.0, 0.5, 0.6]])
+    assert tie_fraction(d, 4) == pytest.approx(1.0)
+    assert tie_fraction(d, 3) == pytest.approx(2 / 3)
+    assert tie_fraction(d, 2) == pytest.approx(1 / 3)
+    assert tie_fraction(d, 1) == 0.0
+    rng = np.random.default_rng(7)
+    d = np.sort(rng.integers(0, 30, (50, 12)), axis=1).astype(np.float32)
+    loop = np.mean([len(set(row[:10].tolist())) < 10 for row in d])
+    assert tie_fraction(d, 10) == pytest.approx(loop)
+    with pytest.raises(ValueError, match="ascending"):
+        tie_fraction(d[:, ::-1].copy(), 5)
+    with pytest.raises(ValueError, match="1 <= k"):
+        tie_fraction(d, 13)
+
+
+def test_tie_aware_inputs_are_checked():
+    with pytest.raises(ValueError, match="ties must be one of"):
+        map_from_distances([[0.5, 0.5]], [0], [1, 0], 2, ties="random")
+    with pytest.raises(ValueError, match="count the ties over the whole database"):
+        expected_average_precision_at_k([[0.5, 0.5]], [[1, 0]], [1], [1])  # 2 tied in top K
+    with pytest.raises(ValueError, match="ascending"):
+        expected_average_precision_at_k([[0.6, 0.5]], [[1, 0]], [1], [0])
+    with pytest.raises(ValueError, match=r"shape \(Q,\)"):
+        expected_average_precision_at_k([[0.5]], [[1]], [1, 1], [1])

@@ -107,7 +107,7 @@ def rank_with_model(
     """Database indices ranked by the model's asymmetric PQ search, ``(Q, min(topk, N))``.
 
     The database is encoded with the model's codebooks, the queries stay unquantized
-    (the same search as :func:`~hihpq_lib.learning.training.evaluate_map`, whose mAP is
+    (the same search as :func:`~hihpq_lib.learning.retrieval.evaluate_map`, whose mAP is
     ``metrics.map_at_k(query.labels, database.labels, rank_with_model(...))``). To rank
     from a distance matrix instead, use :func:`hihpq_lib.evaluation.metrics.rank_database`.
 
@@ -217,7 +217,8 @@ def run_ablation(
     ``seconds`` (wall clock of this call, ~0 when loaded) and ``folder``.
     """
     from hihpq_lib.learning.checkpoint import load_model
-    from hihpq_lib.learning.training import evaluate_map, train
+    from hihpq_lib.learning.retrieval import evaluate_map
+    from hihpq_lib.learning.training import train
 
     unknown = [m for m in methods if m not in ABLATIONS]
     if unknown:

@@ -31,7 +31,7 @@ from hihpq_lib.learning.checkpoint import (
     load_pseudo_hierarchy,
 )
 from hihpq_lib.learning.config import TrainConfig
-from hihpq_lib.learning.training import evaluate_levels
+from hihpq_lib.learning.retrieval import evaluate_levels
 from hihpq_lib.learning.views import FeatureSplit
 from hihpq_lib.quantization.index import PQIndex
 from hihpq_lib.utils.arrays import to_numpy
@@ -120,7 +120,7 @@ class RunScores:
     database: FeatureSplit
 
 
-def evaluate_run(run: TrainedRun | str | Path, prep) -> RunScores:
+def evaluate_run(run: TrainedRun | str | Path, prep, *, ties: str = "index") -> RunScores:
     """Score a run on ``prep``'s test queries against its database: the one scoring path.
 
     ``run``: a :class:`~hihpq_lib.learning.checkpoint.TrainedRun` or its folder
@@ -129,7 +129,9 @@ def evaluate_run(run: TrainedRun | str | Path, prep) -> RunScores:
     validation-selected model is scored with the backbone state saved with it (loaded
     into ``prep``'s encoder for the duration, then put back), so a run whose backbone
     or tail trained is scored as it was trained. ``train``'s report, ``hihpq evaluate``
-    and the notebooks call this.
+    and the notebooks call this. ``ties``: ``"index"`` (tied distances in database order,
+    what the reports use) or ``"expected"`` (averaged over every order of the tied items;
+    :func:`~hihpq_lib.learning.retrieval.evaluate_levels`).
     """
     if not isinstance(run, TrainedRun):
         run = restore_run(run)
@@ -144,7 +146,7 @@ def evaluate_run(run: TrainedRun | str | Path, prep) -> RunScores:
             q, db = splits.get(which, splits["final"])
             model = run.model(which).to(cfg.device)
             scores[which] = evaluate_levels(
-                model, q.feats, db.feats, levels, cfg.topk, cfg.symmetric
+                model, q.feats, db.feats, levels, cfg.topk, cfg.symmetric, ties=ties
             )
     return RunScores(scores["final"], scores["best"], *splits["final"])
 

@@ -20,6 +20,17 @@ Ranking is deterministic: equal distances are ordered by the lower database inde
 (:func:`hihpq_lib.quantization.index.topk_smallest`). Everything is chunked over queries, so 10,000
 queries against 50,000 database items run in seconds in bounded memory.
 
+Ties
+----
+A PQ index gives the same distance to every item with the same codes, so "lower index
+first" makes the score depend on the order in which the database is stored. The scores
+computed from distances (:func:`map_from_distances`, :func:`map_levels_from_distances`,
+:func:`precision_at_k_from_distances`) take ``ties="expected"`` for the score averaged
+over every order of the tied items (exactly invariant to the storage order; the formula
+and the reasons for it over a random tie-break are in :mod:`hihpq_lib.evaluation.ties`).
+The default, ``ties="index"``, is the lower-index order that the committed benchmark
+numbers used. :func:`tie_fraction` says how often ties occur near the top.
+
 Labels
 ------
 * single-label: ``(N,)`` integer array (numpy or torch);
@@ -38,6 +49,11 @@ import numpy as np
 import torch
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
+from hihpq_lib.evaluation.ties import (
+    expected_average_precision_at_k,
+    expected_hits_at_k,
+    tie_fraction,
+)
 from hihpq_lib.quantization.index import topk_smallest
 from hihpq_lib.utils.arrays import to_numpy
 
@@ -48,6 +64,11 @@ __all__ = [
     "mean_average_precision",
     "map_at_k",
     "map_from_distances",
+    "map_levels_from_distances",
+    "precision_at_k_from_distances",
+    "expected_average_precision_at_k",
+    "expected_hits_at_k",
+    "tie_fraction",
     "relevant_counts",
     "precision_at_k_curve",
     "precision_recall_by_rank",
@@ -62,6 +83,8 @@ DistanceSource = torch.Tensor | np.ndarray | Callable[[int, int], Any]
 
 #: Target number of elements in one working buffer (queries x database or x labels).
 _BUFFER_ELEMENTS = 2**24
+#: How ties are ordered: by lower database index, or averaged over every order.
+_TIES = ("index", "expected")
 
 
 # ---------------------------------------------------------------------- input helpers
@@ -160,6 +183,44 @@ def _rank_chunk(chunk: torch.Tensor, k: int, largest: bool) -> torch.Tensor:
     if not chunk.is_floating_point():
         chunk = chunk.double()
     return topk_smallest(-chunk if largest else chunk, k)[1]
+
+
+def _check_ties(ties) -> str:
+    if ties not in _TIES:
+        raise ValueError(f"ties must be one of {_TIES}, got {ties!r}")
+    return ties
+
+
+def _tie_stats(chunk: torch.Tensor, q: torch.Tensor, d: torch.Tensor, k: int, largest: bool):
+    """What the expected scores need from a ``(B, N)`` distance chunk: the ascending top-k
+    values ``(B, k)``, their hits ``(B, k)``, the number of database items tied with the
+    k-th value ``(B,)`` and how many of those are relevant ``(B,)``."""
+    n = chunk.shape[1]
+    if not (isinstance(k, numbers.Integral) and 1 <= k <= n):
+        raise ValueError(f"k must be an int with 1 <= k <= N = {n}, got {k!r}")
+    x = chunk if chunk.is_floating_point() else chunk.double()
+    x = -x if largest else x
+    vals, idx = topk_smallest(x, int(k))
+    tied = x == vals[:, -1:]
+    n_tied = tied.sum(dim=1)
+    r_tied = torch.zeros_like(n_tied)
+    step = _query_chunk(n * (q.shape[1] if q.dim() == 2 else 1))
+    for s in range(0, x.shape[0], step):
+        qs = q[s : s + step]
+        rel = d == qs.unsqueeze(1) if q.dim() == 1 else (qs.double() @ d.double().T) > 0
+        r_tied[s : s + step] = (rel & tied[s : s + step]).sum(dim=1)
+    return vals, _hits(q, d, idx), n_tied, r_tied
+
+
+def _chunk_ap(chunk, q, d, k: int, largest: bool, ties: str) -> torch.Tensor:
+    """(B,) AP@k of a ``(B, N)`` distance chunk, ties ordered as ``ties`` says."""
+    if chunk.shape[1] != d.shape[0]:
+        raise ValueError(
+            f"distances have {chunk.shape[1]} columns but there are {d.shape[0]} database labels"
+        )
+    if ties == "expected":
+        return expected_average_precision_at_k(*_tie_stats(chunk, q, d, k, largest))
+    return average_precision_at_k(_hits(q, d, _rank_chunk(chunk, k, largest)))
 
 
 def rank_database(
@@ -290,6 +351,7 @@ def map_from_distances(
     chunk_size: int = 1024,
     largest: bool = False,
     return_ap: bool = False,
+    ties: str = "index",
 ) -> float | torch.Tensor:
     """mAP@K straight from distances, one chunk of queries at a time.
 
@@ -307,21 +369,75 @@ def map_from_distances(
         ``True`` for similarities.
     return_ap : bool
         Return the (Q,) float64 tensor of per-query APs instead of their mean.
+    ties : {"index", "expected"}
+        ``"index"``: equal distances ranked by lower database index (the default, what
+        :func:`map_at_k` of :func:`rank_database` gives); ``"expected"``: each AP averaged
+        over every order of the tied items
+        (:func:`~hihpq_lib.evaluation.ties.expected_average_precision_at_k`), the same for
+        any order of the database. Ties are exact equalities of the distances given.
+
+    Examples
+    --------
+    Two database items at the same distance, one relevant: stored first it gives AP 1,
+    stored second 1/2; the expected AP is 3/4 either way.
+
+    >>> tied = [[0.5, 0.5]]
+    >>> map_from_distances(tied, [0], [0, 1], 2), map_from_distances(tied, [0], [1, 0], 2)
+    (1.0, 0.5)
+    >>> map_from_distances(tied, [0], [1, 0], 2, ties="expected")
+    0.75
     """
     q, d = _check_labels(query_labels, db_labels)
-    aps = []
-    for s, e, chunk in _distance_chunks(distances, q.shape[0], chunk_size):
-        if chunk.shape[1] != d.shape[0]:
-            raise ValueError(
-                f"distances have {chunk.shape[1]} columns but there are {d.shape[0]} "
-                "database labels"
-            )
-        idx = _rank_chunk(chunk, k, largest)
-        aps.append(average_precision_at_k(_hits(q[s:e], d, idx)))
+    _check_ties(ties)
+    aps = [
+        _chunk_ap(chunk, q[s:e], d, k, largest, ties)
+        for s, e, chunk in _distance_chunks(distances, q.shape[0], chunk_size)
+    ]
     ap = torch.cat(aps) if aps else torch.zeros(0, dtype=torch.float64)
     if return_ap:
         return ap
     return float(ap.mean()) if ap.numel() else float("nan")
+
+
+def map_levels_from_distances(
+    distances: DistanceSource,
+    levels: Mapping[str, tuple[Any, Any]],
+    k: int,
+    *,
+    ties: str = "index",
+    chunk_size: int = 1024,
+    largest: bool = False,
+) -> dict[str, float]:
+    """mAP@K of one set of distances judged at several label levels, each chunk of
+    distances computed once (:func:`map_from_distances` per level otherwise).
+
+    Parameters
+    ----------
+    distances : (Q, N) float, or callable ``f(start, stop)``; see :func:`rank_database`
+    levels : mapping level name -> (query_labels, db_labels), as in :func:`map_at_k_levels`
+    k, ties, chunk_size, largest : see :func:`map_from_distances`
+
+    Returns
+    -------
+    dict level name -> mAP@K (with ``ties="index"`` equal to
+    ``map_at_k_levels(rank_database(distances, k), levels)``).
+    """
+    _check_ties(ties)
+    checked = {name: _check_labels(ql, dl) for name, (ql, dl) in levels.items()}
+    if not checked:
+        return {}
+    n_q = {q.shape[0] for q, _ in checked.values()}
+    if len(n_q) != 1:
+        raise ValueError(f"every level needs the same number of queries, got {sorted(n_q)}")
+    aps: dict[str, list] = {name: [] for name in checked}
+    for s, e, chunk in _distance_chunks(distances, n_q.pop(), chunk_size):
+        for name, (q, d) in checked.items():
+            aps[name].append(_chunk_ap(chunk, q[s:e], d, k, largest, ties))
+    out = {}
+    for name, parts in aps.items():
+        ap = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64)
+        out[name] = float(ap.mean()) if ap.numel() else float("nan")
+    return out
 
 
 # ---------------------------------------------------------------------- P@K and recall
@@ -401,6 +517,61 @@ def precision_at_k_curve(
     """
     ks, p_sum, _, n_q, _ = _precision_recall_sums(query_labels, db_labels, topk_indices, ks, None)
     return ks, to_numpy(p_sum / max(n_q, 1))
+
+
+def precision_at_k_from_distances(
+    distances: DistanceSource,
+    query_labels,
+    db_labels,
+    ks,
+    *,
+    ties: str = "index",
+    chunk_size: int = 1024,
+    largest: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean precision@k over queries straight from distances, for the given ``ks``.
+
+    Parameters
+    ----------
+    distances : (Q, N) float, or callable ``f(start, stop)``; see :func:`rank_database`
+    query_labels, db_labels : see :func:`map_at_k`
+    ks : sequence of int in [1, N]
+    ties : {"index", "expected"}
+        ``"index"``: the precision of the lower-index order (equal to
+        :func:`precision_at_k_curve` of :func:`rank_database`); ``"expected"``: averaged
+        over every order of the tied items
+        (:func:`~hihpq_lib.evaluation.ties.expected_hits_at_k`).
+    chunk_size, largest : see :func:`map_from_distances`
+
+    Returns
+    -------
+    ks : (L,) int64 ndarray
+    precision : (L,) float64 ndarray
+
+    Examples
+    --------
+    >>> precision_at_k_from_distances([[0.5, 0.5]], [0], [1, 0], [1], ties="expected")
+    (array([1]), array([0.5]))
+    """
+    q, d = _check_labels(query_labels, db_labels)
+    _check_ties(ties)
+    ks = _check_ks(ks, max(d.shape[0], 1))
+    kmax = int(ks.max())
+    cols = torch.from_numpy(ks - 1)
+    kf = torch.from_numpy(ks).double()
+    p_sum = torch.zeros(len(ks), dtype=torch.float64)
+    for s, e, chunk in _distance_chunks(distances, q.shape[0], chunk_size):
+        if chunk.shape[1] != d.shape[0]:
+            raise ValueError(
+                f"distances have {chunk.shape[1]} columns but there are {d.shape[0]} "
+                "database labels"
+            )
+        if ties == "expected":
+            hits = expected_hits_at_k(*_tie_stats(chunk, q[s:e], d, kmax, largest))
+        else:
+            hits = _hits(q[s:e], d, _rank_chunk(chunk, kmax, largest)).double()
+        p_sum += (hits.cumsum(dim=1)[:, cols] / kf).sum(dim=0)
+    return ks, to_numpy(p_sum / max(q.shape[0], 1))
 
 
 def precision_recall_by_rank(

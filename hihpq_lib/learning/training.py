@@ -35,7 +35,6 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from hihpq_lib.evaluation.metrics import map_at_k, map_at_k_levels
 from hihpq_lib.learning.checkpoint import (
     BEST,
     CHECKPOINT,
@@ -51,15 +50,13 @@ from hihpq_lib.learning.config import TrainConfig, resolve_num_clusters
 from hihpq_lib.learning.hierarchy import TangentWardHierarchy
 from hihpq_lib.learning.losses import HiHPQLoss
 from hihpq_lib.learning.model import HiHPQModel, build_model
+from hihpq_lib.learning.retrieval import evaluate_map
 from hihpq_lib.learning.schedule import LRSchedule, make_schedule, steps_per_epoch
 from hihpq_lib.learning.views import BankViews, FeatureSplit, TrainingData
 from hihpq_lib.utils.arrays import to_numpy
 from hihpq_lib.utils.runtime import in_notebook, progress_bar, thread_budget, use_threads
 
 __all__ = [
-    "evaluate_map",
-    "evaluate_levels",
-    "search_topk",
     "uses_hierarchy",
     "trains_backbone",
     "clean_train_features",
@@ -72,51 +69,6 @@ __all__ = [
     "make_loss",
     "train",
 ]
-
-
-@torch.no_grad()
-def search_topk(
-    model: HiHPQModel,
-    query_feats: torch.Tensor,
-    db_feats: torch.Tensor,
-    topk: int,
-    symmetric: bool = False,
-) -> torch.Tensor:
-    """``(Q, k)`` database rows of the PQ search (``db_feats`` encoded, queries raw)."""
-    device = model.quantizer.codebooks.device
-    index = model.build_index(db_feats.to(device))
-    k = min(int(topk), len(db_feats))
-    mode = "symmetric" if symmetric else "asymmetric"
-    _, idx = index.search(model.points(query_feats.to(device)), k, mode=mode)
-    return idx.cpu()
-
-
-@torch.no_grad()
-def evaluate_map(
-    model: HiHPQModel,
-    query: FeatureSplit,
-    database: FeatureSplit,
-    topk: int,
-    symmetric: bool = False,
-) -> float:
-    """mAP@K of asymmetric (or symmetric) PQ search: ``database`` encoded, ``query`` raw."""
-    idx = search_topk(model, query.feats, database.feats, topk, symmetric)
-    return map_at_k(query.labels, database.labels, idx)
-
-
-@torch.no_grad()
-def evaluate_levels(
-    model: HiHPQModel,
-    query_feats: torch.Tensor,
-    db_feats: torch.Tensor,
-    levels: dict,
-    topk: int,
-    symmetric: bool = False,
-) -> dict[str, float]:
-    """mAP@K of one PQ search judged at every level of ``levels`` (name -> (query labels,
-    database labels)), e.g. the class and the ancestors at chosen depths."""
-    idx = search_topk(model, query_feats, db_feats, topk, symmetric)
-    return map_at_k_levels(idx, levels)
 
 
 def _make_optimizer(cfg: TrainConfig, model: HiHPQModel, backbone_params=()):

@@ -1,2 +1,3 @@
-"""Run-time settings (``runtime``), atomic file writes (``atomic``) and optional dependencies
-(``optional``): what every other layer may use; this layer imports no other."""
+"""Run-time settings (``runtime``), atomic file writes (``atomic``), optional dependencies
+(``optional``), the one tensor-to-numpy door (``arrays``) and stage timing (``timing``):
+what every other layer may use; this layer imports no other."""
