@@ -2,7 +2,9 @@
 
 Each ``notebooks/NN_*.py`` is executed (or taken already executed from ``--executed``),
 exported to HTML with nbconvert's JupyterLab template, and linked from a landing page
-with a thumbnail per notebook. The site works offline, from ``file://`` or any static
+with a thumbnail per notebook: the figure of its cell tagged ``thumbnail``, taken from
+the outputs this build converts (so it shows the run the page shows; no picture is
+committed for it). The site works offline, from ``file://`` or any static
 server: plotly.js and MathJax are copied beside the pages, and nothing is fetched from a
 CDN. Plotly figures come from their ``text/html`` outputs (``hihpq_lib.viz`` selects a
 renderer that writes them); the kernel-free sliders (``viz.slider_frames``) keep working;
@@ -37,7 +39,10 @@ import nbformat
 ROOT = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
 NOTEBOOKS = ROOT / "notebooks"
-THUMBS = NOTEBOOKS / "figures"
+#: The cell tag that marks a notebook's thumbnail figure (a cell with a PNG output: the
+#: matplotlib twin of the key figure), and the thumbnails' width in pixels.
+THUMB_TAG = "thumbnail"
+THUMB_WIDTH = 480
 MATHJAX_CONFIG = "TeX-AMS-MML_HTMLorMML-full,Safe"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 LIVE_NOTE = (
@@ -147,22 +152,43 @@ def title_and_summary(nb: nbformat.NotebookNode) -> tuple[str, str]:
     return title, summary[:320] + ("…" if len(summary) > 320 else "")
 
 
-def thumbnail(stem: str, nb: nbformat.NotebookNode, out: Path) -> str | None:
-    """The notebook's thumbnail (notebooks/figures/NN_thumb.png), else its first image."""
-    number = stem[:2]
-    target = out / "thumbs" / f"{number}.png"
+def thumbnail_png(nb: nbformat.NotebookNode) -> tuple[bytes | None, str]:
+    """The PNG of the executed notebook's thumbnail figure, and where it came from.
+
+    The first image output of the cell tagged ``thumbnail`` (``# %% tags=["thumbnail"]``
+    in the ``.py`` source); else the notebook's first image (``"first image"``); else
+    ``None`` (``"none"``). Always from the outputs of this execution, never a file.
+    """
+    tagged = [c for c in nb.cells if THUMB_TAG in c.get("metadata", {}).get("tags", [])]
+    for where, cells in (("tagged cell", tagged), ("first image", nb.cells)):
+        for cell in cells:
+            for o in cell.get("outputs", []):
+                png = o.get("data", {}).get("image/png")
+                if png:
+                    return base64.b64decode("".join(png) if isinstance(png, list) else png), where
+    return None, "none"
+
+
+def thumbnail(stem: str, nb: nbformat.NotebookNode, out: Path) -> tuple[str | None, str]:
+    """Write ``thumbs/NN.png`` (at most ``THUMB_WIDTH`` px wide) from the executed notebook.
+
+    Returns the page-relative path (``None`` without any image) and its source (see
+    :func:`thumbnail_png`).
+    """
+    png, where = thumbnail_png(nb)
+    if png is None:
+        return None, where
+    target = out / "thumbs" / f"{stem[:2]}.png"
     target.parent.mkdir(parents=True, exist_ok=True)
-    src = THUMBS / f"{number}_thumb.png"
-    if src.is_file():
-        shutil.copyfile(src, target)
-        return f"thumbs/{target.name}"
-    for cell in nb.cells:
-        for o in cell.get("outputs", []):
-            png = o.get("data", {}).get("image/png")
-            if png:
-                target.write_bytes(base64.b64decode(png))
-                return f"thumbs/{target.name}"
-    return None
+    from io import BytesIO
+
+    from PIL import Image  # matplotlib's own dependency
+
+    img = Image.open(BytesIO(png))
+    if img.width > THUMB_WIDTH:
+        img = img.resize((THUMB_WIDTH, round(img.height * THUMB_WIDTH / img.width)), Image.LANCZOS)
+    img.save(target, optimize=True)
+    return f"thumbs/{target.name}", where
 
 
 def copy_assets(out: Path) -> None:
@@ -226,7 +252,7 @@ def build(out: Path, mode: str, executed: Path | None) -> dict:
         extra_template_basedirs=[str(HERE / "templates")],
         mathjax_url=f"mathjax/MathJax.js?config={MATHJAX_CONFIG}",
     )
-    entries, report = [], {"mode": mode, "notebooks": {}}
+    entries, report = [], {"mode": mode, "notebooks": {}, "thumbnails": {}}
     for src in srcs:
         stem = src.stem
         if executed is not None:
@@ -245,14 +271,8 @@ def build(out: Path, mode: str, executed: Path | None) -> dict:
             print(f"book: {src.name} in {time.perf_counter() - t:.0f} s", flush=True)
         counts = prepare(nb)
         title, summary = title_and_summary(nb)
-        entries.append(
-            {
-                "href": f"{stem}.html",
-                "title": title,
-                "summary": summary,
-                "thumb": thumbnail(stem, nb, out),
-            }
-        )
+        thumb, report["thumbnails"][stem] = thumbnail(stem, nb, out)
+        entries.append({"href": f"{stem}.html", "title": title, "summary": summary, "thumb": thumb})
         report["notebooks"][stem] = counts
         nbformat.write(nb, out / "executed" / f"{stem}.ipynb")
     for i, (src, e) in enumerate(zip(srcs, entries)):

@@ -41,6 +41,7 @@
 # - Notebook 01 (hyperboloid, $k$ and $c = 1/k$, `expmap0`, Poincaré disk) and notebook
 #   02 (product quantization, codewords, codes).
 # - Softmax and k-means at the level of "what they compute". No data download.
+# - Notation: one sheet for the whole series, [docs/notation.md](../docs/notation.md).
 #
 # ## How long it takes on a laptop CPU
 # - Reading and doing the exercises: about 40 minutes.
@@ -339,6 +340,32 @@ viz.slider_figure(
     ),
 )
 
+# %% tags=["claim"]
+cold, hot = (
+    viz.voronoi_data(codewords, k, temperature=t, resolution=RESOLUTION) for t in (0.3, 10)
+)
+claims.check(
+    np.array_equal(cold["cells"], hot["cells"], equal_nan=True), "hard cells never change with T"
+)
+claims.check(
+    np.nanmean(hot["entropy"]) < np.nanmean(cold["entropy"]),
+    "the band of uncertain assignment shrinks as T grows",
+)
+
+
+def disk_radius(c):
+    """Mean Poincaré-disk radius of the first 300 points at curvature c (same tangent vectors)."""
+    pts = lorentz.expmap0(lorentz.lift(feats[:300]), k=1 / c)
+    return float(lorentz.to_poincare(pts, k=1 / c).norm(dim=-1).mean())
+
+
+radii = [disk_radius(c) for c in (0.1, 1.0, 10.0)]
+claims.check(
+    radii[0] < radii[1] < radii[2],
+    "with a larger curvature c the same tangent vectors land nearer the rim",
+    radii=radii,
+)
+
 # %% [markdown]
 # The same explorations with their sliders built into the figures, computed in advance
 # (no kernel needed: they keep working in an exported HTML page and in the book): the
@@ -357,7 +384,7 @@ viz.voronoi_explorer(
 # %% [markdown]
 # The static twins: the same codebook at $T = 0.3$ and $T = 10$ ($c = 1$).
 
-# %%
+# %% tags=["thumbnail"]
 for temp in (0.3, 10.0):
     display(
         viz.codebook_voronoi(
@@ -370,18 +397,6 @@ for temp in (0.3, 10.0):
             backend="matplotlib",
         )
     )
-
-# %% tags=["claim"]
-cold, hot = (
-    viz.voronoi_data(codewords, k, temperature=t, resolution=RESOLUTION) for t in (0.3, 10)
-)
-claims.check(
-    np.array_equal(cold["cells"], hot["cells"], equal_nan=True), "hard cells never change with T"
-)
-claims.check(
-    np.nanmean(hot["entropy"]) < np.nanmean(cold["entropy"]),
-    "the band of uncertain assignment shrinks as T grows",
-)
 
 # %% [markdown]
 # ## 6. Quantization error against temperature
@@ -460,7 +475,28 @@ viz.line_plot(temperatures, diff_curves, ["soft − hard", "0"], **diff_args)
 # %%
 viz.line_plot(temperatures, diff_curves, ["soft − hard", "0"], backend="matplotlib", **diff_args)
 
-# %%
+# %% tags=["claim"]
+claims.check(
+    mean_max_prob[0] < 2 / pq.K,
+    "at small T every point gets nearly the same blend of all codewords",
+    largest_weight=mean_max_prob[0],
+)
+claims.check(
+    abs(soft_error[-1] - hard_error) < 1e-3 * hard_error
+    and abs(soft_error[-1] - hard_error) < abs(soft_error[0] - hard_error),
+    "as T grows the soft quantization error tends to the hard one: the two errors meet",
+)
+dip = np.flatnonzero(soft_error < hard_error)
+claims.check(
+    bool(np.all(np.diff(dip) == 1)),
+    "the soft error is below the hard one on one interval of T",
+    below=temperatures[dip],
+)
+if below.max() >= temperatures[-2]:  # the sentence then says "approaching it from below"
+    claims.check(
+        bool(np.all(np.diff(soft_error[soft_error.argmin() :]) >= -1e-12)),
+        "after its lowest point the soft error approaches the hard one from below as T grows",
+    )
 claims.say(
     "The soft error is below the hard one **{where}**, by at most "
     "{depth:.4f} ({rel:.1%} of the hard error) at T = {tmin:.2g}: a blend of neighbouring "
@@ -535,10 +571,9 @@ if answer is None:
 
 # %% tags=["check"]
 assert answer is not None, "set answer to a temperature"
-ok = temperatures[mean_max_prob >= 0.9]
-assert len(ok) and abs(float(answer) - ok.min()) < 1e-12, f"expected {ok.min():.4g}"
+t_hard = exercises.check_smallest_temperature(answer, temperatures, mean_max_prob, 0.9)
 print(
-    f"Exercise 3: correct. From T = {ok.min():.3g} on, the strongest codeword gets 90% of the weight on average"
+    f"Exercise 3: correct. From T = {t_hard:.3g} on, the strongest codeword gets 90% of the weight on average"
 )
 
 # %% [markdown]

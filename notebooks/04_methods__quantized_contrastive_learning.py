@@ -47,6 +47,7 @@
 # - CIFAR-10: set `HIHPQ_CIFAR10` to a copy (the Makefile exports the development copy
 #   when it has one; otherwise torchvision downloads it). The frozen EfficientNet-Lite features are cached under `data/cache`; if they are
 #   missing, the first run computes them (how long: the next paragraph). No GPU.
+# - Notation: one sheet for the whole series, [docs/notation.md](../docs/notation.md).
 #
 # ## How long it takes on a laptop CPU
 # - Reading and doing the exercises: about 45 minutes.
@@ -188,7 +189,7 @@ viz.views_grid(
 
 # %% [markdown]
 # Each training step picks, for every image of the batch, two *different* views from the
-# bank (`training.BankViews`). With only `cfg.n_views` views per image (8 in the full
+# bank (`hihpq_lib.learning.views.BankViews`). With only `cfg.n_views` views per image (8 in the full
 # profile, 3 in the quick one) the model sees fewer distinct pairs than with fresh
 # augmentation at every step, as the paper does on a GPU; that is the price of the CPU
 # path.
@@ -328,11 +329,15 @@ epochs = [h["epoch"] for h in history]
 loss_curve = [h["contrastive"] for h in history]
 collapse = [math.log(2 * cfg.batch_size - 1)] * len(epochs)
 loss_args = dict(
-    xlabel="epoch", ylabel="contrastive loss", title="Training loss (contrastive only)", ylim=None
+    xlabel="epoch",
+    ylabel="contrastive loss",
+    title="Training loss (contrastive only)",
+    ylim=None,
+    integer_x=True,
 )
 viz.line_plot(epochs, [loss_curve, collapse], ["L_cl", "log(2B - 1): collapse"], **loss_args)
 
-# %%
+# %% tags=["thumbnail"]
 viz.line_plot(
     epochs,
     [loss_curve, collapse],
@@ -344,7 +349,11 @@ viz.line_plot(
 # %%
 val_curve = [h["val_map"] for h in history]
 val_args = dict(
-    xlabel="epoch", ylabel=f"mAP@{cfg.topk}", title="Validation mAP (32-bit codes)", ylim=None
+    xlabel="epoch",
+    ylabel=f"mAP@{cfg.topk}",
+    title="Validation mAP (32-bit codes)",
+    ylim=None,
+    integer_x=True,
 )
 viz.line_plot(epochs, val_curve, "validation queries", **val_args)
 
@@ -352,13 +361,23 @@ viz.line_plot(epochs, val_curve, "validation queries", **val_args)
 viz.line_plot(epochs, val_curve, "validation queries", backend="matplotlib", **val_args)
 
 # %%
-demo_epochs = config.demo_config(False).epochs
+demo = config.demo_config(False)
+lr_curve = [h["lr"] for h in history]
+claims.check(
+    lr_curve[-1] < 0.05 * max(lr_curve),
+    "the learning rate decays to almost zero at the end",
+    lr_peak=max(lr_curve),
+    lr_last=lr_curve[-1],
+)
 claims.say(
     "No label was used for training; the labels only score the retrieval. The loss went "
     "from {l0:.2f} to **{l1:.2f}**, {below} the collapse level {lc:.2f}, and the "
     "validation mAP from {v0:.3f} to {v1:.3f} (best {vb:.3f} at epoch {eb}); the learning "
-    "rate decays to almost zero at the end. The demo (`make demo`, notebook 06) trains "
-    "the same setup for {de} epochs; notebook 05 adds the hierarchy losses and compares.",
+    "rate decays from its peak {lr_max:.3g} to {lr_end:.2g} at the last step. The demo (`make "
+    "demo`, notebook 06) trains HiHPQ on the full CIFAR-10 profile ({de} epochs, "
+    "`{bb}` at {res} px) with the hierarchy losses of notebook 05 switched on "
+    "(`proto_weight` {pw:g}, `instance_weight` {iw:g}); notebook 05 adds them to this run "
+    "and compares.",
     l0=loss_curve[0],
     l1=loss_curve[-1],
     below=claims.direction(loss_curve[-1], collapse[0], up="above", down="below", same="at"),
@@ -367,7 +386,13 @@ claims.say(
     v1=val_curve[-1],
     vb=result["best_val_map"],
     eb=result["best_epoch"],
-    de=demo_epochs,
+    lr_max=max(lr_curve),
+    lr_end=lr_curve[-1],
+    de=demo.epochs,
+    bb=demo.backbone,
+    res=demo.resolution,
+    pw=demo.proto_weight,
+    iw=demo.instance_weight,
 )
 
 # %% tags=["claim"]
@@ -446,6 +471,38 @@ viz.line_plot(rank, usage_curves, usage_names, backend="matplotlib", **usage_arg
 dead_start = sum(r["dead"] for r in rows_start)
 dead_trained = sum(r["dead"] for r in rows_trained)
 claims.check(dead_trained < dead_start, "training revives dead codewords", before=dead_start)
+# Where do the missing bits go? Dead codewords cap a subspace at log2(K - dead) bits;
+# below that cap, the loss is uneven use of the codewords that are alive.
+cap = [math.log2(cfg.K - r["dead"]) for r in rows_trained]
+lost_dead = [math.log2(cfg.K) - c for c in cap]
+lost_uneven = [c - r["bits"] for c, r in zip(cap, rows_trained)]
+cause = (
+    "uneven use of the codewords that are alive, not the dead ones"
+    if all(u > d for u, d in zip(lost_uneven, lost_dead))
+    else "the dead codewords, not uneven use"
+    if all(d > u for u, d in zip(lost_uneven, lost_dead))
+    else "partly the dead codewords, partly uneven use (it depends on the subspace)"
+)
+claims.say(
+    "After training {d_lo}–{d_hi} codewords per subspace are still dead ({d0} in all before "
+    "training, {d1} after). Dead codewords alone would cap a subspace at "
+    "$\\log_2(K - \\text{{dead}})$ = {c_lo:.2f}–{c_hi:.2f} bits, yet the subspaces carry "
+    "{b_lo:.1f}–{b_hi:.1f} bits (perplexity {p_lo:.0f}–{p_hi:.0f} of {K}): most of the "
+    "shortfall from {full:.0f} bits is **{cause}**.",
+    d_lo=min(r["dead"] for r in rows_trained),
+    d_hi=max(r["dead"] for r in rows_trained),
+    d0=dead_start,
+    d1=dead_trained,
+    c_lo=min(cap),
+    c_hi=max(cap),
+    b_lo=min(r["bits"] for r in rows_trained),
+    b_hi=max(r["bits"] for r in rows_trained),
+    p_lo=min(r["perplexity"] for r in rows_trained),
+    p_hi=max(r["perplexity"] for r in rows_trained),
+    K=cfg.K,
+    full=math.log2(cfg.K),
+    cause=cause,
+)
 
 # %% [markdown]
 # Why do dead codewords appear? The codebooks start as random unit-length tangent
@@ -455,8 +512,9 @@ claims.check(dead_trained < dead_start, "training revives dead codewords", befor
 # near 0 from every point (the softmax of notebook 03), hence almost no gradient, and can
 # stay dead. Training revives many of them: the contrastive loss wants different images
 # to get different codes, and spreading images over more codewords is how the codes tell
-# them apart. The remaining dead codewords cost a little code length (the "bits" column;
-# 8 is the maximum). Remedies used in practice: initialise the codewords from data
+# them apart. The sentence above splits the missing bits (the "bits" column; 8 is the
+# maximum) between dead codewords and uneven use. Remedies used in practice against
+# dead codewords: initialise the codewords from data
 # (`codebook_init="data"`, `quantizer.init_from_features`), or re-seed dead codewords
 # during training.
 #
@@ -506,34 +564,55 @@ print(
     f"random init {[row['dead'] for row in rows_start]}"
 )
 
+# %% [markdown]
+# Every codeword now starts *on* a training image, so each is the nearest codeword of at
+# least that image, and on the database far fewer are dead (the printout). The
+# contrastive training of section 3 fixes much of the random start by itself, but before
+# any training the data initialisation already spreads use more evenly than training did.
+
 # %% tags=["claim"]
 claims.check(
     sum(dead_data) < dead_start and share < exercises.top_share(usage_start[0], 26),
     "data initialisation leaves fewer dead codewords and spreads use more evenly",
     dead_data=dead_data,
 )
+claims.check(
+    2 * sum(dead_data) < dead_start,
+    "on the database far fewer are dead: initialising from data avoids most dead codewords",
+    dead_data=dead_data,
+    dead_random=dead_start,
+)
+claims.check(
+    share < exercises.top_share(usage_trained[0], 26),
+    "before any training the data initialisation already spreads use more evenly than training did",
+    data_init=share,
+    trained=exercises.top_share(usage_trained[0], 26),
+)
 
 # %% [markdown]
-# Every codeword now starts *on* a training image, so each is the nearest codeword of at
-# least that image, and on the database far fewer are dead (the printout). The
-# contrastive training of section 3 fixes much of the random start by itself, but an
-# initialisation from data gives the optimiser a head start.
-#
 # ## 5. The curvatures the model learned
 #
 # Each subspace has its own learnable curvature magnitude $c_m = 1/k_m$
 # (`model.space.curvature`, initialised at `cfg.curvature` = 1 and clamped to
-# $[0.01, 10]$ after each step). The training history records them per epoch:
+# $[0.01, 10]$ after each step). The training history records them after every epoch;
+# epoch 0 is where they started, read from the untrained model `start`:
 
 # %%
-curv = np.array([h["curvature"] for h in history])  # (epochs, M)
+# (epochs + 1, M): epoch 0, the start cfg.curvature, then the value after each epoch
+curv_epochs, curv = viz.history_series(history, "curvature", initial=start.space.summary())
 curv_names = [f"subspace {m}" for m in range(cfg.M)]
-curv_args = dict(xlabel="epoch", ylabel="curvature c = 1/k", title="Learned curvatures", ylim=None)
+curv_args = dict(
+    xlabel="epoch",
+    ylabel="curvature c = 1/k",
+    title="Learned curvatures (epoch 0: the start)",
+    ylim=None,
+    integer_x=True,
+)
 print("final curvatures:", [round(c, 3) for c in trained.space.curvature.tolist()])
-viz.line_plot(epochs, list(curv.T), curv_names, **curv_args)
+viz.line_plot(curv_epochs, list(curv.T), curv_names, **curv_args)
 
 # %%
-viz.line_plot(epochs, list(curv.T), curv_names, backend="matplotlib", **curv_args)
+viz.line_plot(curv_epochs, list(curv.T), curv_names, backend="matplotlib", **curv_args)
 
 # %%
 c_final = trained.space.curvature.detach()
@@ -582,7 +661,7 @@ claims.check(float(clipped.min()) > 0.5, "most points are clipped to clip_r", cl
 # *between* points at the same radius grow with $c$ (notebook 01's slider): more
 # curvature, more room between directions, so the similarities $s = -D/\tau$ spread out
 # and the positive can stand out from the negatives; less curvature, less room. Exercise
-# 3 measures which way this run went.
+# 3 measures which way the trained model went.
 #
 # ### Exercise 3 — how much room did the curvature add?
 # Map the head outputs of the first 300 database images,

@@ -306,10 +306,12 @@ def test_book_pages_render_every_figure_and_the_maths_offline(browser, book):
     errors, outside = [], []
 
     def console(m):
-        # MathJax 2 measures fonts against a blank web font at about:blank, which Chromium
-        # refuses (and logs) on any page: its own probe, not a resource of the book
-        if m.type == "error" and "about:blank" not in m.text + m.location.get("url", ""):
-            errors.append(f"{m.text} ({m.location.get('url', '')})")
+        # no exception: MathJax's blank probe font (url('about:blank'), refused from
+        # file:// with two errors) is pointed at a local() source by the book's template
+        if m.type == "error":
+            errors.append(f"{html_page_name[0]}: {m.text} ({m.location.get('url', '')})")
+
+    html_page_name = ["index.html"]  # the page being checked, named in each error
 
     page.on("console", console)
     page.on("pageerror", lambda e: errors.append(str(e)))
@@ -325,6 +327,8 @@ def test_book_pages_render_every_figure_and_the_maths_offline(browser, book):
     cards = page.locator(".card")
     assert cards.count() == len(pages)
     assert page.locator(".card img").count() == len(pages)  # a thumbnail per notebook
+    # ... each drawn by this build from the figure of the cell tagged "thumbnail"
+    assert report["thumbnails"] == {p.stem: "tagged cell" for p in pages}
     assert all(
         page.locator(".card img").nth(i).evaluate("i => i.naturalWidth") > 0
         for i in range(len(pages))
@@ -332,6 +336,7 @@ def test_book_pages_render_every_figure_and_the_maths_offline(browser, book):
     assert page.locator("code", has_text="make lab").count() >= 1
     page.screenshot(path=SHOTS / "book_index.png", full_page=True)
     for html_page in pages:
+        html_page_name[0] = html_page.name
         page.goto(html_page.as_uri())
         expected = report["notebooks"][html_page.stem]["plotly_figures"]
         page.wait_for_function(
@@ -349,7 +354,7 @@ def test_book_pages_render_every_figure_and_the_maths_offline(browser, book):
             plot.scroll_into_view_if_needed()
             plot.screenshot(path=SHOTS / f"book_{html_page.stem[:2]}_plotly{i + 1}.png")
         page.screenshot(path=SHOTS / f"book_{html_page.stem[:2]}.png")
-    assert not errors, errors
+    assert not errors, f"the book's pages logged console errors: {errors}"
     assert not outside, f"the book fetched from outside its folder: {outside[:5]}"
     page.close()
 
@@ -361,7 +366,8 @@ def test_book_kernel_free_slider_changes_its_figure(browser, book):
     plot = page.locator(".plotly-graph-div").filter(has=page.locator(".slider-container")).first
     plot.scroll_into_view_if_needed()
     title = "gd => gd.layout.title.text"
-    before = plot.evaluate(title)
+    sheet = "gd => gd.layout.annotations[0].text"  # the 3-D view's subplot title
+    before, sheet_before = plot.evaluate(title), plot.evaluate(sheet)
     plot.screenshot(path=SHOTS / "book01_curvature_before.png")
     rail = plot.locator(".slider-rail-rect").first.bounding_box()
     page.mouse.click(rail["x"] + rail["width"] - 2, rail["y"] + rail["height"] / 2)  # last step
@@ -369,7 +375,12 @@ def test_book_kernel_free_slider_changes_its_figure(browser, book):
         f"gd => ({title})(gd) !== {json.dumps(before)}", arg=plot.element_handle(), timeout=10_000
     )
     page.wait_for_timeout(300)
-    after = plot.evaluate(title)
+    after, sheet_after = plot.evaluate(title), plot.evaluate(sheet)
     plot.screenshot(path=SHOTS / "book01_curvature_after.png")
     assert before.startswith("c = 1.00") and after.startswith("c = 10.00"), (before, after)
+    # the subplot title counts the points beyond the drawn sheet of the frame shown
+    assert sheet_before != sheet_after and "beyond the drawn sheet" in sheet_after, (
+        sheet_before,
+        sheet_after,
+    )
     page.close()

@@ -394,3 +394,24 @@ def test_load_benchmark_suite_adds_methods_run_into_their_own_folder(tmp_path):
     effects = {e["contrast"]: e["Δ mAP"] for e in benchmarks.ablation_effects(res)}
     assert effects["hyperbolic vs Euclidean, with hierarchy"] == pytest.approx(0.03)
     assert effects["HiHPQ vs faiss OPQ"] == pytest.approx(0.08)
+
+
+def test_benchmark_suite_sources_carry_each_files_run_time_and_memory(tmp_path):
+    """Notebook 07 prints how long each benchmark file took from its own ``meta``."""
+    import json
+
+    meta = {"quick": False, "started": "s", "argv": [], "total_seconds": 5032.5}
+    res = {
+        "rows": [{"protocol": "I", "bits": 32, "method": "hihpq", "map": 0.6}],
+        "complete": True,
+        "meta": dict(meta, peak_rss_mb=3732.3),
+    }
+    (tmp_path / "protocol_i").mkdir()
+    (tmp_path / "protocol_i" / "results.json").write_text(json.dumps(res))
+    (tmp_path / "protocol_ii").mkdir()
+    res["rows"] = [{"protocol": "II", "bits": 32, "method": "hihpq", "map": 0.6}]
+    res["meta"] = {"quick": False, "started": "t", "argv": []}  # an older file: no timing
+    (tmp_path / "protocol_ii" / "results.json").write_text(json.dumps(res))
+    merged, _ = benchmarks.load_benchmark_suite(tmp_path)
+    got = [(s["protocol"], s["seconds"], s["peak_rss_mb"]) for s in merged["meta"]["sources"]]
+    assert got == [("I", 5032.5, 3732.3), ("II", None, None)]

@@ -251,3 +251,35 @@ def test_deep_hierarchies_runs_on_tiny_imagenet(tiny_imagenet_dir, monkeypatch):
     )
     assert "WordNet, the 200 Tiny-ImageNet classes: " in text
     assert "test mAP@" in text and "Section 3 needs the images" not in text
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=IDS)
+def test_one_thumbnail_cell_draws_a_static_figure(path):
+    """The book's thumbnail is the PNG of the cell tagged "thumbnail", from the run it shows."""
+    cells = [c for c in _read(path).cells if "thumbnail" in _tags(c)]
+    assert len(cells) == 1, f"{path.name}: tag one figure cell with tags=['thumbnail']"
+    assert cells[0].cell_type == "code" and "viz." in cells[0].source, cells[0].source[:200]
+
+
+def test_no_committed_thumbnails_and_the_build_takes_the_tagged_figure():
+    """No picture of an older run stands in for a notebook (issue 27): none is committed."""
+    import base64
+
+    import nbformat
+
+    from book.build import thumbnail_png
+
+    assert not sorted((NOTEBOOKS / "figures").glob("*_thumb.png"))
+    first, tagged = b"\x89PNG first", b"\x89PNG tagged"
+
+    def image_cell(png, tags=()):
+        out = nbformat.v4.new_output(
+            "display_data", data={"image/png": base64.b64encode(png).decode()}
+        )
+        return nbformat.v4.new_code_cell("x", outputs=[out], metadata={"tags": list(tags)})
+
+    nb = nbformat.v4.new_notebook(cells=[image_cell(first), image_cell(tagged, ["thumbnail"])])
+    assert thumbnail_png(nb) == (tagged, "tagged cell")
+    nb.cells[1].metadata["tags"] = []
+    assert thumbnail_png(nb) == (first, "first image")
+    assert thumbnail_png(nbformat.v4.new_notebook()) == (None, "none")

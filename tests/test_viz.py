@@ -481,3 +481,159 @@ def test_tree_embeddings_hover_names():
     assert shown == {"root", "a", "b"}
     with pytest.raises(ValueError, match="one name per node"):
         viz.tree_embeddings(parent, xy, xy, node_names=["root"])
+
+
+# ---------------------------------------------------------------------- issue 27: figures
+def test_curvature_explorer_says_per_frame_how_many_points_lie_beyond_the_sheet():
+    """The subplot title of each frame counts that frame's hidden points (not frame 0's)."""
+    tangent = torch.tensor([[0.3, 0.1], [-0.2, 0.4], [3.0, 0.0]], dtype=torch.float64)
+    cs = [0.1, 1.0, 4.0]
+    fig = viz.curvature_explorer(tangent, cs)
+    texts = []
+    for c, frame in zip(cs, fig.frames):
+        k = 1.0 / c
+        hidden = int(
+            (
+                ~viz.hyperboloid_data(L.expmap0(L.lift(tangent), k=k), k, radius=4.5, zmax=5.0)[
+                    "in_view"
+                ]
+            ).sum()
+        )
+        left = frame.layout.annotations[0].text
+        assert left.startswith("hyperboloid with the disk below")
+        assert ("beyond the drawn sheet" in left) == (hidden > 0), (c, left)
+        if hidden:
+            assert f"({hidden} point" in left
+        texts.append(left)
+    assert texts[0] != texts[-1]  # the far point is on the sheet at c = 0.1, beyond it at c = 4
+    assert fig.layout.annotations[0].text == texts[1]  # the figure opens on the middle frame
+
+
+def test_voronoi_explorer_titles_name_what_the_slider_moves():
+    cb = torch.tensor([[1.0, 0.0], [-0.5, 0.8], [-0.5, -0.8]], dtype=torch.float64)
+    by_c = viz.voronoi_explorer(cb, [0.5, 2.0], vary="curvature", resolution=20)
+    by_t = viz.voronoi_explorer(cb, [0.5, 2.0], vary="temperature", resolution=20)
+    for frame in by_c.frames:
+        title = frame.layout.title.text
+        assert title.startswith("c = ") and "c grows" in title and "T grows" not in title
+    for frame in by_t.frames:
+        title = frame.layout.title.text
+        assert title.startswith("T = ") and "T grows" in title and "c grows" not in title
+    assert by_c.layout.sliders[0].currentvalue.prefix.startswith("c")
+    both = viz.voronoi_figure(cb, 1.0, 1.0, resolution=20).layout.title.text
+    assert both.startswith("T = 1, c = 1") and "T grows" in both  # the two live sliders
+    with pytest.raises(ValueError, match="vary"):
+        viz.voronoi_figure(cb, 1.0, 1.0, vary="k")
+
+
+def _integer_ticks(fig):
+    """The x ticks a figure shows: plotly's linear ticks or matplotlib's tick locations."""
+    if isinstance(fig, go.Figure):
+        axes = [fig.layout[a] for a in fig.layout if a.startswith("xaxis")]
+        return [(a.tickmode, a.tick0, a.dtick) for a in axes]
+    fig.canvas.draw()
+    return [t for ax in fig.axes for t in ax.get_xticks()]
+
+
+def test_history_series_puts_the_start_at_epoch_0_and_line_plot_ticks_whole_epochs():
+    hist = [{"epoch": e, "curvature": [1.0 + 0.1 * e, 1.0 - 0.1 * e]} for e in (1, 2, 3)]
+    ep, c = viz.history_series(hist, "curvature", initial={"curvature": [1.0, 1.0]})
+    assert ep.tolist() == [0, 1, 2, 3] and c.shape == (4, 2)
+    np.testing.assert_allclose(c[0], [1.0, 1.0])  # the start c = 1 is drawn
+    ep_no, _ = viz.history_series(hist, "curvature")
+    assert ep_no.tolist() == [1, 2, 3]
+    one = [{"epoch": 1, "curvature": [0.9]}]
+    assert viz.history_series(one, "curvature", initial={"curvature": [1.0]})[1].shape == (2, 1)
+    ev = [{"epoch": 1, "val_map": 0.2}, {"epoch": 2}, {"epoch": 3, "val_map": 0.3}]
+    assert np.isnan(viz.history_series(ev, "val_map")[1][1])
+    with pytest.raises(ValueError, match="no record"):
+        viz.history_series(hist, "loss")
+    pf = viz.line_plot(ep, list(c.T), ["a", "b"], integer_x=True)
+    assert _integer_ticks(pf) == [("linear", 0, 1)]
+    mf = viz.line_plot(ep, list(c.T), ["a", "b"], integer_x=True, backend="matplotlib")
+    ticks = _integer_ticks(mf)
+    assert ticks and all(float(t).is_integer() for t in ticks)
+
+
+@pytest.mark.parametrize("backend", ["plotly", "matplotlib"])
+def test_training_history_has_a_metric_axis_a_loss_axis_and_whole_epochs(backend):
+    hist = [
+        {"epoch": e, "loss": 5.0 - 0.2 * e + (1.0 if e > 3 else 0.0), "contrastive": 5.0 - 0.2 * e}
+        for e in range(1, 8)
+    ]
+    for h in hist:
+        h["val_map"] = 0.3 + 0.01 * h["epoch"]
+    fig = viz.training_history(hist, selected_epoch=5, backend=backend)
+    _render(fig)
+    if backend == "plotly":
+        on_axis = {tr.name: tr.yaxis for tr in fig.data}
+        assert on_axis == {"validation mAP": "y", "contrastive loss": "y2", "total loss": "y2"}
+        np.testing.assert_allclose(fig.data[1].y, [h["contrastive"] for h in hist])  # not / 10
+        assert {t[0] for t in _integer_ticks(fig)} == {"linear"}
+        assert all(float(t[2]).is_integer() and t[2] >= 1 for t in _integer_ticks(fig))
+    else:
+        top, bottom = fig.axes
+        assert [ln.get_label() for ln in top.get_lines()][:1] == ["validation mAP"]
+        np.testing.assert_allclose(
+            bottom.get_lines()[0].get_ydata(), [h["contrastive"] for h in hist]
+        )
+        ticks = _integer_ticks(fig)
+        assert all(float(t).is_integer() for t in ticks)
+
+
+def test_subspace_disks_scaled_radius_spreads_clipped_points_and_says_so():
+    """Features clipped to one norm form a ring at their true radius; "scaled" shows a view."""
+    km = torch.tensor([1.0, 0.5], dtype=torch.float64)
+    gen = torch.Generator().manual_seed(0)
+    v = torch.randn(200, 2, 8, generator=gen, dtype=torch.float64)
+    v[..., :2] += 3.0 * torch.randn(200, 2, 2, generator=gen, dtype=torch.float64)
+    v = 1.5 * v / v.norm(dim=-1, keepdim=True)  # every point clipped to tangent norm 1.5
+    pts = L.expmap0(L.lift(v), k=km.view(2, 1))
+    cw = L.expmap0(
+        L.lift(0.8 * torch.randn(2, 16, 8, generator=gen, dtype=torch.float64)), k=km.view(2, 1, 1)
+    )
+    true = viz.subspace_disk_data(cw, km, pts, radius="true")
+    flat = viz.subspace_disk_data(cw, km, pts, radius="projected")
+    scaled = viz.subspace_disk_data(cw, km, pts, radius="scaled")
+    for m in range(2):
+        r_true = np.linalg.norm(true["points"][:, m], axis=1)
+        assert r_true.std() < 1e-9  # the thin ring of the issue
+        r = np.linalg.norm(scaled["points"][:, m], axis=1)
+        assert r.std() > 0.1 * r.max()  # spread over the disk
+        np.testing.assert_allclose(r.max(), r_true.max(), rtol=1e-9)  # outermost at the true radius
+        f = scaled["scale"]["points"][m]
+        assert f >= 1.0
+        np.testing.assert_allclose(scaled["points"][:, m], f * flat["points"][:, m], rtol=1e-9)
+        cr = np.linalg.norm(scaled["codewords"][m], axis=1)
+        np.testing.assert_allclose(cr.max(), scaled["norms"]["codewords"][m].max(), rtol=1e-9)
+        assert np.all(r < 1.0) and np.all(cr < 1.0)
+    labels = np.arange(200) % 3
+    pf = viz.subspace_codewords_disks(
+        cw, km, pts, point_labels=labels, radius="scaled", max_points=150
+    )
+    caption = [a.text for a in pf.layout.annotations if "Radial rescale" in a.text]
+    assert len(caption) == 1 and "points ×" in caption[0] and "a random 150 of 200" in caption[0]
+    rings = [tr for tr in pf.data if (tr.name or "").startswith("true median radius: points")]
+    ring0 = np.median(np.linalg.norm(true["points"][:, 0], axis=1))  # subspace 0's true radius
+    np.testing.assert_allclose(np.hypot(rings[0].x, rings[0].y), ring0, rtol=1e-6)
+    mf = viz.subspace_codewords_disks(cw, km, pts, radius="scaled", backend="matplotlib")
+    assert "Radial rescale" in mf._supxlabel.get_text()
+    _render(mf)
+
+
+@pytest.mark.parametrize("backend", ["plotly", "matplotlib"])
+def test_seed_strip_keeps_every_marker_inside_the_axes(backend):
+    vals = {"a": [0.382, 0.344, 0.377], "b": [0.356, 0.366, 0.370], "c": [0.364, 0.338, 0.362]}
+    fig = viz.seed_strip(vals, [0, 1, 2], backend=backend)
+    ys = np.array(list(vals.values()))
+    if backend == "plotly":
+        lo, hi = fig.layout.yaxis.range
+        xlo, xhi = fig.layout.xaxis.range
+        xs = np.concatenate([tr.x for tr in fig.data])
+    else:
+        (lo, hi), (xlo, xhi) = fig.axes[0].get_ylim(), fig.axes[0].get_xlim()
+        xs = np.concatenate([c.get_offsets()[:, 0] for c in fig.axes[0].collections])
+    margin = 0.08 * (ys.max() - ys.min())  # room for a whole marker at either end
+    assert lo < ys.min() - margin and hi > ys.max() + margin
+    assert xlo < xs.min() - 0.2 and xhi > xs.max() + 0.2
+    _render(fig)

@@ -129,8 +129,9 @@ def load_benchmark_suite(folder: str | Path | None = None) -> tuple[dict | None,
     -------
     (merged results, the files read) or (None, []) when no file exists. The merged
     dict has the keys of one results file; ``meta`` holds ``sources`` (one entry per
-    protocol and file: path, start time, argv, quick, complete, methods) and ``quick``
-    (True if any source was).
+    protocol and file: path, start time, argv, quick, complete, methods, and the run's
+    own ``seconds`` and ``peak_rss_mb`` from its ``meta``, ``None`` when not recorded) and
+    ``quick`` (True if any source was).
     """
     ranked = _ranked_result_files(folder)
     protocols = sorted(
@@ -195,6 +196,9 @@ def load_benchmark_suite(folder: str | Path | None = None) -> tuple[dict | None,
                     "quick": bool(meta.get("quick", False)),
                     "complete": bool(res.get("complete", False)),
                     "methods": sorted({m for _, m in cells}),
+                    # the file's own measurements: wall clock of the whole run and its peak
+                    "seconds": meta.get("total_seconds"),
+                    "peak_rss_mb": meta.get("peak_rss_mb"),
                 }
             )
             paths.append(p)

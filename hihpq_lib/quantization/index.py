@@ -8,11 +8,11 @@ Two ways to rank the database for a query:
 
 * **asymmetric distance (ADC)** — the query stays unquantized. For each query build a
   table of ``M x K`` sub-distances from the query's sub-point :math:`q_m` to every
-  codeword :math:`c_{m,j}`; the distance to database item ``n`` is a sum of ``M`` table
+  codeword :math:`e_{m,j}`; the distance to database item ``n`` is a sum of ``M`` table
   lookups:
 
   .. math:: d(q, n) = \sum_{m=1}^{M} T[m, \mathrm{code}[n, m]], \qquad
-            T[m, j] = d_m(q_m, c_{m, j}) ;
+            T[m, j] = d_m(q_m, e_{m, j}) ;
 
 * **symmetric distance (SDC, MeCoQ-style)** — the query is quantized too, and the
   sub-distances come from precomputed codeword-to-codeword tables of shape ``(M, K, K)``:

@@ -1,16 +1,17 @@
 r"""Product quantizer with soft codebook attention on a product space.
 
-For each subspace :math:`m` with codewords :math:`c_{m,1..K}` (stored as tangent vectors
-at the origin and mapped onto the space):
+For each subspace :math:`m` with codewords :math:`e_{m,1..K}` (stored as tangent vectors
+at the origin and mapped onto the space; :math:`c` is kept for the curvature, see
+``docs/notation.md``):
 
 .. math::
-    p_{m,j}(x) = \operatorname{softmax}_j\left(-\,T\, d^2_{\mathcal L}(x_m, c_{m,j})\right),
-    \qquad \hat x_m = \operatorname{centroid}_j(c_{m,j};\, p_{m,j})
+    p_{m,j}(x) = \operatorname{softmax}_j\left(-\,T\, d^2_{\mathcal L}(x_m, e_{m,j})\right),
+    \qquad \hat x_m = \operatorname{centroid}_j(e_{m,j};\, p_{m,j})
 
 where :math:`d^2_{\mathcal L}` is the squared Lorentzian distance
 (:func:`hihpq_lib.geometry.lorentz.pairwise_sqdist`), :math:`T` the softmax temperature (the
 reference's ``softmax_temp``) and the centroid the weighted Lorentz centroid. The hard
-code of :math:`x_m` is :math:`\arg\min_j d^2(x_m, c_{m,j})`; codes are stored as
+code of :math:`x_m` is :math:`\arg\min_j d^2(x_m, e_{m,j})`; codes are stored as
 ``uint8`` when ``K <= 256``. ``attention="sqgeodesic"`` scores the codewords by the
 squared geodesic distance instead (an ablation; the hard codes do not change, the
 geodesic distance being an increasing function of the squared Lorentzian one). The

@@ -16,6 +16,7 @@ data                               figure
 :func:`subspace_disk_data`         :func:`subspace_codewords_disks`
 :func:`geodesic_segment`           :func:`tree_embeddings`
 :func:`umap_coords`                :func:`embedding_umap`
+:func:`history_series`             :func:`training_history` (also :func:`line_plot`)
 (inputs used as given)             :func:`pr_curve`, :func:`precision_at_k_plot`,
                                    :func:`line_plot`
 (matplotlib only)                  :func:`dendrogram_vs_labels`, :func:`retrieval_grid`
@@ -41,9 +42,9 @@ no global figure is left open; in a notebook end a cell with the figure to displ
 The visualisation layer sits on top of the library: only ``hihpq_lib.app`` imports it. Its
 modules, by topic: ``style`` (backends, palette, shared axes), ``hyperbolic`` (disk,
 hyperboloid, geodesic grid), ``codebooks`` (Voronoi cells, subspace disks), ``trees`` (trees,
-seed strips, dendrograms), ``retrieval`` (image grids, curves), ``interactive`` (sliders,
-explorers, the notebook renderer), ``embedding`` (UMAP); every public name is re-exported
-here.
+seed strips, dendrograms), ``retrieval`` (image grids, curves), ``history`` (training
+histories), ``interactive`` (sliders, explorers, the notebook renderer), ``embedding``
+(UMAP); every public name is re-exported here.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ from hihpq_lib.viz.codebooks import (
     voronoi_data,
 )
 from hihpq_lib.viz.embedding import embedding_umap, umap_coords
+from hihpq_lib.viz.history import history_series, training_history
 from hihpq_lib.viz.hyperbolic import (
     geodesic_grid,
     geodesic_grid_data,
@@ -117,6 +119,8 @@ __all__ = [
     "pr_curve",
     "precision_at_k_plot",
     "line_plot",
+    "history_series",
+    "training_history",
     "slider_figure",
     "slider_frames",
     "curvature_figure",

@@ -321,6 +321,10 @@ def codebook_voronoi(
 
 
 # ---------------------------------------------------------------------- product subspaces
+#: The ``radius`` options of :func:`subspace_disk_data`.
+_RADIUS = ("true", "scaled", "projected")
+
+
 def subspace_disk_data(
     codewords, k, points=None, *, soft=None, radius: str = "true"
 ) -> dict[str, Any]:
@@ -334,12 +338,19 @@ def subspace_disk_data(
 
     ``radius`` decides what happens to the norms when :math:`d > 2`:
 
-    * ``"true"`` (default): each point keeps its **true** ball norm (so its true
-      hyperbolic distance from the origin, :math:`\|p\| = \tanh(d_k(o, x)/2\sqrt k)`)
-      and only its direction comes from the projection. Without it, vectors spread
-      evenly over :math:`d` dimensions (e.g. random codewords) keep only about
-      :math:`2/d` of their squared norm and collapse into a blob at the centre, while
-      data concentrated along the principal directions keep theirs.
+    * ``"true"`` (default): each point keeps its **true** ball norm (its true hyperbolic
+      distance from the origin, :math:`\|p\| = \tanh(d_k(o, x)/2\sqrt k)`) and only its
+      direction comes from the projection. Exact radii, but features clipped to one
+      tangent norm (HiHPQ clips them all to ``clip_r``) then all land on one thin ring,
+      where the colours of the classes hide each other: use ``"scaled"`` for them.
+    * ``"scaled"``: the plain projection, then each group (codewords, points,
+      soft points) magnified by one factor per subspace (``scale``) so that its farthest
+      member sits at its **true** radius. Within a group the picture is an exact linear
+      view (relative positions, hence clusters, are kept); across groups the outer radii
+      are true. Without the magnification, vectors spread evenly over :math:`d`
+      dimensions (e.g. random codewords) keep only about :math:`2/d` of their squared
+      norm and collapse into a blob at the centre, while data concentrated along the
+      principal directions keep theirs.
     * ``"projected"``: the plain orthogonal projection (norms only shrink).
 
     Parameters
@@ -349,16 +360,19 @@ def subspace_disk_data(
     points : (N, M, d+1) float, optional
     soft : (S, M, d+1) float, optional; more points (e.g. soft quantizations) drawn with
         the same projection, which they do not influence
-    radius : {"true", "projected"}
+    radius : {"true", "scaled", "projected"}
 
     Returns
     -------
     dict with ``codewords`` (M, K, 2), ``points`` (N, M, 2) or None, ``soft`` (S, M, 2)
     or None, ``exact`` (bool), ``explained`` (M,) the fraction of squared norm the plain
-    projection keeps (1 for d = 2), ``radius`` (the option used).
+    projection keeps (1 for d = 2), ``radius`` (the option used), ``norms`` (the true
+    ball norms: ``{"codewords": (M, K), "points": (N, M) or None, "soft": (S, M) or
+    None}``) and ``scale`` (``{"codewords": (M,), ...}``, the magnification of each
+    group drawn; 1 unless ``radius="scaled"`` and d > 2).
     """
-    if radius not in ("true", "projected"):
-        raise ValueError(f"radius must be 'true' or 'projected', got {radius!r}")
+    if radius not in _RADIUS:
+        raise ValueError(f"radius must be one of {_RADIUS}, got {radius!r}")
     cw = _to_tensor(codewords, "codewords").double()
     if cw.dim() != 3 or cw.shape[2] < 3:
         raise ValueError(
@@ -388,18 +402,31 @@ def subspace_disk_data(
     pt_out = None if pts is None else np.zeros((pts.shape[0], M, 2))
     sf_out = None if sft is None else np.zeros((sft.shape[0], M, 2))
     explained = np.ones(M)
+    norms = {"codewords": np.zeros((M, cw.shape[1]))}
+    norms["points"] = None if pts is None else np.zeros((pts.shape[0], M))
+    norms["soft"] = None if sft is None else np.zeros((sft.shape[0], M))
+    scale = {g: np.ones(M) for g in ("codewords", "points", "soft")}
 
-    def _project(ball, proj):
+    def _project(ball, proj, m, group):
         flat = ball @ proj
         if radius == "projected":
             return flat
+        full = np.linalg.norm(ball, axis=1, keepdims=True)
         norm2 = np.linalg.norm(flat, axis=1, keepdims=True)
-        return flat / np.maximum(norm2, 1e-300) * np.linalg.norm(ball, axis=1, keepdims=True)
+        if radius == "true":
+            return flat / np.maximum(norm2, 1e-300) * full
+        scale[group][m] = float(full.max() / max(float(norm2.max()), 1e-300))
+        return flat * scale[group][m]
 
     for m in range(M):
         pc = poincare_coords(cw[m], k=kk[m], coords="hyperboloid")
         pp = None if pts is None else poincare_coords(pts[:, m], k=kk[m], coords="hyperboloid")
         ps = None if sft is None else poincare_coords(sft[:, m], k=kk[m], coords="hyperboloid")
+        norms["codewords"][m] = np.linalg.norm(pc, axis=1)
+        if pp is not None:
+            norms["points"][:, m] = np.linalg.norm(pp, axis=1)
+        if ps is not None:
+            norms["soft"][:, m] = np.linalg.norm(ps, axis=1)
         if d > 2:
             both = pc if pp is None else np.concatenate([pc, pp])
             centred = both - both.mean(0)
@@ -407,9 +434,9 @@ def subspace_disk_data(
             proj = vt[:2].T  # (d, 2) orthonormal columns
             tot = float((both**2).sum())
             explained[m] = float(((both @ proj) ** 2).sum()) / tot if tot > 0 else 1.0
-            pc = _project(pc, proj)
-            pp = None if pp is None else _project(pp, proj)
-            ps = None if ps is None else _project(ps, proj)
+            pc = _project(pc, proj, m, "codewords")
+            pp = None if pp is None else _project(pp, proj, m, "points")
+            ps = None if ps is None else _project(ps, proj, m, "soft")
         cw_out[m] = poincare_coords(pc, coords="poincare")
         if pp is not None:
             pt_out[:, m] = poincare_coords(pp, coords="poincare")
@@ -422,6 +449,8 @@ def subspace_disk_data(
         "exact": d == 2,
         "explained": explained,
         "radius": radius,
+        "norms": norms,
+        "scale": scale,
     }
 
 
@@ -450,15 +479,21 @@ def subspace_codewords_disks(
         Lorentz centroids of the codewords they attend to), drawn as grey crosses with
         the same subsample.
     cols : panels per row.
-    radius : {"true", "projected"}: for ``d > 2``, keep every point's true distance
-        from the centre and project only its direction (default), or project plainly.
+    radius : {"true", "scaled", "projected"}: for ``d > 2``, every point at its true
+        distance from the centre and only its direction projected (default; features
+        clipped to one norm then form a thin ring), the 2-D PCA view with each group
+        magnified to its true outer radius (readable classes for clipped features), or
+        the plain projection; see :func:`subspace_disk_data`.
 
     Codewords are drawn last, as small black stars with a white edge, so a dense
-    codebook stays visible over the data. Dashed circles mark the median disk radius of
-    the codewords (black) and of the points (grey). For ``d > 2`` the panel titles give
-    the share of squared norm the plain 2-D projection keeps.
+    codebook stays visible over the data. Dashed circles mark the **true** median disk
+    radius of the codewords (black) and of the points (grey). For ``d > 2`` the panel
+    titles give the share of squared norm the plain 2-D projection keeps. A caption
+    under the panels says how the radii were drawn (the magnification factors) and how
+    many points were drawn (the subsample).
     """
     _check_backend(backend)
+    n_given = 0 if points is None else len(points)
     if points is not None:
         n = len(points)
         if n > max_points:
@@ -480,16 +515,24 @@ def subspace_codewords_disks(
         + ("" if data["exact"] else f", PCA {data['explained'][m]:.0%}")
         for m in range(M)
     ]
-    how = "PCA directions, true radii" if radius == "true" else "PCA of the Poincaré ball"
+    how = {
+        "scaled": "PCA, radially rescaled",
+        "true": "PCA directions, true radii",
+        "projected": "PCA of the Poincaré ball",
+    }[radius]
     title = title or ("Codewords per subspace" + ("" if data["exact"] else f" ({how})"))
+    caption = _disk_caption(data, n_given)
     groups = _label_groups(point_labels, 0 if pt is None else pt.shape[0])
-    rings = []  # (m, radius, colour, name)
+    rings = []  # (m, radius, colour, name): the true median radii
     for m in range(M):
-        rings.append((m, float(np.median(np.linalg.norm(cw[m], axis=1))), "black", "codewords"))
+        rings.append((m, float(np.median(data["norms"]["codewords"][m])), "black", "codewords"))
         if pt is not None:
-            rings.append((m, float(np.median(np.linalg.norm(pt[:, m], axis=1))), "grey", "points"))
+            rings.append((m, float(np.median(data["norms"]["points"][:, m])), "grey", "points"))
     if backend == "plotly":
-        fig = make_subplots(rows=nrow, cols=ncol, subplot_titles=names)
+        fig = make_subplots(
+            rows=nrow, cols=ncol, subplot_titles=[n.replace(", PCA", "<br>PCA") for n in names]
+        )
+        fig.update_annotations(font_size=12)  # the panel titles: side by side, no overlap
         for m in range(M):
             r, c = m // ncol + 1, m % ncol + 1
             _plotly_disk_axes(fig, r, c)
@@ -500,7 +543,7 @@ def subspace_codewords_disks(
                             x=pt[idx, m, 0],
                             y=pt[idx, m, 1],
                             mode="markers",
-                            marker={"size": 3, "color": col, "opacity": 0.5},
+                            marker={"size": 4, "color": col, "opacity": 0.6},
                             name=name or "points",
                             legendgroup=name or "points",
                             showlegend=(m == 0 and name is not None),
@@ -531,7 +574,7 @@ def subspace_codewords_disks(
                             y=circ[:, 1],
                             mode="lines",
                             line={"color": col, "width": 1, "dash": "dash"},
-                            name=f"median radius: {what}",
+                            name=f"true median radius: {what}",
                             legendgroup=f"ring {what}",
                             showlegend=m == 0,
                             hoverinfo="skip",
@@ -557,8 +600,29 @@ def subspace_codewords_disks(
                 row=r,
                 col=c,
             )
+        fig.add_annotation(
+            text=caption,
+            xref="paper",
+            yref="paper",
+            x=0.0,
+            y=0.0,
+            yshift=-12,
+            yanchor="top",
+            xanchor="left",
+            align="left",
+            showarrow=False,
+            font={"size": 11, "color": "#444"},
+        )
         fig.update_layout(
-            title=title, width=260 * ncol + 160, height=260 * nrow + 80, template="plotly_white"
+            title=title,
+            width=260 * ncol + 160,
+            height=max(
+                260 * nrow + 120, 19 * len({tr.name for tr in fig.data if tr.showlegend}) + 200
+            ),
+            margin={"b": 80},
+            template="plotly_white",
+            # one entry per class, ring and marker kind: no gaps, so it fits beside a row
+            legend={"tracegroupgap": 0, "font": {"size": 11}, "itemsizing": "constant"},
         )
         return fig
     fig = Figure(figsize=(2.8 * ncol + 1.6, 2.8 * nrow + 0.4), layout="constrained")
@@ -577,7 +641,7 @@ def subspace_codewords_disks(
             if mm == m:
                 ax.add_patch(
                     Circle((0, 0), rad, fill=False, ls="--", lw=0.8, color=col,
-                           label=f"median radius: {what}")
+                           label=f"true median radius: {what}")
                 )  # fmt: skip
         ax.scatter(
             cw[m, :, 0], cw[m, :, 1], s=22, color="black", marker="*", edgecolors="white",
@@ -586,4 +650,38 @@ def subspace_codewords_disks(
         if m == 0:
             _mpl_outside_legend(fig, ax, markerscale=2)
     fig.suptitle(title, fontsize=11)
+    fig.supxlabel(caption.replace("<br>", "\n"), fontsize=8, color="#444")
     return fig
+
+
+def _disk_caption(data: dict[str, Any], n_given: int) -> str:
+    """What :func:`subspace_codewords_disks` did to the radii and how many points it drew.
+
+    Lines separated by ``<br>`` (plotly; the matplotlib twin turns them into newlines).
+    """
+    if data["exact"]:
+        how = "Exact Poincaré disks (d = 2)"
+    elif data["radius"] == "true":
+        how = "2-D PCA directions, every point at its true radius"
+    elif data["radius"] == "projected":
+        how = "Plain 2-D PCA of each Poincaré ball (radii only shrink)"
+    else:
+        parts = []
+        for group in ("codewords", "points", "soft"):
+            if data[group] is None:
+                continue
+            f = data["scale"][group]
+            span = (
+                f"×{f.min():.2f}" if f.max() - f.min() < 0.005 else f"×{f.min():.2f}–{f.max():.2f}"
+            )
+            parts.append(f"{'soft quantizations' if group == 'soft' else group} {span}")
+        how = (
+            "Radial rescale: the 2-D PCA view, each group magnified so that its farthest "
+            f"member sits at its true radius<br>({', '.join(parts)})"
+        )
+    lines = [how + "; dashed circles: true median radii."]
+    if data["points"] is not None:
+        n = data["points"].shape[0]
+        drawn = f"{n:,} points drawn" + (f", a random {n:,} of {n_given:,}" if n < n_given else "")
+        lines.append(drawn + ".")
+    return "<br>".join(lines)

@@ -121,7 +121,9 @@ def slider_frames(
     with the same traces in the same order); the figure for ``values[active]`` is shown,
     the others become plotly frames, and a plotly slider switches between them in the
     browser. So the exploration keeps working in exported HTML, in the built book
-    (``make book``) and in slides, with no Python running. Each frame carries its title.
+    (``make book``) and in slides, with no Python running. Each frame carries its title
+    and its annotations (subplot titles included), so text that describes one frame
+    changes with it.
 
     Parameters
     ----------
@@ -161,8 +163,14 @@ def slider_frames(
             f"{sorted({len(f.data) for f in figs})} traces for different values"
         )
     fig = go.Figure(figs[active])
+    # each frame carries its own title and annotations (e.g. subplot titles that say
+    # something true of that frame only): without them the first frame's would stay
     fig.frames = [
-        go.Frame(data=f.data, layout={"title": f.layout.title}, name=str(i))
+        go.Frame(
+            data=f.data,
+            layout={"title": f.layout.title, "annotations": f.layout.annotations},
+            name=str(i),
+        )
         for i, f in enumerate(figs)
     ]
     steps = [
@@ -265,6 +273,14 @@ def curvature_explorer(tangent, cs: Sequence[float], **kwargs) -> go.Figure:
     )
 
 
+#: What the subtitle of :func:`voronoi_figure` says, by what the slider moves.
+_VORONOI_SUBTITLE = {
+    "temperature": "the bright bands between cells shrink as T grows",
+    "curvature": "as c grows the codewords move toward the rim, where cells look smaller than they are",
+    "both": "the bright bands shrink as T grows; a larger c moves everything toward the rim",
+}
+
+
 def voronoi_figure(
     tangent_codebook,
     temperature: float,
@@ -272,6 +288,7 @@ def voronoi_figure(
     *,
     points_tangent=None,
     resolution: int = 200,
+    vary: str = "both",
     backend: str = "plotly",
 ):
     r"""A codebook given as tangent vectors, on the sheet of curvature ``c``, at temperature ``T``.
@@ -287,18 +304,25 @@ def voronoi_figure(
     c : float > 0, curvature magnitude
     points_tangent : (N, 2) float, optional data points as tangent vectors
     resolution : grid size per axis
+    vary : {"both", "temperature", "curvature"}: what a slider moves, which the title
+        names first and its subtitle explains (``"both"``: two sliders)
     backend : {"plotly", "matplotlib"}
     """
     if not c > 0:
         raise ValueError(f"c must be positive (c = 1/k), got {c!r}")
+    if vary not in _VORONOI_SUBTITLE:
+        raise ValueError(f"vary must be one of {sorted(_VORONOI_SUBTITLE)}, got {vary!r}")
     k = 1.0 / float(c)
     cw = L.expmap0(L.lift(_to_tensor(tangent_codebook, "tangent_codebook").double()), k=k)
     pts = None
     if points_tangent is not None:
         pts = L.expmap0(L.lift(_to_tensor(points_tangent, "points_tangent").double()), k=k)
+    moving = f"c = {c:.2g}, T = {temperature:.2g}"
+    if vary != "curvature":
+        moving = f"T = {temperature:.2g}, c = {c:.2g}"
     title = (
-        f"T = {temperature:.2g}, c = {c:.2g}: entropy of the soft assignment<br>"
-        "<sup>dark = certain; the bright bands between cells shrink as T grows</sup>"
+        f"{moving}: entropy of the soft assignment<br>"
+        f"<sup>dark = certain; {_VORONOI_SUBTITLE[vary]}</sup>"
     )
     return codebook_voronoi(
         cw,
@@ -334,7 +358,12 @@ def voronoi_explorer(
     def make(v):
         t, cc = (v, c) if vary == "temperature" else (temperature, v)
         return voronoi_figure(
-            tangent_codebook, t, cc, points_tangent=points_tangent, resolution=resolution
+            tangent_codebook,
+            t,
+            cc,
+            points_tangent=points_tangent,
+            resolution=resolution,
+            vary=vary,  # the title names what the slider moves, the subtitle what it does
         )
 
     return slider_frames(make, values, name="T" if vary == "temperature" else "c = 1/k")

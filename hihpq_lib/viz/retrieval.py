@@ -10,7 +10,13 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from hihpq_lib.utils.arrays import to_numpy
-from hihpq_lib.viz.style import _check_backend, _to_numpy, palette
+from hihpq_lib.viz.style import (
+    _check_backend,
+    _mpl_integer_x,
+    _plotly_integer_x,
+    _to_numpy,
+    palette,
+)
 
 __all__ = ["retrieval_grid", "views_grid", "pr_curve", "precision_at_k_plot", "line_plot"]
 
@@ -108,7 +114,9 @@ def _as_curves(xs, ys, labels, xname: str, yname: str):
     return out
 
 
-def _line_figure(curves, xlabel, ylabel, title, backend, ylim=(0.0, 1.02), log_x=False):
+def _line_figure(
+    curves, xlabel, ylabel, title, backend, ylim=(0.0, 1.02), log_x=False, integer_x=False
+):
     cols = palette(len(curves))
     if backend == "plotly":
         fig = go.Figure()
@@ -124,11 +132,15 @@ def _line_figure(curves, xlabel, ylabel, title, backend, ylim=(0.0, 1.02), log_x
             height=440,
             template="plotly_white",
         )
+        if integer_x:
+            _plotly_integer_x(fig, np.concatenate([x for x, _, _ in curves]))
         return fig
     fig = Figure(figsize=(6.0, 4.2), layout="constrained")
     ax = fig.add_subplot(1, 1, 1)
     for (x, y, lab), col in zip(curves, cols):
         ax.plot(x, y, label=lab, color=col)
+    if integer_x:
+        _mpl_integer_x(ax)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if ylim is not None:
@@ -196,6 +208,7 @@ def line_plot(
     title: str | None = None,
     log_x: bool = False,
     ylim: tuple[float, float] | None = None,
+    integer_x: bool = False,
     backend: str = "plotly",
 ):
     """Generic curves ``y(x)`` (e.g. quantization error against temperature).
@@ -207,10 +220,13 @@ def line_plot(
     labels : one name per curve
     log_x : logarithmic x axis
     ylim : y range, default automatic
+    integer_x : whole-number x ticks only (an x of counts, e.g. epochs)
     """
     _check_backend(backend)
     curves = _as_curves(x, ys, labels, "x", "ys")
-    return _line_figure(curves, xlabel, ylabel, title, backend, ylim=ylim, log_x=log_x)
+    return _line_figure(
+        curves, xlabel, ylabel, title, backend, ylim=ylim, log_x=log_x, integer_x=integer_x
+    )
 
 
 def _to_display(img) -> np.ndarray:

@@ -143,6 +143,40 @@ def _mpl_outside_legend(fig: Figure, ax, **kw) -> None:
         fig.legend(handles, labels, loc="outside right upper", fontsize=8, frameon=False, **kw)
 
 
+def _integer_step(lo: float, hi: float, most: int = 10) -> int:
+    """The smallest of 1, 2, 5, 10, 20, ... that puts at most ``most`` ticks on [lo, hi].
+
+    >>> _integer_step(1, 8), _integer_step(0, 20), _integer_step(0, 300)
+    (1, 2, 50)
+    """
+    span = max(float(hi) - float(lo), 1.0)
+    step, base = 1, 1
+    while span / step > most:
+        for m in (2, 5, 10):
+            step = m * base
+            if span / step <= most:
+                break
+        base *= 10
+    return step
+
+
+def _plotly_integer_x(fig: go.Figure, x: np.ndarray, **where) -> None:
+    """Whole-number ticks on an x axis of counts (epochs): no 1.5 epochs.
+
+    ``where`` selects the axis (``row=..., col=...`` of a subplot figure, else all).
+    """
+    finite = x[np.isfinite(x)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    fig.update_xaxes(tickmode="linear", tick0=math.floor(lo), dtick=_integer_step(lo, hi), **where)
+
+
+def _mpl_integer_x(ax) -> None:
+    """Whole-number ticks on a matplotlib x axis of counts (epochs)."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=10, steps=[1, 2, 5, 10]))
+
+
 def _plotly_disk_axes(fig: go.Figure, row: int | None = None, col: int | None = None) -> None:
     """Draw the unit circle and make the (row, col) xy-subplot square, range [-1.05, 1.05]."""
     circ = _circle()

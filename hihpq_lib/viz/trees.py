@@ -240,6 +240,13 @@ def seed_strip(
     cols = palette(len(seeds))
     offsets = np.linspace(-0.15, 0.15, len(seeds)) if len(seeds) > 1 else np.zeros(1)
     means = [float(np.mean(values[n])) for n in names]
+    # explicit ranges with room for a whole marker beyond the extreme values: autoscaled
+    # axes clipped the highest and lowest seeds' markers
+    ys = np.array([values[n] for n in names], dtype=np.float64)
+    span = float(np.nanmax(ys) - np.nanmin(ys))
+    pad = max(0.12 * span, 0.02 * max(abs(float(np.nanmax(ys))), 1e-3))
+    yrange = [float(np.nanmin(ys)) - pad, float(np.nanmax(ys)) + pad]
+    xrange = [-0.5, len(names) - 0.5]
     if backend == "plotly":
         fig = go.Figure()
         for j, (seed, col) in enumerate(zip(seeds, cols)):
@@ -250,6 +257,7 @@ def seed_strip(
                     mode="markers",
                     marker={"size": 9, "color": col},
                     name=f"seed {seed}",
+                    cliponaxis=False,
                 )
             )
         for i, mean in enumerate(means):
@@ -266,8 +274,13 @@ def seed_strip(
             )
         fig.update_layout(
             title=title,
-            yaxis_title=ylabel,
-            xaxis={"tickmode": "array", "tickvals": list(range(len(names))), "ticktext": names},
+            yaxis={"title": ylabel, "range": yrange},
+            xaxis={
+                "tickmode": "array",
+                "tickvals": list(range(len(names))),
+                "ticktext": names,
+                "range": xrange,
+            },
             width=620,
             height=440,
             template="plotly_white",
@@ -283,6 +296,7 @@ def seed_strip(
             color=col,
             label=f"seed {seed}",
             zorder=3,
+            clip_on=False,
         )
     for i, mean in enumerate(means):
         ax.plot(
@@ -293,6 +307,8 @@ def seed_strip(
             label="mean" if i == 0 else None,
         )
     ax.set_xticks(range(len(names)), names)
+    ax.set_xlim(*xrange)
+    ax.set_ylim(*yrange)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8)
