@@ -51,7 +51,8 @@
 #   The first run extracts the images and computes the frozen EfficientNet-Lite
 #   features (how long: the next paragraph); they are cached under `data/cache`, and
 #   every later run loads them in seconds.
-# - A laptop CPU and about 3 GB of free memory (full mode; fast mode needs about 1.2 GB).
+# - A laptop CPU and about 3.5 GB of free memory (full mode; fast mode needs about 2 GB).
+# - Notation: one sheet for the whole series, [docs/notation.md](../docs/notation.md).
 #
 # ## How long it takes on a laptop CPU
 # - Reading and doing the exercises: about 45 minutes.
@@ -76,9 +77,10 @@
 # ## Setup
 #
 # Fast mode only changes sizes: the quick subset (`config.demo_config(quick=True)`: 300
-# images per class instead of all, a 3-view augmentation bank) with 10 epochs in
-# batches of 32 (300 training images would give only two batches of 128 per epoch), and
-# fewer points for the UMAP map.
+# database images and 60 test queries per class instead of 5,000 and 1,000, a 3-view
+# augmentation bank) with 10 epochs in batches of 32 (300 training images would give only
+# two batches of 128 per epoch), and 1,000 instead of 5,000 points on the UMAP map
+# (`UMAP_POINTS`).
 
 # %%
 # %matplotlib inline
@@ -90,11 +92,11 @@ from sklearn.neighbors import NearestNeighbors
 from sklearn.preprocessing import FunctionTransformer
 
 from hihpq_lib import data, viz
-from hihpq_lib.app import experiments, pipeline, prepare
+from hihpq_lib.app import experiments, pipeline, prepare, scoring
 from hihpq_lib.evaluation import claims, metrics
 from hihpq_lib.evaluation.baselines import FloatBaseline
 from hihpq_lib.geometry import lorentz
-from hihpq_lib.learning import config, diagnostics, training
+from hihpq_lib.learning import config, diagnostics, retrieval, views
 from hihpq_lib.quantization.index import PQIndex
 from hihpq_lib.utils import runtime
 
@@ -111,6 +113,33 @@ RUN = experiments.experiment_folder("06_training", cfg)  # runs/tutorial/06_trai
 print(f"fast mode: {runtime.fast_mode()}; {cfg.epochs} epochs, batches of {cfg.batch_size}")
 print(f"CIFAR-10 protocol {cfg.protocol}, {cfg.bits} bits = M {cfg.M} codebooks of K {cfg.K}")
 print(f"run folder: {RUN}")
+
+# %% [markdown]
+# **The pipeline at a glance.** One image's way through HiHPQ, with the shapes for a
+# batch of $B$ ($F$ backbone features, $M$ subspaces of dimension $d$, $K$ codewords;
+# symbols in [docs/notation.md](../docs/notation.md)). After $\exp_o$ it branches:
+# training uses the soft quantization, the database stores only the codes, and a query
+# is never quantized.
+#
+# ```text
+# image -> backbone -> head -----> clip ------> exp_o --------+-> attention -> centroid -> losses
+#          (B, F)      (B, M*d)    (B, M, d)    (B, M, d+1)   |   (B, M, K)    (B, M, d+1)  (training)
+#                                                             +-> codes ------------------> index
+#                                                             |   (N, M) uint8              (database)
+#                                                             +-> query points --> ADC ---> top-k
+#                                                                 (Q, M, d+1)      T_q      (search)
+# ```
+#
+# | stage | what it does | library |
+# |---|---|---|
+# | backbone | frozen EfficientNet-Lite features, computed once and cached | `prepare.prepare_for(cfg)` |
+# | head | the trainable projection head, $F \to M d$ | `model.project` (`ProjectionHead`) |
+# | clip | each sub-vector's norm to at most `clip_r` | `space.clip_tangent` |
+# | exp_o | onto the $M$ hyperboloids $\mathbb H^d_{k_m}$ | `space.expmap0`; clip + exp_o = `model.points` |
+# | attention | $p_{m,j} = \operatorname{softmax}_j(-T\, d^2_{\mathcal L}(x_m, e_{m,j}))$ | `model(feats).assign` |
+# | centroid | the weighted Lorentz centroid: the soft quantization $z$ | `model(feats).soft`, into `losses.HiHPQLoss` |
+# | codes | $\arg\min_j d^2_{\mathcal L}(x_m, e_{m,j})$, one byte per subspace | `model.encode`, `model.build_index` |
+# | ADC | $\sum_m T_q[m, \mathrm{code}_m(x)]$, geodesic distances looked up (section 4) | `PQIndex.search` |
 
 # %% [markdown]
 # ## 1. Data, splits and frozen features
@@ -143,6 +172,16 @@ print(
 query, database = prep.split("query"), prep.split("database")  # FeatureSplit(feats, labels)
 class_names = prep.dataset.class_names
 print("classes:", ", ".join(class_names))
+claims.check(
+    (cfg.backbone, cfg.resolution)
+    == (("efficientnet_lite0", 128) if QUICK else ("efficientnet_lite2", 160))
+    and prep.feats.shape[1] == 1280
+    and (not QUICK or len(prep.splits.val_query) == 10),
+    "EfficientNet-Lite2 at 160 in full mode, Lite0 at 128 in fast mode, 1280 numbers per "
+    "image; the quick subset has only 10 validation queries",
+    backbone=cfg.backbone,
+    resolution=cfg.resolution,
+)
 
 # %% [markdown]
 # ## 2. Train, or load the run if it exists
@@ -162,23 +201,26 @@ print("classes:", ", ".join(class_names))
 #
 # `run_experiment` returns a dict: `res["model"]` (the final epoch's model),
 # `res["history"]` (one dict per epoch), `res["val_selected_epoch"]`, `res["epochs"]`
-# and the two test scores `res["map@1000_val_selected"]` and `res["map@1000_final"]`.
-# `training.load_model(RUN, "best")` rebuilds the validation-selected model from
-# `best.pt` and returns a pair `(model, config)`; we keep the model.
+# and the two test scores `res["map@1000_val_selected"]` and `res["map@1000_final"]`,
+# both scored by `scoring.evaluate_run` — the one path that `hihpq evaluate` and
+# `hihpq search` take too. `scoring.restore_run(RUN)` restores the saved run: its config,
+# `run.final` and `run.best` (the validation-selected model, from `best.pt`), each with the
+# backbone state saved with it (none here: the backbone is frozen).
 
 # %%
 already_trained = (RUN / "checkpoint.pt").is_file()
 print("loading the saved run" if already_trained else "training (no saved run yet)")
 res = pipeline.run_experiment(cfg, RUN, resume=True, prepared=prep)
 model = res["model"]  # the final epoch's model
-best_model, _ = training.load_model(RUN, "best", in_dim=query.feats.shape[1])  # val-selected
+best_model = scoring.restore_run(RUN).best  # the validation-selected model
 print(f"validation picked epoch {res['val_selected_epoch']} of {res['epochs']}")
 print("files:", sorted(p.name for p in RUN.iterdir()))
 
 # %% [markdown]
 # The history, one record per epoch (`metrics.jsonl` in the run folder). We plot the
-# validation mAP, the contrastive part of the loss and the total loss (both divided by
-# 10 to share the axis). The total loss `h["loss"]` adds the prototype and instance
+# validation mAP (upper panel) and, on their own axis below, the contrastive part of the
+# loss and the total loss (`viz.training_history`; the dotted line is the epoch
+# validation selected). The total loss `h["loss"]` adds the prototype and instance
 # terms once the hierarchy is switched on (after `hierarchy_warmup` epochs), so it jumps
 # up at that epoch while the contrastive part does not: that jump is not divergence.
 # The validation mAP is what selects the epoch; with the quick subset's 10 validation
@@ -186,31 +228,15 @@ print("files:", sorted(p.name for p in RUN.iterdir()))
 
 # %%
 hist = res["history"]
-epochs = [h["epoch"] for h in hist]
-curves = {
-    "validation mAP@1000": [h["val_map"] for h in hist],
-    "contrastive loss / 10": [h["contrastive"] / 10 for h in hist],
-    "total loss / 10": [h["loss"] / 10 for h in hist],
-}
-viz.line_plot(
-    epochs,
-    list(curves.values()),
-    list(curves.keys()),
-    xlabel="epoch",
-    ylabel="value",
-    title="Training history",
+history_args = dict(
+    metrics={f"validation mAP@{TOPK}": "val_map"},
+    metric_label=f"mAP@{TOPK}",
+    selected_epoch=res["val_selected_epoch"],
 )
+viz.training_history(hist, **history_args)
 
 # %%
-viz.line_plot(
-    epochs,
-    list(curves.values()),
-    list(curves.keys()),
-    xlabel="epoch",
-    ylabel="value",
-    title="Training history",
-    backend="matplotlib",
-)
+viz.training_history(hist, backend="matplotlib", **history_args)
 
 # %% tags=["claim"]
 w = cfg.hierarchy_warmup  # hist[w] is the first epoch with the hierarchy losses
@@ -302,22 +328,70 @@ print(metrics.format_table(rows))
 
 # %%
 map_final, map_float = res[f"map@{TOPK}_final"], rows[2]["mAP@1000"]
+import dataclasses
+import json
+
+from hihpq_lib.evaluation import stats  # the paired bootstrap of notebook 05
+
+ap_codes = metrics.average_precision_at_k(metrics.hits_at_k(query.labels, database.labels, top))
+ap_float = metrics.average_precision_at_k(
+    metrics.hits_at_k(query.labels, database.labels, top_float)
+)
+vs_float = stats.paired_bootstrap(ap_codes, ap_float, n_boot=1000, seed=0)  # over the queries
+demo_dir = runtime.runs_dir() / "demo"  # where `make demo` writes its run
+demo = None
+if not QUICK and (demo_dir / "results.json").is_file():
+    demo = json.loads((demo_dir / "results.json").read_text())
+    settings = [dataclasses.asdict(c) for c in (config.load_config(demo_dir / "config.yaml"), cfg)]
+    for d in settings:  # the run's name and where its images came from do not train anything
+        d.pop("name"), d.pop("data")
+    demo = demo if settings[0] == settings[1] else None
+ours_run = json.loads((RUN / "results.json").read_text())
 claims.say(
-    "The validation-selected and final epochs differ by {df:+.4f} mAP here; the selected "
-    "one is what you report (choosing the better of the two *on the test queries* would "
-    "be peeking). The 4-byte codes score **{sel:.4f}** against **{flt:.4f}** for exact "
-    "cosine search on the {fb:,}-byte float features: {verdict}. Notebook 07 puts these "
-    "numbers beside the paper's and explains the gap{quick}.",
-    df=map_final - map_selected,
+    "The validation-selected epoch ({ep}) and the final one ({n_ep}) {sel_vs_final} here. "
+    "The selected one is what you report: choosing between the two *on the test queries* "
+    "would be peeking. The 4-byte codes score **{sel:.4f}** against **{flt:.4f}** for "
+    "exact cosine search on the {fb:,}-byte float features, a difference of {d:+.4f} "
+    "with a 95% interval over the queries of {ci}: {verdict}.{demo} Notebook 07 puts "
+    "these numbers beside the paper's and explains the gap{quick}.",
+    ep=res["val_selected_epoch"],
+    n_ep=res["epochs"],
+    sel_vs_final="score the same"
+    if map_final == map_selected
+    else f"differ by {map_final - map_selected:+.4f} mAP (final minus selected)",
     sel=map_selected,
     flt=map_float,
     fb=4 * database.feats.shape[1],
-    verdict=(
-        "the trained head and quantizer learn a better similarity than the raw features have"
-        if map_selected > map_float
-        else "the codes lose part of what the raw features know"
+    d=vs_float["diff"],
+    ci=claims.fmt_interval(vs_float["low"], vs_float["high"]),
+    verdict=claims.interval_reading(
+        vs_float["low"],
+        vs_float["high"],
+        gain="the trained head and quantizer learn a better similarity than the raw features have",
+        loss="the codes lose part of what the raw features know",
+        noise="within the noise of the query sample, so neither is ahead on these queries",
     ),
-    quick="; with the quick subset both are low because 300 training images are far too few"
+    demo=(
+        " `make demo` trains this same configuration with the same seed; its run here "
+        f"scored {demo['map@1000_val_selected']:.4f} at epoch {demo['val_selected_epoch']} "
+        f"with {demo['threads']} thread(s), this one {map_selected:.4f} at epoch "
+        f"{res['val_selected_epoch']} with {ours_run['threads']}: "
+        + (
+            "the same run."
+            if demo["map@1000_val_selected"] == map_selected
+            else "another thread count (or machine) adds floating-point numbers in another "
+            "order, so training follows another path; the README's demo table gives the "
+            "spread."
+        )
+        if demo
+        else " `make demo` trains this same configuration, and its numbers (README) come "
+        "from other runs: another seed, thread count or machine gives another number; "
+        "the README's demo table gives the spread."
+    )
+    if not QUICK
+    else "",
+    quick="; the quick subset's numbers are not comparable with full mode's (another "
+    "backbone setting, a 3,000-image database, 300 training images)"
     if QUICK
     else "",
 )
@@ -408,12 +482,12 @@ viz.precision_at_k_plot(k_axis, list(p_at_k.values()), list(p_at_k))
 viz.precision_at_k_plot(k_axis, list(p_at_k.values()), list(p_at_k), backend="matplotlib")
 
 # %% [markdown]
-# Precision starts high (the nearest images are usually right) and drops as the list
-# grows; mAP@1000 summarises the first 1000 ranks of this curve, weighting the early
+# mAP@1000 summarises the first 1000 ranks of the precision@k curve, weighting the early
 # ones more. At recall 1 the whole database has been retrieved, so precision ends at
 # the share of the query's class in the database, 1/10 here (checked below): the
 # curve's height above 0.1 is what the codes add over chance. A curve that stays high up
-# to a large recall means the classes form well-separated groups in the code space.
+# to a large recall means the classes form well-separated groups in the code space. The
+# first ranks of the precision@k curve have a story of their own: ties (next cells).
 
 # %% tags=["claim"]
 last_precision = [float(c["precision"][-1]) for c in pr.values()]
@@ -422,8 +496,145 @@ claims.check(
     "precision ends at the class share 1/10",
     last=last_precision,
 )
+
+# %% [markdown]
+# ### Ties in the ranking
+#
+# A product-quantization index gives every database image with the same $M$ codes the
+# same distance to a query, so a ranking by ADC distance is full of ties, and the index
+# cannot say which of the tied images is nearer. `PQIndex.search` needs an order anyway
+# and takes the order in which the database is stored (for equal distances, the
+# database row that comes first). The fair score averages over every order of the tied
+# images: the expected precision and the expected AP (McSherry & Najork, ECIR 2008),
+# which `metrics.precision_at_k_from_distances` and `metrics.map_from_distances` compute
+# with `ties="expected"` from all the distances, a chunk of queries at a time. They
+# depend only on how many images each tie holds and how many of those are hits, so any
+# storage order gives the same numbers. `metrics.tie_fraction(distances, k)` counts the
+# queries with two equal distances among their first `k` results. (The project's tables
+# report the storage-order mAP, as the committed benchmarks did; the README's
+# evaluation notes put the two side by side.)
+
+# %%
+tied10 = metrics.tie_fraction(index.search(q_points, 10)[0], 10)  # all test queries
+n_codes = len(torch.unique(index.codes, dim=0))  # distinct codes in the database
+rows_q, rows_y = q_points[pr_rows], query.labels[pr_rows]  # the PR curve's random queries
+d_sub, top_sub = index.search(rows_q, TOPK)  # their rankings (= top[pr_rows])
+nearest_tie = (d_sub == d_sub[:, :1]).sum(dim=1).double()  # images at the nearest distance
+show_k = [1, 10, 50, TOPK]
+p_all = p_at_k["HiHPQ (selected)"]  # the plotted curve, every test query
+
+
+def scores_of(idx, db_labels):
+    """(precision@show_k, mAP@TOPK) of `idx` for the `pr_rows` queries, ties in storage
+    order and averaged over every order of the tied images ("tie-aware")."""
+    ranked = idx.search(rows_q, TOPK)[1]  # ties: the database row stored first comes first
+    dist = lambda s, e: idx.distances(rows_q[s:e])  # noqa: E731 (e - s, N), chunk by chunk
+    _, p_stored = metrics.precision_at_k_curve(rows_y, db_labels, ranked, show_k)
+    _, p_fair = metrics.precision_at_k_from_distances(
+        dist, rows_y, db_labels, show_k, ties="expected"
+    )
+    return {
+        "storage order": (p_stored, metrics.map_at_k(rows_y, db_labels, ranked)),
+        "tie-aware": (
+            p_fair,
+            metrics.map_from_distances(dist, rows_y, db_labels, TOPK, ties="expected"),
+        ),
+    }
+
+
+perm = torch.from_numpy(np.random.default_rng(1).permutation(index.ntotal))
+shuffled = best_model.build_index(database.feats[perm])  # the same codes, another order
+assert torch.equal(shuffled.codes, index.codes[perm])
+as_stored, reordered = scores_of(index, database.labels), scores_of(shuffled, database.labels[perm])
+table = [
+    {
+        "database": order,
+        "ties": kind,
+        **{f"P@{k}": float(v) for k, v in zip(show_k, s[kind][0])},
+        f"mAP@{TOPK}": s[kind][1],
+    }
+    for order, s in (("as stored", as_stored), ("shuffled", reordered))
+    for kind in ("storage order", "tie-aware")
+]
+print(f"{len(pr_rows)} random test queries (the PR curve's):")
+print(metrics.format_table(table, floatfmt=".4f"))
+
+# %%
+k_peak = int(k_axis[int(np.argmax(p_all))])
+s_p, s_map = as_stored["storage order"]
+e_p, e_map = as_stored["tie-aware"]
+rise = max(s_p[1], s_p[2]) - s_p[0]  # storage order, from k = 1 to k = 10 or 50
+fair_rise = max(e_p[1], e_p[2]) - e_p[0]  # the same, ties averaged
+if rise > 0 and fair_rise <= 0.005:
+    cause = "Ties are why"
+    verdict = (
+        f"averaged, precision rises by at most {max(fair_rise, 0):.3f} after k = 1 instead of "
+        f"{rise:.3f}, so the rise came from the storage order of tied images, not from the codes"
+    )
+elif rise > 0:
+    cause = "Ties are part of why"
+    verdict = f"averaging the ties removes {1 - fair_rise / rise:.0%} of the rise after k = 1"
+else:
+    cause = "Ties still shape its first ranks"
+    verdict = f"averaging the ties moves precision@1 by {e_p[0] - s_p[0]:+.3f}"
+claims.say(
+    "The precision@k curve above (every test query) reads {p1:.3f} at k = 1, {p10:.3f} at 10, "
+    "{p50:.3f} at 50 and {pk:.3f} at {K}: {shape}. {cause}. {tied:.0%} of the test "
+    "queries have two equal distances among their first 10 results: the {n:,} database "
+    "images hold {codes:,} distinct codes, and for {first:.0%} of {nq} random queries the "
+    "nearest distance itself is shared, by {g:.1f} database images on average. "
+    "Within a tie `PQIndex.search` returns the images in the order the database stores "
+    "them, and this database is stored class by class (airplanes first, trucks last), so "
+    "the first places of a tie go to the classes stored first, whatever the query's class. "
+    "On the {nq} random queries, precision@k averaged over every order of the tied images "
+    "is {e1:.3f}, {e10:.3f}, {e50:.3f} and {ek:.3f} at the same k, against {s1:.3f}, "
+    "{s10:.3f}, {s50:.3f} and {sk:.3f} in storage order: {verdict}. Shuffling the database "
+    "moves the storage-order precision@1 to {r1:.3f} and its mAP@{K} from {ms:.4f} to "
+    "{mr:.4f}; the tie-aware numbers do not move ({me:.4f} mAP@{K} in both orders).",
+    p1=p_all[0],
+    p10=p_all[9],
+    p50=p_all[49],
+    pk=p_all[TOPK - 1],
+    K=TOPK,
+    shape=f"it rises from rank 1 to its peak, {p_all.max():.3f} at k = {k_peak}, then falls"
+    if k_peak > 1
+    else "it falls from rank 1 on",
+    cause=cause,
+    tied=tied10,
+    n=index.ntotal,
+    codes=n_codes,
+    first=float((nearest_tie > 1).double().mean()),
+    g=float(nearest_tie[nearest_tie > 1].mean()) if (nearest_tie > 1).any() else 1.0,
+    nq=len(pr_rows),
+    e1=e_p[0],
+    e10=e_p[1],
+    e50=e_p[2],
+    ek=e_p[3],
+    s1=s_p[0],
+    s10=s_p[1],
+    s50=s_p[2],
+    sk=s_p[3],
+    verdict=verdict,
+    r1=reordered["storage order"][0][0],
+    ms=s_map,
+    mr=reordered["storage order"][1],
+    me=e_map,
+)
+
+# %% tags=["claim"]
 claims.check(
-    all(c["precision"][0] > c["precision"][-1] for c in pr.values()), "precision starts high"
+    bool(((d_sub[:, 1:] > d_sub[:, :-1]) | (top_sub[:, 1:] > top_sub[:, :-1])).all()),
+    "within a tie search returns the images in the order the database stores them",
+)
+claims.check(
+    bool((database.labels[1:] >= database.labels[:-1]).all()),
+    "this database is stored class by class",
+)
+claims.check(
+    np.array_equal(e_p, reordered["tie-aware"][0]) and e_map == reordered["tie-aware"][1],
+    "the tie-aware numbers do not move when the database is shuffled",
+    stored=e_map,
+    shuffled=reordered["tie-aware"][1],
 )
 
 # %% [markdown]
@@ -434,7 +645,7 @@ claims.check(
 # `experiments.retrieval_examples` encodes, searches and reads the images;
 # `viz.retrieval_grid` draws them.
 
-# %%
+# %% tags=["thumbnail"]
 picks = experiments.pick_queries(prep, per_class=1, seed=0)  # dataset indices of 10 queries
 ex = experiments.retrieval_examples(prep, best_model, picks, k=10)
 print(f"precision@10 of these {len(picks)} queries: {ex['precision']:.2f}")
@@ -454,14 +665,24 @@ near = sum(
     sup_of[class_names[int(res_labels[i, j])]] == sup_of[ex["titles"][i]]
     for i, j in zip(*np.nonzero(miss))
 )
+miss_pairs = {}  # (query class, retrieved class) -> misses in the grid
+for i, j in zip(*np.nonzero(miss)):
+    pair = (ex["titles"][i], class_names[int(res_labels[i, j])])
+    miss_pairs[pair] = miss_pairs.get(pair, 0) + 1
+top_misses = sorted(miss_pairs.items(), key=lambda kv: -kv[1])[:3]
 claims.say(
     "Look at the misses: {near} of the {n_miss} misses in this grid ({share:.0%}) are near "
-    "misses, a class under the same coarse concept (animals, vehicles) as the query, e.g. "
-    "cat for dog or truck for automobile: the structure HiHPQ's hierarchy losses try to "
-    "keep. The others went to the other coarse concept.{quick}",
+    "misses, a class under the same coarse concept (animals, vehicles) as the query: the "
+    "structure HiHPQ's hierarchy losses try to keep. The others went to the other coarse "
+    "concept. The pairs seen most often here: {pairs}.{quick}",
     near=near,
     n_miss=int(miss.sum()),
     share=near / max(1, int(miss.sum())),
+    pairs=", ".join(
+        f"{r} retrieved for a{'n' if q[0] in 'aeiou' else ''} {q} query ({n}×)"
+        for (q, r), n in top_misses
+    )
+    or "none (no misses)",
     quick=" With the quick subset the model has seen only 300 images." if QUICK else "",
 )
 
@@ -479,14 +700,16 @@ if answer is None:
     answer = float(np.asarray(ex["hits"]).sum(axis=1).mean() / 10)
 
 # %% tags=["check"]
+from hihpq_lib.app import exercises  # the self-checks, with float32 tolerances
+
 assert answer is not None, "set answer to the mean precision@10 (a float)"
 q_order = np.asarray(prep.splits.query)  # dataset index of each test-query row
 pick_pos = np.array([np.flatnonzero(q_order == p)[0] for p in picks])  # picks as query rows
 _, top10 = index.search(q_points[pick_pos], 10)
-expected = metrics.precision_at_k_curve(query.labels[pick_pos], database.labels, top10, [10])[1][0]
-assert np.isfinite(answer) and abs(float(answer) - expected) < 1e-9, (
-    f"got {answer}; precision@10 of one query = hits in its top 10 / 10, then average"
-)
+hits10 = metrics.hits_at_k(query.labels[pick_pos], database.labels, top10)  # (10, 10)
+expected = exercises.check_mean_precision(answer, hits10)  # float32 passes too
+p10_lib = metrics.precision_at_k_curve(query.labels[pick_pos], database.labels, top10, [10])[1][0]
+assert abs(p10_lib - expected) <= exercises.FLOAT32_RTOL * max(expected, 1e-3), "library agrees"
 print(f"Exercise 1: correct, precision@10 = {expected:.2f}")
 
 # %% [markdown]
@@ -496,7 +719,7 @@ print(f"Exercise 1: correct, precision@10 = {expected:.2f}")
 # keeping neighbours together. We map the **tangent features** $\log_o$ of the
 # database points (`model.tangent`, the same coordinates the hierarchy clusters),
 # coloured by class; at most `UMAP_POINTS` images. UMAP is the slow step (its first
-# call compiles code with numba, about 10 s), so the coordinates are computed once
+# call compiles code with numba), so the coordinates are computed once
 # with `viz.umap_coords` and handed to both figure backends through an identity
 # "reducer" (`FunctionTransformer()` returns its input).
 
@@ -519,22 +742,46 @@ _, nbr = NearestNeighbors(n_neighbors=11).fit(coords).kneighbors(coords)
 same_super = float((sample_super[nbr[:, 1:]] == sample_super[:, None]).mean())
 same_class = float((sample_class[nbr[:, 1:]] == sample_class[:, None]).mean())
 share_animals = float((sample_super == "animals").mean())
+# per class: the share of same-class neighbours on the map, and the class's test mAP
+island = np.array([(sample_class[nbr[:, 1:]] == c)[sample_class == c].mean() for c in range(10)])
+ap_all = metrics.average_precision_at_k(metrics.hits_at_k(query.labels, database.labels, top))
+class_map = np.array([float(ap_all[query.labels == c].mean()) for c in range(10)])
+ranks = np.argsort(np.argsort(np.vstack([island, class_map]), axis=1), axis=1)
+rho = float(np.corrcoef(ranks)[0, 1])  # Spearman: the correlation of the ranks
+links = {}  # unordered class pair -> neighbour links between the two classes on the map
+for a, b in zip(np.repeat(sample_class, 10), nbr[:, 1:].ravel(), strict=True):
+    if a != sample_class[b]:
+        key = tuple(sorted((class_names[a], class_names[sample_class[b]])))
+        links[key] = links.get(key, 0) + 1
+overlap = [k for k, _ in sorted(links.items(), key=lambda kv: -kv[1])[:3]]
+grid_pair = tuple(sorted(top_misses[0][0])) if top_misses else None
 claims.say(
     "Measured on the map: of each image's 10 nearest neighbours *in the UMAP plane*, "
     "{sc:.0%} have its class and **{ss:.0%} its superclass** (animals or vehicles; "
-    "{chance:.0%} by chance). {reading} UMAP distorts distances: read it for "
-    "neighbourhoods, not for sizes or gaps.",
+    "{chance:.0%} by chance). {reading} Per class, the share of same-class neighbours on "
+    "the map and the class's test mAP correlate by **{rho:+.2f}** (Spearman, 10 classes): "
+    "{islands}. The classes that mix most on the map: {overlap}; {grid}. UMAP distorts "
+    "distances: read it for neighbourhoods, not for sizes or gaps.",
     sc=same_class,
     ss=same_super,
     chance=share_animals**2 + (1 - share_animals) ** 2,
     reading=(
         "So the map is organised by the two coarse concepts, with the classes as regions "
-        "inside them: a two-level hierarchy that nobody labelled. Classes that form "
-        "their own islands are easy to retrieve; overlapping neighbours (cat and dog, "
-        "automobile and truck) are where the misses of the grid come from."
+        "inside them: a two-level hierarchy that nobody labelled."
         if same_super > 0.8
         else "The coarse concepts are only partly separated on this map."
     ),
+    rho=rho,
+    islands="classes that form their own islands on the map are the easier ones to retrieve"
+    if rho > 0.5
+    else "how much a class keeps to itself on the map says little about its mAP here",
+    overlap=", ".join(f"{a} and {b}" for a, b in overlap),
+    grid=(
+        f"the grid's most frequent miss ({grid_pair[1]} and {grid_pair[0]}) is "
+        + ("one of them" if grid_pair in overlap else "not among them")
+    )
+    if grid_pair
+    else "the grid has no misses",
 )
 
 # %% [markdown]
@@ -549,9 +796,14 @@ claims.say(
 # codewords are spread over all 16 directions, so any 2 directions keep only a small
 # share of their squared norm and the 256 codewords collapse into a black blob at the
 # centre, while the points, concentrated along a few directions, keep more of theirs.
-# So each point below keeps its **true distance from the centre** (its disk radius is
-# exact) and only its *direction* comes from the 2-D PCA (`radius="true"`, the default
-# of `viz.subspace_codewords_disks`); the dashed circles are the median radii of the
+# Drawing every point at its exact distance from the centre does not help either: every
+# feature is clipped to the same tangent norm (`clip_r`), so all the points land on one
+# thin ring where the class colours hide each other (`radius="true"`). So the radii below
+# are **rescaled**, as the caption under the disks says (`radius="scaled"` in
+# `viz.subspace_codewords_disks`): the 2-D PCA view, with the codewords, the points
+# and the soft quantizations each magnified by one factor so that the farthest of each
+# group sits at its true distance from the centre. Within a group the view is linear, so
+# the classes' regions show; the dashed circles are the true median radii of the
 # codewords and of the points. Measured first (`diagnostics.codeword_geometry`: distances
 # from the origin, quantization errors, the share of squared norm a plain PCA keeps):
 
@@ -573,7 +825,10 @@ disk_args = (
     disk_out.points,
 )
 disk_kw = dict(
-    point_labels=[sample_names[i] for i in disk_pick], soft_points=disk_out.soft, max_points=1500
+    point_labels=[sample_names[i] for i in disk_pick],
+    soft_points=disk_out.soft,
+    max_points=1500,
+    radius="scaled",  # the rescale the caption states; radius="true" draws the thin ring
 )
 viz.subspace_codewords_disks(*disk_args, **disk_kw)
 
@@ -701,15 +956,27 @@ print(f"Exercise 2: correct, {answer[0] / 1e6:.0f} MB of codes = {answer[1]:,} f
 # %% [markdown]
 # One more way to search: with the **symmetric** distance (SDC) the query is quantized
 # too, and all distances come from precomputed codeword-to-codeword tables (notebook
-# 02). Quantized queries share many exactly equal distances, so its top-k keeps
-# many tied candidates; to keep the fast mode fast we compare the two on `SDC_QUERIES`
-# random test queries, `sdc_rows`. First their asymmetric mAP:
+# 02), so every distance is one of $K^2$ values per subspace. To keep the fast mode fast
+# we compare the two on `SDC_QUERIES` random test queries, `sdc_rows`. First their
+# asymmetric mAP, and how often each search has tied distances in its top 10
+# (`metrics.tie_fraction`):
 
 # %%
 SDC_QUERIES = runtime.pick(1000, 600)
 sdc_rows = np.sort(np.random.default_rng(1).choice(len(query.labels), SDC_QUERIES, replace=False))
 adc_map = metrics.map_at_k(query.labels[sdc_rows], database.labels, top[sdc_rows])
 print(f"ADC mAP@1000 of these {SDC_QUERIES} queries: {adc_map:.4f}")
+sdc_tied = metrics.tie_fraction(index.search(q_points[sdc_rows], 10, mode="symmetric")[0], 10)
+adc_tied = metrics.tie_fraction(index.search(q_points[sdc_rows], 10)[0], 10)
+claims.say(
+    "Ties in the top 10: {sdc:.0%} of these queries under SDC, {adc:.0%} under ADC ({cmp}). "
+    "Both searches compare codes, so both tie wherever database images share their codes.",
+    sdc=sdc_tied,
+    adc=adc_tied,
+    cmp=claims.direction(
+        sdc_tied, adc_tied, up="more with SDC", down="fewer with SDC", same="as many"
+    ),
+)
 
 # %% [markdown]
 # ### Exercise 3 — symmetric distance (SDC)
@@ -729,12 +996,9 @@ if answer is None:
 
 # %% tags=["check"]
 assert answer is not None, "set answer to the symmetric mAP@1000 (a float)"
-sdc_split = training.FeatureSplit(query.feats[sdc_rows], query.labels[sdc_rows])
-expected = training.evaluate_map(best_model, sdc_split, database, TOPK, symmetric=True)
-assert np.isfinite(answer) and abs(float(answer) - expected) < 1e-9, (
-    f"got {answer}, expected {expected:.4f}: search q_points[sdc_rows] with mode='symmetric', "
-    "then map_at_k with query.labels[sdc_rows]"
-)
+sdc_split = views.FeatureSplit(query.feats[sdc_rows], query.labels[sdc_rows])
+expected = retrieval.evaluate_map(best_model, sdc_split, database, TOPK, symmetric=True)
+exercises.check_sdc_map(answer, expected, adc_map=adc_map)  # float32 passes, ADC's mAP fails
 print(f"Exercise 3: correct, SDC mAP@1000 {expected:.4f} vs ADC {adc_map:.4f}")
 
 # %%
@@ -746,6 +1010,15 @@ claims.say(
     direction=claims.direction(
         expected, adc_map, up="higher", down="lower: the second quantization costs mAP"
     ),
+)
+
+# %% tags=["claim"]
+from hihpq_lib.utils.timing import peak_rss_mb
+
+claims.check(  # the opening's "What you need"
+    peak_rss_mb() < runtime.pick(3500, 2000),  # MB; measured 3,132 and 1,656 (2026-12-04)
+    "about 3.5 GB of free memory (full mode; fast mode needs about 2 GB)",
+    peak_mb=round(peak_rss_mb()),
 )
 
 # %% [markdown]

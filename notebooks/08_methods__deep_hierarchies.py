@@ -22,13 +22,14 @@
 # taxonomies are deep and unbalanced. The 200 classes of **Tiny-ImageNet** hang from
 # WordNet's noun tree: a goldfish is a cyprinid, a teleost, a bony fish, a fish, an
 # aquatic vertebrate, a vertebrate, a chordate, an animal, an organism, ... down from
-# `entity`, sixteen steps in all, while other classes sit five steps below the root. This
+# `entity`, sixteen steps in all, while a cliff sits only four steps below the root. This
 # is the kind of structure HiHPQ's hyperbolic geometry is meant for: the number of nodes
 # of a tree grows exponentially with depth, and so does the room in hyperbolic space
-# (notebook 01, section 6). Here we take that real tree, embed it in 2 and 8 dimensions
-# in both geometries and measure the distortion at every depth; then we train HiHPQ and
-# its Euclidean twin on Tiny-ImageNet images and score retrieval at several levels of
-# the tree.
+# (notebook 01, section 6). Here we take that real tree (or, without the data, a small
+# synthetic tree in its place: see "What you need"), embed it in 2 and 8 dimensions in
+# both geometries and measure the distortion at every depth; then, with the images, we
+# train HiHPQ and its Euclidean twin on Tiny-ImageNet and score retrieval at several
+# levels of the tree.
 #
 # ## What you will learn
 # - how a hierarchy file (class → ancestors, root first) becomes one tree
@@ -36,7 +37,7 @@
 # - how to **embed a tree's distances** in the hyperbolic and in the Euclidean space with
 #   the same optimiser (`tree_embedding.fit_tree_embedding`), and how to read
 #   **distortion by depth**;
-# - WordNet's tree for Tiny-ImageNet **on the Poincaré disk**;
+# - WordNet's tree for Tiny-ImageNet (or the synthetic tree) **on the Poincaré disk**;
 # - HiHPQ against its **Euclidean twin** (`geometry: euclidean`, everything else equal)
 #   at several levels of a deep hierarchy (`experiments.geometry_twins`), and what such
 #   a comparison can and cannot say.
@@ -54,6 +55,7 @@
 #   (each class's WordNet hypernyms, root first; NLTK's WordNet interface gives them).
 #   Without it, sections 1–2 run on a small **synthetic** hierarchy
 #   (`data.example_chains`) and section 3 explains how to run it. No GPU.
+# - Notation: one sheet for the whole series, [docs/notation.md](../docs/notation.md).
 #
 # ## How long it takes on a laptop CPU
 # - Reading and doing the exercises: about 40 minutes.
@@ -73,8 +75,8 @@
 
 # %% [markdown]
 # ## Setup
-# `STEPS` is the number of optimisation steps of each embedding; `TWIN_OVERRIDES` shrink
-# the retrieval experiment of section 3 (images per class, augmented views, epochs).
+# `STEPS` is the number of optimisation steps of each embedding; `TWIN_OVERRIDES` set
+# the size of the retrieval experiment of section 3 (images per class, augmented views, epochs).
 
 # %%
 # %matplotlib inline
@@ -85,7 +87,7 @@ import numpy as np
 from IPython.display import display
 
 from hihpq_lib import data, viz
-from hihpq_lib.app import experiments
+from hihpq_lib.app import exercises, experiments
 from hihpq_lib.evaluation import claims, metrics
 from hihpq_lib.geometry import lorentz
 from hihpq_lib.geometry import tree_embedding as TE
@@ -252,8 +254,27 @@ print(f"mean distortion over all {len(iu[0]):,} pairs, {STEPS} Adam steps each")
 print(metrics.format_table(rows, floatfmt=".3f"))
 
 # %% [markdown]
-# Distortion by depth: one curve per geometry and dimension. The shallow depths hold few
-# nodes (one root), the middle depths most of them.
+# Distortion by depth: one curve per geometry and dimension, each point the mean over the
+# nodes of one depth. How many nodes a depth holds depends on the tree:
+
+# %%
+per_depth = np.bincount(tree.depth)
+peak = int(per_depth.argmax())
+claims.say(
+    "This tree is {source}. Depth 0 holds the root alone and depth {peak} the peak, "
+    "{n_peak} of the {n} nodes: {where}.",
+    source=source,
+    peak=peak,
+    n_peak=int(per_depth[peak]),
+    n=tree.n_nodes,
+    where="the bulk sits in the middle depths and the deepest ones thin out again"
+    if peak < len(per_depth) - 1
+    else (
+        "the tree widens all the way down"
+        if bool((np.diff(per_depth) >= 0).all())
+        else "its deepest level holds the bulk"
+    ),
+)
 
 # %%
 depths = sorted(by_depth["hyperbolic", DIMS[0]])
@@ -274,20 +295,27 @@ better = {
     dim: sum(by_depth["hyperbolic", dim][d] < by_depth["euclidean", dim][d] for d in depths)
     for dim in DIMS
 }
+
+
+def ratio_text(r):
+    """Euclidean over hyperbolic distortion, read in the direction it goes."""
+    return f"{r:.1f} times lower" if r >= 1 else f"{1 / r:.1f} times higher"
+
+
 claims.say(
     "With {steps} steps, the hyperbolic embedding's mean distortion is **{h2:.3f}** in "
-    "2 dimensions against **{e2:.3f}** for the Euclidean one ({r2:.1f} times lower), and "
-    "**{h8:.3f}** against **{e8:.3f}** in 8 dimensions ({r8:.1f} times lower). By depth, "
+    "2 dimensions against **{e2:.3f}** for the Euclidean one ({r2}), and "
+    "**{h8:.3f}** against **{e8:.3f}** in 8 dimensions ({r8}). By depth, "
     "the hyperbolic curve lies below the Euclidean one at {b2} of {nd} depths in 2-D and "
     "{b8} of {nd} in 8-D. Going from 2 to 8 dimensions divides the distortion by "
     "{gh:.1f} in the hyperbolic space and by {ge:.1f} in the Euclidean one.",
     steps=STEPS,
     h2=overall["hyperbolic", 2],
     e2=overall["euclidean", 2],
-    r2=overall["euclidean", 2] / overall["hyperbolic", 2],
+    r2=ratio_text(overall["euclidean", 2] / overall["hyperbolic", 2]),
     h8=overall["hyperbolic", 8],
     e8=overall["euclidean", 8],
-    r8=overall["euclidean", 8] / overall["hyperbolic", 8],
+    r8=ratio_text(overall["euclidean", 8] / overall["hyperbolic", 8]),
     b2=better[2],
     b8=better[8],
     nd=len(depths),
@@ -319,9 +347,19 @@ for dim in DIMS:
 # ### The tree on the Poincaré disk
 # The 2-D hyperbolic embedding drawn on the Poincaré disk (left; edges are geodesics,
 # `viz.tree_embeddings`), beside the 2-D Euclidean one (right); nodes coloured by depth
-# (hover over a node for its name). The centre is the median node; the root is the
-# depth-0 dot. On the disk the deep levels crowd against the rim, where a tiny gap on
-# the picture is a large hyperbolic distance.
+# (hover over a node for its name). The centre of both pictures is the median node. On
+# the disk the deep levels crowd against the rim, where a tiny gap on the picture is a
+# large hyperbolic distance.
+
+# %%
+claims.say(
+    "Here the median node is **{name}** (depth {depth}){where}.",
+    name=names[centre],
+    depth=int(tree.depth[centre]),
+    where=": the root itself, so the root is the dot at the centre"
+    if centre == 0
+    else "; the root is the depth-0 dot, off the centre",
+)
 
 # %%
 hyp_xy = lorentz.to_poincare(emb["hyperbolic", 2])
@@ -332,13 +370,23 @@ titles = (
 )
 viz.tree_embeddings(tree.parent, hyp_xy, euc_xy, titles=titles, node_names=names)
 
-# %%
+# %% tags=["thumbnail"]
 viz.tree_embeddings(tree.parent, hyp_xy, euc_xy, titles=titles, backend="matplotlib")
+
+# %% tags=["claim"]
+disk_r = np.linalg.norm(np.asarray(hyp_xy), axis=1)  # Poincaré radius of every node
+deep_r = float(np.median(disk_r[tree.depth == tree.depth.max()]))
+claims.check(
+    deep_r > 0.9 and deep_r > float(np.median(disk_r)),
+    "on the disk the deep levels crowd against the rim",
+    deepest_median_radius=deep_r,
+    all_median_radius=float(np.median(disk_r)),
+)
 
 # %% [markdown]
 # The same hyperbolic embedding drawn through $\log_o$ (`radial="distance"`): every node
 # at its true hyperbolic distance from the origin, in its true direction. The subtrees
-# fan out without crossing; the dotted circles are the median distance of each depth.
+# fan out from the centre; the dotted circles are the median distance of each depth.
 
 # %%
 viz.tree_embeddings(
@@ -353,32 +401,30 @@ viz.tree_embeddings(
 # %% [markdown]
 #
 # ### Exercise 2 — how far out do the classes sit?
-# In the 2-D hyperbolic embedding (`emb["hyperbolic", 2]`, points on the hyperboloid),
-# compute the **median hyperbolic distance from the root** of the class leaves
-# (`tree.leaves`) and of the root's children (depth 1), and store the two floats as a
-# tuple `(leaves, depth_1)` in `answer`. Use `lorentz.dist`; the root is node 0 (not
-# at the origin: the median node is). Compare with the depths: is a class at depth 10
-# ten times as far from the root as a node at depth 1?
+# Where the tree sits is a choice: the pictures put the median node at the origin, and
+# an isometry can move any node there without changing a single distance. `moved`
+# below is the 2-D hyperbolic embedding moved (`tree_embedding.recentre`) so that the
+# **deepest class** sits at the origin: neither the root nor the median node is there.
+# In `moved` (points on the hyperboloid), compute the **median hyperbolic distance from
+# the root** (node 0) of the class leaves (`tree.leaves`) and of the root's children
+# (depth 1), and store the two floats as a tuple `(leaves, depth_1)` in `answer`. Use
+# `lorentz.dist`. Compare with the depths: is a class at the median class depth that
+# many times as far from the root as a node at depth 1?
 
 # %%
+moved = TE.recentre(emb["hyperbolic", 2], deepest, "hyperbolic")  # the deepest class at o
 answer = None  # your code: a tuple of two floats
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
 if answer is None:
-    pts2 = emb["hyperbolic", 2]
-    r = lorentz.dist(pts2, pts2[0].expand_as(pts2)).numpy()
+    r = lorentz.dist(moved, moved[0].expand_as(moved)).numpy()  # from node 0, the root
     answer = (float(np.median(r[tree.leaves])), float(np.median(r[tree.depth == 1])))
 
 # %% tags=["check"]
 assert answer is not None, "set answer to (median radius of the leaves, of depth 1)"
-x2 = emb["hyperbolic", 2]
-radius = TE.embedded_distances(x2, "hyperbolic")[0].numpy()  # from the root, node 0
-exp_leaves, exp_d1 = (
-    float(np.median(radius[tree.leaves])),
-    float(np.median(radius[tree.depth == 1])),
-)
-assert np.isfinite(answer).all() and np.allclose(answer, (exp_leaves, exp_d1), rtol=1e-6), (
-    f"expected ({exp_leaves:.3f}, {exp_d1:.3f}): hyperbolic distances from node 0, the root"
+# rejects distances from the origin (the deepest class) or the median node, means, a swap
+exp_leaves, exp_d1 = exercises.check_tree_radii(
+    answer, moved, tree.depth, tree.leaves, root=0, others={"the median node": centre}
 )
 print(
     f"Exercise 2: correct. Leaves at a median {exp_leaves:.2f} from the root (median "
@@ -467,7 +513,20 @@ if twin_rows is not None:
             "{lo:+.4f} to {hi:+.4f} (class level: {cls:+.4f}). One short run, one seed, "
             "{nq} queries: this reports what happened, it does not establish a difference "
             "between the geometries (notebook 07 measures how much another seed moves mAP on "
-            "CIFAR-10).",
+            "CIFAR-10). {reading}",
+            reading=(
+                "Note the contrast with section 2: there the hyperbolic space kept the tree "
+                f"itself better at {better[2]} of {len(depths)} depths in 2-D; here, where "
+                "the twins learn codes from images and never see the tree, the Euclidean twin "
+                "is ahead at most levels. A geometry that suits the tree does not by itself "
+                "make codes that retrieve better, least of all on frozen features that were "
+                "pre-trained on these classes."
+                if 2 * n_up < len(twin_rows)
+                else "Here HiHPQ is ahead at most levels, as the hyperbolic space was for the "
+                "tree itself in section 2."
+                if 2 * n_up > len(twin_rows)
+                else "The levels split evenly between the two."
+            ),
             n_train=lor["n_train"],
             nq=lor["n_query"],
             epochs=lor["epochs"],
@@ -480,7 +539,7 @@ if twin_rows is not None:
     )
 
 # %% [markdown]
-# These runs use a subset (`TWIN_OVERRIDES`: 50 training images per class in full mode,
+# Section 3 trains on a subset (`TWIN_OVERRIDES`: 50 training images per class in full mode,
 # 8 in fast mode). On every image of the folder, from a terminal (first run: the features
 # of all images and their augmentation bank, then two trainings; not measured here):
 #
@@ -493,9 +552,9 @@ if twin_rows is not None:
 #
 # Each run's `results.json` holds `map@1000_levels_val_selected`, mAP at every level.
 #
-# Coarser levels score higher for both models: more of the database shares a query's
-# node at a coarse level, so relevant images are easier to find (checked when the data
-# is there).
+# What to expect: coarser levels should score higher for both models, since more of the
+# database shares a query's node at a coarse level, so relevant images are easier to
+# find. The next cell checks it when section 3 ran, and says so when it did not.
 
 # %% tags=["claim"]
 if twin_rows is not None:
@@ -504,6 +563,8 @@ if twin_rows is not None:
             twin_rows[-1][g] > twin_rows[0][g],
             f"the coarsest level scores higher than the class level ({g})",
         )
+else:
+    print("Not checked: section 3 did not run (no HIHPQ_TINY_IMAGENET), so no levels scored.")
 
 # %% [markdown]
 # ## Summary
@@ -518,7 +579,9 @@ if twin_rows is not None:
 # - HiHPQ and its Euclidean twin scored at several levels of WordNet
 #   (`experiments.geometry_twins`, `levels_table`) when the images are available; the
 #   backbone's ImageNet pretraining has seen these classes, and one short run says little
-#   about small gaps.
+#   about small gaps. Keeping the tree's distances is not retrieving images: the twins
+#   learn codes from images, never from the tree, and section 3 says which of them was
+#   ahead in your run.
 #
 # ## Further reading
 # - Sarkar, *Low Distortion Delaunay Embedding of Trees in Hyperbolic Plane*, Graph

@@ -82,3 +82,22 @@ def test_demo_is_the_benchmark_cell_ii_32_bits():
     for path in paths:
         cfg = load_config(path)
         assert (cfg.backbone, cfg.resolution) == (demo_config().backbone, 160), path.name
+
+
+def test_readme_demo_table_is_the_committed_demo_run():
+    """The README's demo table has one source: the run in benchmarks/results/demo/."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    demo = json.loads((root / "benchmarks/results/demo/demo_warm.json").read_text())
+    run = json.loads((root / "benchmarks/results/demo/run_results.json").read_text())
+    cold = json.loads((root / "benchmarks/results/demo/demo_cold.json").read_text())
+    assert [r["mAP@1000"] for r in demo["rows"]] == [r["mAP@1000"] for r in cold["rows"]]
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    table = readme[readme.index("| method (CIFAR-10 protocol II, 32 bits") :].split("\n\n")[0]
+    cells = [re.findall(r"\|\s*\**([0-9.]+)\**\s*\|\s*$", line) for line in table.splitlines()[2:]]
+    shown = [float(c[0]) for c in cells if c]
+    assert shown == [round(r["mAP@1000"], 3) for r in demo["rows"]], (shown, demo["rows"])
+    epochs = f"epoch {run['val_selected_epoch']} of {run['epochs']}"
+    assert epochs in table, f"the README's demo table must say {epochs!r}"

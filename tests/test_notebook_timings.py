@@ -50,3 +50,19 @@ def test_missing_fields_are_named(tmp_path):
     bad.write_text("measured_on: x\n")
     with pytest.raises(ValueError, match="missing top-level field"):
         nt.load(bad)
+
+
+def test_first_run_notice_reads_the_yaml_and_agrees_with_the_headers():
+    """The FIRST RUN notice estimates from timings.yaml's measured rates, not its own."""
+    from hihpq_lib.app.prepare import first_run_notice, first_run_rates
+
+    full = nt.load()["first_run"]["full"]
+    rates = first_run_rates(nt.TIMINGS)
+    assert rates == full["rates"]
+    for seconds in (rates["images_s"], rates["views_s"]):
+        assert f"{seconds} s" in full["what"], f"first_run.full.what must quote {seconds} s"
+    notice = first_run_notice(rates["images"], rates["views"], rates["resolution"], rates=rates)
+    assert f"about {full['minutes']} min" in notice.splitlines()[0], notice
+    doubled = dict(rates, images_s=2 * rates["images_s"], views_s=2 * rates["views_s"])
+    slower = first_run_notice(rates["images"], rates["views"], rates["resolution"], rates=doubled)
+    assert slower != notice, "the estimate must follow the measured rates"

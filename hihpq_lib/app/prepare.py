@@ -19,6 +19,7 @@ scored, and searched, with its own backbone: :mod:`hihpq_lib.app.scoring`.
 from __future__ import annotations
 
 import hashlib
+import math
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +41,7 @@ from hihpq_lib.data.features import (
 )
 from hihpq_lib.learning.config import TrainConfig
 from hihpq_lib.learning.views import FeatureSplit, OnlineViews, TailViews, TrainingData
-from hihpq_lib.utils.runtime import thread_budget, use_threads
+from hihpq_lib.utils.runtime import project_dir, thread_budget, use_threads
 from hihpq_lib.utils.timing import StageTimer
 
 __all__ = [
@@ -59,6 +60,7 @@ __all__ = [
     "prepare_online",
     "read_sizes",
     "maps_key",
+    "first_run_rates",
     "first_run_notice",
 ]
 
@@ -547,29 +549,71 @@ def _digest(indices: np.ndarray) -> str:
     return hashlib.sha1(np.ascontiguousarray(indices, dtype=np.int64).tobytes()).hexdigest()[:12]
 
 
-#: Measured first-run throughput of the frozen EfficientNet-Lite0 (ONNX) on the 2 shared
-#: CPU cores of the development machine, at 160 px (``make demo``'s cold start on
-#: 2026-12-01: 60,000 images in 171 s, 40,000 augmented views in 460 s with other work
-#: on the machine). Cost scales with the pixels, ``(resolution / 160) ** 2``.
-FIRST_RUN_RATES = {"images_per_s": 350.0, "views_per_s": 87.0, "resolution": 160}
+def first_run_rates(path: Path | None = None) -> dict | None:
+    """The measured cold-start cost of the frozen features: ``first_run.full.rates`` of
+    ``notebooks/timings.yaml`` (the one source of the notebooks' first-run times).
+
+    A dict with ``backbone``, ``resolution`` (px), ``images`` and ``images_s`` (the clean
+    features: that many images in that many seconds), ``views`` and ``views_s`` (the
+    augmentation bank). The file is looked up in the project folder
+    (:func:`~hihpq_lib.utils.runtime.project_dir`), then beside this source checkout;
+    ``None`` when neither has it (an installed package) or PyYAML is missing.
+    """
+    candidates = (
+        [path]
+        if path is not None
+        else [
+            project_dir() / "notebooks" / "timings.yaml",
+            Path(__file__).resolve().parents[2] / "notebooks" / "timings.yaml",
+        ]
+    )
+    try:
+        import yaml
+    except ImportError:  # pragma: no cover - PyYAML comes with the data extra
+        return None
+    for candidate in candidates:
+        if candidate.is_file():
+            return dict(
+                yaml.safe_load(candidate.read_text(encoding="utf-8"))["first_run"]["full"]["rates"]
+            )
+    return None
 
 
-def first_run_notice(n_images: int, n_views: int, resolution: int, where=None) -> str:
+def first_run_notice(
+    n_images: int, n_views: int, resolution: int, where=None, *, rates: dict | None = None
+) -> str:
     """The warning printed before the frozen features are computed for the first time.
 
-    >>> print(first_run_notice(60_000, 40_000, 160).splitlines()[0])
-    FIRST RUN: the frozen backbone features are not cached yet; computing them takes about 11 min
+    The time is estimated from the cold start measured in ``notebooks/timings.yaml``
+    (:func:`first_run_rates`, or ``rates``), scaled by the number of images and views and
+    by the pixels, ``(resolution / measured resolution) ** 2``, rounded up to a minute.
+    At the measured sizes (``make demo``: 60,000 images, 5,000 × 8 views, 160 px) it
+    states the first-run minutes that the notebooks' headers state
+    (``tests/test_notebook_timings.py`` checks they agree):
+
+    >>> rates = first_run_rates()
+    >>> print(first_run_notice(rates["images"], rates["views"], rates["resolution"]).splitlines()[0])
+    FIRST RUN: the frozen backbone features are not cached yet; computing them takes about 7 min
     """
-    scale = (resolution / FIRST_RUN_RATES["resolution"]) ** 2
-    seconds = scale * (
-        n_images / FIRST_RUN_RATES["images_per_s"] + n_views / FIRST_RUN_RATES["views_per_s"]
-    )
-    minutes = max(1, round(seconds / 60))
+    rates = first_run_rates() if rates is None else rates
+    if rates is None:
+        estimate, basis = "several minutes", "no notebooks/timings.yaml found to estimate from"
+    else:
+        scale = (resolution / rates["resolution"]) ** 2
+        seconds = scale * (
+            n_images * rates["images_s"] / rates["images"]
+            + n_views * rates["views_s"] / rates["views"]
+        )
+        estimate = f"about {max(1, math.ceil(seconds / 60))} min"
+        basis = (
+            f"at the rates measured for {rates['backbone']} at {rates['resolution']} px "
+            f"on 2 CPU cores, notebooks/timings.yaml; longer on a busy machine"
+        )
     return (
         f"FIRST RUN: the frozen backbone features are not cached yet; computing them takes "
-        f"about {minutes} min\n"
-        f"  ({n_images:,} images + {n_views:,} augmented views at {resolution} px, at the rates "
-        f"measured on 2 shared CPU cores; notebooks/timings.yaml). They are cached"
+        f"{estimate}\n"
+        f"  ({n_images:,} images + {n_views:,} augmented views at {resolution} px, {basis})."
+        f" They are cached"
         + (f" under {where}" if where is not None else "")
         + " and every later run loads them in seconds."
     )
