@@ -152,3 +152,25 @@ def test_tiny_run_converts_only_through_to_numpy(mode, isolated, capsys, gpu_lik
     hihpq("evaluate", run, "--json", *data)
     out = hihpq("search", run, val / "cat" / "000.png", "--k", "3")
     assert out.startswith("top 3 of")
+
+
+def test_peak_memory_is_this_process_not_its_parent():
+    """A child started by a process that had grown large reports its own peak: ``ru_maxrss``
+    survives fork + exec, so a notebook kernel started by a long test run would report the
+    test run's memory (6.6 GB in CI for a 2 GB notebook); ``peak_rss_mb`` reads VmHWM."""
+    import subprocess
+    import sys
+
+    from hihpq_lib.utils.timing import peak_rss_mb
+
+    ballast = bytearray(600 * 2**20)  # the parent grows by 600 MB
+    ballast[::4096] = b"x" * len(ballast[::4096])
+    code = "from hihpq_lib.utils.timing import peak_rss_mb; print(peak_rss_mb())"
+    child = float(
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout
+    )
+    assert peak_rss_mb() > 600
+    assert child < peak_rss_mb() - 400, (child, peak_rss_mb())
+    del ballast
