@@ -11,7 +11,7 @@ budget (epochs, views, seed) from the CPU profile ``configs/cpu/cpu_cifar10_<p>_
 =================  ======================================================================
 method             what it is
 =================  ======================================================================
-``float``          float features, exact cosine search (``FloatBaseline``), 32 x 1280 bits
+``float``          float features, exact cosine search (``FloatBaseline``), 16 x 1280 bits (float16, as cached)
 ``faiss_pq``       ``FaissPQ(M)``: k-means product quantization of the raw features
 ``faiss_opq``      ``FaissOPQ(M, d_out=256)``: a learned 1280 -> 256 rotation, then PQ
 ``euclidean_cpq``  Euclidean contrastive PQ (MeCoQ/SPQ-style): ``geometry=euclidean,

@@ -104,7 +104,8 @@ print(f"fast mode: {runtime.fast_mode()}, quick subset: {QUICK}, epochs: {EPOCHS
 # ## 1. Two views of the same image
 #
 # The configuration is the demo's CPU profile (`config.demo_config`): CIFAR-10 protocol II
-# (5,000 training images, 10,000 test queries, a 50,000-image database), 32-bit codes
+# (in full mode 5,000 training images, 10,000 test queries, a 50,000-image database; fast
+# mode's quick subset keeps 300 / 600 / 3,000 of them: the cell below prints which), 32-bit codes
 # ($M = 4$ subspaces of dimension $d = 16$, $K = 256$ codewords each), the frozen
 # backbone `cfg.backbone` at `cfg.resolution` px (EfficientNet-Lite2 at 160 px in full mode,
 # as in `make demo`; EfficientNet-Lite0 at 128 px in fast mode's quick subset).

@@ -539,6 +539,62 @@ if twin_rows is not None:
     )
 
 # %% [markdown]
+# Two things the table holds beyond the twins. The **untrained baselines** on the same
+# frozen features, measured by `hihpq train` itself (`results.json`'s `baselines`): faiss
+# PQ with the same 32 bits, and exact search on the float features. And the **node counts**:
+# a level's count can exceed what section 1 printed for that depth, because a class whose
+# chain ends above the depth keeps its own label there. Both read from the run:
+
+# %%
+if twin_rows is not None:
+    pq_key = "faiss PQ (untrained)"
+    depth_rows = [r for r in twin_rows if r["level"].startswith("depth ")]
+    extra = {r["level"]: int((leaf_depth < int(r["level"].split()[1])).sum()) for r in depth_rows}
+    claims.check(
+        all(
+            r["nodes"] == per_depth[int(r["level"].split()[1])] + extra[r["level"]]
+            for r in depth_rows
+        ),
+        "a level's node count is the tree's nodes at that depth plus the shallower classes",
+        rows=[(r["level"], r["nodes"]) for r in depth_rows],
+    )
+    node_text = "; ".join(
+        f"{r['level']}: {per_depth[int(r['level'].split()[1])]} tree nodes + {extra[r['level']]} "
+        f"shallower class{'es' if extra[r['level']] != 1 else ''} = {r['nodes']}"
+        for r in depth_rows
+    )
+    if pq_key in twin_rows[0]:
+        below = {
+            g: [r["level"] for r in twin_rows if r[g] < r[pq_key]] for g in ("lorentz", "euclidean")
+        }
+        pq_text = (
+            "Against the untrained faiss PQ: HiHPQ is below it at **{nl} of {n} levels**{ll}, "
+            "the Euclidean twin at **{ne} of {n}**{le}. {reading}"
+        ).format(
+            n=len(twin_rows),
+            nl=len(below["lorentz"]),
+            ne=len(below["euclidean"]),
+            ll=f" ({', '.join(below['lorentz'])})" if below["lorentz"] else "",
+            le=f" ({', '.join(below['euclidean'])})" if below["euclidean"] else "",
+            reading=(
+                "So on this folder neither trained model beats doing nothing with the same "
+                "bytes at any level"
+                if len(below["lorentz"]) == len(below["euclidean"]) == len(twin_rows)
+                else "So on this folder both trained models lose to doing nothing with the "
+                "same bytes at some level"
+            )
+            + ", and the comparison between the geometries is one between runs that lose "
+            "part of what the frozen features already knew "
+            "([docs/folders.md](../docs/folders.md) measures what the folder recipe keeps "
+            "and loses)."
+            if below["lorentz"] and below["euclidean"]
+            else "At least one of the twins kept what the frozen features knew at every level.",
+        )
+    else:
+        pq_text = "faiss is not installed here, so the run measured no PQ baseline."
+    display(claims.say("{pq} Node counts per level: {nodes}.", pq=pq_text, nodes=node_text or "—"))
+
+# %% [markdown]
 # Section 3 trains on a subset (`TWIN_OVERRIDES`: 50 training images per class in full mode,
 # 8 in fast mode). On every image of the folder, from a terminal (first run: the features
 # of all images and their augmentation bank, then two trainings; not measured here):

@@ -162,3 +162,18 @@ def test_joint_reading_of_two_levels(superclass, cls, expected):
     sentence = claims.joint_reading(superclass, cls, names=("superclass", "class"))
     assert expected in sentence
     assert ("same way" in sentence) == (expected.endswith("same way."))
+
+
+def test_split_reading_tells_splits_from_sweeps():
+    """A split count reads "not significant"; a 3-of-3 sweep is never called a split."""
+    text = claims.split_reading({"a − b": 3, "a − c": 2, "b − c": 0}, 3)
+    assert "`a − c` split (2 of 3)" in text
+    assert "`a − b`, `b − c` each went one way at every seed" in text
+    assert "`a − b` split" not in text and "`b − c` split" not in text
+    assert "0.25" in text and "hint, not a verdict" in text
+    # with 7 seeds a sweep has probability 2/128 < 0.05
+    assert "unlikely to be chance" in claims.split_reading({"a − b": 7}, 7)
+    assert "split" not in claims.split_reading({"a − b": 7}, 7)
+    for bad in ({"a − b": 4}, {"a − b": -1}):
+        with pytest.raises(ValueError, match="win counts"):
+            claims.split_reading(bad, 3)

@@ -284,3 +284,10 @@ def test_levels_table_orders_levels_fine_to_coarse():
         {"level": "class", "nodes": 4, "lorentz": 0.5, "euclidean": 0.4},
         {"level": "depth 1", "nodes": 2, "lorentz": 0.9, "euclidean": 0.8},
     ]
+    # the untrained baselines come along when the runs measured them
+    with_guard = res((0.9, 0.5)) | {
+        "baselines": {"faiss_pq": {"class": 0.45, "depth 1": 0.95}, "float": None, "below": []}
+    }
+    rows = experiments.levels_table({"lorentz": with_guard, "euclidean": res((0.8, 0.4))}, 10)
+    assert [r["faiss PQ (untrained)"] for r in rows] == [0.45, 0.95]
+    assert all("float features" not in r for r in rows)

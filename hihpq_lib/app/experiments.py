@@ -371,15 +371,28 @@ def levels_table(results: dict[str, dict[str, Any]], topk: int) -> list[dict[str
     """One row per hierarchy level: its number of nodes and each run's test mAP@``topk``.
 
     ``results`` as :func:`geometry_twins` returns it; mAP of the validation-selected
-    epochs. Rows from the finest level (``class``) to the coarsest.
+    epochs. Rows from the finest level (``class``) to the coarsest. When the runs measured
+    the untrained baselines on their features (``results.json``'s ``baselines``), each
+    row also holds ``faiss PQ (untrained)`` and ``float features``.
     """
     key = f"map@{topk}_levels_val_selected"
     first = next(iter(results.values()))
     nodes = first["hierarchy"]["levels"]
+    # the untrained baselines the runs share (same features, splits and bytes), when
+    # `train` measured them (`baseline_guard`): the first run's, as every run's are equal
+    guard = first.get("baselines") or {}
+    baselines = {
+        label: guard[name]
+        for name, label in (("faiss_pq", "faiss PQ (untrained)"), ("float", "float features"))
+        if guard.get(name)
+    }
     rows = []
     for level in sorted(nodes, key=lambda k: -nodes[k]):
         row: dict[str, Any] = {"level": level, "nodes": int(nodes[level])}
         for name, res in results.items():
             row[name] = float(res[key][level])
+        for label, scores in baselines.items():
+            if level in scores:
+                row[label] = float(scores[level])
         rows.append(row)
     return rows

@@ -214,6 +214,18 @@ def _topk_float(query: torch.Tensor, database: torch.Tensor, k: int) -> np.ndarr
     return to_numpy(torch.cat(out))
 
 
+def method_name(cfg: TrainConfig) -> str:
+    """What a run trains, in words: HiHPQ, or its twin in another geometry.
+
+    >>> from hihpq_lib.learning.config import TrainConfig
+    >>> method_name(TrainConfig()), method_name(TrainConfig(geometry="euclidean"))
+    ('HiHPQ', 'the Euclidean twin of HiHPQ')
+    """
+    return (
+        "HiHPQ" if cfg.geometry == "lorentz" else f"the {cfg.geometry.capitalize()} twin of HiHPQ"
+    )
+
+
 def baseline_guard(
     prep, cfg: TrainConfig, query: FeatureSplit, database: FeatureSplit, model_levels
 ):
@@ -253,7 +265,8 @@ def baseline_guard(
     report["below"] = below
     if below:
         print(
-            f"warning: HiHPQ (validation-selected) is below the untrained baselines on the same "
+            f"warning: {method_name(cfg)} (validation-selected) is below the untrained "
+            f"baselines on the same "
             f'frozen features: {"; ".join(below)} (mAP@{k}); see docs/folders.md, "Never worse '
             f'than doing nothing" (head_init=pca, neighbour_weight, eval_init)',
             file=sys.stderr,

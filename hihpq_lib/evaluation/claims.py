@@ -194,6 +194,36 @@ def majority_reading(
     return noise
 
 
+def split_reading(wins: dict[str, int], n: int) -> str:
+    """One sentence on per-seed win counts: which contrasts split, which one side swept.
+
+    A split count is the picture of "not significant"; a sweep is not proof of the
+    opposite with few seeds: under no difference at all, one side wins all ``n`` seeds
+    with probability ``2 / 2**n`` (the two-sided sign test).
+
+    >>> split_reading({"a − b": 3, "a − c": 1}, 3)
+    '`a − c` split (1 of 3): the picture of "not significant". `a − b` went one way at every seed, which with 3 seeds happens by chance with probability 0.25 (sign test), so it is a hint, not a verdict.'
+    >>> split_reading({"a − b": 0}, 3)
+    '`a − b` went one way at every seed, which with 3 seeds happens by chance with probability 0.25 (sign test), so it is a hint, not a verdict.'
+    """
+    if n < 1 or any(not 0 <= v <= n for v in wins.values()):
+        raise ValueError(f"win counts must lie in 0..{n}, got {wins}")
+    split = [f"`{k}` split ({v} of {n})" for k, v in wins.items() if 0 < v < n]
+    swept = [f"`{k}`" for k, v in wins.items() if v in (0, n)]
+    parts = []
+    if split:
+        parts.append(f'{", ".join(split)}: the picture of "not significant".')
+    if swept:
+        p = min(1.0, 2 / 2**n)
+        verb = "went" if len(swept) == 1 else "each went"
+        verdict = "a hint, not a verdict" if p > 0.05 else "unlikely to be chance alone"
+        parts.append(
+            f"{', '.join(swept)} {verb} one way at every seed, which with {n} seeds happens "
+            f"by chance with probability {p:.2g} (sign test), so it is {verdict}."
+        )
+    return " ".join(parts)
+
+
 def ratio_range(new: Sequence[float], old: Sequence[float]) -> tuple[float, float]:
     """Smallest and largest of ``new[i] / old[i]``.
 
