@@ -47,9 +47,11 @@
 # - Reading and doing the exercises: about 45 minutes.
 # - **Full mode** (4 k-means initialisations per subspace): 8 s.
 # - **Fast mode (`HIHPQ_FAST=1`)** (1 initialisation): 8 s.
-# - Measured 2026-12-01 on a 2-core CPU shared with three other developers (their heavy jobs
-#   serialised with a lock, their light work running alongside), OMP_NUM_THREADS=1, kernel
-#   start included (`jupyter nbconvert --execute`, one notebook at a time). Generated from
+# - Measured 2026-12-01 and 2026-12-04 on a 2-core CPU (full mode of 04-07 re-measured on
+#   2026-12-04 with the machine idle and the default thread count, 2; the rest on 2026-12-01
+#   with the machine shared with three other developers and OMP_NUM_THREADS=1, whose
+#   full-mode numbers each entry states beside the new ones), kernel start included
+#   (`jupyter nbconvert --execute`, one notebook at a time). Generated from
 #   `notebooks/timings.yaml` by `python -m benchmarks.notebook_timings`.
 
 # %% [markdown]

@@ -53,9 +53,10 @@
 #
 # ## How long it takes on a laptop CPU
 # - Reading and doing the exercises: about 45 minutes.
-# - **Full mode** (3 methods × 5 seeds on the quick subset): 13 s with its saved runs
-#   loaded; **training it yourself** instead: 1 min 04 s (15 short runs), this measurement
-#   including the first run's quick-subset features.
+# - **Full mode** (3 methods × 5 seeds on the quick subset): 19 s with its saved runs loaded
+#   (13 s measured 2026-12-01); **training it yourself** instead: 47 s (15 short runs), this
+#   measurement including the first run's quick-subset features (1 min 04 s measured
+#   2026-12-01).
 # - **Fast mode (`HIHPQ_FAST=1`)** (3 methods × 3 seeds; seeds 0–2 are shared with full
 #   mode): 12 s with its saved runs loaded; **training it yourself** instead: 24 s (9 short
 #   runs).
@@ -64,9 +65,11 @@
 #   CIFAR-10 12 s, 3,600 images at 128 px 25 s, the bank of 300 images × 3 views 5 s,
 #   measured by notebook 04's cold start). The notebook prints a FIRST RUN notice when that
 #   happens; later runs load the features in seconds.
-# - Measured 2026-12-01 on a 2-core CPU shared with three other developers (their heavy jobs
-#   serialised with a lock, their light work running alongside), OMP_NUM_THREADS=1, kernel
-#   start included (`jupyter nbconvert --execute`, one notebook at a time). Generated from
+# - Measured 2026-12-01 and 2026-12-04 on a 2-core CPU (full mode of 04-07 re-measured on
+#   2026-12-04 with the machine idle and the default thread count, 2; the rest on 2026-12-01
+#   with the machine shared with three other developers and OMP_NUM_THREADS=1, whose
+#   full-mode numbers each entry states beside the new ones), kernel start included
+#   (`jupyter nbconvert --execute`, one notebook at a time). Generated from
 #   `notebooks/timings.yaml` by `python -m benchmarks.notebook_timings`.
 
 # %% [markdown]
