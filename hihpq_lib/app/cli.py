@@ -36,7 +36,12 @@ def _add_config_args(p: argparse.ArgumentParser, config_required: bool) -> None:
         p.add_argument("config", help="YAML config file (see configs/)")
     else:
         p.add_argument(
-            "config", nargs="?", default=None, help="YAML config file (default: CPU profile)"
+            "config",
+            nargs="?",
+            default=None,
+            help="YAML config file (default: the CIFAR-10 CPU profile; with --data FOLDER of "
+            "class sub-folders, the folder default configs/cpu/cpu_folder_auto_32bits.yaml, "
+            "its recipe chosen on the folder's validation queries)",
         )
     p.add_argument(
         "--set",
@@ -113,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_FOLDER_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _add_config_args(p, config_required=True)
+    _add_config_args(p, config_required=False)
     p.add_argument("--out", default=None, help="run folder (default: runs/<config name>)")
     p.add_argument(
         "--resume", action="store_true", help="continue from the run folder's checkpoint"
@@ -154,12 +159,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config(args):
-    from hihpq_lib.learning.config import load_config
+    from hihpq_lib.data import looks_like_image_folder
+    from hihpq_lib.learning.config import folder_config, load_config
 
     overrides = list(args.overrides)
     for opt, key in _PATH_OPTIONS.items():
         if getattr(args, opt, None):
             overrides.append(f"{key}={getattr(args, opt)}")
+    data = getattr(args, "data", None)
+    sets_dataset = any(o.split("=", 1)[0].strip() == "dataset" for o in args.overrides)
+    if args.config is None and data and not sets_dataset and looks_like_image_folder(data):
+        # an image folder and no config: the folder default, its recipe chosen on the
+        # folder's own validation queries (docs/folders.md)
+        return folder_config(overrides)
     return load_config(args.config, overrides)
 
 
@@ -198,6 +210,13 @@ def _print_results(res: dict) -> None:
     print(
         f"validation-selected epoch     {res['val_selected_epoch']} (val mAP {res['val_map_best']:.4f})"
     )
+    if res.get("recipe"):  # recipe: auto, chosen on the validation queries
+        block = res["recipe"]
+        tried = ", ".join(f"{n} {c['val_map_best']:.4f}" for n, c in block["candidates"].items())
+        print(
+            f"recipe                        {block['chosen']} (validation mAP after "
+            f"{block['screen_epochs']} epochs: {tried})"
+        )
     _print_levels(res)
     _print_baselines(res)
     for name, sec in res.get("stage_seconds", {}).items():
@@ -227,8 +246,14 @@ def _print_baselines(res: dict) -> None:
 
 def _cmd_train(args) -> int:
     from hihpq_lib.app.pipeline import run_experiment, run_folder
+    from hihpq_lib.learning.config import ConfigError
 
     cfg = _config(args)
+    if args.config is None and cfg.dataset != "folder":
+        raise ConfigError(
+            "hihpq train needs a config (e.g. configs/cpu/cpu_cifar10_ii_32bits.yaml) or "
+            "--data FOLDER, a folder of class sub-folders (the folder default then runs)"
+        )
     res = run_experiment(cfg, args.out, resume=args.resume, overwrite=args.overwrite)
     print(f"run folder: {run_folder(cfg, args.out).resolve()}")
     _print_results(res)

@@ -17,6 +17,7 @@ import numpy as np
 
 from hihpq_lib import data as D
 from hihpq_lib.app.prepare import Prepared, prepare_for
+from hihpq_lib.app.recipe import CANDIDATES_DIR, choose_and_train
 from hihpq_lib.app.scoring import (
     baseline_guard,
     evaluate_run,
@@ -51,6 +52,7 @@ RUN_FILES = (
     "index",
     "database_indices.npy",
     PSEUDO_HIERARCHY,
+    CANDIDATES_DIR,
 )
 
 
@@ -90,7 +92,16 @@ def check_run_folder(
     clean_stale_tmp(out / "index")
     if resume:
         ckpt = out / CHECKPOINT
-        if ckpt.is_file():
+        if ckpt.is_file() and cfg.recipe == "auto":  # the winner's copy: its candidate
+            theirs = load_checkpoint(ckpt).get("config") or {}  # folder checks the rest
+            if {k: v for k, v in theirs.items() if k in ("dataset", "bits", "seed")} != {
+                k: v for k, v in cfg.to_dict().items() if k in ("dataset", "bits", "seed")
+            }:
+                raise RunFolderError(
+                    f"{ckpt} was written by another run (dataset, bits or seed differ); "
+                    "start a new run folder or drop --resume"
+                )
+        elif ckpt.is_file():
             ck = load_checkpoint(ckpt)
             theirs, ours = ck.get("config") or {}, cfg.to_dict()
             if ours.get("num_clusters") == "auto":  # resolved from the data when it trained
@@ -152,8 +163,14 @@ def run_experiment(
     prep = prepared or prepare_for(cfg, progress=progress, run_dir=out)
     D.save_splits(prep.splits, out / "splits.json")
     timer = prep.timer
+    recipe_report = None
     with timer("train"):
-        res = train(cfg, prep.training_data(), out, resume=resume, progress=progress)
+        if cfg.recipe == "auto":  # screen the candidate recipes on validation, finish one
+            res, recipe_report = choose_and_train(
+                cfg, prep.training_data(), out, resume=resume, progress=progress
+            )
+        else:
+            res = train(cfg, prep.training_data(), out, resume=resume, progress=progress)
     run_cfg = res["config"]  # num_clusters: auto resolved from the data
     with timer("encode + search + mAP"):
         run = restore_run(out)
@@ -192,6 +209,7 @@ def run_experiment(
         "n_train": len(prep.splits.train),
         **hierarchy_results(prep, cfg, scores.final, scores.best),
         "baselines": guard,
+        "recipe": recipe_report,
         "pseudo_hierarchy": pseudo_hierarchy_report(out, prep, res["run_id"]),
         "stage_seconds": {k: round(v, 2) for k, v in timer.seconds.items()},
         "peak_rss_mb": round(peak_rss_mb(), 1),

@@ -35,6 +35,8 @@ __all__ = [
     "load_config",
     "FIDELITY_OPTIONS",
     "REFERENCE_OPTIONS",
+    "FOLDER_DEFAULTS",
+    "folder_config",
     "CURRENT_OPTIONS",
     "CPU_DEFAULT_OPTIONS",
     "with_legacy_fidelity",
@@ -162,6 +164,13 @@ class TrainConfig:
     # Evaluate the untrained model on the validation queries too: if no epoch beats it, the
     # val-selected model is the initial one (val_selected_epoch 0).
     eval_init: bool = False
+    # "fixed": train this config as it is. "auto": train each candidate recipe of
+    # hihpq_lib.app.recipe (the feature-keeping one above, with the untrained model a
+    # candidate, and the contrastive one of the CIFAR-10 profiles) for recipe_screen_epochs
+    # epochs, keep the one the validation queries prefer and finish it (docs/folders.md);
+    # the head/codebook keys of the config are then the candidates'.
+    recipe: str = "fixed"
+    recipe_screen_epochs: int = 4
     # Report the untrained baselines on the same frozen features beside HiHPQ in
     # results.json (exact cosine search on the floats; faiss PQ with the same bytes when
     # faiss is installed) and warn when the validation-selected model falls below them.
@@ -314,6 +323,13 @@ class TrainConfig:
             raise ConfigError(
                 f"codebook_init must be 'uniform', 'data' or 'kmeans', got {self.codebook_init!r}"
             )
+        if self.recipe not in ("fixed", "auto"):
+            raise ConfigError(f"recipe must be 'fixed' or 'auto', got {self.recipe!r}")
+        if self.recipe == "auto" and (self.online_augmentation or self.tail_blocks):
+            raise ConfigError(
+                "recipe=auto screens recipes on cached frozen features: it needs "
+                "online_augmentation=false and tail_blocks=0 (or set recipe=fixed)"
+            )
         if self.head_init not in ("random", "pca"):
             raise ConfigError(f"head_init must be 'random' or 'pca', got {self.head_init!r}")
         for key, (_, _, allowed) in FIDELITY_OPTIONS.items():
@@ -334,7 +350,7 @@ class TrainConfig:
             )
         if self.n_views < 2 and not self.online_augmentation:
             raise ConfigError("n_views must be >= 2: each step needs two augmented views")
-        for name in ("epochs", "batch_size", "resolution", "topk"):
+        for name in ("epochs", "batch_size", "resolution", "topk", "recipe_screen_epochs"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.num_clusters != "auto" and (
@@ -597,6 +613,27 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 #: mAP, README "The CPU profile: how it was chosen"). The demo is the benchmark's protocol
 #: II / 32-bit cell with seed 0 (``configs/cpu/cpu_cifar10_ii_32bits.yaml``, same profile).
 DEMO_OVERRIDES: list[str] = ["backbone=efficientnet_lite2"]
+
+
+#: The default for an image folder (``hihpq train --data FOLDER`` with no config;
+#: ``configs/cpu/cpu_folder_auto_32bits.yaml`` holds the same): the recipe is chosen on the
+#: folder's validation queries (``recipe: auto``, docs/folders.md), Ward's granularities from
+#: its class count, the hierarchy levels from a hierarchy file when one is given.
+FOLDER_DEFAULTS: dict = {
+    "name": "folder_auto_32bits",
+    "dataset": "folder",
+    "bits": 32,
+    "resolution": 128,
+    "recipe": "auto",
+    "num_clusters": "auto",
+    "hierarchy_levels": "auto",
+    "n_val_per_class": 100,
+}
+
+
+def folder_config(overrides: list[str] | None = None) -> TrainConfig:
+    """:data:`FOLDER_DEFAULTS` on ``TrainConfig()``, then ``overrides`` (``key=value``)."""
+    return TrainConfig(**FOLDER_DEFAULTS).with_overrides(overrides)
 
 
 #: The quick subset (``--quick``, fast mode): 300 images per class, few epochs and views, and

@@ -1,0 +1,169 @@
+"""``recipe: auto``: the candidate recipes screened on validation queries, the winner finished
+(``hihpq_lib/app/recipe.py``), and the folder default that ``hihpq train --data FOLDER``
+runs without a config."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hihpq_lib.app import recipe
+from hihpq_lib.app.scoring import restore_run
+from hihpq_lib.learning.checkpoint import load_checkpoint
+from hihpq_lib.learning.config import (
+    FOLDER_DEFAULTS,
+    ConfigError,
+    TrainConfig,
+    folder_config,
+    load_config,
+)
+from tests.paths import REPO_ROOT
+from tests.test_folders import FAST, image_folder, run_cli
+
+AUTO_YAML = REPO_ROOT / "configs" / "cpu" / "cpu_folder_auto_32bits.yaml"
+
+
+def test_the_folder_default_is_the_yaml_file():
+    assert load_config(AUTO_YAML) == folder_config()
+    assert folder_config().recipe == "auto" and folder_config().dataset == "folder"
+    assert set(FOLDER_DEFAULTS) <= set(TrainConfig.fields())
+
+
+def test_recipe_keys_are_validated():
+    with pytest.raises(ConfigError, match="recipe must be"):
+        TrainConfig(recipe="best")
+    with pytest.raises(ConfigError, match="recipe=auto .* tail_blocks=0"):
+        TrainConfig(recipe="auto", tail_blocks=1)
+    with pytest.raises(ConfigError, match="recipe_screen_epochs must be >= 1"):
+        TrainConfig(recipe="auto", recipe_screen_epochs=0)
+
+
+def test_candidate_configs_keep_the_run_and_change_only_the_recipe():
+    base = folder_config(["bits=24", "feat_dim=48", "epochs=7", "seed=3"])  # M = 3
+    configs = recipe.candidate_configs(base)
+    assert list(configs) == list(recipe.CANDIDATES)
+    for name, c in configs.items():
+        assert c.recipe == "fixed" and c.feat_dim % c.M == 0
+        changed = {k for k, v in c.to_dict().items() if base.to_dict()[k] != v}
+        assert changed <= set(recipe.CANDIDATES[name]) | {"recipe", "name"}
+        assert (c.epochs, c.seed, c.bits) == (7, 3, 24)
+    assert configs["kept"].feat_dim == 258 and configs["contrastive"].feat_dim == 66
+    assert configs["kept"].eval_init and configs["kept"].head_init == "pca"
+    assert configs["contrastive"].head_init == "random"
+
+
+class _FakeTrain:
+    """Stands in for ``training.train``: each candidate's validation mAP is given; records
+    the calls and writes the files a run folder holds."""
+
+    def __init__(self, val):
+        self.val, self.calls, self.done = val, [], {}
+
+    def __call__(self, cfg, data, out, *, resume, progress, stop_after=None):
+        name = cfg.name.rsplit("-", 1)[1]
+        self.calls.append((name, stop_after, resume))
+        start = self.done.get(name, 0) if resume else 0
+        end = cfg.epochs if stop_after is None else min(cfg.epochs, start + stop_after)
+        self.done[name] = end
+        out.mkdir(parents=True, exist_ok=True)
+        for f in ("checkpoint.pt", "best.pt", "metrics.jsonl"):
+            (out / f).write_text(f"{name} {end}")
+        return {"best_val_map": self.val[name], "best_epoch": end, "config": cfg}
+
+
+def test_the_validation_winner_is_finished_and_its_files_become_the_run(tmp_path, monkeypatch):
+    fake = _FakeTrain({"kept": 0.30, "contrastive": 0.41})
+    monkeypatch.setattr(recipe, "train", fake)
+    monkeypatch.setattr(recipe, "_epochs_done", lambda d: 0)
+    cfg = folder_config(["epochs=10", "recipe_screen_epochs=3"])
+    res, report = recipe.choose_and_train(cfg, None, tmp_path, progress=False)
+    assert report["chosen"] == "contrastive" and report["screen_epochs"] == 3
+    assert {n: c["val_map_best"] for n, c in report["candidates"].items()} == fake.val
+    # each candidate screened for 3 epochs, then only the winner continues to the end
+    assert fake.calls == [
+        ("kept", 3, False),
+        ("contrastive", 3, False),
+        ("contrastive", None, True),
+    ]
+    assert (tmp_path / "checkpoint.pt").read_text() == "contrastive 10"
+    assert (tmp_path / "candidates" / "kept" / "checkpoint.pt").read_text() == "kept 3"
+    assert res["config"].name.endswith("-contrastive")
+
+
+def test_a_tie_keeps_the_first_candidate(tmp_path, monkeypatch):
+    monkeypatch.setattr(recipe, "train", _FakeTrain({"kept": 0.5, "contrastive": 0.5}))
+    cfg = folder_config(["epochs=4"])
+    _, report = recipe.choose_and_train(cfg, None, tmp_path, progress=False)
+    assert report["chosen"] == next(iter(recipe.CANDIDATES))
+
+
+def test_a_screening_longer_than_the_run_is_the_run(tmp_path, monkeypatch):
+    fake = _FakeTrain({"kept": 0.5, "contrastive": 0.2})
+    monkeypatch.setattr(recipe, "train", fake)
+    cfg = folder_config(["epochs=2", "recipe_screen_epochs=4"])
+    _, report = recipe.choose_and_train(cfg, None, tmp_path, progress=False)
+    assert report["screen_epochs"] == 2 and fake.calls[0] == ("kept", 2, False)
+
+
+def _auto_args():
+    # the tiny-run settings, less those the candidates set
+    own = {"feat_dim"}
+    out = []
+    for item in FAST:
+        if item.split("=")[0] not in own:
+            out += ["--set", item]
+    return out
+
+
+def test_train_with_no_config_on_a_folder_screens_and_scores_one_run(tmp_path, isolated, capsys):
+    """End to end: ``hihpq train --data FOLDER`` (no config) runs the folder default; the
+    winner is the candidate with the higher validation mAP; its checkpoint is the run's;
+    ``hihpq evaluate`` gives train's numbers; ``--resume`` of a killed screening continues."""
+    data = image_folder(tmp_path / "imgs", per_class=12)
+    out = tmp_path / "run"
+    args = ["train", "--data", data, "--out", out, *_auto_args(), "--set", "epochs=2"]
+    args += ["--set", "recipe_screen_epochs=1"]
+    code, stdout, err = run_cli(capsys, *args)
+    assert code == 0, err
+    res = json.loads((out / "results.json").read_text())
+    block = res["recipe"]
+    assert set(block["candidates"]) == set(recipe.CANDIDATES)
+    best = max(c["val_map_best"] for c in block["candidates"].values())
+    assert block["candidates"][block["chosen"]]["val_map_best"] == best
+    assert res["val_map_best"] >= best  # the winner only went on from its screening
+    assert f"recipe                        {block['chosen']}" in stdout
+    # the run's checkpoint is the winner's, finished
+    ck = load_checkpoint(out / "checkpoint.pt")
+    assert ck["config"]["head_init"] == recipe.CANDIDATES[block["chosen"]]["head_init"]
+    assert ck["epoch"] + 1 == 2
+    assert restore_run(out).cfg.recipe == "fixed"
+    # evaluate scores the same run
+    code, ev, err = run_cli(capsys, "evaluate", out, "--data", data, "--json")
+    assert code == 0, err
+    ev = json.loads(ev)
+    assert ev["map@50_val_selected"] == pytest.approx(res["map@50_val_selected"], abs=1e-6)
+    # a resumed run changes nothing that finished
+    before = (out / "candidates" / "kept" / "checkpoint.pt").read_bytes()
+    code, _, err = run_cli(capsys, *args, "--resume")
+    assert code == 0, err
+    assert (out / "candidates" / "kept" / "checkpoint.pt").read_bytes() == before
+    assert json.loads((out / "results.json").read_text())["recipe"]["chosen"] == block["chosen"]
+
+
+def test_overwrite_removes_the_candidates(tmp_path, isolated, capsys):
+    data = image_folder(tmp_path / "imgs", per_class=12)
+    out = tmp_path / "run"
+    args = ["train", "--data", data, "--out", out, *_auto_args(), "--set", "epochs=1"]
+    assert run_cli(capsys, *args)[0] == 0
+    stray = out / "candidates" / "old_candidate"
+    stray.mkdir()
+    code, _, err = run_cli(capsys, *args, "--set", "seed=1", "--overwrite")
+    assert code == 0, err
+    assert not stray.exists()
+
+
+def test_train_without_a_config_needs_an_image_folder(tmp_path, isolated, capsys):
+    code, _, err = run_cli(capsys, "train", "--out", tmp_path / "run")
+    assert code == 2 and "needs a config" in err and "--data FOLDER" in err
+    assert not (tmp_path / "run").exists()
