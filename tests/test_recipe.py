@@ -167,3 +167,40 @@ def test_train_without_a_config_needs_an_image_folder(tmp_path, isolated, capsys
     code, _, err = run_cli(capsys, "train", "--out", tmp_path / "run")
     assert code == 2 and "needs a config" in err and "--data FOLDER" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_patience_stops_where_validation_stopped_improving_and_resumes_there(
+    tmp_path, isolated, capsys, monkeypatch
+):
+    """``patience: 2``: validation mAP 0.5 at epoch 1, then lower: the run stops after
+    epoch 3; a run killed after epoch 2 and resumed stops at the same place."""
+    from hihpq_lib.learning import training
+
+    curve = iter([0.5, 0.4, 0.3, 0.2, 0.1, 0.05] * 3)
+    monkeypatch.setattr(training, "evaluate_epoch", lambda cfg, model, data: next(curve))
+    data = image_folder(tmp_path / "imgs", per_class=8)
+    sets = [*_auto_args(), "--set", "feat_dim=16", "--set", "recipe=fixed"]
+    sets += ["--set", "epochs=6", "--set", "patience=2"]
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", "--data", data, "--out", out, *sets)
+    assert code == 0, err
+    res = json.loads((out / "results.json").read_text())
+    assert res["val_selected_epoch"] == 1
+    assert load_checkpoint(out / "checkpoint.pt")["epoch"] + 1 == 3  # epochs 2 and 3 lost
+    # killed after 2 epochs, resumed: it stops after epoch 3 too
+    from hihpq_lib.app.prepare import prepare_for
+
+    curve = iter([0.5, 0.4, 0.3, 0.2, 0.1, 0.05] * 3)
+    overrides = [a for a in sets if a != "--set"] + [f"data={data}"]
+    cfg = folder_config(overrides)
+    prep = prepare_for(cfg, progress=False)
+    first = training.train(
+        cfg, prep.training_data(), tmp_path / "killed", progress=False, stop_after=2
+    )
+    assert not first["finished"] and len(first["history"]) == 2
+    again = training.train(
+        cfg, prep.training_data(), tmp_path / "killed", resume=True, progress=False
+    )
+    assert again["finished"] and again["stopped_early"] and len(again["history"]) == 3
+    with pytest.raises(ConfigError, match="patience must be >= 0"):
+        TrainConfig(patience=-1)

@@ -89,11 +89,14 @@ def _add_folder_args(p: argparse.ArgumentParser) -> None:
 
 
 _FOLDER_EPILOG = """image folders:
-  hihpq train configs/cpu/cpu_folder_32bits.yaml --data FOLDER
-  hihpq train configs/cpu/cpu_folder_32bits.yaml --data DATA/train --query-data DATA/val \\
+  hihpq train --data FOLDER
+  hihpq train --data DATA/train --query-data DATA/val \\
       --hierarchy DATA/hierarchy.json --set "hierarchy_levels=[3, 5]"
+With no config, a folder of class sub-folders gets the folder default
+(configs/cpu/cpu_folder_auto_32bits.yaml): each candidate recipe trains a few epochs and
+the one the folder's validation queries prefer is finished (docs/folders.md).
 A config with `dataset: cifar10` given a folder that is not CIFAR-10 stops and says so:
-add --set dataset=folder or use the folder profile. Without --query-data, 10% of the
+add --set dataset=folder or use a folder profile. Without --query-data, 10% of the
 smallest class per class are the test queries and the rest is database and training set;
 splits.json records the rule. num_clusters: auto picks [4C, 2C, C] for C classes (capped
 at a tenth of the training images). README, "Your own image folder".

@@ -210,6 +210,9 @@ class TrainConfig:
     cluster_input: str = "raw"
     # optimisation
     epochs: int = 20
+    # Stop when this many epochs in a row have not beaten the best validation mAP (0 = never:
+    # every epoch of the schedule runs). Model selection is unchanged: the best epoch is kept.
+    patience: int = 0
     batch_size: int = 128
     optimizer: str = "rsgd"  # "rsgd" (reference) or "radam"
     lr: float = 0.01
@@ -350,6 +353,8 @@ class TrainConfig:
             )
         if self.n_views < 2 and not self.online_augmentation:
             raise ConfigError("n_views must be >= 2: each step needs two augmented views")
+        if self.patience < 0:
+            raise ConfigError(f"patience must be >= 0 (0 = off), got {self.patience}")
         for name in ("epochs", "batch_size", "resolution", "topk", "recipe_screen_epochs"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -617,14 +622,16 @@ DEMO_OVERRIDES: list[str] = ["backbone=efficientnet_lite2"]
 
 #: The default for an image folder (``hihpq train --data FOLDER`` with no config;
 #: ``configs/cpu/cpu_folder_auto_32bits.yaml`` holds the same): the recipe is chosen on the
-#: folder's validation queries (``recipe: auto``, docs/folders.md), Ward's granularities from
-#: its class count, the hierarchy levels from a hierarchy file when one is given.
+#: folder's validation queries (``recipe: auto``, docs/folders.md), training stops after 5
+#: epochs without a better validation mAP, Ward's granularities come from the class count,
+#: the hierarchy levels from a hierarchy file when one is given.
 FOLDER_DEFAULTS: dict = {
     "name": "folder_auto_32bits",
     "dataset": "folder",
     "bits": 32,
     "resolution": 128,
     "recipe": "auto",
+    "patience": 5,
     "num_clusters": "auto",
     "hierarchy_levels": "auto",
     "n_val_per_class": 100,

@@ -331,7 +331,8 @@ def train(
     -------
     dict with ``model`` (the final model), ``history`` (per-epoch metrics),
     ``best_epoch`` and ``best_val_map`` (validation-selected), ``final_val_map``,
-    ``finished``, ``run_id``, ``threads`` and ``config`` (``cfg`` with ``num_clusters:
+    ``finished`` (the last epoch done, or stopped by ``cfg.patience``: ``stopped_early``),
+    ``run_id``, ``threads`` and ``config`` (``cfg`` with ``num_clusters:
     auto`` resolved from ``data``: the one place it is resolved).
     """
     if cfg.num_clusters == "auto":  # the one place it is resolved, from the data trained on
@@ -370,8 +371,14 @@ def train(
         best_val, best_epoch = init_val, 0
         save_best(out / BEST, model, -1, best_val, run_id, backbone)
 
+    stopped_early = False
     for epoch in range(start_epoch, cfg.epochs):
         if stop_after is not None and epoch - start_epoch >= stop_after:
+            break
+        # early stop on validation: `patience` epochs without a better validation mAP
+        # (checked before an epoch, so a resumed run stops where the killed one would have)
+        if cfg.patience and best_epoch >= 0 and epoch - best_epoch >= cfg.patience:
+            stopped_early = True
             break
         tc = time.perf_counter()
         hierarchy = None
@@ -433,7 +440,8 @@ def train(
         "best_val_map": best_val,
         "final_val_map": final_val,
         "init_val_map": init_val,
-        "finished": bool(history) and history[-1]["epoch"] == cfg.epochs,
+        "finished": stopped_early or (bool(history) and history[-1]["epoch"] == cfg.epochs),
+        "stopped_early": stopped_early,
         "run_id": run_id,
         "threads": threads,
         "config": cfg,
