@@ -510,8 +510,9 @@ claims.say(
 
 # %% [markdown]
 # Why do dead codewords appear? The codebooks start as random unit-length tangent
-# vectors (`codebook_init="uniform"`, as in the reference), while the features are spread
-# over a ball of radius `clip_r` = 1.5 in every subspace, in directions the random
+# vectors (`codebook_init="uniform"`, as in the reference), while the features lie in a
+# ball of radius `clip_r` = 1.5 in every subspace (the clip keeps them there; a later cell
+# prints how many sit on its surface), in directions the random
 # codewords do not know about. A codeword that is nobody's nearest gets attention weights
 # near 0 from every point (the softmax of notebook 03), hence almost no gradient, and can
 # stay dead. Training revives many of them: the contrastive loss wants different images

@@ -276,7 +276,8 @@ claims.say(
     "class ({chance:.0%} would be chance): the ARI cannot see this, since each class is "
     "split over several clusters. Against the 2 superclasses ARI and NMI are small, "
     "because {levels} clusters are far more than 2, yet the superclass purity is "
-    "{sp_lo:.2f}–{sp_hi:.2f}: almost every cluster is all-vehicle or all-animal (the "
+    "{sp_lo:.2f}–{sp_hi:.2f}: almost every image sits in a cluster whose majority has its "
+    "superclass, vehicle or animal (the "
     "untrained head already reaches {sp0:.2f}–{sp0_hi:.2f}: the backbone separates "
     "vehicles from animals well). The pseudo hierarchy is nested in the real one far "
     "better than its raw ARI suggests.",

@@ -171,7 +171,7 @@ claims.say(
     hi=max(stds),
     glo=float(gaps.min()),
     ghi=float(gaps.max()),
-    cmp="the seed spread is as large as the gaps"
+    cmp=f"the largest seed spread is {max(stds) / float(gaps.min()):.1f} times the smallest gap"
     if max(stds) >= float(gaps.min())
     else "here the gaps are larger than the seed spread",
 )

@@ -478,7 +478,8 @@ else:
     print(
         f"{lor['n_train']} training images, {lor['n_query']} queries (val/), "
         f"{lor['n_database']} database images, {lor['epochs']} epochs; "
-        f"{time.perf_counter() - t0:.0f} s (loaded when the runs existed)"
+        f"{time.perf_counter() - t0:.0f} s (loading saved runs; the first time this includes "
+        "computing the features and training both twins)"
     )
     print(f"test mAP@{topk} of the validation-selected epoch, finest level first:")
     print(metrics.format_table(twin_rows, floatfmt=".4f"))
