@@ -97,7 +97,7 @@ def main(argv=None) -> int:
             "train_seconds": res["stage_seconds"].get("train"),
             "candidates_full": {},
         }
-        configs = candidate_configs(cfg)
+        configs = candidate_configs(cfg, int(prep.training_data().train.shape[1]))
         for name, ccfg in configs.items():
             cdir = out / CANDIDATES_DIR / name
             if name != block["chosen"]:  # the loser, trained to the end for the table only

@@ -17,7 +17,9 @@ test queries (reported, never used to choose). One step changed per row:
   origin the points sit, so how much the exponential map and the clip bend them);
 * ``euclidean``: the same start with ``geometry: euclidean`` (no exponential map, no
   curvature), so what the hyperbolic geometry itself costs or gains;
-* ``clip off``: a clip radius large enough never to act.
+* ``clip off``: a clip radius large enough never to act;
+* ``raw blocks``: no rotation (``head_init: raw``): the centred features themselves, each
+  subspace a contiguous block as faiss PQ splits them, scaled to the same norm.
 """
 
 from __future__ import annotations
@@ -144,6 +146,11 @@ def main(argv=None) -> int:
     for s in args.norms:
         if s != base.pca_norm:
             start(f"width {base.feat_dim}, norm {s}", pca_norm=s)
+    f_dim = train.shape[1]
+    if f_dim % base.M == 0:  # the features' own blocks, as faiss PQ splits them
+        start(f"raw blocks, width {f_dim}", head_init="raw", feat_dim=f_dim)
+        start(f"raw blocks, width {f_dim}, norm 0.1", head_init="raw", feat_dim=f_dim, pca_norm=0.1)
+        start("raw blocks, euclidean", head_init="raw", feat_dim=f_dim, geometry="euclidean")
     start(f"width {base.feat_dim}, euclidean", geometry="euclidean")
     start(f"width {base.feat_dim}, clip off", clip_r=1e6)
     if args.out:

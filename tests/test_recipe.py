@@ -5,8 +5,10 @@ runs without a config."""
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
+import torch
 
 from hihpq_lib.app import recipe
 from hihpq_lib.app.scoring import restore_run
@@ -48,9 +50,16 @@ def test_candidate_configs_keep_the_run_and_change_only_the_recipe():
         changed = {k for k, v in c.to_dict().items() if base.to_dict()[k] != v}
         assert changed <= set(recipe.CANDIDATES[name]) | {"recipe", "name"}
         assert (c.epochs, c.seed, c.bits) == (7, 3, 24)
+    # 1280 features do not split into 3 blocks: the kept start falls back to 256 (+2) PCs
     assert configs["kept"].feat_dim == 258 and configs["contrastive"].feat_dim == 66
     assert configs["kept"].eval_init and configs["kept"].head_init == "pca"
     assert configs["contrastive"].head_init == "random"
+    # 32 bits, M = 4: the kept start is the features' own four blocks of 320
+    kept = recipe.candidate_configs(folder_config(), in_dim=1280)["kept"]
+    assert (kept.head_init, kept.feat_dim, kept.sub_dim) == ("raw", 1280, 320)
+
+
+_DATA = SimpleNamespace(train=torch.zeros(2, 1280))  # what choose_and_train reads of the data
 
 
 class _FakeTrain:
@@ -77,7 +86,7 @@ def test_the_validation_winner_is_finished_and_its_files_become_the_run(tmp_path
     monkeypatch.setattr(recipe, "train", fake)
     monkeypatch.setattr(recipe, "_epochs_done", lambda d: 0)
     cfg = folder_config(["epochs=10", "recipe_screen_epochs=3"])
-    res, report = recipe.choose_and_train(cfg, None, tmp_path, progress=False)
+    res, report = recipe.choose_and_train(cfg, _DATA, tmp_path, progress=False)
     assert report["chosen"] == "contrastive" and report["screen_epochs"] == 3
     assert {n: c["val_map_best"] for n, c in report["candidates"].items()} == fake.val
     # each candidate screened for 3 epochs, then only the winner continues to the end
@@ -94,7 +103,7 @@ def test_the_validation_winner_is_finished_and_its_files_become_the_run(tmp_path
 def test_a_tie_keeps_the_first_candidate(tmp_path, monkeypatch):
     monkeypatch.setattr(recipe, "train", _FakeTrain({"kept": 0.5, "contrastive": 0.5}))
     cfg = folder_config(["epochs=4"])
-    _, report = recipe.choose_and_train(cfg, None, tmp_path, progress=False)
+    _, report = recipe.choose_and_train(cfg, _DATA, tmp_path, progress=False)
     assert report["chosen"] == next(iter(recipe.CANDIDATES))
 
 
@@ -102,7 +111,7 @@ def test_a_screening_longer_than_the_run_is_the_run(tmp_path, monkeypatch):
     fake = _FakeTrain({"kept": 0.5, "contrastive": 0.2})
     monkeypatch.setattr(recipe, "train", fake)
     cfg = folder_config(["epochs=2", "recipe_screen_epochs=4"])
-    _, report = recipe.choose_and_train(cfg, None, tmp_path, progress=False)
+    _, report = recipe.choose_and_train(cfg, _DATA, tmp_path, progress=False)
     assert report["screen_epochs"] == 2 and fake.calls[0] == ("kept", 2, False)
 
 
@@ -204,3 +213,24 @@ def test_patience_stops_where_validation_stopped_improving_and_resumes_there(
     assert again["finished"] and again["stopped_early"] and len(again["history"]) == 3
     with pytest.raises(ConfigError, match="patience must be >= 0"):
         TrainConfig(patience=-1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_raw_head_start_is_the_centred_features_in_contiguous_blocks(dtype):
+    """``head_init: raw``: the head's output is ``s * (x - mean)``, sub-vector ``m`` the
+    ``m``-th block of the features (faiss PQ's split), ``s`` giving median block norm 0.1."""
+    from hihpq_lib.learning.model import ProjectionHead
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 12, generator=gen, dtype=torch.float64) * 3 + 5
+    head = ProjectionHead(12, 12, hidden=8, skip=True).to(dtype)
+    head.init_pca_(x.to(dtype), 3, 0.1, raw=True)
+    with torch.no_grad():
+        out = head(x.to(dtype)).double()
+    centred = x - x.mean(0)
+    scale = out[:, 0] / centred[:, 0]
+    assert torch.allclose(out, scale.mean() * centred, rtol=1e-5, atol=1e-6)
+    blocks = (scale.mean() * centred).reshape(200, 3, 4).norm(dim=-1)
+    assert blocks.median().item() == pytest.approx(0.1, rel=1e-4)
+    with pytest.raises(ValueError, match="feat_dim must equal"):
+        ProjectionHead(12, 8, hidden=8, skip=True).init_pca_(x, 2, raw=True)

@@ -4,9 +4,9 @@ Each recipe wins where it was tuned (docs/folders.md, "One recipe for every fold
 the contrastive recipe of the CIFAR-10 profiles (a random head learns what the frozen
 features lack) beats doing nothing on a folder whose classes the backbone never saw, and
 loses what the features knew on one whose classes it was pretrained on; the
-feature-keeping recipe (a head at the features' principal components, k-means codebooks,
-a term that keeps the features' neighbourhoods, the untrained model a candidate) is the
-other way round. ``recipe: auto`` does not guess which one a dataset is:
+feature-keeping recipe (a head that starts as the features themselves, split into
+subspaces as classical PQ splits them, k-means codebooks, a term that keeps the features'
+neighbourhoods, the untrained model a candidate) is the other way round. ``recipe: auto`` does not guess which one a dataset is:
 
 1. every candidate of :data:`CANDIDATES` trains for ``recipe_screen_epochs`` epochs of
    its full schedule (the same learning-rate curve as a full run: ``train(...,
@@ -49,11 +49,14 @@ CANDIDATES_DIR = "candidates"
 #: The candidate recipes, in order of preference on a tie: what each sets on top of the
 #: run's config (backbone, bits, epochs, clustering and the rest stay the run's).
 CANDIDATES: dict[str, dict] = {
-    # keep what the frozen features know: the untrained start (epoch 0) is a candidate
+    # keep what the frozen features know: the untrained start (epoch 0) is a candidate; the
+    # head starts as the centred features themselves, each subspace a contiguous block, as
+    # classical PQ splits them (feat_dim None = the features' dimension; with one that M
+    # does not divide, the first principal components, PCA_FALLBACK of them)
     "kept": {
-        "head_init": "pca",
-        "feat_dim": 256,
-        "pca_norm": 0.3,
+        "head_init": "raw",
+        "feat_dim": None,
+        "pca_norm": 0.1,
         "codebook_init": "kmeans",
         "neighbour_weight": 1.0,
         "eval_init": True,
@@ -70,15 +73,26 @@ CANDIDATES: dict[str, dict] = {
 }
 
 
-def candidate_configs(cfg: TrainConfig) -> dict[str, TrainConfig]:
+#: The kept candidate's width when ``M`` does not divide the features' dimension: the head
+#: then starts at this many principal components (``head_init: pca``).
+PCA_FALLBACK = 256
+
+
+def candidate_configs(cfg: TrainConfig, in_dim: int = 1280) -> dict[str, TrainConfig]:
     """Each candidate's config: ``cfg`` with the candidate's settings, ``recipe: fixed``.
 
-    A ``feat_dim`` that ``cfg.M`` does not divide is rounded up to the next multiple.
+    ``in_dim``: the features' dimension (``feat_dim: None`` takes it). A ``feat_dim``
+    that ``cfg.M`` does not divide is rounded up to the next multiple; a raw start whose
+    width ``M`` does not divide falls back to :data:`PCA_FALLBACK` principal components.
     """
     out = {}
+    m = cfg.M
     for name, settings in CANDIDATES.items():
         settings = dict(settings)
-        m = cfg.M
+        if settings["feat_dim"] is None:
+            settings["feat_dim"] = int(in_dim)
+            if in_dim % m:
+                settings.update(head_init="pca", feat_dim=PCA_FALLBACK)
         settings["feat_dim"] = -(-int(settings["feat_dim"]) // m) * m
         out[name] = dataclasses.replace(
             cfg, **settings, recipe="fixed", name=f"{cfg.name}-{name}"[:100]
@@ -102,7 +116,7 @@ def choose_and_train(
     """
     out = Path(out)
     screen = min(int(cfg.recipe_screen_epochs), int(cfg.epochs))
-    configs = candidate_configs(cfg)
+    configs = candidate_configs(cfg, int(data.train.shape[1]))
     screened: dict[str, dict] = {}
     for name, c in configs.items():
         where = out / CANDIDATES_DIR / name
@@ -118,7 +132,7 @@ def choose_and_train(
             stop_after=max(screen - done, 0) if done < screen else 0,
         )
         screened[name] = {
-            "settings": dict(CANDIDATES[name], feat_dim=c.feat_dim),
+            "settings": {k: getattr(c, k) for k in CANDIDATES[name]},
             "val_map_best": float(r["best_val_map"]),
             "val_selected_epoch": int(r["best_epoch"]),
             "screen_epochs": screen,

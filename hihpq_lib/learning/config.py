@@ -154,6 +154,9 @@ class TrainConfig:
     # subspaces, scaled to unit median sub-vector norm) and its MLP starts at zero, so the
     # untrained model keeps the features' geometry (docs/folders.md, "Never worse than doing
     # nothing").
+    # "raw": the same linear path without the rotation: the centred features themselves,
+    # each subspace a contiguous block of them as classical PQ splits them (feat_dim = the
+    # features' dimension).
     head_init: str = "random"
     pca_norm: float = 1.0  # head_init=pca: the median sub-vector norm of the projection
     # A term that keeps each image's neighbours in the frozen features: KL(teacher || student)
@@ -333,8 +336,8 @@ class TrainConfig:
                 "recipe=auto screens recipes on cached frozen features: it needs "
                 "online_augmentation=false and tail_blocks=0 (or set recipe=fixed)"
             )
-        if self.head_init not in ("random", "pca"):
-            raise ConfigError(f"head_init must be 'random' or 'pca', got {self.head_init!r}")
+        if self.head_init not in ("random", "pca", "raw"):
+            raise ConfigError(f"head_init must be 'random', 'pca' or 'raw', got {self.head_init!r}")
         for key, (_, _, allowed) in FIDELITY_OPTIONS.items():
             if getattr(self, key) not in allowed:
                 raise ConfigError(

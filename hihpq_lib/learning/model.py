@@ -67,7 +67,9 @@ class ProjectionHead(nn.Module):
         return out if self.skip is None else out + self.skip(x)
 
     @torch.no_grad()
-    def init_pca_(self, feats: torch.Tensor, n_subspaces: int, target_norm: float = 1.0):
+    def init_pca_(
+        self, feats: torch.Tensor, n_subspaces: int, target_norm: float = 1.0, *, raw=False
+    ):
         """Start the linear path at the principal components of ``feats`` ``(N, F)``.
 
         Output ``j`` of sub-vector ``m`` (``j``-th of ``d = feat_dim / M``) is the principal
@@ -75,6 +77,10 @@ class ProjectionHead(nn.Module):
         components (as OPQ's eigenvalue allocation balances variance); the projection is
         scaled so that the median sub-vector norm of ``feats`` is ``target_norm``; the MLP
         (if any) starts at zero, so the head is exactly that projection. Returns ``self``.
+
+        ``raw=True`` (``head_init="raw"``): no rotation, the centred features themselves
+        (``feat_dim`` = their dimension), sub-vector ``m`` their ``m``-th contiguous block,
+        as classical PQ splits them; scaled and started the same way.
         """
         lin = self.net if self.skip is None else self.skip
         out_dim, in_dim = lin.weight.shape
@@ -86,6 +92,14 @@ class ProjectionHead(nn.Module):
             )
         mean = x.mean(0)
         centred = x - mean
+        if raw:  # the features' own coordinates, in contiguous blocks: PQ's subspaces
+            if out_dim != in_dim:
+                raise ValueError(
+                    f"head_init=raw keeps the features' coordinates: feat_dim must equal their "
+                    f"dimension {in_dim}, got {out_dim}"
+                )
+            weight = torch.eye(in_dim, dtype=torch.float64)
+            return self._set_linear(lin, weight, mean, centred, n_subspaces, target_norm)
         evals, evecs = _symmetric_eigh(centred.T @ centred)  # exact; F x F is small
         q = min(out_dim, len(x))
         v = evecs[:, torch.argsort(evals, descending=True)[:q]]  # (F, q), descending variance
@@ -96,7 +110,14 @@ class ProjectionHead(nn.Module):
                 comp = j * n_subspaces + m
                 if comp < q:
                     weight[m * d + j] = v[:, comp]
-        proj = (centred @ weight.T).reshape(len(x), n_subspaces, d)
+        return self._set_linear(lin, weight, mean, centred, n_subspaces, target_norm)
+
+    @torch.no_grad()
+    def _set_linear(self, lin, weight, mean, centred, n_subspaces: int, target_norm: float):
+        """The linear path ``x -> scale * weight @ (x - mean)``, scaled so that the median
+        sub-vector norm of the centred features is ``target_norm``; the MLP starts at 0."""
+        out_dim = weight.shape[0]
+        proj = (centred @ weight.T).reshape(len(centred), n_subspaces, out_dim // n_subspaces)
         median = proj.norm(dim=-1).median()
         scale = target_norm / float(median) if float(median) > 0 else 1.0
         lin.weight.copy_((scale * weight).to(lin.weight.dtype))
@@ -244,5 +265,5 @@ def build_model(cfg: TrainConfig, in_dim: int) -> HiHPQModel:
         head_hidden=cfg.head_hidden,
         attention=cfg.attention,
         ambient=cfg.subspace == "ambient",
-        head_skip=cfg.head_init == "pca",
+        head_skip=cfg.head_init in ("pca", "raw"),
     )

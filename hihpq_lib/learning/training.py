@@ -268,8 +268,8 @@ def init_model(cfg: TrainConfig, data: TrainingData, device: torch.device) -> Hi
     """
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, data.train.shape[1]).to(torch.float32).to(device)
-    if cfg.head_init == "pca":
-        model.head.init_pca_(data.train.float(), cfg.M, cfg.pca_norm)
+    if cfg.head_init in ("pca", "raw"):
+        model.head.init_pca_(data.train.float(), cfg.M, cfg.pca_norm, raw=cfg.head_init == "raw")
     if cfg.codebook_init == "data":
         with torch.no_grad():
             model.eval()
