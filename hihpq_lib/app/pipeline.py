@@ -181,7 +181,7 @@ def run_experiment(
         with timer("baselines"):
             guard = baseline_guard(prep, run_cfg, query, database, scores.best)
     meta = {"config": run_cfg.to_dict(), "run_id": res["run_id"], "read_size": prep.read_size()}
-    run.final.cpu().build_index(database.feats, metadata=meta).save(out / "index")
+    run.final.build_index(database.feats, metadata=meta).save(out / "index")
     np.save(out / "database_indices.npy", np.asarray(prep.splits.database))
     is_cifar = cfg.dataset == "cifar10"
     results = {

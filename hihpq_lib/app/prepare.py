@@ -340,7 +340,8 @@ def prepare(
     n_train = len(np.asarray(splits.train))
     key = _clean_key(cfg, ds, needed, backbone)
     use_threads(thread_budget(cfg.threads))
-    missing = [k for k in (key, _bank_key(cfg, ds, splits, backbone)) if not _cached(cache, k)]
+    bkey = _bank_key(cfg, ds, splits, backbone)  # built once: it fingerprints every image
+    missing = [k for k in (key, bkey) if not _cached(cache, k)]
     if missing:  # printed even with progress=False: the user must know why it is slow
         print(first_run_notice(len(needed), n_train * cfg.n_views, cfg.resolution, cache.root))
     # the images are decoded chunk by chunk inside extract_features / augmentation_bank
@@ -351,7 +352,6 @@ def prepare(
             lambda: encoder.stored(D.LazyImages(ds, needed, size=clean_size), progress=progress),
         )
     train_idx = np.asarray(splits.train)
-    bkey = _bank_key(cfg, ds, splits, backbone)
     use_threads(thread_budget(cfg.threads))
     with timer("augmentation bank"):
         bank = cache.get_or_compute(
@@ -660,11 +660,6 @@ def _bank_key(cfg: TrainConfig, ds, splits, backbone) -> dict:
         content=D.content_fingerprint(ds, train_idx),
         image_size=read_sizes(cfg, ds)[1],
     )
-
-
-def _cached(cache: FeatureCache, key) -> bool:
-    path = cache.path_for(key)
-    return path.exists() and path.with_suffix(".json").exists()
 
 
 def maps_key(cfg: TrainConfig, ds, indices, trunk, *, bank: bool) -> dict:

@@ -10,6 +10,7 @@ frozen features (:func:`baseline_guard`), the per-level results
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import sys
@@ -27,7 +28,6 @@ from hihpq_lib.learning.checkpoint import (
     PSEUDO_HIERARCHY,
     TrainedRun,
     check_stamp,
-    load_checkpoint,
     load_pseudo_hierarchy,
 )
 from hihpq_lib.learning.config import TrainConfig
@@ -42,21 +42,11 @@ __all__ = [
     "evaluate_run",
     "encode_query_files",
     "search_files",
-    "check_run_stamps",
     "index_metadata",
     "baseline_guard",
     "hierarchy_results",
     "pseudo_hierarchy_report",
 ]
-
-
-def check_run_stamps(run: str | Path) -> dict:
-    """Load ``checkpoint.pt`` of a run folder and check that its index and results belong
-    to the same run (see :func:`~hihpq_lib.learning.checkpoint.check_stamp`); return the
-    checkpoint."""
-    ck = load_checkpoint(Path(run) / CHECKPOINT)
-    _check_files(run, ck.get("run_id"))
-    return ck
 
 
 def _check_files(run: str | Path, run_id: str | None) -> None:
@@ -144,7 +134,9 @@ def evaluate_run(run: TrainedRun | str | Path, prep, *, ties: str = "index") -> 
             if which == "final" or run.backbone(which) is not None:
                 splits[which] = (prep.split("query"), prep.split("database"))
             q, db = splits.get(which, splits["final"])
-            model = run.model(which).to(cfg.device)
+            model = run.model(which)
+            if model.quantizer.codebooks.device != torch.device(cfg.device):
+                model = copy.deepcopy(model).to(cfg.device)  # the run's own stays where it is
             scores[which] = evaluate_levels(
                 model, q.feats, db.feats, levels, cfg.topk, cfg.symmetric, ties=ties
             )
