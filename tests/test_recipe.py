@@ -234,3 +234,30 @@ def test_raw_head_start_is_the_centred_features_in_contiguous_blocks(dtype):
     assert blocks.median().item() == pytest.approx(0.1, rel=1e-4)
     with pytest.raises(ValueError, match="feat_dim must equal"):
         ProjectionHead(12, 8, hidden=8, skip=True).init_pca_(x, 2, raw=True)
+
+
+def test_a_screening_killed_midway_resumes_without_redoing_finished_candidates(
+    tmp_path, monkeypatch
+):
+    class Killed(RuntimeError):
+        pass
+
+    fake = _FakeTrain({"kept": 0.5, "contrastive": 0.6})
+    calls = []
+
+    def dies_on_contrastive(cfg, data, out, **kw):
+        if cfg.name.endswith("-contrastive") and not calls:
+            calls.append("killed")
+            raise Killed
+        return fake(cfg, data, out, **kw)
+
+    monkeypatch.setattr(recipe, "train", dies_on_contrastive)
+    monkeypatch.setattr(recipe, "_epochs_done", lambda d: fake.done.get(d.name, 0))
+    cfg = folder_config(["epochs=6", "recipe_screen_epochs=2"])
+    with pytest.raises(Killed):
+        recipe.choose_and_train(cfg, _DATA, tmp_path, progress=False)
+    _, report = recipe.choose_and_train(cfg, _DATA, tmp_path, resume=True, progress=False)
+    # kept had finished its 2 screening epochs: resumed with nothing left to screen
+    assert fake.calls[0] == ("kept", 2, False) and fake.calls[1] == ("kept", 0, True)
+    assert fake.calls[2] == ("contrastive", 2, True) and report["chosen"] == "contrastive"
+    assert fake.done == {"kept": 2, "contrastive": 6}
