@@ -259,8 +259,9 @@ def baseline_guard(
         print(
             f"warning: {method_name(cfg)} (validation-selected) is below the untrained "
             f"baselines on the same "
-            f'frozen features: {"; ".join(below)} (mAP@{k}); see docs/folders.md, "Never worse '
-            f'than doing nothing" (head_init=pca, neighbour_weight, eval_init)',
+            f"frozen features: {'; '.join(below)} (mAP@{k}); see docs/folders.md: on an image "
+            f"folder the default (no config, recipe: auto) also tries a start that keeps "
+            f"what the features know",
             file=sys.stderr,
         )
     return report
