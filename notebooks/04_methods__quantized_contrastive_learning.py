@@ -571,7 +571,8 @@ print(
 
 # %% [markdown]
 # Every codeword now starts *on* a training image, so each is the nearest codeword of at
-# least that image, and on the database far fewer are dead (the printout). The
+# least that image, and on the database far fewer are dead (the printout: the counts per
+# subspace, data init first). The
 # contrastive training of section 3 fixes much of the random start by itself, but before
 # any training the data initialisation already spreads use more evenly than training did.
 
@@ -727,7 +728,7 @@ claims.check(
 # - `training.train(cfg, data, run, resume=True)` trains, or loads a finished run;
 #   validation mAP is measured on validation queries only.
 # - Codeword usage (`quantizer.codeword_usage`) shows dead codewords; training revives
-#   many, initialising from data avoids most.
+#   many, initialising from data avoids most or all of them (the printout of section 4).
 # - The curvatures are learned per subspace, but here they move together (same start,
 #   symmetric loss, points clipped to the same radius); a larger curvature spreads
 #   points apart.

@@ -79,7 +79,8 @@
 # %% [markdown]
 # ## Setup
 #
-# Fast mode only changes sizes: the quick subset (`config.demo_config(quick=True)`: 300
+# Fast mode changes the sizes and the backbone (EfficientNet-Lite0 at 128 px instead of
+# Lite2 at 160 px, as the quick subset's cached features are): the quick subset (`config.demo_config(quick=True)`: 300
 # database images and 60 test queries per class instead of 5,000 and 1,000, a 3-view
 # augmentation bank) with 10 epochs in batches of 32 (300 training images would give only
 # two batches of 128 per epoch), and 1,000 instead of 5,000 points on the UMAP map
@@ -847,7 +848,8 @@ claims.say(
 # group sits at its true distance from the centre. Within a group the view is linear, so
 # the classes' regions show; the dashed circles are the true median radii of the
 # codewords and of the points. Measured first (`diagnostics.codeword_geometry`: distances
-# from the origin, quantization errors, the share of squared norm a plain PCA keeps):
+# from the origin, quantization errors, the share of squared norm a plain PCA keeps; the
+# disks' titles give that share for the points and codewords drawn together):
 
 # %%
 # 1,500 of the UMAP sample, drawn at random (the database is stored class by class)

@@ -345,7 +345,8 @@ def geometry_twins(
     Returns
     -------
     ``{"lorentz": results, "euclidean": results}``: the ``results.json`` of each run
-    (per-level mAP under ``map@K_levels_val_selected``), with ``"folder"`` added.
+    (per-level mAP under ``map@K_levels_val_selected``), with ``"folder"`` and
+    ``"trained_now"`` (trained by this call, or loaded) added.
     """
     from hihpq_lib.app.pipeline import run_experiment
     from hihpq_lib.app.prepare import prepare
@@ -361,8 +362,10 @@ def geometry_twins(
                 prep = prepare(cfg, progress=progress)
             res = run_experiment(cfg, run, overwrite=True, progress=progress, prepared=prep)
             res = {k: v for k, v in res.items() if k not in ("model", "prepared", "history")}
+            res["trained_now"] = True
         else:
             res = json.loads(results.read_text())
+            res["trained_now"] = False
         out[geometry] = {**res, "folder": str(run)}
     return out
 
