@@ -927,7 +927,7 @@ claims.say(
     "which is built from the images. In this run the class ARI is higher with the "
     "hierarchy losses at **{n_up} of {n}** levels. Gathering images around prototypes works "
     "against NT-Xent, which spreads them apart, {codewords}: the hierarchy model uses "
-    "**{used_hi}** codewords in all (contrastive: {used_cl}, {fewer}). Its mean curvature "
+    "**{used_hi}** codewords in all, {fewer} than the contrastive model's {used_cl}. Its mean curvature "
     "is {c_hi:.3f} against {c_cl:.3f} ({cdir}); notebook 04 explains why more curvature "
     "means more room between directions.",
     n_up=ari_up,

@@ -448,7 +448,7 @@ print(
 # features, splits and seed, once with `geometry: lorentz` (HiHPQ) and once with
 # `geometry: euclidean` (the same quantizer and losses in $\mathbb R^n$), training
 # images from `train/`, the images of `val/` the test queries (all of them with the
-# profile alone; `TWIN_OVERRIDES` keeps a fifth, printed below). A finished run is loaded from
+# profile alone; `TWIN_OVERRIDES` keeps fewer: the count is printed below). A finished run is loaded from
 # its folder. **Mind the backbone:** its ImageNet pretraining has seen these 200
 # classes, with their labels (not these 64-pixel copies), so the frozen features were
 # trained to tell them apart; what the twins compare is how well each geometry keeps what
