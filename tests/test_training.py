@@ -199,7 +199,7 @@ def test_every_shipped_config_loads():
     from pathlib import Path
 
     files = sorted((Path(__file__).parent.parent / "configs").glob("*/*.yaml"))
-    assert len(files) == 19  # 12 reference scripts + 6 CIFAR-10 CPU profiles + the folder one
+    assert len(files) == 20  # 12 reference scripts + 6 CIFAR-10 CPU profiles + 2 folder ones
     for f in files:
         cfg = load_config(f)
         assert cfg.bits == cfg.M * 8  # K = 256
