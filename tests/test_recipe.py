@@ -158,6 +158,9 @@ def test_train_with_no_config_on_a_folder_screens_and_scores_one_run(tmp_path, i
     assert code == 0, err
     assert (out / "candidates" / "kept" / "checkpoint.pt").read_bytes() == before
     assert json.loads((out / "results.json").read_text())["recipe"]["chosen"] == block["chosen"]
+    # a setting of the run (not of a recipe) changed: the resume is refused before anything runs
+    code, _, err = run_cli(capsys, *args, "--resume", "--set", "lr=0.02")
+    assert code == 2 and "differs in lr" in err
 
 
 def test_overwrite_removes_the_candidates(tmp_path, isolated, capsys):

@@ -17,7 +17,7 @@ import numpy as np
 
 from hihpq_lib import data as D
 from hihpq_lib.app.prepare import Prepared, prepare_for
-from hihpq_lib.app.recipe import CANDIDATES_DIR, choose_and_train
+from hihpq_lib.app.recipe import CANDIDATES, CANDIDATES_DIR, choose_and_train
 from hihpq_lib.app.scoring import (
     baseline_guard,
     evaluate_run,
@@ -92,18 +92,14 @@ def check_run_folder(
     clean_stale_tmp(out / "index")
     if resume:
         ckpt = out / CHECKPOINT
-        if ckpt.is_file() and cfg.recipe == "auto":  # the winner's copy: its candidate
-            theirs = load_checkpoint(ckpt).get("config") or {}  # folder checks the rest
-            if {k: v for k, v in theirs.items() if k in ("dataset", "bits", "seed")} != {
-                k: v for k, v in cfg.to_dict().items() if k in ("dataset", "bits", "seed")
-            }:
-                raise RunFolderError(
-                    f"{ckpt} was written by another run (dataset, bits or seed differ); "
-                    "start a new run folder or drop --resume"
-                )
-        elif ckpt.is_file():
+        if ckpt.is_file():
             ck = load_checkpoint(ckpt)
             theirs, ours = ck.get("config") or {}, cfg.to_dict()
+            if cfg.recipe == "auto":  # the checkpoint is the winning candidate's copy:
+                # the keys a candidate sets (and its name) are the recipe's, not the run's
+                owned = {"recipe", "name"}.union(*CANDIDATES.values())
+                theirs = {k: v for k, v in theirs.items() if k not in owned}
+                ours = {k: v for k, v in ours.items() if k not in owned}
             if ours.get("num_clusters") == "auto":  # resolved from the data when it trained
                 # (training.train); open_run compares the resolved value before training
                 ours.pop("num_clusters")
@@ -165,12 +161,11 @@ def run_experiment(
     timer = prep.timer
     recipe_report = None
     with timer("train"):
+        data = prep.training_data()
         if cfg.recipe == "auto":  # screen the candidate recipes on validation, finish one
-            res, recipe_report = choose_and_train(
-                cfg, prep.training_data(), out, resume=resume, progress=progress
-            )
+            res, recipe_report = choose_and_train(cfg, data, out, resume=resume, progress=progress)
         else:
-            res = train(cfg, prep.training_data(), out, resume=resume, progress=progress)
+            res = train(cfg, data, out, resume=resume, progress=progress)
     run_cfg = res["config"]  # num_clusters: auto resolved from the data
     with timer("encode + search + mAP"):
         run = restore_run(out)

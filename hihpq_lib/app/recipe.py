@@ -129,7 +129,7 @@ def choose_and_train(
             where,
             resume=resume,
             progress=progress,
-            stop_after=max(screen - done, 0) if done < screen else 0,
+            stop_after=max(screen - done, 0),
         )
         screened[name] = {
             "settings": {k: getattr(c, k) for k in CANDIDATES[name]},

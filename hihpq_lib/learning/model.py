@@ -99,7 +99,7 @@ class ProjectionHead(nn.Module):
                     f"dimension {in_dim}, got {out_dim}"
                 )
             weight = torch.eye(in_dim, dtype=torch.float64)
-            return self._set_linear(lin, weight, mean, centred, n_subspaces, target_norm)
+            return self._set_linear(lin, weight, mean, centred, n_subspaces, target_norm)  # W x = x
         evals, evecs = _symmetric_eigh(centred.T @ centred)  # exact; F x F is small
         q = min(out_dim, len(x))
         v = evecs[:, torch.argsort(evals, descending=True)[:q]]  # (F, q), descending variance
@@ -110,14 +110,15 @@ class ProjectionHead(nn.Module):
                 comp = j * n_subspaces + m
                 if comp < q:
                     weight[m * d + j] = v[:, comp]
-        return self._set_linear(lin, weight, mean, centred, n_subspaces, target_norm)
+        return self._set_linear(lin, weight, mean, centred @ weight.T, n_subspaces, target_norm)
 
     @torch.no_grad()
-    def _set_linear(self, lin, weight, mean, centred, n_subspaces: int, target_norm: float):
+    def _set_linear(self, lin, weight, mean, projected, n_subspaces: int, target_norm: float):
         """The linear path ``x -> scale * weight @ (x - mean)``, scaled so that the median
-        sub-vector norm of the centred features is ``target_norm``; the MLP starts at 0."""
+        sub-vector norm of ``projected`` (the centred features through ``weight``) is
+        ``target_norm``; the MLP starts at 0."""
         out_dim = weight.shape[0]
-        proj = (centred @ weight.T).reshape(len(centred), n_subspaces, out_dim // n_subspaces)
+        proj = projected.reshape(len(projected), n_subspaces, out_dim // n_subspaces)
         median = proj.norm(dim=-1).median()
         scale = target_norm / float(median) if float(median) > 0 else 1.0
         lin.weight.copy_((scale * weight).to(lin.weight.dtype))
