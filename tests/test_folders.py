@@ -17,7 +17,13 @@ from hihpq_lib.app import cli, pipeline, prepare
 from hihpq_lib.data import images as images_module
 from hihpq_lib.data.backbones import build_backbone
 from hihpq_lib.data.features import extract_features
-from hihpq_lib.learning.config import ConfigError, TrainConfig, load_config, resolve_num_clusters
+from hihpq_lib.learning.config import (
+    ConfigError,
+    TrainConfig,
+    bank_views,
+    load_config,
+    resolve_num_clusters,
+)
 from tests.paths import REPO_ROOT
 from tests.test_features import DecodedImages
 
@@ -415,3 +421,31 @@ def test_online_path_holds_only_the_training_images(isolated, monkeypatch):
     res = pipeline.run_experiment(cfg, isolated / "run", progress=False, prepared=prep)
     assert counter.peak <= base + len(prep.splits.train) + 5 < base + len(prep.dataset)
     assert 0.0 <= res["map@50_val_selected"] <= 1.0
+
+
+def test_view_budget_caps_the_bank_in_every_mode(isolated):
+    """``view_budget`` bounds the first run of a big folder: the bank (bank mode) and the
+    bank maps (tail mode) hold ``max(2, view_budget // N_train)`` views of each image when
+    that is below ``n_views``, their cache keys say so, and training samples from them."""
+    train = image_folder(isolated / "s" / "train", per_class=10, seed=11)
+    val = image_folder(isolated / "s" / "val", per_class=2, seed=12)
+    base = [*FAST, "n_views=8", f"data={train}", f"query_data={val}"]
+    for budget, expected in (("null", 8), ("120", 3), ("20", 2)):  # 40 training images
+        cfg = load_config(PROFILE, [*base, f"view_budget={budget}"])
+        prep = prepare.prepare(cfg, progress=False)
+        n_train = len(prep.splits.train)
+        assert n_train == 40 and bank_views(cfg, n_train) == expected
+        assert prep.bank.shape[:2] == (n_train, expected), budget
+    keys = [
+        json.loads(p.read_text())["key"]
+        for p in sorted((isolated / "cache" / "features").glob("folder_bank*.json"))
+    ]
+    assert sorted(k["n_views"] for k in keys) == [2, 3, 8]
+    # the tail mode: the same count of trunk-map views, and a run trains on them
+    cfg = load_config(PROFILE, [*base, "view_budget=20", "tail_blocks=1", "threads=1"])
+    tail = prepare.prepare_tail(cfg, progress=False)
+    assert tail.bank_maps.shape[:2] == (40, 2)
+    res = pipeline.run_experiment(cfg, isolated / "run", progress=False, prepared=tail)
+    assert 0.0 <= res["map@50_val_selected"] <= 1.0 and res["bank_views"] == 2
+    with pytest.raises(ConfigError, match="view_budget"):
+        load_config(PROFILE, [*base, "view_budget=1"])

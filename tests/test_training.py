@@ -84,6 +84,27 @@ def test_resume_refuses_another_config(tmp_path):
         train(small_config(lr=0.02), synthetic_data(), tmp_path, progress=False, resume=True)
 
 
+def test_resume_accepts_a_checkpoint_saved_before_a_new_optional_key(tmp_path):
+    """A key added to TrainConfig later with default None (view_budget) is missing from
+    older checkpoints: resuming them works, and a real difference is still refused."""
+    cfg = small_config()
+    train(cfg, synthetic_data(), tmp_path, progress=False, stop_after=1)
+    ck = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert ck["config"].pop("view_budget") is None
+    torch.save(ck, tmp_path / "checkpoint.pt")
+    res = train(cfg, synthetic_data(), tmp_path, progress=False, resume=True)
+    assert res["finished"] and len(res["history"]) == cfg.epochs
+    train(cfg, synthetic_data(), tmp_path / "b", progress=False, stop_after=1)
+    with pytest.raises(ValueError, match="another configuration"):
+        train(
+            small_config(view_budget=100),
+            synthetic_data(),
+            tmp_path / "b",
+            resume=True,
+            progress=False,
+        )
+
+
 def test_euclidean_ablation_trains(tmp_path):
     res = train(small_config(geometry="euclidean"), synthetic_data(), tmp_path, progress=False)
     assert res["finished"] and res["best_val_map"] > 0.5

@@ -91,8 +91,15 @@ def experiment_folder(tag: str, cfg: TrainConfig, *extra) -> Path:
     True
     >>> a == experiment_folder("x", tutorial_config(True, 3, hierarchy=False), 10)
     False
+    >>> import dataclasses
+    >>> cfg = tutorial_config(True, 2, hierarchy=False)
+    >>> a == experiment_folder("x", dataclasses.replace(cfg, view_budget=40_000), 10)
+    False
     """
-    blob = json.dumps([cfg.to_dict(), list(extra)], sort_keys=True, default=str)
+    # keys left at None are left out, so that a new optional key (default None) does not
+    # move every saved run's folder
+    settings = {k: v for k, v in cfg.to_dict().items() if v is not None}
+    blob = json.dumps([settings, list(extra)], sort_keys=True, default=str)
     digest = hashlib.sha1(blob.encode()).hexdigest()[:10]
     return runs_dir() / "tutorial" / f"{tag}-{digest}"
 

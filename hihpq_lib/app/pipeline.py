@@ -26,7 +26,7 @@ from hihpq_lib.app.scoring import (
     restore_run,
 )
 from hihpq_lib.learning.checkpoint import BEST, CHECKPOINT, PSEUDO_HIERARCHY, load_checkpoint
-from hihpq_lib.learning.config import TrainConfig
+from hihpq_lib.learning.config import TrainConfig, bank_views, config_differences
 from hihpq_lib.learning.training import train
 from hihpq_lib.utils.atomic import atomic_write_text, clean_stale_tmp
 from hihpq_lib.utils.runtime import runs_dir
@@ -104,10 +104,8 @@ def check_run_folder(
                 # (training.train); open_run compares the resolved value before training
                 ours.pop("num_clusters")
                 theirs = {k: v for k, v in theirs.items() if k != "num_clusters"}
-            if theirs != ours:
-                diff = sorted(
-                    k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k)
-                )
+            diff = config_differences(theirs, ours)
+            if diff:
                 raise RunFolderError(
                     f"{ckpt} was written with another configuration (differs in "
                     f"{', '.join(diff[:5])}); start a new run folder or drop --resume"
@@ -202,6 +200,8 @@ def run_experiment(
         "n_query": len(query.feats),
         "n_database": len(database.feats),
         "n_train": len(prep.splits.train),
+        # augmented views per training image (view_budget can lower n_views; online: none)
+        "bank_views": None if cfg.online_augmentation else bank_views(cfg, len(prep.splits.train)),
         **hierarchy_results(prep, cfg, scores.final, scores.best),
         "baselines": guard,
         "recipe": recipe_report,

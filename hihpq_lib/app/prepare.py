@@ -39,7 +39,7 @@ from hihpq_lib.data.features import (
     feature_key,
     trunk_maps,
 )
-from hihpq_lib.learning.config import TrainConfig
+from hihpq_lib.learning.config import TrainConfig, bank_views
 from hihpq_lib.learning.views import FeatureSplit, OnlineViews, TailViews, TrainingData
 from hihpq_lib.utils.runtime import project_dir, thread_budget, use_threads
 from hihpq_lib.utils.timing import StageTimer
@@ -343,7 +343,11 @@ def prepare(
     bkey = _bank_key(cfg, ds, splits, backbone)  # built once: it fingerprints every image
     missing = [k for k in (key, bkey) if not _cached(cache, k)]
     if missing:  # printed even with progress=False: the user must know why it is slow
-        print(first_run_notice(len(needed), n_train * cfg.n_views, cfg.resolution, cache.root))
+        print(
+            first_run_notice(
+                len(needed), n_train * bank_views(cfg, n_train), cfg.resolution, cache.root
+            )
+        )
     # the images are decoded chunk by chunk inside extract_features / augmentation_bank
     # (LazyImages), so no stage holds all of them: memory stays flat in the dataset size
     with timer("features"):
@@ -359,7 +363,7 @@ def prepare(
             lambda: augmentation_bank(
                 backbone,
                 D.LazyImages(ds, train_idx, size=bank_size),
-                n_views=cfg.n_views,
+                n_views=bank_views(cfg, n_train),
                 resolution=cfg.resolution,
                 seed=cfg.seed,
                 engine=cfg.engine,
@@ -431,7 +435,12 @@ def prepare_tail(
     use_threads(thread_budget(cfg.threads))
     if any(cache.load_array(k) is None for k in (key, bkey)):
         print(
-            first_run_notice(len(needed), len(train_idx) * cfg.n_views, cfg.resolution, cache.root)
+            first_run_notice(
+                len(needed),
+                len(train_idx) * bank_views(cfg, len(train_idx)),
+                cfg.resolution,
+                cache.root,
+            )
         )
     with timer("trunk maps"):
         maps = cache.get_or_fill_array(
@@ -445,12 +454,12 @@ def prepare_tail(
     with timer("trunk bank maps"):
         bank_maps = cache.get_or_fill_array(
             bkey,
-            (len(train_idx), cfg.n_views, *encoder.map_shape),
+            (len(train_idx), bank_views(cfg, len(train_idx)), *encoder.map_shape),
             np.float16,
             lambda out: encoder.maps(
                 D.LazyImages(ds, train_idx, size=bank_size),
                 out,
-                n_views=cfg.n_views,
+                n_views=bank_views(cfg, len(train_idx)),
                 seed=cfg.seed,
                 progress=progress,
             ),
@@ -655,7 +664,7 @@ def _bank_key(cfg: TrainConfig, ds, splits, backbone) -> dict:
         backbone,
         cfg.resolution,
         engine=cfg.engine,
-        n_views=cfg.n_views,
+        n_views=bank_views(cfg, len(train_idx)),
         seed=cfg.seed,
         content=D.content_fingerprint(ds, train_idx),
         image_size=read_sizes(cfg, ds)[1],
@@ -673,7 +682,7 @@ def maps_key(cfg: TrainConfig, ds, indices, trunk, *, bank: bool) -> dict:
     """
     idx = np.asarray(indices)
     kind = "maps-bank" if bank else "maps-clean"
-    extra = {"n_views": cfg.n_views, "seed": cfg.seed} if bank else {}
+    extra = {"n_views": bank_views(cfg, len(idx)), "seed": cfg.seed} if bank else {}
     return feature_key(
         ds.name,
         f"{kind}-{_digest(idx)}-n{len(idx)}",

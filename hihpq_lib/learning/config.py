@@ -41,6 +41,8 @@ __all__ = [
     "CPU_DEFAULT_OPTIONS",
     "with_legacy_fidelity",
     "resolve_num_clusters",
+    "bank_views",
+    "config_differences",
     "demo_config",
     "DEMO_OVERRIDES",
     "QUICK_OVERRIDES",
@@ -128,6 +130,10 @@ class TrainConfig:
     resolution: int = 160
     engine: str = "onnx"  # frozen forward pass: "onnx" or "torch"
     n_views: int = 8  # augmented views per training image in the bank
+    # a cap on the bank's views of all training images together: each image gets
+    # min(n_views, max(2, view_budget // N_train)) (bank_views; None = always n_views). The
+    # bank costs one backbone pass per view, so this bounds the first run of a big folder.
+    view_budget: int | None = None
     online_augmentation: bool = False  # the paper's path (GPU): augment + backbone every step
     trainable_layers: int = 0  # VGG-16: how many of the last fc layers train (0, 1, 2)
     # EfficientNet-Lite on the cached path: how many of the last MBConv blocks (+ conv_head,
@@ -450,6 +456,7 @@ _BOUNDS = [
     ("softmax_temp", 0.0, False),
     ("n_val_per_class", 1, True),
     ("n_views", 1, True),
+    ("view_budget", 2, True),
     ("eval_interval", 1, True),
     ("hierarchy_warmup", 0, True),
     ("lr_warmup_epochs", 0, True),
@@ -496,6 +503,38 @@ def _check_ranges(cfg: TrainConfig) -> None:
             f"tail_blocks={cfg.tail_blocks} needs an EfficientNet-Lite backbone on the cached "
             "path (not online_augmentation); set tail_blocks=0, or use trainable_layers with vgg16"
         )
+
+
+def config_differences(saved: dict, current: dict) -> list[str]:
+    """The keys whose values differ between a saved config dict and ``current``; a key
+    missing from one side counts as ``None`` there (a key added to :class:`TrainConfig`
+    after a run was saved has default ``None`` when it keeps the earlier behaviour).
+
+    >>> config_differences({"epochs": 3}, {"epochs": 3, "view_budget": None})
+    []
+    >>> config_differences({"epochs": 3}, {"epochs": 4, "view_budget": 100})
+    ['epochs', 'view_budget']
+    """
+    return sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k))
+
+
+def bank_views(cfg: TrainConfig, n_train: int) -> int:
+    """Augmented views per training image in the bank: ``n_views``, or fewer where
+    ``view_budget`` caps the views of all ``n_train`` images together (at least 2: a
+    step needs two different views).
+
+    >>> bank_views(TrainConfig(n_views=8, view_budget=40_000), 5_000)
+    8
+    >>> bank_views(TrainConfig(n_views=8, view_budget=40_000), 10_000)
+    4
+    >>> bank_views(TrainConfig(n_views=8, view_budget=40_000), 30_000)
+    2
+    >>> bank_views(TrainConfig(n_views=8), 30_000)
+    8
+    """
+    if cfg.view_budget is None:
+        return int(cfg.n_views)
+    return int(min(cfg.n_views, max(2, int(cfg.view_budget) // max(1, int(n_train)))))
 
 
 def resolve_num_clusters(num_clusters, n_classes: int, n_train: int) -> list[int]:
@@ -635,6 +674,7 @@ FOLDER_DEFAULTS: dict = {
     "resolution": 128,
     "recipe": "auto",
     "patience": 5,
+    "view_budget": 40_000,
     "num_clusters": "auto",
     "hierarchy_levels": "auto",
     "n_val_per_class": 100,

@@ -46,7 +46,7 @@ from hihpq_lib.learning.checkpoint import (
     save_pseudo_hierarchy,
     write_metrics,
 )
-from hihpq_lib.learning.config import TrainConfig, resolve_num_clusters
+from hihpq_lib.learning.config import TrainConfig, config_differences, resolve_num_clusters
 from hihpq_lib.learning.hierarchy import TangentWardHierarchy
 from hihpq_lib.learning.losses import HiHPQLoss
 from hihpq_lib.learning.model import HiHPQModel, build_model
@@ -247,7 +247,7 @@ def open_run(cfg: TrainConfig, out_dir: str | Path, resume: bool) -> dict | None
     out = Path(out_dir)
     ckpt_path = out / CHECKPOINT
     ck = load_checkpoint(ckpt_path) if resume and ckpt_path.is_file() else None
-    if ck is not None and ck.get("config") != cfg.to_dict():
+    if ck is not None and config_differences(ck.get("config") or {}, cfg.to_dict()):
         raise ValueError(
             f"{ckpt_path} was written with another configuration; start a new run folder "
             "or drop --resume"
