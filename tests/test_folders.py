@@ -447,5 +447,9 @@ def test_view_budget_caps_the_bank_in_every_mode(isolated):
     assert tail.bank_maps.shape[:2] == (40, 2)
     res = pipeline.run_experiment(cfg, isolated / "run", progress=False, prepared=tail)
     assert 0.0 <= res["map@50_val_selected"] <= 1.0 and res["bank_views"] == 2
+    # a run times its own stages: the shared prepared inputs keep only their preparation
+    # (a study's seeds used to add up their training seconds)
+    assert "train" in res["stage_seconds"] and "train" not in tail.timer.seconds
+    assert res["stage_seconds"]["trunk maps"] == round(tail.timer.seconds["trunk maps"], 2)
     with pytest.raises(ConfigError, match="view_budget"):
         load_config(PROFILE, [*base, "view_budget=1"])

@@ -176,8 +176,15 @@ def test_baseline_guard_computes_float_and_pq_and_warns(capsys):
     report = baseline_guard(prep, cfg, q, db, {"class": 0.0})
     # four well-separated clusters: both untrained baselines retrieve them
     assert report["float"]["class"] > 0.9 and report["faiss_pq"]["class"] > 0.9
-    assert report["below"] and report["below"][0].startswith("class 0.000 < float")
-    assert "warning: HiHPQ (validation-selected) is below" in capsys.readouterr().err
+    assert report["below"] and report["below"][0].startswith("class 0.0000 < float")
+    gap = report["float"]["class"]
+    assert report["below"][0].endswith(f"({-gap:+.4f})")  # the gap, signed
+    err = capsys.readouterr().err
+    assert "warning: HiHPQ (validation-selected) is below" in err
+    assert "also tries a start that keeps" in err  # not the folder default: points to it
+    auto = TrainConfig().with_overrides(["bits=32", "topk=50", "dataset=folder", "recipe=auto"])
+    assert baseline_guard(prep, auto, q, db, {"class": 0.0})["below"]
+    assert "the folder default chose this on the validation queries" in capsys.readouterr().err
     assert not baseline_guard(prep, cfg, q, db, {"class": 1.0})["below"]
 
 

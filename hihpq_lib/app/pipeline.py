@@ -30,7 +30,7 @@ from hihpq_lib.learning.config import TrainConfig, bank_views, config_difference
 from hihpq_lib.learning.training import train
 from hihpq_lib.utils.atomic import atomic_write_text, clean_stale_tmp
 from hihpq_lib.utils.runtime import runs_dir
-from hihpq_lib.utils.timing import peak_rss_mb
+from hihpq_lib.utils.timing import StageTimer, peak_rss_mb
 
 __all__ = [
     "run_experiment",
@@ -156,7 +156,10 @@ def run_experiment(
     cfg.save(out / "config.yaml")
     prep = prepared or prepare_for(cfg, progress=progress, run_dir=out)
     D.save_splits(prep.splits, out / "splits.json")
-    timer = prep.timer
+    # this run's stages on a copy: prepared inputs shared by several runs (a study's seeds)
+    # keep only their own preparation seconds, so each run reports its own training time
+    timer = StageTimer()
+    timer.seconds = dict(prep.timer.seconds)
     recipe_report = None
     with timer("train"):
         data = prep.training_data()
