@@ -98,16 +98,18 @@ bench: $(STAMP)
 
 # The image-folder table: the Tiny-ImageNet subset (200 classes, 20,000 database/training
 # images, its 10,000 official validation images as queries, WordNet levels), 32 bits, the
-# folder profile, HiHPQ and its Euclidean twin with 3 seeds beside the untrained baselines
-# (2 epochs: on this dataset validation selects the untrained model and every epoch tried
-# lowered validation mAP, docs/folders.md; about 25 minutes from an empty cache).
+# folder default (recipe: auto, what `hihpq train --data FOLDER` runs) with 3 seeds beside
+# the untrained baselines and each candidate trained to the end (docs/folders.md; about
+# 25 minutes from an empty cache). The fixed folder profile's earlier table came from
+# `python -m benchmarks.folder_bench` (benchmarks/results/folders/tiny_imagenet).
 TIN := build/tiny-imagenet/tiny-imagenet-200-subset
 bench-folder: $(STAMP)
 	@test -n "$(HIHPQ_TINY_IMAGENET_ARCHIVE)" || { echo "bench-folder: set HIHPQ_TINY_IMAGENET_ARCHIVE=path/to/tiny-imagenet-200-subset.tar.gz"; exit 2; }
 	mkdir -p build/tiny-imagenet && tar -xzf $(HIHPQ_TINY_IMAGENET_ARCHIVE) -C build/tiny-imagenet
-	$(BIN)/python -m benchmarks.folder_bench --data $(TIN)/train --query-data $(TIN)/val \
-	  --hierarchy $(TIN)/wordnet_hierarchy.json --seeds 3 --epochs 2 --threads 2 \
-	  --out benchmarks/results/folders/tiny_imagenet
+	$(BIN)/python -m benchmarks.recipe_study --data $(TIN)/train --query-data $(TIN)/val \
+	  --hierarchy $(TIN)/wordnet_hierarchy.json --seeds 3 \
+	  --label "Tiny-ImageNet subset (all of it: 20,000 / 10,000)" \
+	  --out benchmarks/results/folders/recipe_tiny_imagenet_full
 
 clean-notebooks:
 	rm -rf $(NB_OUT)

@@ -426,3 +426,23 @@ def test_summary_without_results_exits_2(tmp_path, capsys):
 
     assert summary.main(["--results", str(tmp_path)]) == 2
     assert "run `make bench` first" in capsys.readouterr().out
+
+
+def test_digits_folder_is_an_image_folder_the_cli_reads(tmp_path):
+    """benchmarks.digits_folder: scikit-learn's bundled digits as FOLDER/<class>/<png>,
+    every image once, read back by the folder loader with the right classes and pixels."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    from benchmarks.digits_folder import NAMES, main
+    from hihpq_lib import data as D
+
+    assert main([str(tmp_path / "digits")]) == 0
+    ds = D.load_image_folder(tmp_path / "digits")
+    digits = load_digits()
+    assert len(ds) == len(digits.images) == 1797 and ds.n_classes == 10
+    assert sorted(ds.class_names) == sorted(NAMES)
+    counts = {name: int((ds.labels == i).sum()) for i, name in enumerate(ds.class_names)}
+    assert counts == {NAMES[c]: int((digits.target == c).sum()) for c in range(10)}
+    first = D.read_images(ds, np.arange(len(ds))[:1], size=8)[0]
+    assert first.shape == (8, 8, 3) and first.max() > 200 and first.min() == 0
