@@ -399,16 +399,17 @@ claims.say(
 #
 # Exact Ward (`scipy.cluster.hierarchy.linkage`) stores the distance between every pair
 # of images, the condensed matrix of $N(N-1)/2$ float64 values:
-# **$8 \cdot N(N-1)/2$ bytes**. That is fine for 5,000 images (100 MB) and impossible for
-# CIFAR-10 protocol I, which trains on 50,000. The **scalable** mode
+# **$8 \cdot N(N-1)/2$ bytes**. That is fine for 5,000 images (100 MB) and too much for a
+# laptop at CIFAR-10 protocol I, which trains on 50,000. The **scalable** mode
 # (`method="scalable"`) first summarises the data with k-means into `n_anchors` centres,
 # runs Ward on the centres weighted by their sizes (`hierarchy.weighted_ward_linkage`,
 # the same merge cost with $|A|$ counting images), and gives every image its centre's
 # labels: memory $O(N \cdot M d + P^2)$ for $P$ anchors ($M d$ numbers per tangent
 # feature). `method="auto"` (the default, used by
 # training) picks exact up to 10,000 images (the first line printed below reads it from
-# the class) and scalable above; features wider than 256 numbers meet their anchors on
-# their first 256 principal components.
+# the class) and scalable above. In the scalable mode, features wider than 256 numbers are
+# grouped into anchors by k-means on their first 256 principal components (the tangent
+# features here are 64 wide, so that step does not run in this notebook).
 
 # %%
 print(f"method='auto' is exact up to N = {hierarchy.TangentWardHierarchy().exact_max:,}")
