@@ -338,16 +338,13 @@ def prepare(
     cache = FeatureCache()
     clean_size, bank_size = read_sizes(cfg, ds)
     n_train = len(np.asarray(splits.train))
+    views = bank_views(cfg, n_train)  # n_views, or fewer under view_budget
     key = _clean_key(cfg, ds, needed, backbone)
     use_threads(thread_budget(cfg.threads))
     bkey = _bank_key(cfg, ds, splits, backbone)  # built once: it fingerprints every image
     missing = [k for k in (key, bkey) if not _cached(cache, k)]
     if missing:  # printed even with progress=False: the user must know why it is slow
-        print(
-            first_run_notice(
-                len(needed), n_train * bank_views(cfg, n_train), cfg.resolution, cache.root
-            )
-        )
+        print(first_run_notice(len(needed), n_train * views, cfg.resolution, cache.root))
     # the images are decoded chunk by chunk inside extract_features / augmentation_bank
     # (LazyImages), so no stage holds all of them: memory stays flat in the dataset size
     with timer("features"):
@@ -363,7 +360,7 @@ def prepare(
             lambda: augmentation_bank(
                 backbone,
                 D.LazyImages(ds, train_idx, size=bank_size),
-                n_views=bank_views(cfg, n_train),
+                n_views=views,
                 resolution=cfg.resolution,
                 seed=cfg.seed,
                 engine=cfg.engine,
@@ -425,6 +422,7 @@ def prepare_tail(
     timer, ds, splits, levels = load_and_split(cfg, progress, run_dir, splits)
     needed = np.unique(np.concatenate([splits.query, splits.database, splits.train]))
     train_idx = np.asarray(splits.train)
+    views = bank_views(cfg, len(train_idx))  # n_views, or fewer under view_budget
     encoder = TailEncoder(cfg)
     cache = FeatureCache()
     clean_size, bank_size = read_sizes(cfg, ds)
@@ -434,14 +432,7 @@ def prepare_tail(
     )
     use_threads(thread_budget(cfg.threads))
     if any(cache.load_array(k) is None for k in (key, bkey)):
-        print(
-            first_run_notice(
-                len(needed),
-                len(train_idx) * bank_views(cfg, len(train_idx)),
-                cfg.resolution,
-                cache.root,
-            )
-        )
+        print(first_run_notice(len(needed), len(train_idx) * views, cfg.resolution, cache.root))
     with timer("trunk maps"):
         maps = cache.get_or_fill_array(
             key,
@@ -454,12 +445,12 @@ def prepare_tail(
     with timer("trunk bank maps"):
         bank_maps = cache.get_or_fill_array(
             bkey,
-            (len(train_idx), bank_views(cfg, len(train_idx)), *encoder.map_shape),
+            (len(train_idx), views, *encoder.map_shape),
             np.float16,
             lambda out: encoder.maps(
                 D.LazyImages(ds, train_idx, size=bank_size),
                 out,
-                n_views=bank_views(cfg, len(train_idx)),
+                n_views=views,
                 seed=cfg.seed,
                 progress=progress,
             ),

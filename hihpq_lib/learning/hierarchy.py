@@ -133,7 +133,9 @@ def _anchor_space(feats: np.ndarray, dims: int | None) -> np.ndarray:
     if dims is None or x.shape[1] <= int(dims):
         return x
     centred = x - x.mean(0, keepdims=True)
-    cov = centred.T.astype(np.float64) @ centred.astype(np.float64)
+    c64 = centred.astype(np.float64)  # one float64 copy for the covariance
+    cov = c64.T @ c64
+    del c64
     _, vecs = np.linalg.eigh(cov)  # ascending eigenvalues
     top = vecs[:, ::-1][:, : int(dims)].astype(np.float32)
     return centred @ top
