@@ -156,6 +156,26 @@ def test_train_reports_the_untrained_baselines_and_warns_below_them(isolated, ca
     assert "beside the untrained baselines" in out and "float" in out
 
 
+@pytest.mark.parametrize(
+    ("geometry", "label", "who"),
+    [("lorentz", "HiHPQ", "HiHPQ"), ("euclidean", "Euclidean", "the Euclidean twin of HiHPQ")],
+)
+def test_cli_baseline_table_names_the_model_it_trained(capsys, geometry, label, who):
+    from hihpq_lib.app.cli import _print_baselines
+
+    res = {
+        "geometry": geometry,
+        "map@50_levels_val_selected": {"class": 0.40},
+        "baselines": {"float": {"class": 0.45}, "faiss_pq": {"class": 0.30}, "below": ["x"]},
+    }
+    _print_baselines(res)
+    lines = capsys.readouterr().out.splitlines()
+    header = lines[1].split()
+    assert header == ["level", label, "float", "faiss_pq"]
+    assert lines[2].split() == ["class", "0.4000", "0.4500", "0.3000"]
+    assert f"warning: {who} is below a baseline: x" in lines[-1]
+
+
 def test_baseline_guard_computes_float_and_pq_and_warns(capsys):
     from types import SimpleNamespace
 

@@ -78,6 +78,36 @@ def test_resume_gives_the_same_metrics_as_an_uninterrupted_run(tmp_path, threads
         assert torch.equal(a, b)
 
 
+def test_resume_skips_the_data_start_and_still_ends_like_an_uninterrupted_run(
+    tmp_path, monkeypatch
+):
+    from hihpq_lib.learning.model import ProjectionHead
+    from hihpq_lib.quantization.quantizer import ProductQuantizer
+
+    cfg = small_config(head_init="pca", codebook_init="kmeans", threads=1)
+    full = train(cfg, synthetic_data(), tmp_path / "full", progress=False)
+    train(cfg, synthetic_data(), tmp_path / "killed", progress=False, stop_after=2)
+    calls = []
+    for cls, name in ((ProjectionHead, "init_pca_"), (ProductQuantizer, "init_kmeans")):
+        original = getattr(cls, name)
+
+        def counted(self, *a, _original=original, _name=name, **kw):
+            calls.append(_name)
+            return _original(self, *a, **kw)
+
+        monkeypatch.setattr(cls, name, counted)
+    resumed = train(cfg, synthetic_data(), tmp_path / "killed", progress=False, resume=True)
+    assert calls == []  # the checkpoint sets what the PCA and k-means starts would
+    strip = [{k: v for k, v in h.items() if not k.endswith("seconds")} for h in full["history"]]
+    got = [{k: v for k, v in h.items() if not k.endswith("seconds")} for h in resumed["history"]]
+    assert got == strip
+    for a, b in zip(full["model"].state_dict().values(), resumed["model"].state_dict().values()):
+        assert torch.equal(a, b)
+    # a fresh run does call them (the counter sees the starts it should)
+    train(cfg, synthetic_data(), tmp_path / "fresh", progress=False, stop_after=1)
+    assert calls == ["init_pca_", "init_kmeans"]
+
+
 def test_resume_refuses_another_config(tmp_path):
     train(small_config(), synthetic_data(), tmp_path, progress=False, stop_after=1)
     with pytest.raises(ValueError, match="another configuration"):

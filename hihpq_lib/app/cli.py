@@ -229,12 +229,15 @@ def _print_results(res: dict) -> None:
 
 
 def _print_baselines(res: dict) -> None:
-    """HiHPQ beside the untrained baselines on the same frozen features (``baselines``)."""
+    """The trained model beside the untrained baselines on the same frozen features
+    (``baselines``); its column is headed by what it is (HiHPQ, or its Euclidean twin)."""
     base = res.get("baselines")
     if not base:
         return
     mine = next((v for k, v in res.items() if k.endswith("_levels_val_selected")), {})
-    cols = [("HiHPQ", mine)] + [(n, base[n]) for n in ("float", "faiss_pq") if base.get(n)]
+    geometry = res.get("geometry") or "lorentz"
+    label = "HiHPQ" if geometry == "lorentz" else f"{geometry[:9].capitalize()}"
+    cols = [(label, mine)] + [(n, base[n]) for n in ("float", "faiss_pq") if base.get(n)]
     print("beside the untrained baselines on the same features (mAP, validation-selected):")
     print("  " + f"{'level':<14}" + "".join(f"{name:>10}" for name, _ in cols))
     for level in mine:
@@ -244,7 +247,8 @@ def _print_baselines(res: dict) -> None:
     if base.get("faiss_pq") is None:
         print('  (faiss PQ: not run; needs faiss, pip install "hihpq[baselines]", and 256 images)')
     if base.get("below"):
-        print("  warning: HiHPQ is below a baseline: " + "; ".join(base["below"]))
+        who = "HiHPQ" if geometry == "lorentz" else f"the {geometry.capitalize()} twin of HiHPQ"
+        print(f"  warning: {who} is below a baseline: " + "; ".join(base["below"]))
 
 
 def _cmd_train(args) -> int:

@@ -256,8 +256,15 @@ def open_run(cfg: TrainConfig, out_dir: str | Path, resume: bool) -> dict | None
     return ck
 
 
-def init_model(cfg: TrainConfig, data: TrainingData, device: torch.device) -> HiHPQModel:
+def init_model(
+    cfg: TrainConfig, data: TrainingData, device: torch.device, *, data_start: bool = True
+) -> HiHPQModel:
     """The model ``cfg`` describes, seeded by ``cfg.seed``, float32, on ``device``.
+
+    ``data_start=False`` skips the starts below that read the training features (a resumed
+    run, whose checkpoint then overwrites every parameter they would set). They draw from
+    their own seeded generators, not torch's global one, so skipping them leaves the rest of
+    the run drawing what an uninterrupted run draws.
 
     With ``head_init="pca"`` the head starts at the training features' principal
     components (:meth:`~hihpq_lib.learning.model.ProjectionHead.init_pca_`).
@@ -268,6 +275,8 @@ def init_model(cfg: TrainConfig, data: TrainingData, device: torch.device) -> Hi
     """
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, data.train.shape[1]).to(torch.float32).to(device)
+    if not data_start:
+        return model
     if cfg.head_init in ("pca", "raw"):
         model.head.init_pca_(data.train.float(), cfg.M, cfg.pca_norm, raw=cfg.head_init == "raw")
     if cfg.codebook_init == "data":
@@ -345,7 +354,8 @@ def train(
     threads = int(cfg.threads or (ck or {}).get("threads") or thread_budget(0))
     use_threads(threads)
     run_id = (ck or {}).get("run_id") or uuid.uuid4().hex
-    model = init_model(cfg, data, torch.device(cfg.device))
+    # a resumed run loads every parameter from its checkpoint: the data start is not redone
+    model = init_model(cfg, data, torch.device(cfg.device), data_start=ck is None)
     backbone = data.online.backbone if trains_backbone(data) else None
     backbone_params = data.online.trainable_parameters() if backbone is not None else []
     views = data.online if data.online is not None else BankViews(data.bank)
