@@ -1117,9 +1117,17 @@ paper_check = config.load_config(
 )
 cpu_check = config.load_config(runtime.project_dir() / "configs/cpu/cpu_cifar10_i_64bits.yaml")
 pix, ep = exercises.check_config_ratios(answer, paper_check, cpu_check)
+bench_epochs = sorted(budget.get("I", ()))  # what the benchmark's protocol I rows ran
+bench_note = (
+    f"; the benchmark's protocol I rows override it to {bench_epochs[0]}, "
+    f"{paper_check.epochs / bench_epochs[0]:.2f}x"
+    if len(bench_epochs) == 1 and bench_epochs[0] != cpu_check.epochs
+    else ""
+)
 print(
     f"Exercise 3: correct: {paper_check.backbone} at {paper_check.resolution} px sees {pix:.2f}x "
-    f"the pixels of {cpu_check.backbone} at {cpu_check.resolution} px, for {ep:.1f}x the epochs, "
+    f"the pixels of {cpu_check.backbone} at {cpu_check.resolution} px, for {ep:.2f}x the "
+    f"epochs of the config file ({paper_check.epochs} against {cpu_check.epochs}{bench_note}), "
     f"and on every step (online augmentation) instead of once (the CPU bank)"
 )
 

@@ -396,6 +396,34 @@ def test_load_benchmark_suite_adds_methods_run_into_their_own_folder(tmp_path):
     assert effects["HiHPQ vs faiss OPQ"] == pytest.approx(0.08)
 
 
+def test_benchmark_suite_ranks_files_by_their_runs_start_not_the_checkout(tmp_path):
+    """A fresh clone gives every file the checkout's time: the run's own ``meta.started``
+    decides which of two files with HiHPQ rows is the primary."""
+    import json
+    import os
+
+    def write(rel, bits, started):
+        f = tmp_path / rel / "results.json"
+        f.parent.mkdir(parents=True)
+        row = {"protocol": "I", "bits": bits, "method": "hihpq", "map": 0.6, "n_seeds": 1}
+        meta = {"quick": False, "argv": [], **({"started": started} if started else {})}
+        f.write_text(json.dumps({"rows": [row], "complete": True, "meta": meta}))
+        return f
+
+    old = write("protocol_i", 32, "2026-12-02T18:27:24+00:00")
+    new = write("protocol_i_16_64", 16, "2026-12-05T03:17:00+00:00")
+    os.utime(new, (1, 1))  # checked out first: the older modification time
+    _, paths = benchmarks.load_benchmark_suite(tmp_path)
+    assert paths == [new, old]
+    os.utime(old, (1, 1))
+    os.utime(new, (2, 2))
+    assert benchmarks.load_benchmark_suite(tmp_path)[1] == [new, old]
+    # a file that records no start (or one that does not parse) falls back to its mtime
+    bare = write("protocol_i_bare", 64, "not a time")
+    os.utime(bare, (4e9, 4e9))  # far in the future: the newest
+    assert benchmarks.load_benchmark_suite(tmp_path)[1][0] == bare
+
+
 def test_benchmark_suite_sources_carry_each_files_run_time_and_memory(tmp_path):
     """Notebook 07 prints how long each benchmark file took from its own ``meta``."""
     import json

@@ -5,6 +5,7 @@ ablation effects, the paper comparison and the reference-fidelity ablation.
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -59,12 +60,24 @@ MECOQ_README_MAP: dict[tuple[str, int], float] = {
 }
 
 
+def _started(res: Mapping, path: Path) -> float:
+    """When a results file's run started (``meta.started``, ISO 8601), in POSIX seconds;
+    the file's modification time when it records none or one that does not parse."""
+    stamp = res.get("meta", {}).get("started")
+    try:
+        return datetime.fromisoformat(stamp).timestamp()
+    except (TypeError, ValueError):
+        return path.stat().st_mtime
+
+
 def _ranked_result_files(folder: str | Path | None) -> list[tuple[dict, Path]]:
     """Every readable ``results.json`` in ``folder`` and its subfolders, best first.
 
     Best: complete over interrupted runs, full over ``--quick`` runs, the top-level file
-    over subfolders, then the newest (ties by path). A file that does not parse (being
-    written) is skipped.
+    over subfolders, then the newest by the run's own start time (``meta.started``; the
+    file's modification time where a file has none, so a fresh clone, whose files all
+    carry the checkout's time, ranks them as the machine that ran them did), ties by path.
+    A file that does not parse (being written) is skipped.
     """
     root = Path(folder) if folder is not None else results_dir()
     ranked = []
@@ -79,7 +92,7 @@ def _ranked_result_files(folder: str | Path | None) -> list[tuple[dict, Path]]:
             not res.get("complete", False),
             bool(res.get("meta", {}).get("quick", False)),
             p.parent != root,
-            -p.stat().st_mtime,
+            -_started(res, p),
             str(p),
         )
         ranked.append((rank, res, p))
