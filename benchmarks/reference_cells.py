@@ -1,0 +1,204 @@
+"""Should a CIFAR-10 cell take the reference's own settings for its code length? Validation decides.
+
+Run: ``python -m benchmarks.reference_cells --cells II:16 II:64 [I:32 ...] [--seeds 3]
+[--threads 2] [--epochs N] [--out DIR] [--only-reference] [--no-singles] [--quick]``
+
+The reference's scripts (``scripts/cifar10_<p>/<b>bits.sh`` of github.com/zexuanqiu/HiHPQ,
+``configs/paper/paper_cifar10_<p>_<b>bits.yaml`` here) change three settings with the
+code length and the protocol: the codebook-attention temperature ``softmax_temp``, the
+tangent clip radius ``clip_r`` and the head width ``feat_dim``. The CPU profiles
+(``configs/cpu/``) were chosen at protocol II / 32 bits and scaled ``feat_dim`` with the
+bits. For each cell this trains HiHPQ (full) with
+
+* ``profile``: the CPU profile as it is;
+* ``reference``: the profile with the reference's values of those settings where they
+  differ (the CPU budget, epochs, bank and warm-up, stays the profile's);
+* when more than one setting differs, each one alone (``reference: <key>``),
+
+for seeds ``0 .. --seeds - 1`` on the same prepared features and bank (seed 0's splits),
+and records the validation mAP of the validation-selected epoch beside its test mAP@1000.
+The variant with the highest **mean validation** mAP is what the validation queries
+prefer; the test queries are reported, never used to choose. ``--only-reference`` skips
+the ``profile`` variant (when its runs exist elsewhere on the same machine);
+``--no-singles`` the one-setting-alone variants (protocol I, where a run costs minutes).
+
+Outputs (rewritten after every run, so a killed study keeps what it finished):
+``<out>/results.json`` and ``<out>/results.md``; run folders under
+``runs_dir()/bench/reference_cells/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.run_all import _parse_seed_cell, profile_config, run_learned
+from hihpq_lib.app.prepare import prepare
+from hihpq_lib.learning.config import load_config
+from hihpq_lib.utils.atomic import atomic_write_text
+from hihpq_lib.utils.runtime import project_dir, runs_dir
+
+__all__ = ["SETTINGS", "reference_config", "variants", "main"]
+
+#: The settings the reference's scripts change with the code length and protocol.
+SETTINGS = ("softmax_temp", "clip_r", "feat_dim")
+
+
+def reference_config(protocol: str, bits: int):
+    """The reference's config of a cell (``configs/paper/paper_cifar10_<p>_<b>bits.yaml``)."""
+    path = project_dir() / "configs" / "paper" / f"paper_cifar10_{protocol.lower()}_{bits}bits.yaml"
+    return load_config(path)
+
+
+def variants(profile, reference) -> dict[str, list[str]]:
+    """The ``--set`` overrides of each variant: the profile, the reference's values of
+    :data:`SETTINGS` where they differ from the profile's, and each alone when several do.
+
+    >>> from hihpq_lib.learning.config import TrainConfig
+    >>> variants(TrainConfig(), TrainConfig(softmax_temp=5.0, clip_r=0.8))
+    {'profile': [], 'reference': ['softmax_temp=5.0', 'clip_r=0.8'], 'reference: softmax_temp': ['softmax_temp=5.0'], 'reference: clip_r': ['clip_r=0.8']}
+    >>> variants(TrainConfig(), TrainConfig())
+    {'profile': []}
+    """
+    diff = [
+        f"{k}={getattr(reference, k)}"
+        for k in SETTINGS
+        if getattr(reference, k) != getattr(profile, k)
+    ]
+    out: dict[str, list[str]] = {"profile": []}
+    if diff:
+        out["reference"] = diff
+    if len(diff) > 1:
+        out.update({f"reference: {d.split('=')[0]}": [d] for d in diff})
+    return out
+
+
+def _summary(runs: list[dict]) -> dict:
+    val = np.array([r["val_map_best"] for r in runs])
+    test = np.array([r["map"] for r in runs])
+    ddof = 1 if len(runs) > 1 else 0
+    return {
+        "n": len(runs),
+        "val_mean": float(val.mean()),
+        "val_std": float(val.std(ddof=ddof)),
+        "test_mean": float(test.mean()),
+        "test_std": float(test.std(ddof=ddof)),
+    }
+
+
+def _markdown(results: dict) -> str:
+    lines = [
+        "# The reference's per-cell settings against the CPU profile (HiHPQ, full)",
+        "",
+        f"Started {results['meta']['started']}, {results['meta']['threads']} thread(s); "
+        f"`python -m benchmarks.reference_cells {' '.join(results['meta']['argv'])}`. "
+        "Validation: mAP of the validation-selected epoch on the validation queries "
+        "(what chooses); test: mAP@1000 of that epoch on the test queries (reported only). "
+        "mean ± std over seeds.",
+        "",
+        "| cell | variant | overrides | seeds | validation | test | per seed (val / test) | "
+        "preferred on validation |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for cell in results["cells"]:
+        best = cell.get("preferred")
+        for name, v in cell["variants"].items():
+            if not v["runs"]:
+                continue
+            s = _summary(v["runs"])
+            per = ", ".join(f"{r['val_map_best']:.4f} / {r['map']:.4f}" for r in v["runs"])
+            lines.append(
+                f"| {cell['protocol']} · {cell['bits']} | {name} | "
+                f"{' '.join(v['overrides']) or '—'} | {s['n']} | "
+                f"{s['val_mean']:.4f} ± {s['val_std']:.4f} | "
+                f"{s['test_mean']:.4f} ± {s['test_std']:.4f} | {per} | "
+                f"{'**yes**' if name == best else ''} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _write(out: Path, results: dict) -> None:
+    for cell in results["cells"]:
+        done = {n: v for n, v in cell["variants"].items() if v["runs"]}
+        if done:
+            cell["preferred"] = max(done, key=lambda n: _summary(done[n]["runs"])["val_mean"])
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "results.json", json.dumps(results, indent=2))
+    atomic_write_text(out / "results.md", _markdown(results))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cells", nargs="+", type=_parse_seed_cell, required=True)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--epochs", type=int, default=None, help="protocol I: the benchmark's 8")
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/reference_cells"))
+    ap.add_argument("--only-reference", action="store_true")
+    ap.add_argument(
+        "--no-singles", action="store_true", help="skip the one-setting-alone variants"
+    )
+    ap.add_argument("--quick", action="store_true", help="the benchmark's --quick subset (tests)")
+    args = ap.parse_args(argv)
+    results = {
+        "meta": {
+            "argv": list(argv if argv is not None else sys.argv[1:]),
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "threads": args.threads,
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "quick": args.quick,
+        },
+        "cells": [],
+    }
+    workdir = runs_dir() / "bench" / "reference_cells"
+    prepared: dict = {}
+    for protocol, bits in args.cells:
+        epochs = args.epochs if protocol == "I" else None
+        base = profile_config(
+            protocol, bits, quick=args.quick, epochs=epochs, threads=args.threads
+        )
+        todo = variants(base, reference_config(protocol, bits))
+        if args.only_reference:
+            todo.pop("profile")
+        if args.no_singles:
+            todo = {n: o for n, o in todo.items() if not n.startswith("reference: ")}
+        cell = {
+            "protocol": protocol,
+            "bits": bits,
+            "epochs": base.epochs,
+            "variants": {n: {"overrides": o, "runs": []} for n, o in todo.items()},
+        }
+        results["cells"].append(cell)
+        if protocol not in prepared:
+            prep = prepare(base, progress=False)
+            prepared[protocol] = (prep, prep.split("query"), prep.split("database"))
+        prep, q, db = prepared[protocol]
+        for name, overrides in todo.items():
+            cfg = base.with_overrides(overrides) if overrides else base
+            tag = "profile" if not overrides else "_".join(o.replace("=", "") for o in overrides)
+            for seed in range(args.seeds):
+                t0 = time.perf_counter()
+                run = run_learned(prep, cfg, "hihpq", seed, q, db, workdir / f"{protocol}_{bits}_{tag}")
+                run["seconds"] = round(time.perf_counter() - t0, 1)
+                cell["variants"][name]["runs"].append(run)
+                print(
+                    f"{protocol}·{bits} {name} seed {seed}: val {run['val_map_best']:.4f} "
+                    f"test {run['map']:.4f} ({run['seconds']:.0f} s)",
+                    flush=True,
+                )
+                _write(args.out, results)
+    _write(args.out, results)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
