@@ -280,13 +280,17 @@ def test_adc_main_writes_json(tmp_path, capsys):
 # ----------------------------------------------------------------------------- quick mode
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
-def test_quick_benchmark_end_to_end(tmp_path, monkeypatch):
-    """``run_all --quick`` on the shared CIFAR-10 copy: every method x bits row, finite mAP."""
-    archive = cifar10_archive()
-    if archive is None:
+def _quick_cifar_env(tmp_path, monkeypatch) -> None:
+    """Skip without the shared CIFAR-10 copy; run folders in ``tmp_path``; full mode."""
+    if cifar10_archive() is None:
         pytest.skip("HIHPQ_CIFAR10 does not name a CIFAR-10 archive (make test sets it)")
     monkeypatch.setenv("HIHPQ_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.delenv("HIHPQ_FAST", raising=False)
+
+
+def test_quick_benchmark_end_to_end(tmp_path, monkeypatch):
+    """``run_all --quick`` on the shared CIFAR-10 copy: every method x bits row, finite mAP."""
+    _quick_cifar_env(tmp_path, monkeypatch)
     out = tmp_path / "results"
     run_all.main(["--quick", "--out", str(out), "--quiet"])
     res = json.loads((out / "results.json").read_text())
@@ -315,11 +319,7 @@ def test_reference_cells_study_chooses_on_validation_and_records_test(tmp_path, 
     with the highest mean validation mAP, whatever the test queries say."""
     from benchmarks import reference_cells
 
-    archive = cifar10_archive()
-    if archive is None:
-        pytest.skip("HIHPQ_CIFAR10 does not name a CIFAR-10 archive (make test sets it)")
-    monkeypatch.setenv("HIHPQ_RUNS_DIR", str(tmp_path / "runs"))
-    monkeypatch.delenv("HIHPQ_FAST", raising=False)
+    _quick_cifar_env(tmp_path, monkeypatch)
     out = tmp_path / "study"
     reference_cells.main(["--quick", "--cells", "II:16", "--seeds", "1", "--out", str(out)])
     res = json.loads((out / "results.json").read_text())
