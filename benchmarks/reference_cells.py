@@ -143,9 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=None, help="protocol I: the benchmark's 8")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/reference_cells"))
     ap.add_argument("--only-reference", action="store_true")
-    ap.add_argument(
-        "--no-singles", action="store_true", help="skip the one-setting-alone variants"
-    )
+    ap.add_argument("--no-singles", action="store_true", help="skip the one-setting-alone variants")
     ap.add_argument("--quick", action="store_true", help="the benchmark's --quick subset (tests)")
     args = ap.parse_args(argv)
     results = {
@@ -163,9 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     prepared: dict = {}
     for protocol, bits in args.cells:
         epochs = args.epochs if protocol == "I" else None
-        base = profile_config(
-            protocol, bits, quick=args.quick, epochs=epochs, threads=args.threads
-        )
+        base = profile_config(protocol, bits, quick=args.quick, epochs=epochs, threads=args.threads)
         todo = variants(base, reference_config(protocol, bits))
         if args.only_reference:
             todo.pop("profile")
@@ -187,7 +183,9 @@ def main(argv: list[str] | None = None) -> int:
             tag = "profile" if not overrides else "_".join(o.replace("=", "") for o in overrides)
             for seed in range(args.seeds):
                 t0 = time.perf_counter()
-                run = run_learned(prep, cfg, "hihpq", seed, q, db, workdir / f"{protocol}_{bits}_{tag}")
+                run = run_learned(
+                    prep, cfg, "hihpq", seed, q, db, workdir / f"{protocol}_{bits}_{tag}"
+                )
                 run["seconds"] = round(time.perf_counter() - t0, 1)
                 cell["variants"][name]["runs"].append(run)
                 print(

@@ -337,7 +337,9 @@ def test_reference_cells_study_chooses_on_validation_and_records_test(tmp_path, 
     runs = tmp_path / "runs" / "bench" / "reference_cells"
     assert {p.name for p in runs.iterdir()} == {"II_64_profile", "II_64_feat_dim64"}
     heads = {
-        p.name: torch.load(next(p.glob("*/checkpoint.pt")), weights_only=False)["config"]["feat_dim"]
+        p.name: torch.load(next(p.glob("*/checkpoint.pt")), weights_only=False)["config"][
+            "feat_dim"
+        ]
         for p in runs.iterdir()
     }
     assert heads == {"II_64_profile": 128, "II_64_feat_dim64": 64}

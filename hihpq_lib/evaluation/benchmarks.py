@@ -5,8 +5,8 @@ ablation effects, the paper comparison and the reference-fidelity ablation.
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
