@@ -418,12 +418,14 @@ print(f"Exercise 2: correct, {n} seeds for std {noise_std:.4f}")
 # ## 4. The benchmark table, read as a lesson
 #
 # `benchmarks/run_all.py` trains every method on the same frozen features and writes
-# one `results.json` per protocol (`make bench` writes `benchmarks/results/protocol_ii/`
-# and `protocol_i/`; `--quick` writes `quick/`). Each file records how long its run took
-# and its peak memory; the cell prints them.
-# `benchmarks.load_benchmark_suite` takes, for each protocol, the file it ranks first (a
-# complete run over an interrupted one, full over quick) and merges them into one table;
-# the cell prints which files it read. **mAP** is the test mAP@1000 of the
+# one `results.json` per run (`make bench` writes `benchmarks/results/protocol_ii/`,
+# `protocol_ii_16/`, `protocol_i/` and `protocol_i_16_64/`; `--quick` writes `quick/`).
+# Each file records how long its run took, its preparation time and its peak memory; the
+# cell prints them. `benchmarks.load_benchmark_suite` ranks the files (a complete run over
+# an interrupted one, full over quick, then the newest run) and, for each protocol, keeps
+# the first file with HiHPQ rows whole and takes from the others only the cells (code
+# length, method) it lacks; the cell prints which files it read and which code lengths each
+# gave. **mAP** is the test mAP@1000 of the
 # validation-selected epoch; `± std` is over seeds where several ran; `HiHPQ − this` is
 # HiHPQ's mAP minus the row's.
 
@@ -439,12 +441,10 @@ else:
         path = Path(src["path"]).relative_to(runtime.project_dir())
         print(f"protocol {src['protocol']}: read {path} ({mode}, started {src['started']})")
         print(f"  options: {' '.join(src['argv'])}")
+        print(f"  gave the rows of {', '.join(f'{b} bits' for b in src.get('bits', []))}")
         if src.get("seconds") is not None:  # the file's own meta.total_seconds
             h, m = divmod(round(src["seconds"] / 60), 60)
-            prep_s = sum(
-                results.get("protocols", {}).get(src["protocol"], {}).get("prepare_seconds", {})
-                .values()
-            )  # fmt: skip
+            prep_s = sum((src.get("prepare_seconds") or {}).values())  # the file's own
             peak = src.get("peak_rss_mb")
             print(
                 f"  ran {f'{h} h {m} min' if h else f'{m} min'} ({src['seconds']:,.0f} s), "
@@ -601,7 +601,7 @@ noise_sentence
 #   images cut into 40/20/10 clusters give clusters of a handful of images (section 3
 #   measures what the losses do there); with 5,000 images and 100/50/25 clusters they
 #   have structure to use, and in the benchmark files the hierarchy losses are a clear
-#   gain at every setting, with either geometry (checked below).
+#   gain at every setting where both were run, with either geometry (checked below).
 # - **OPQ vs PQ**: no learning at all. OPQ learns a rotation before splitting the
 #   features so that every subspace carries a similar share of the variance, which
 #   usually helps PQ. The benchmark's OPQ also reduces 1280 → 256 dimensions (a full
@@ -635,8 +635,8 @@ claims.check(paper_i[0] > paper_i[-1], "the official protocol I numbers fall wit
 hier = [e for e in effects if e["contrast"].startswith("hierarchy losses")]
 claims.check(
     all(e["reading"].startswith("real") and e["Δ mAP"] > 0 for e in hier),
-    "in the benchmark files the hierarchy losses are a clear gain at every setting, "
-    "with either geometry",
+    "in the benchmark files the hierarchy losses are a clear gain at every setting where "
+    "both were run, with either geometry",
     rows=[(e["protocol"], e["bits"], e["contrast"], e["Δ mAP"]) for e in hier],
 )
 opq = [e["Δ mAP"] for e in effects if e["contrast"].startswith("OPQ vs PQ")]
@@ -657,10 +657,24 @@ not_rising = [m for m in full_bits if m not in rising]
 diminishing = [
     m for m in rising if full_bits[m][64] - full_bits[m][32] < full_bits[m][32] - full_bits[m][16]
 ]
+profiles_ii = {
+    b: config.load_config(runtime.project_dir() / f"configs/cpu/cpu_cifar10_ii_{b}bits.yaml")
+    for b in (16, 32, 64)
+}
+per_bits = [  # settings the profiles change with the code length, besides M and feat_dim
+    f"`{k}` {', '.join(str(getattr(profiles_ii[b], k)) for b in (16, 32, 64))}"
+    for k in ("softmax_temp", "clip_r")
+    if len({getattr(c, k) for c in profiles_ii.values()}) > 1
+]
 bits_sentence = claims.say(
     "In our protocol II runs mAP rises from 16 to 32 to 64 bits for **{n_up} of {n}** "
     "methods ({up}){dim}. {others}The float row is the same features at every code length, "
-    "so it does not move.",
+    "so it does not move.{settings}",
+    settings=f" The step is not the code length alone: the profiles at 16, 32 and 64 bits "
+    f"also differ in {' and '.join(per_bits)} (the reference's values per code length, "
+    f"docs/fidelity.md)."
+    if per_bits
+    else "",
     n_up=len(rising),
     n=len(full_bits),
     up=", ".join(f"`{m}`" for m in rising) or "none",
@@ -825,8 +839,8 @@ claims.say(
     "The last epoch's test mAP minus the validation-selected epoch's, over the live runs: "
     "{lo:+.4f} to {hi:+.4f}; {last_clause}. For scale at "
     "protocol II, 32 bits: the benchmark file's HiHPQ scores **{ours}**, against "
-    "{paper:.3f} for the official code on a GPU and {mecoq:.3f} for MeCoQ (their "
-    "READMEs). Notebook 06 in full mode runs the demo's 160-px setting and prints its "
+    "{paper:.3f} for the official code on a GPU (re-run by others) and {mecoq:.3f} for "
+    "MeCoQ (its README). Notebook 06 in full mode runs the demo's 160-px setting and prints its "
     "own number.",
     lo=min(sel_vs_final),
     hi=max(sel_vs_final),

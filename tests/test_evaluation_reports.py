@@ -443,3 +443,9 @@ def test_benchmark_suite_sources_carry_each_files_run_time_and_memory(tmp_path):
     merged, _ = benchmarks.load_benchmark_suite(tmp_path)
     got = [(s["protocol"], s["seconds"], s["peak_rss_mb"]) for s in merged["meta"]["sources"]]
     assert got == [("I", 5032.5, 3732.3), ("II", None, None)]
+    # each source carries its own preparation time and the code lengths it gave
+    res["protocols"] = {"II": {"prepare_seconds": {"features": 12.5, "bank": 30.0}}}
+    (tmp_path / "protocol_ii" / "results.json").write_text(json.dumps(res))
+    merged, _ = benchmarks.load_benchmark_suite(tmp_path)
+    got = [(s["prepare_seconds"], s["bits"]) for s in merged["meta"]["sources"]]
+    assert got == [(None, [32]), ({"features": 12.5, "bank": 30.0}, [32])]

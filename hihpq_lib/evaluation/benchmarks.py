@@ -209,6 +209,11 @@ def load_benchmark_suite(folder: str | Path | None = None) -> tuple[dict | None,
                     "quick": bool(meta.get("quick", False)),
                     "complete": bool(res.get("complete", False)),
                     "methods": sorted({m for _, m in cells}),
+                    "bits": sorted({b for b, _ in cells}),
+                    # the file's own preparation of this protocol (cache hit: seconds)
+                    "prepare_seconds": res.get("protocols", {})
+                    .get(protocol, {})
+                    .get("prepare_seconds"),
                     # the file's own measurements: wall clock of the whole run and its peak
                     "seconds": meta.get("total_seconds"),
                     "peak_rss_mb": meta.get("peak_rss_mb"),
