@@ -353,6 +353,10 @@ def test_book_pages_render_every_figure_and_the_maths_offline(browser, book):
             assert n_traces > 0 and box and box["height"] > 100, (html_page.name, i)
             plot.scroll_into_view_if_needed()
             plot.screenshot(path=SHOTS / f"book_{html_page.stem[:2]}_plotly{i + 1}.png")
+        # the navigation bar holds its "static copy" note: nothing of it is drawn over the page
+        nav, note = page.locator(".hihpq-nav").bounding_box(), page.locator(".hihpq-live")
+        note_box = note.bounding_box()
+        assert nav and note_box and note_box["y"] + note_box["height"] <= nav["y"] + nav["height"]
         page.screenshot(path=SHOTS / f"book_{html_page.stem[:2]}.png")
     assert not errors, f"the book's pages logged console errors: {errors}"
     assert not outside, f"the book fetched from outside its folder: {outside[:5]}"
