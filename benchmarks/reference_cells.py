@@ -38,10 +38,9 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
-
 from benchmarks.run_all import _parse_seed_cell, profile_config, run_learned
 from hihpq_lib.app.prepare import prepare
+from hihpq_lib.evaluation.stats import mean_std
 from hihpq_lib.learning.config import load_config
 from hihpq_lib.utils.atomic import atomic_write_text
 from hihpq_lib.utils.runtime import project_dir, runs_dir
@@ -82,15 +81,14 @@ def variants(profile, reference) -> dict[str, list[str]]:
 
 
 def _summary(runs: list[dict]) -> dict:
-    val = np.array([r["val_map_best"] for r in runs])
-    test = np.array([r["map"] for r in runs])
-    ddof = 1 if len(runs) > 1 else 0
+    val_mean, val_std = mean_std([r["val_map_best"] for r in runs])
+    test_mean, test_std = mean_std([r["map"] for r in runs])
     return {
         "n": len(runs),
-        "val_mean": float(val.mean()),
-        "val_std": float(val.std(ddof=ddof)),
-        "test_mean": float(test.mean()),
-        "test_std": float(test.std(ddof=ddof)),
+        "val_mean": val_mean,
+        "val_std": val_std,
+        "test_mean": test_mean,
+        "test_std": test_std,
     }
 
 

@@ -278,8 +278,6 @@ def test_adc_main_writes_json(tmp_path, capsys):
 
 
 # ----------------------------------------------------------------------------- quick mode
-@pytest.mark.slow
-@pytest.mark.timeout(1800)
 def _quick_cifar_env(tmp_path, monkeypatch) -> None:
     """Skip without the shared CIFAR-10 copy; run folders in ``tmp_path``; full mode."""
     if cifar10_archive() is None:
@@ -288,6 +286,8 @@ def _quick_cifar_env(tmp_path, monkeypatch) -> None:
     monkeypatch.delenv("HIHPQ_FAST", raising=False)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_quick_benchmark_end_to_end(tmp_path, monkeypatch):
     """``run_all --quick`` on the shared CIFAR-10 copy: every method x bits row, finite mAP."""
     _quick_cifar_env(tmp_path, monkeypatch)

@@ -236,7 +236,7 @@ def _print_baselines(res: dict) -> None:
         return
     mine = next((v for k, v in res.items() if k.endswith("_levels_val_selected")), {})
     geometry = res.get("geometry") or "lorentz"
-    label = "HiHPQ" if geometry == "lorentz" else f"{geometry[:9].capitalize()}"
+    label = "HiHPQ" if geometry == "lorentz" else geometry.capitalize()  # a 10-wide column
     cols = [(label, mine)] + [(n, base[n]) for n in ("float", "faiss_pq") if base.get(n)]
     print("beside the untrained baselines on the same features (mAP, validation-selected):")
     print("  " + f"{'level':<14}" + "".join(f"{name:>10}" for name, _ in cols))
@@ -247,8 +247,11 @@ def _print_baselines(res: dict) -> None:
     if base.get("faiss_pq") is None:
         print('  (faiss PQ: not run; needs faiss, pip install "hihpq[baselines]", and 256 images)')
     if base.get("below"):
-        who = "HiHPQ" if geometry == "lorentz" else f"the {geometry.capitalize()} twin of HiHPQ"
-        print(f"  warning: {who} is below a baseline: " + "; ".join(base["below"]))
+        from hihpq_lib.app.scoring import method_name
+
+        print(
+            f"  warning: {method_name(geometry)} is below a baseline: " + "; ".join(base["below"])
+        )
 
 
 def _cmd_train(args) -> int:

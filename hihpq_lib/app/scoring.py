@@ -206,16 +206,18 @@ def _topk_float(query: torch.Tensor, database: torch.Tensor, k: int) -> np.ndarr
     return to_numpy(torch.cat(out))
 
 
-def method_name(cfg: TrainConfig) -> str:
-    """What a run trains, in words: HiHPQ, or its twin in another geometry.
+def method_name(cfg: TrainConfig | str) -> str:
+    """What a run trains, in words: HiHPQ, or its twin in another geometry (``cfg``: a
+    config, or its ``geometry`` as ``results.json`` records it).
 
     >>> from hihpq_lib.learning.config import TrainConfig
     >>> method_name(TrainConfig()), method_name(TrainConfig(geometry="euclidean"))
     ('HiHPQ', 'the Euclidean twin of HiHPQ')
+    >>> method_name("euclidean")
+    'the Euclidean twin of HiHPQ'
     """
-    return (
-        "HiHPQ" if cfg.geometry == "lorentz" else f"the {cfg.geometry.capitalize()} twin of HiHPQ"
-    )
+    geometry = cfg if isinstance(cfg, str) else cfg.geometry
+    return "HiHPQ" if geometry == "lorentz" else f"the {geometry.capitalize()} twin of HiHPQ"
 
 
 def baseline_guard(
