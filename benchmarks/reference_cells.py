@@ -1,7 +1,8 @@
 """Should a CIFAR-10 cell take the reference's own settings for its code length? Validation decides.
 
 Run: ``python -m benchmarks.reference_cells --cells II:16 II:64 [I:32 ...] [--seeds 3]
-[--threads 2] [--epochs N] [--out DIR] [--only-reference] [--no-singles] [--quick]``
+[--threads 2] [--epochs N] [--out DIR] [--only-reference] [--no-singles]
+[--extra KEY=VALUE[,KEY=VALUE] ...] [--quick]``
 
 The reference's scripts (``scripts/cifar10_<p>/<b>bits.sh`` of github.com/zexuanqiu/HiHPQ,
 ``configs/paper/paper_cifar10_<p>_<b>bits.yaml`` here) change three settings with the
@@ -14,13 +15,20 @@ bits. For each cell this trains HiHPQ (full) with
 * ``reference``: the profile with the reference's values of those settings where they
   differ (the CPU budget, epochs, bank and warm-up, stays the profile's);
 * when more than one setting differs, each one alone (``reference: <key>``),
+* each ``--extra`` (``other: KEY=VALUE,...``): any other change to the profile worth a
+  look on validation (a batch size, a longer schedule), measured the same way,
 
 for seeds ``0 .. --seeds - 1`` on the same prepared features and bank (seed 0's splits),
 and records the validation mAP of the validation-selected epoch beside its test mAP@1000.
 The variant with the highest **mean validation** mAP is what the validation queries
-prefer; the test queries are reported, never used to choose. ``--only-reference`` skips
+prefer; the test queries are reported, never used to choose. An ``--extra`` variant
+competes only where its paired validation gain over the profile is beyond Student's t
+standard errors (95%, over its seeds): the profile keeps its place on a tie. ``--only-reference`` skips
 the ``profile`` variant (when its runs exist elsewhere on the same machine);
 ``--no-singles`` the one-setting-alone variants (protocol I, where a run costs minutes).
+Each variant's validation mAP is also set against the profile's seed by seed (mean ± SE of
+the paired differences, :func:`~hihpq_lib.evaluation.stats.paired_difference`) where both
+ran the same seeds.
 
 Outputs (rewritten after every run, so a killed study keeps what it finished):
 ``<out>/results.json`` and ``<out>/results.md``; run folders under
@@ -40,10 +48,10 @@ from pathlib import Path
 
 from benchmarks.run_all import _parse_seed_cell, profile_config, run_learned
 from hihpq_lib.app.prepare import prepare
-from hihpq_lib.evaluation.stats import mean_std
+from hihpq_lib.evaluation.stats import mean_std, paired_difference
 from hihpq_lib.learning.config import load_config
 from hihpq_lib.utils.atomic import atomic_write_text
-from hihpq_lib.utils.runtime import project_dir, runs_dir
+from hihpq_lib.utils.runtime import cpu_description, project_dir, runs_dir
 
 __all__ = ["SETTINGS", "reference_config", "variants", "main"]
 
@@ -57,15 +65,18 @@ def reference_config(protocol: str, bits: int):
     return load_config(path)
 
 
-def variants(profile, reference) -> dict[str, list[str]]:
+def variants(profile, reference, extra: list[str] | tuple = ()) -> dict[str, list[str]]:
     """The ``--set`` overrides of each variant: the profile, the reference's values of
-    :data:`SETTINGS` where they differ from the profile's, and each alone when several do.
+    :data:`SETTINGS` where they differ from the profile's, each alone when several do, and
+    each of ``extra`` (``"KEY=VALUE[,KEY=VALUE]"``) as ``other: ...``.
 
     >>> from hihpq_lib.learning.config import TrainConfig
     >>> variants(TrainConfig(), TrainConfig(softmax_temp=5.0, clip_r=0.8))
     {'profile': [], 'reference': ['softmax_temp=5.0', 'clip_r=0.8'], 'reference: softmax_temp': ['softmax_temp=5.0'], 'reference: clip_r': ['clip_r=0.8']}
     >>> variants(TrainConfig(), TrainConfig())
     {'profile': []}
+    >>> variants(TrainConfig(), TrainConfig(), ["batch_size=64", "epochs=40,tau=0.3"])
+    {'profile': [], 'other: batch_size=64': ['batch_size=64'], 'other: epochs=40,tau=0.3': ['epochs=40', 'tau=0.3']}
     """
     diff = [
         f"{k}={getattr(reference, k)}"
@@ -77,7 +88,22 @@ def variants(profile, reference) -> dict[str, list[str]]:
         out["reference"] = diff
     if len(diff) > 1:
         out.update({f"reference: {d.split('=')[0]}": [d] for d in diff})
+    for e in extra:
+        sets = [x.strip() for x in e.split(",") if x.strip()]
+        if not sets or any("=" not in x for x in sets):
+            raise ValueError(f"--extra {e!r}: give KEY=VALUE[,KEY=VALUE], e.g. batch_size=64")
+        out[f"other: {','.join(sets)}"] = sets
     return out
+
+
+def _paired(variant_runs: list[dict], profile_runs: list[dict]) -> dict | None:
+    """Validation mAP of a variant minus the profile's over the seeds both ran, or None."""
+    mine = {r["seed"]: r["val_map_best"] for r in variant_runs}
+    base = {r["seed"]: r["val_map_best"] for r in profile_runs}
+    seeds = sorted(set(mine) & set(base))
+    if not seeds:
+        return None
+    return paired_difference([mine[s] for s in seeds], [base[s] for s in seeds])
 
 
 def _summary(runs: list[dict]) -> dict:
@@ -96,36 +122,56 @@ def _markdown(results: dict) -> str:
     lines = [
         "# The reference's per-cell settings against the CPU profile (HiHPQ, full)",
         "",
-        f"Started {results['meta']['started']}, {results['meta']['threads']} thread(s); "
+        f"Started {results['meta']['started']}, {results['meta']['threads']} thread(s)"
+        + (f" on {results['meta']['cpu']}" if results["meta"].get("cpu") else "")
+        + "; "
         f"`python -m benchmarks.reference_cells {' '.join(results['meta']['argv'])}`. "
         "Validation: mAP of the validation-selected epoch on the validation queries "
         "(what chooses); test: mAP@1000 of that epoch on the test queries (reported only). "
-        "mean ± std over seeds.",
+        "mean ± std over seeds. An `other:` variant can be preferred only where its paired "
+        "validation gain over the profile exceeds Student's t (95%) standard errors.",
         "",
-        "| cell | variant | overrides | seeds | validation | test | per seed (val / test) | "
-        "preferred on validation |",
-        "|---|---|---|---|---|---|---|---|",
+        *([results["meta"]["note"], ""] if results["meta"].get("note") else []),
+        "| cell | variant | overrides | seeds | validation | test | validation − profile "
+        "(paired, ± SE) | per seed (val / test) | preferred on validation |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for cell in results["cells"]:
         best = cell.get("preferred")
+        profile_runs = cell["variants"].get("profile", {}).get("runs", [])
         for name, v in cell["variants"].items():
             if not v["runs"]:
                 continue
             s = _summary(v["runs"])
+            d = None if name == "profile" else _paired(v["runs"], profile_runs)
+            paired = "—" if d is None else f"{d['delta']:+.4f} ± {d['se']:.4f} (n={d['n']})"
             per = ", ".join(f"{r['val_map_best']:.4f} / {r['map']:.4f}" for r in v["runs"])
             lines.append(
                 f"| {cell['protocol']} · {cell['bits']} | {name} | "
                 f"{' '.join(v['overrides']) or '—'} | {s['n']} | "
                 f"{s['val_mean']:.4f} ± {s['val_std']:.4f} | "
-                f"{s['test_mean']:.4f} ± {s['test_std']:.4f} | {per} | "
+                f"{s['test_mean']:.4f} ± {s['test_std']:.4f} | {paired} | {per} | "
                 f"{'**yes**' if name == best else ''} |"
             )
     return "\n".join(lines) + "\n"
 
 
+def _eligible(name: str, runs: list[dict], profile_runs: list[dict]) -> bool:
+    """The profile and the reference's variants compete on mean validation mAP as they
+    are; an ``other:`` variant only where its paired validation gain over the profile
+    stands beyond Student's t (95%, its seeds) standard errors: the profile is the
+    incumbent, and a change nobody asked for must show it helps."""
+    if not name.startswith("other: "):
+        return True
+    d = _paired(runs, profile_runs)
+    return d is not None and d["n"] > 1 and d["delta"] > 0 and d["delta"] >= d["t95"] * d["se"]
+
+
 def _write(out: Path, results: dict) -> None:
     for cell in results["cells"]:
         done = {n: v for n, v in cell["variants"].items() if v["runs"]}
+        profile_runs = done.get("profile", {}).get("runs", [])
+        done = {n: v for n, v in done.items() if _eligible(n, v["runs"], profile_runs)}
         if done:
             cell["preferred"] = max(done, key=lambda n: _summary(done[n]["runs"])["val_mean"])
     out.mkdir(parents=True, exist_ok=True)
@@ -142,6 +188,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/reference_cells"))
     ap.add_argument("--only-reference", action="store_true")
     ap.add_argument("--no-singles", action="store_true", help="skip the one-setting-alone variants")
+    ap.add_argument(
+        "--extra",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE[,KEY=VALUE]",
+        help="other variants of the profile to measure the same way (e.g. batch_size=64)",
+    )
     ap.add_argument("--quick", action="store_true", help="the benchmark's --quick subset (tests)")
     args = ap.parse_args(argv)
     results = {
@@ -150,21 +203,29 @@ def main(argv: list[str] | None = None) -> int:
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "threads": args.threads,
             "cpus": os.cpu_count(),
+            "cpu": cpu_description(),
             "python": platform.python_version(),
             "quick": args.quick,
         },
         "cells": [],
     }
     workdir = runs_dir() / "bench" / "reference_cells"
-    prepared: dict = {}
+    plans = []  # every cell's configs first: a bad --extra stops before any training
     for protocol, bits in args.cells:
         epochs = args.epochs if protocol == "I" else None
         base = profile_config(protocol, bits, quick=args.quick, epochs=epochs, threads=args.threads)
-        todo = variants(base, reference_config(protocol, bits))
+        try:
+            todo = variants(base, reference_config(protocol, bits), args.extra)
+            cfgs = {n: base.with_overrides(o) if o else base for n, o in todo.items()}
+        except ValueError as exc:
+            ap.error(str(exc))
         if args.only_reference:
             todo.pop("profile")
         if args.no_singles:
             todo = {n: o for n, o in todo.items() if not n.startswith("reference: ")}
+        plans.append((protocol, bits, base, todo, cfgs))
+    prepared: dict = {}
+    for protocol, bits, base, todo, cfgs in plans:
         cell = {
             "protocol": protocol,
             "bits": bits,
@@ -177,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
             prepared[protocol] = (prep, prep.split("query"), prep.split("database"))
         prep, q, db = prepared[protocol]
         for name, overrides in todo.items():
-            cfg = base.with_overrides(overrides) if overrides else base
+            cfg = cfgs[name]
             tag = "profile" if not overrides else "_".join(o.replace("=", "") for o in overrides)
             for seed in range(args.seeds):
                 t0 = time.perf_counter()

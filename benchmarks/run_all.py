@@ -80,7 +80,7 @@ from hihpq_lib.learning.checkpoint import load_model
 from hihpq_lib.learning.config import QUICK_OVERRIDES, ConfigError, TrainConfig, load_config
 from hihpq_lib.learning.retrieval import evaluate_map
 from hihpq_lib.learning.training import train
-from hihpq_lib.utils.runtime import fast_mode, runs_dir
+from hihpq_lib.utils.runtime import cpu_description, fast_mode, runs_dir
 from hihpq_lib.utils.timing import peak_rss_mb
 
 __all__ = [
@@ -560,7 +560,9 @@ def format_markdown(results: dict) -> str:
         + ("" if results.get("complete") else " — **incomplete (run interrupted or running)**")
         + f". Started {meta.get('started', '?')}, {meta.get('threads', '?')} thread(s), "
         f"load average {meta.get('load_before', float('nan')):.2f} before / "
-        f"{meta.get('load_after', float('nan')):.2f} after on {meta.get('cpus', '?')} CPUs.",
+        f"{meta.get('load_after', float('nan')):.2f} after on {meta.get('cpus', '?')} CPUs"
+        + (f" ({meta['cpu']})" if meta.get("cpu") else "")
+        + ".",
         "",
         "mAP@1000 on the test queries; the validation queries alone pick the reported epoch. "
         "`HiHPQ − this` is paired over seeds where both ran the same seeds (mean ± std of "
@@ -775,6 +777,7 @@ def main(argv: list[str] | None = None) -> dict:
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "threads": args.threads,
             "cpus": os.cpu_count(),
+            "cpu": cpu_description(),
             "load_before": os.getloadavg()[0],
             "python": platform.python_version(),
             "torch": torch.__version__,

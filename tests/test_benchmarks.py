@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from benchmarks import adc_throughput, run_all
+from hihpq_lib.evaluation import stats
 from hihpq_lib.learning.config import ConfigError, TrainConfig
 from tests.paths import cifar10_archive
 
@@ -345,6 +346,67 @@ def test_reference_cells_study_chooses_on_validation_and_records_test(tmp_path, 
     assert heads == {"II_64_profile": 128, "II_64_feat_dim64": 64}
     md = (out / "results.md").read_text()
     assert md.count("| II · 64 |") == 2 and "**yes**" in md
+
+
+def test_reference_cells_rejects_a_bad_extra_before_any_training(tmp_path, monkeypatch, capsys):
+    """A malformed or unknown ``--extra`` stops the study with exit 2 and one line naming
+    it, before the data is prepared or a run folder made."""
+    from benchmarks import reference_cells
+
+    monkeypatch.setenv("HIHPQ_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setattr(
+        reference_cells, "prepare", lambda *a, **k: pytest.fail("prepared the data")
+    )
+    for bad, says in (("batch_size", "KEY=VALUE"), ("batch_sise=64", "batch_sise")):
+        with pytest.raises(SystemExit) as exc:
+            reference_cells.main(["--cells", "II:32", "--extra", bad, "--out", str(tmp_path / "o")])
+        assert exc.value.code == 2
+        assert says in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "o").exists()
+
+
+def test_reference_cells_pairs_each_variant_with_the_profile_by_seed(tmp_path):
+    """The table's paired column is the variant's validation mAP minus the profile's over
+    the seeds both ran (here seeds 0 and 1; the variant's seed 2 has no partner)."""
+    from benchmarks import reference_cells
+
+    def run(seed, val):
+        return {"seed": seed, "val_map_best": val, "map": val + 0.01}
+
+    results = {
+        "meta": {"started": "t", "threads": 2, "argv": ["--cells", "II:32"]},
+        "cells": [
+            {
+                "protocol": "II",
+                "bits": 32,
+                "variants": {
+                    "profile": {"overrides": [], "runs": [run(0, 0.60), run(1, 0.62)]},
+                    "other: batch_size=64": {
+                        "overrides": ["batch_size=64"],
+                        "runs": [run(0, 0.63), run(1, 0.63), run(2, 0.50)],
+                    },
+                },
+            }
+        ],
+    }
+    reference_cells._write(tmp_path, results)
+    md = (tmp_path / "results.md").read_text()
+    want = stats.paired_difference([0.63, 0.63], [0.60, 0.62])
+    row = next(line for line in md.splitlines() if "other: batch_size=64" in line)
+    assert f"{want['delta']:+.4f} ± {want['se']:.4f} (n=2)" in row
+    # the profile wins on mean validation (0.61 against 0.587) whatever the pairs say
+    assert json.loads((tmp_path / "results.json").read_text())["cells"][0]["preferred"] == "profile"
+
+    def preferred(other_vals):
+        variants = results["cells"][0]["variants"]
+        variants["other: batch_size=64"]["runs"] = [run(s, v) for s, v in enumerate(other_vals)]
+        reference_cells._write(tmp_path, results)
+        return json.loads((tmp_path / "results.json").read_text())["cells"][0]["preferred"]
+
+    # a higher mean that the pairs do not carry (+0.03 and -0.01: 0.5 SE) leaves the profile
+    assert preferred([0.63, 0.61]) == "profile"
+    # the same gain on both seeds (+0.03, +0.03) is beyond any multiple of its zero SE
+    assert preferred([0.63, 0.65]) == "other: batch_size=64"
 
 
 def test_backbone_study_reads_runs_and_tables_costs(tmp_path):

@@ -49,6 +49,7 @@ __all__ = [
     "results_dir",
     "thread_budget",
     "free_cores",
+    "cpu_description",
     "use_threads",
     "in_notebook",
     "progress_bar",
@@ -174,6 +175,42 @@ def _own_cpu_ticks() -> float:
         return float(fields[11]) + float(fields[12])  # utime + stime
     except (OSError, IndexError, ValueError):
         return 0.0
+
+
+def cpu_description(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> str:
+    """The processor's model name, architecture and a short hash of its feature flags.
+
+    Two machines whose descriptions differ may sum floats in another order (another SIMD
+    width in oneDNN, MKL or OpenBLAS), so the same seed can train down another path: the
+    benchmarks record this beside their numbers. Where ``cpuinfo`` is missing (not Linux)
+    the model comes from :func:`platform.processor`.
+
+    >>> import tempfile, pathlib
+    >>> f = pathlib.Path(tempfile.mkdtemp()) / "cpuinfo"
+    >>> _ = f.write_text("model name\t: AMD EPYC\nflags\t\t: fpu sse2 avx2\n")
+    >>> cpu_description(f).startswith("AMD EPYC (")
+    True
+    >>> cpu_description(f) == cpu_description(f)
+    True
+    """
+    import hashlib
+    import platform
+
+    model, flags = "", ""
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip().lower()
+        if key == "model name" and not model:
+            model = value.strip()
+        elif key in ("flags", "features") and not flags:
+            flags = " ".join(sorted(value.split()))
+    model = model or platform.processor() or "unknown CPU"
+    digest = hashlib.sha1(flags.encode()).hexdigest()[:8] if flags else "no flags"
+    return f"{model} ({platform.machine()}, flags {digest})"
 
 
 def free_cores(sample_s: float = 0.25) -> int:
