@@ -1142,7 +1142,8 @@ print(
     f"Exercise 3: correct: {paper_check.backbone} at {paper_check.resolution} px sees {pix:.2f}x "
     f"the pixels of {cpu_check.backbone} at {cpu_check.resolution} px, for {ep:.2f}x the "
     f"epochs of the config file ({paper_check.epochs} against {cpu_check.epochs}{bench_note}), "
-    f"and on every step (online augmentation) instead of once (the CPU bank)"
+    f"and augments every image afresh at every step (online augmentation) where the CPU "
+    f"profile draws from a bank of {cpu_check.n_views} views per image computed once"
 )
 
 # %% [markdown]
