@@ -178,7 +178,7 @@ def _own_cpu_ticks() -> float:
 
 
 def cpu_description(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> str:
-    """The processor's model name, architecture and a short hash of its feature flags.
+    r"""The processor's model name, architecture and a short hash of its feature flags.
 
     Two machines whose descriptions differ may sum floats in another order (another SIMD
     width in oneDNN, MKL or OpenBLAS), so the same seed can train down another path: the
