@@ -95,6 +95,9 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run_all --protocols I --bits 16 64 --epochs 8 --seeds 3 \
 	  --seed-cells I:16 I:64 --methods float faiss_pq faiss_opq euclidean_hier hihpq \
 	  --threads 2 --quiet --out benchmarks/results/protocol_i_16_64
+	$(BIN)/python -m benchmarks.run_all --protocols I --bits 16 64 --epochs 8 --seeds 3 \
+	  --seed-cells I:16 I:64 --methods hihpq_no_hier euclidean_cpq \
+	  --threads 2 --quiet --out benchmarks/results/protocol_i_16_64_ablations
 	$(BIN)/python -m benchmarks.float32_stress
 	$(BIN)/python -m benchmarks.hierarchy_memory
 	$(BIN)/python -m benchmarks.adc_throughput --n 50000 500000 --m 4 --topk 10 100 1000 \

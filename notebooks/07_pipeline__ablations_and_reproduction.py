@@ -419,7 +419,8 @@ print(f"Exercise 2: correct, {n} seeds for std {noise_std:.4f}")
 #
 # `benchmarks/run_all.py` trains every method on the same frozen features and writes
 # one `results.json` per run (`make bench` writes `benchmarks/results/protocol_ii/`,
-# `protocol_ii_16/`, `protocol_i/` and `protocol_i_16_64/`; `--quick` writes `quick/`).
+# `protocol_ii_16/`, `protocol_i/`, `protocol_i_16_64/` and `protocol_i_16_64_ablations/`;
+# `--quick` writes `quick/`).
 # Each file records how long its run took, its preparation time and its peak memory; the
 # cell prints them. `benchmarks.load_benchmark_suite` ranks the files (a complete run over
 # an interrupted one, full over quick, then the newest run) and, for each protocol, keeps
