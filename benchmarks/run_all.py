@@ -615,18 +615,31 @@ def _save(results: dict, out: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- driver
-def _git_commit() -> str | None:
+def _git_commit(root: Path | None = None) -> str | None:
+    """The checkout's short commit, with ``+changes`` when tracked files outside
+    ``benchmarks/results/`` differ from it (a run started before its code was committed
+    names the commit it does *not* exactly reproduce); None outside a git checkout."""
+    root = REPO_ROOT if root is None else root
+
+    def git(*args: str) -> str:
+        res = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
+        return res.stdout.strip() if res.returncode == 0 else ""
+
     try:
-        res = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=10,
+        commit = git("rev-parse", "--short", "HEAD")
+        if not commit:
+            return None
+        changed = git(
+            "status",
+            "--porcelain",
+            "--untracked-files=no",
+            "--",
+            ":(top)",
+            ":(top,exclude)benchmarks/results",
         )
-        return res.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
+    return commit + ("+changes" if changed else "")
 
 
 def _default_data() -> str | None:

@@ -348,6 +348,39 @@ def test_reference_cells_study_chooses_on_validation_and_records_test(tmp_path, 
     assert md.count("| II · 64 |") == 2 and "**yes**" in md
 
 
+def test_results_name_the_commit_and_say_when_the_code_differed_from_it(tmp_path):
+    """``git_commit`` is the short hash, marked ``+changes`` when a tracked file outside
+    ``benchmarks/results/`` was edited (a run started before its code was committed);
+    results files being written do not count."""
+    import subprocess
+
+    def git(*args):
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+            cwd=tmp_path,
+            check=True,
+            capture_output=True,
+        )
+
+    git("init", "-q")
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    (tmp_path / "code.py").write_text("a = 1\n")
+    (tmp_path / "benchmarks" / "results" / "r.json").write_text("{}")
+    git("add", ".")
+    git("commit", "-qm", "first")
+    clean = run_all._git_commit(tmp_path)
+    assert clean and "+" not in clean
+    (tmp_path / "benchmarks" / "results" / "r.json").write_text('{"rows": []}')
+    assert run_all._git_commit(tmp_path) == clean
+    assert run_all._git_commit(tmp_path / "benchmarks") == clean  # from a subfolder too
+    (tmp_path / "code.py").write_text("a = 2\n")
+    assert run_all._git_commit(tmp_path) == clean + "+changes"
+    assert run_all._git_commit(tmp_path / "benchmarks") == clean + "+changes"
+    not_a_repo = tmp_path.parent / (tmp_path.name + "_plain")
+    not_a_repo.mkdir()
+    assert run_all._git_commit(not_a_repo) is None
+
+
 def test_reference_cells_rejects_a_bad_extra_before_any_training(tmp_path, monkeypatch, capsys):
     """A malformed or unknown ``--extra`` stops the study with exit 2 and one line naming
     it, before the data is prepared or a run folder made."""
