@@ -45,8 +45,9 @@
 #   quick subset (notebook 06 in fast mode, `hihpq demo --quick` or
 #   `python -m benchmarks.run_all --quick` computes them; otherwise the first run
 #   extracts them; how long: the next paragraph).
-# - The benchmark results: `benchmarks/results/protocol_ii/results.json` and
-#   `benchmarks/results/protocol_i/results.json` (`make bench`, committed), or
+# - The benchmark results: the `results.json` of `benchmarks/results/protocol_ii/`,
+#   `protocol_ii_16/`, `protocol_i/`, `protocol_i_16_64/` and
+#   `protocol_i_16_64_ablations/` (`make bench`, committed), or
 #   `benchmarks/results/quick/results.json` (`python -m benchmarks.run_all --quick`).
 #   Without any of them the notebook still runs and shows the live ablation only.
 # - Notation: one sheet for the whole series, [docs/notation.md](../docs/notation.md).
@@ -77,8 +78,9 @@
 #
 # The live ablation always uses the quick subset (300 training images, 600 test
 # queries, 3,000 database images) with the benchmark's quick settings (10 epochs,
-# batches of 32), so each training takes seconds; fast mode runs 3 seeds instead of 5
-# (`SEEDS`).
+# batches of 32) on the quick profile's smaller backbone (the cell prints which: not the
+# profile of the benchmark tables in section 4), so each training takes seconds; fast
+# mode runs 3 seeds instead of 5 (`SEEDS`).
 
 # %%
 # %matplotlib inline
@@ -97,6 +99,10 @@ SEEDS = list(range(runtime.pick(5, 3)))  # training seeds per method
 METHODS = ["hihpq", "hihpq_no_hier", "euclidean_cpq"]  # full, no hierarchy, Euclidean
 base = config.demo_config(quick=True, overrides=["epochs=10", "batch_size=32"])
 print(f"fast mode: {runtime.fast_mode()}; seeds {SEEDS}; methods {METHODS}")
+print(
+    f"live ablation: frozen {base.backbone} at {base.resolution} px "
+    "(the benchmark tables of section 4: the CPU profile's backbone, named there)"
+)
 
 # %% [markdown]
 # ## 1. The ablations are configuration overrides
@@ -318,8 +324,8 @@ claims.say(
 # %% [markdown]
 # The query noise shrinks like $1/\sqrt{Q}$: with the 10,000 test queries of the full
 # protocol the intervals above would be about $\sqrt{600/10000} \approx 0.25$ times as
-# wide. The seed
-# noise does not shrink with more queries, only with more seeds: it is the noise that
+# wide. More queries do not average the seed noise away: only more seeds do (the
+# standard error of a mean over $n$ seeds falls like $1/\sqrt n$). It is the noise that
 # remains in the full benchmark, where section 4 measures its size.
 #
 # **Hardware.** A third source hides in published numbers. MeCoQ's authors re-ran
@@ -341,23 +347,37 @@ viz.seed_strip({m: maps[m] for m in METHODS}, SEEDS, **strip_args)
 viz.seed_strip({m: maps[m] for m in METHODS}, SEEDS, backend="matplotlib", **strip_args)
 
 # %%
-std_methods = float(np.mean([np.std(maps[m], ddof=1) for m in METHODS]))
-corr = float(np.mean([np.corrcoef(maps[a], maps[b])[0, 1] for a, b in contrasts]))
+def pairing_row(a, b):
+    """The std of the paired difference a − b over seeds, the std it would have if the two
+    methods' seeds were unrelated (√(std_a² + std_b²)), and their correlation."""
+    x, y = np.asarray(maps[a]), np.asarray(maps[b])
+    return {
+        "contrast": f"{a} − {b}",
+        "paired": float(np.std(x - y, ddof=1)),
+        "unpaired": float(np.hypot(np.std(x, ddof=1), np.std(y, ddof=1))),
+        "corr": float(np.corrcoef(x, y)[0, 1]),
+    }
+
+
+pairing_rows = [pairing_row(a, b) for a, b in contrasts]
+helped = [r for r in pairing_rows if r["paired"] < r["unpaired"]]
 wins = {f"{a} − {b}": int(np.sum(np.asarray(maps[a]) > np.asarray(maps[b]))) for a, b in contrasts}
 claims.say(
     "Two things to look for. Does a seed that is good for one method tend to be good for "
-    "the others (the same seed gives every method the same batches and view pairs)? "
-    "Here the per-seed mAPs of two methods correlate by **{corr:+.2f}** on average, and "
-    "the paired differences vary {cmp} the mAPs themselves (std {dstd:.4f} against "
-    "{mstd:.4f}): {pairing}. And does the winner change from seed to seed? Of the {n} "
-    "seeds, the first method of each contrast won {wins}. {split_reading}",
-    corr=corr,
-    cmp=claims.direction(noise_std, std_methods, up="more than", down="less than"),
-    dstd=noise_std,
-    mstd=std_methods,
-    pairing="pairing helps, the paired SE is smaller than the std column of section 2 suggests"
-    if noise_std < std_methods
-    else "pairing does not help much with these seeds",
+    "the others (the same seed gives every method the same batches and view pairs)? If so, "
+    "the difference of the two methods on the same seed varies less than it would if their "
+    "seeds were unrelated, and pairing pays. Per contrast, the std of the paired difference "
+    "against the unpaired √(std_a² + std_b²), with the correlation of the two methods' "
+    "per-seed mAPs: {per}. Pairing narrows the difference in {k} of the {c} contrasts, the "
+    "more the higher the correlation. And does the winner change from seed to seed? Of the "
+    "{n} seeds, the first method of each contrast won {wins}. {split_reading}",
+    per="; ".join(
+        f"{r['contrast']}: {r['paired']:.4f} against {r['unpaired']:.4f} "
+        f"(correlation {r['corr']:+.2f})"
+        for r in pairing_rows
+    ),
+    k=len(helped),
+    c=len(pairing_rows),
     wins=", ".join(f"{k}: {v}" for k, v in wins.items()),
     n=len(SEEDS),
     split_reading=claims.split_reading(wins, len(SEEDS)),
@@ -931,7 +951,11 @@ claims.check(
 # accidents (the anchor competing with its own neighbour in the instance loss, a
 # prototype counted once per batch member, dropout silently switched off after the
 # warm-up), and a student reproducing the paper should be able to ask whether they
-# matter. We measured each one on the CPU profile of the time — protocol II, 32 bits,
+# matter. We measured those that change a computation on a frozen, cached backbone (seven
+# of the ten, in six rows: `schedule` takes `lr_warmup` and `drop_last` together;
+# `backbone_lr`, `frozen_backbone_dropout` and `image_geometry` act only where the backbone
+# runs at every step or images are read from files, so they have no row) on the CPU
+# profile of the time — protocol II, 32 bits,
 # 12 epochs, 3 seeds paired, the option alone on top of our earlier behaviour, HiHPQ and
 # its Euclidean twin with the same option (`python -m benchmarks.fidelity_ablation` on
 # 2026-12-01, commit 7bf60ec, whose CPU profile was EfficientNet-Lite0 at 128 px; table
@@ -1044,7 +1068,8 @@ fidelity_sentence
 
 # %% [markdown]
 # Does the choice carry over to protocol I (all 50,000 training images, scalable Ward)?
-# The same command with `--protocol I` compared the two settings that matter, full
+# The same script at protocol I (`--protocol I --epochs 8`, 2026-12-01, commit b716f7a)
+# compared the two settings that matter, full
 # reference mode and the CPU defaults, 3 seeds paired (no `current` row there, so no
 # "vs current" column):
 
