@@ -78,7 +78,7 @@
 #
 # The live ablation always uses the quick subset (300 training images, 600 test
 # queries, 3,000 database images) with the benchmark's quick settings (10 epochs,
-# batches of 32) on the quick profile's smaller backbone (the cell prints which: not the
+# batches of 32) on the quick profile's backbone (the cell prints which: not the
 # profile of the benchmark tables in section 4), so each training takes seconds; fast
 # mode runs 3 seeds instead of 5 (`SEEDS`).
 
