@@ -186,12 +186,18 @@ def cpu_description(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> str:
     the model comes from :func:`platform.processor`.
 
     >>> import tempfile, pathlib
-    >>> f = pathlib.Path(tempfile.mkdtemp()) / "cpuinfo"
-    >>> _ = f.write_text("model name\t: AMD EPYC\nflags\t\t: fpu sse2 avx2\n")
-    >>> cpu_description(f).startswith("AMD EPYC (")
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> def info(name, flags):
+    ...     f = d / name
+    ...     _ = f.write_text(f"model name\t: AMD EPYC\nflags\t\t: {flags}\n")
+    ...     return cpu_description(f)
+    >>> a = info("a", "fpu sse2 avx2")
+    >>> a.startswith("AMD EPYC (")
     True
-    >>> cpu_description(f) == cpu_description(f)
+    >>> info("b", "avx2 fpu sse2") == a  # the order of the flags does not matter
     True
+    >>> info("c", "fpu sse2 avx2 avx512f") == a  # another SIMD width: another description
+    False
     """
     import hashlib
     import platform
