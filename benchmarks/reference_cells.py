@@ -30,6 +30,13 @@ Each variant's validation mAP is also set against the profile's seed by seed (me
 the paired differences, :func:`~hihpq_lib.evaluation.stats.paired_difference`) where both
 ran the same seeds.
 
+A variant whose backbone trains (``--extra tail_blocks=1,...``: the adapted tail; or the
+online path) runs in its own mode on the same splits (:func:`~hihpq_lib.app.prepare.prepare_for`,
+the trunk maps computed once for all its seeds), each seed from the pretrained backbone
+(:meth:`~hihpq_lib.app.prepare.PreparedTail.restored`), and is trained and scored as
+``hihpq train`` does (:func:`~hihpq_lib.app.pipeline.run_experiment`: the selected
+epoch's model with the selected epoch's backbone).
+
 Outputs (rewritten after every run, so a killed study keeps what it finished):
 ``<out>/results.json`` and ``<out>/results.md``; run folders under
 ``runs_dir()/bench/reference_cells/``.
@@ -46,8 +53,15 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from benchmarks.run_all import _parse_seed_cell, profile_config, run_learned
-from hihpq_lib.app.prepare import prepare
+from benchmarks.run_all import (
+    _git_commit,
+    _parse_seed_cell,
+    method_config,
+    profile_config,
+    run_learned,
+)
+from hihpq_lib.app.pipeline import run_experiment
+from hihpq_lib.app.prepare import input_mode, prepare, prepare_for
 from hihpq_lib.evaluation.stats import mean_std, paired_difference
 from hihpq_lib.learning.config import load_config
 from hihpq_lib.utils.atomic import atomic_write_text
@@ -124,6 +138,7 @@ def _markdown(results: dict) -> str:
         "",
         f"Started {results['meta']['started']}, {results['meta']['threads']} thread(s)"
         + (f" on {results['meta']['cpu']}" if results["meta"].get("cpu") else "")
+        + (f", git {results['meta']['commit']}" if results["meta"].get("commit") else "")
         + "; "
         f"`python -m benchmarks.reference_cells {' '.join(results['meta']['argv'])}`. "
         "Validation: mAP of the validation-selected epoch on the validation queries "
@@ -167,6 +182,34 @@ def _eligible(name: str, runs: list[dict], profile_runs: list[dict]) -> bool:
     return d is not None and d["n"] > 1 and d["delta"] > 0 and d["delta"] >= d["t95"] * d["se"]
 
 
+def run_trained_backbone(prep, cfg, seed: int, workdir: Path) -> dict:
+    """One seed of a variant whose backbone trains, on ``prep`` (``prepare_for(cfg)``):
+    from the pretrained backbone (the state ``prep`` was prepared with, put back after),
+    trained and scored by :func:`run_experiment` as ``hihpq train`` does. The same keys
+    as :func:`~benchmarks.run_all.run_learned`'s that the tables read."""
+    run_cfg = method_config(cfg, "hihpq", seed)
+    initial = {k: v.detach().clone() for k, v in prep._encoder().trainable.state_dict().items()}
+    t0 = time.perf_counter()
+    with prep.restored(initial):
+        res = run_experiment(
+            run_cfg, workdir / run_cfg.name, overwrite=True, progress=False, prepared=prep
+        )
+    wall = time.perf_counter() - t0
+    return {
+        "seed": seed,
+        "map": float(res[f"map@{cfg.topk}_val_selected"]),
+        "map_final": float(res[f"map@{cfg.topk}_final"]),
+        "val_selected_epoch": int(res["val_selected_epoch"]),
+        "val_map_best": float(res["val_map_best"]),
+        "epochs": run_cfg.epochs,
+        "input_mode": res["input_mode"],
+        "train_wall_seconds": round(wall, 2),
+        "stage_seconds": res["stage_seconds"],
+        "rss_peak_mb": res["peak_rss_mb"],
+        "code_bits": run_cfg.bits,
+    }
+
+
 def _write(out: Path, results: dict) -> None:
     for cell in results["cells"]:
         done = {n: v for n, v in cell["variants"].items() if v["runs"]}
@@ -204,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
             "threads": args.threads,
             "cpus": os.cpu_count(),
             "cpu": cpu_description(),
+            "commit": _git_commit(project_dir()),
             "python": platform.python_version(),
             "quick": args.quick,
         },
@@ -240,11 +284,17 @@ def main(argv: list[str] | None = None) -> int:
         for name, overrides in todo.items():
             cfg = cfgs[name]
             tag = "profile" if not overrides else "_".join(o.replace("=", "") for o in overrides)
+            folder = workdir / f"{protocol}_{bits}_{tag}"
+            # a trained backbone: its own inputs (trunk maps once), on the same splits
+            own = None
+            if input_mode(cfg) != "bank":
+                own = prepare_for(cfg, progress=False, splits=prep.splits)
             for seed in range(args.seeds):
                 t0 = time.perf_counter()
-                run = run_learned(
-                    prep, cfg, "hihpq", seed, q, db, workdir / f"{protocol}_{bits}_{tag}"
-                )
+                if own is None:
+                    run = run_learned(prep, cfg, "hihpq", seed, q, db, folder)
+                else:
+                    run = run_trained_backbone(own, cfg, seed, folder)
                 run["seconds"] = round(time.perf_counter() - t0, 1)
                 cell["variants"][name]["runs"].append(run)
                 print(

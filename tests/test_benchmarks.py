@@ -381,6 +381,85 @@ def test_results_name_the_commit_and_say_when_the_code_differed_from_it(tmp_path
     assert run_all._git_commit(not_a_repo) is None
 
 
+def test_a_trained_backbone_variant_starts_every_seed_from_the_pretrained_backbone(
+    tmp_path, monkeypatch
+):
+    """Seeds of a variant whose backbone trains share one prepared input (the trunk maps);
+    each seed's training starts from the backbone as it was prepared, and the prepared
+    backbone is the pretrained one again afterwards."""
+    from benchmarks import reference_cells
+    from hihpq_lib.app.prepare import TailEncoder
+
+    class Encoder(TailEncoder):
+        def __init__(self):  # a stand-in tail; nothing is built or read
+            self.tail = torch.nn.Linear(3, 2)
+
+    class Prep:
+        encoder = Encoder()
+
+        def _encoder(self):
+            return self.encoder
+
+        def restored(self, state):
+            return self.encoder.restored(state)
+
+    prep = Prep()
+    pretrained = prep.encoder.tail.weight.detach().clone()
+    seen = []
+
+    def fake_run_experiment(cfg, out, **kwargs):
+        assert kwargs["prepared"] is prep and kwargs["overwrite"]
+        seen.append((cfg.seed, prep.encoder.tail.weight.detach().clone()))
+        with torch.no_grad():
+            prep.encoder.tail.weight.add_(1.0)  # training moves the tail
+        return {
+            "map@1000_val_selected": 0.5,
+            "map@1000_final": 0.4,
+            "val_selected_epoch": 3,
+            "val_map_best": 0.45 + cfg.seed,
+            "input_mode": "tail",
+            "stage_seconds": {"train": 1.0},
+            "peak_rss_mb": 10.0,
+        }
+
+    monkeypatch.setattr(reference_cells, "run_experiment", fake_run_experiment)
+    cfg = TrainConfig(topk=1000)
+    runs = [reference_cells.run_trained_backbone(prep, cfg, s, tmp_path) for s in (0, 1)]
+    assert [s for s, _ in seen] == [0, 1]
+    for _, weight in seen:
+        torch.testing.assert_close(weight, pretrained, rtol=0, atol=0)
+    torch.testing.assert_close(prep.encoder.tail.weight, pretrained, rtol=0, atol=0)
+    assert [r["val_map_best"] for r in runs] == [0.45, 1.45]
+    assert runs[0]["map"] == 0.5 and runs[0]["map_final"] == 0.4
+    assert runs[0]["input_mode"] == "tail" and runs[0]["val_selected_epoch"] == 3
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_reference_cells_runs_a_tail_variant_as_hihpq_train_does(tmp_path, monkeypatch):
+    """``--extra tail_blocks=1``: the adapted tail trains in its own mode on the profile's
+    splits and is scored with the selected epoch's tail (``run_experiment``)."""
+    from benchmarks import reference_cells
+
+    _quick_cifar_env(tmp_path, monkeypatch)
+    monkeypatch.setenv("HIHPQ_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "study"
+    extra = "tail_blocks=1,backbone_lr=scaled,lr_backbone_scale=0.1,epochs=4"
+    argv = ["--quick", "--cells", "II:32", "--seeds", "1", "--out", str(out)]
+    reference_cells.main([*argv, "--only-reference", "--extra", extra])
+    (cell,) = json.loads((out / "results.json").read_text())["cells"]
+    (variant,) = cell["variants"].values()
+    (run,) = variant["runs"]
+    assert run["input_mode"] == "tail" and run["epochs"] == 4
+    assert 0.0 < run["map"] <= 1.0 and 0.0 < run["val_map_best"] <= 1.0
+    (folder,) = (tmp_path / "runs" / "bench" / "reference_cells").iterdir()
+    (run_dir,) = folder.iterdir()
+    saved = json.loads((run_dir / "results.json").read_text())
+    assert saved["input_mode"] == "tail"
+    assert saved["map@1000_val_selected"] == run["map"]
+    assert json.loads((run_dir / "splits.json").read_text())  # the profile's splits, saved
+
+
 def test_reference_cells_rejects_a_bad_extra_before_any_training(tmp_path, monkeypatch, capsys):
     """A malformed or unknown ``--extra`` stops the study with exit 2 and one line naming
     it, before the data is prepared or a run folder made."""

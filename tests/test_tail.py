@@ -19,6 +19,7 @@ from hihpq_lib.data.features import FeatureCache, trunk_maps
 from hihpq_lib.learning.checkpoint import load_checkpoint
 from hihpq_lib.learning.config import ConfigError, TrainConfig
 from hihpq_lib.learning.training import train
+from hihpq_lib.learning.views import TailViews, tail_batch_size
 from tests.paths import REPO_ROOT
 from tests.test_folders import fast_args, image_folder
 
@@ -47,6 +48,21 @@ def test_tail_of_trunk_is_the_backbone_at_init(lite0, n):
     assert not tail.train().training and not trunk.train().training
     # the tail is a copy: training it leaves the backbone untouched
     assert tail.conv_head.weight.data_ptr() != lite0.model.conv_head.weight.data_ptr()
+
+
+def test_tail_features_do_not_depend_on_the_batch_size(lite0):
+    """The validation and database features go through the tail in batches
+    (``tail_batch_size``: 128 on the CPU); a row's features are the same in any batch."""
+    _, tail = split_backbone(lite0, 1)
+    rng = np.random.default_rng(0)
+    maps = rng.standard_normal((37, 192, 4, 4)).astype(np.float16)
+    whole = TailViews.features(tail, maps, batch_size=37)
+    default = TailViews.features(tail, maps)  # 128 rows on the CPU: one batch here
+    for bs in (1, 5, 16):
+        torch.testing.assert_close(TailViews.features(tail, maps, batch_size=bs), whole)
+    torch.testing.assert_close(default, whole)
+    assert whole.shape == (37, 1280) and whole.dtype == torch.float32
+    assert tail_batch_size(torch.device("cpu")) == 128
 
 
 def test_trunk_maps_through_onnx_match_torch(lite0, tmp_path, monkeypatch):
