@@ -48,6 +48,7 @@ import torch
 
 from hihpq_lib.geometry import lorentz
 from hihpq_lib.quantization.index import PQIndex
+from hihpq_lib.utils.runtime import cpu_description
 
 __all__ = [
     "AdcProblem",
@@ -470,9 +471,8 @@ def main(argv: list[str] | None = None) -> int:
             "command": "python -m benchmarks.adc_throughput "
             + " ".join(sys.argv[1:] if argv is None else argv),
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"),
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, "
-            f"{platform.processor() or platform.platform()}, faiss {faiss.__version__}, "
-            f"torch {torch.__version__}",
+            "machine": f"{cpu_description()}, {os.cpu_count()} CPUs, "
+            f"{platform.platform()}, faiss {faiss.__version__}, torch {torch.__version__}",
             "note": args.note,
         },
     }

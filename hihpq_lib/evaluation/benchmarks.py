@@ -229,11 +229,19 @@ def benchmark_rows(results: Mapping, *, protocol: str | None = None, bits: int |
     """The benchmark's main table as plain rows (for ``metrics.format_table``).
 
     ``mAP`` is the validation-selected test mAP@1000, ``± std`` over seeds where several
-    ran; ``HiHPQ − this`` is the benchmark's (paired where possible) difference.
+    ran; ``HiHPQ − this`` is the benchmark's (paired where possible) difference. Rows come
+    cell by cell (protocol II first, then by code length), each cell's methods in the
+    order its file lists them, whatever order the merged files gave them.
+
+    >>> rows = [{"protocol": p, "bits": b, "method": "faiss_pq", "label": "PQ", "map": 0.5,
+    ...          "map_std": 0.0} for p, b in (("II", 32), ("I", 32), ("II", 16))]
+    >>> [(r["protocol"], r["bits"]) for r in benchmark_rows({"rows": rows})]
+    [('II', 16), ('II', 32), ('I', 32)]
     """
     deltas = {(d["protocol"], d["bits"], d["method"]): d for d in results.get("deltas", [])}
     out = []
-    for r in results.get("rows", []):
+    cells = sorted(results.get("rows", []), key=lambda r: (-len(r["protocol"]), r["bits"]))
+    for r in cells:
         if (protocol and r["protocol"] != protocol) or (bits and r["bits"] != bits):
             continue
         d = deltas.get((r["protocol"], r["bits"], r["method"]))
