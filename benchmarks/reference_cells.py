@@ -1,7 +1,7 @@
 """Should a CIFAR-10 cell take the reference's own settings for its code length? Validation decides.
 
 Run: ``python -m benchmarks.reference_cells --cells II:16 II:64 [I:32 ...] [--seeds 3]
-[--threads 2] [--epochs N] [--out DIR] [--only-reference] [--no-singles]
+[--threads 2] [--epochs N] [--out DIR] [--only-reference | --no-reference] [--no-singles]
 [--extra KEY=VALUE[,KEY=VALUE] ...] [--quick]``
 
 The reference's scripts (``scripts/cifar10_<p>/<b>bits.sh`` of github.com/zexuanqiu/HiHPQ,
@@ -25,6 +25,7 @@ prefer; the test queries are reported, never used to choose. An ``--extra`` vari
 competes only where its paired validation gain over the profile is beyond Student's t
 standard errors (95%, over its seeds): the profile keeps its place on a tie. ``--only-reference`` skips
 the ``profile`` variant (when its runs exist elsewhere on the same machine);
+``--no-reference`` skips the reference's variants (the profile against ``--extra`` only);
 ``--no-singles`` the one-setting-alone variants (protocol I, where a run costs minutes).
 Each variant's validation mAP is also set against the profile's seed by seed (mean ± SE of
 the paired differences, :func:`~hihpq_lib.evaluation.stats.paired_difference`) where both
@@ -229,7 +230,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=None, help="protocol I: the benchmark's 8")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/reference_cells"))
-    ap.add_argument("--only-reference", action="store_true")
+    which = ap.add_mutually_exclusive_group()
+    which.add_argument("--only-reference", action="store_true")
+    which.add_argument(
+        "--no-reference", action="store_true", help="the profile against --extra only"
+    )
     ap.add_argument("--no-singles", action="store_true", help="skip the one-setting-alone variants")
     ap.add_argument(
         "--extra",
@@ -267,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
             todo.pop("profile")
         if args.no_singles:
             todo = {n: o for n, o in todo.items() if not n.startswith("reference: ")}
+        if args.no_reference:
+            todo = {n: o for n, o in todo.items() if not n.startswith("reference")}
         plans.append((protocol, bits, base, todo, cfgs))
     prepared: dict = {}
     for protocol, bits, base, todo, cfgs in plans:

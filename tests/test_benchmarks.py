@@ -460,6 +460,31 @@ def test_reference_cells_runs_a_tail_variant_as_hihpq_train_does(tmp_path, monke
     assert json.loads((run_dir / "splits.json").read_text())  # the profile's splits, saved
 
 
+def test_reference_cells_no_reference_sets_the_profile_against_the_extras(tmp_path, monkeypatch):
+    """``--no-reference``: at II · 64, where the reference's head width differs from the
+    profile's, only the profile and the ``--extra`` variants train."""
+    from types import SimpleNamespace
+
+    from benchmarks import reference_cells
+
+    monkeypatch.setenv("HIHPQ_RUNS_DIR", str(tmp_path / "runs"))
+    prep = SimpleNamespace(split=lambda name: name)
+    monkeypatch.setattr(reference_cells, "prepare", lambda cfg, **k: prep)
+    trained = []
+
+    def fake_run(prep_, cfg, method, seed, q, db, folder):
+        trained.append((folder.name, cfg.feat_dim, cfg.batch_size, seed))
+        return {"seed": seed, "val_map_best": 0.5, "map": 0.5}
+
+    monkeypatch.setattr(reference_cells, "run_learned", fake_run)
+    out = tmp_path / "o"
+    argv = ["--cells", "II:64", "--seeds", "1", "--no-reference", "--extra", "batch_size=64"]
+    assert reference_cells.main([*argv, "--out", str(out)]) == 0
+    assert trained == [("II_64_profile", 128, 128, 0), ("II_64_batch_size64", 128, 64, 0)]
+    (cell,) = json.loads((out / "results.json").read_text())["cells"]
+    assert list(cell["variants"]) == ["profile", "other: batch_size=64"]
+
+
 def test_reference_cells_rejects_a_bad_extra_before_any_training(tmp_path, monkeypatch, capsys):
     """A malformed or unknown ``--extra`` stops the study with exit 2 and one line naming
     it, before the data is prepared or a run folder made."""
