@@ -432,7 +432,15 @@ def prepare_tail(
     )
     use_threads(thread_budget(cfg.threads))
     if any(cache.load_array(k) is None for k in (key, bkey)):
-        print(first_run_notice(len(needed), len(train_idx) * views, cfg.resolution, cache.root))
+        print(
+            first_run_notice(
+                len(needed),
+                len(train_idx) * views,
+                cfg.resolution,
+                cache.root,
+                what="the frozen trunk's maps (tail_blocks) are",
+            )
+        )
     with timer("trunk maps"):
         maps = cache.get_or_fill_array(
             key,
@@ -580,9 +588,16 @@ def first_run_rates(path: Path | None = None) -> dict | None:
 
 
 def first_run_notice(
-    n_images: int, n_views: int, resolution: int, where=None, *, rates: dict | None = None
+    n_images: int,
+    n_views: int,
+    resolution: int,
+    where=None,
+    *,
+    rates: dict | None = None,
+    what: str = "the frozen backbone features are",
 ) -> str:
-    """The warning printed before the frozen features are computed for the first time.
+    """The warning printed before the frozen features (or, ``what``, the tail mode's trunk
+    maps: nearly the same forward passes) are computed for the first time.
 
     The time is estimated from the cold start measured in ``notebooks/timings.yaml``
     (:func:`first_run_rates`, or ``rates``), scaled by the number of images and views and
@@ -594,6 +609,8 @@ def first_run_notice(
     >>> rates = first_run_rates()
     >>> print(first_run_notice(rates["images"], rates["views"], rates["resolution"]).splitlines()[0])
     FIRST RUN: the frozen backbone features are not cached yet; computing them takes about 7 min
+    >>> first_run_notice(1, 0, 160, rates=rates, what="the frozen trunk's maps are").split(";")[0]
+    "FIRST RUN: the frozen trunk's maps are not cached yet"
     """
     rates = first_run_rates() if rates is None else rates
     if rates is None:
@@ -610,7 +627,7 @@ def first_run_notice(
             f"on 2 CPU cores, notebooks/timings.yaml; longer on a busy machine"
         )
     return (
-        f"FIRST RUN: the frozen backbone features are not cached yet; computing them takes "
+        f"FIRST RUN: {what} not cached yet; computing them takes "
         f"{estimate}\n"
         f"  ({n_images:,} images + {n_views:,} augmented views at {resolution} px, {basis})."
         f" They are cached"
