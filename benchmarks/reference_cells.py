@@ -189,7 +189,10 @@ def run_trained_backbone(prep, cfg, seed: int, workdir: Path) -> dict:
     trained and scored by :func:`run_experiment` as ``hihpq train`` does. The same keys
     as :func:`~benchmarks.run_all.run_learned`'s that the tables read."""
     run_cfg = method_config(cfg, "hihpq", seed)
-    initial = {k: v.detach().clone() for k, v in prep._encoder().trainable.state_dict().items()}
+    module = prep._encoder().trainable  # None: an online backbone that does not train
+    initial = (
+        None if module is None else {k: v.detach().clone() for k, v in module.state_dict().items()}
+    )
     t0 = time.perf_counter()
     with prep.restored(initial):
         res = run_experiment(

@@ -432,6 +432,23 @@ def test_a_trained_backbone_variant_starts_every_seed_from_the_pretrained_backbo
     assert [r["val_map_best"] for r in runs] == [0.45, 1.45]
     assert runs[0]["map"] == 0.5 and runs[0]["map_final"] == 0.4
     assert runs[0]["input_mode"] == "tail" and runs[0]["val_selected_epoch"] == 3
+    # an online backbone that does not train has no state to put back: the run just runs
+    from hihpq_lib.app.prepare import _Encoder
+
+    frozen = _Encoder()
+    frozen.mode = "online"
+    prep.encoder = frozen
+    online = {
+        "map@1000_val_selected": 0.3,
+        "map@1000_final": 0.3,
+        "val_selected_epoch": 1,
+        "val_map_best": 0.3,
+        "input_mode": "online",
+        "stage_seconds": {},
+        "peak_rss_mb": 1.0,
+    }
+    monkeypatch.setattr(reference_cells, "run_experiment", lambda cfg, out, **k: online)
+    assert reference_cells.run_trained_backbone(prep, cfg, 0, tmp_path)["input_mode"] == "online"
 
 
 @pytest.mark.slow
