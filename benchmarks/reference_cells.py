@@ -135,7 +135,7 @@ def _summary(runs: list[dict]) -> dict:
 
 def _markdown(results: dict) -> str:
     lines = [
-        "# The reference's per-cell settings against the CPU profile (HiHPQ, full)",
+        "# Variants of the CPU profile (the reference's per-cell settings, --extra) against it (HiHPQ, full)",
         "",
         f"Started {results['meta']['started']}, {results['meta']['threads']} thread(s)"
         + (f" on {results['meta']['cpu']}" if results["meta"].get("cpu") else "")
