@@ -237,6 +237,9 @@ def benchmark_rows(results: Mapping, *, protocol: str | None = None, bits: int |
     ...          "map_std": 0.0} for p, b in (("II", 32), ("I", 32), ("II", 16))]
     >>> [(r["protocol"], r["bits"]) for r in benchmark_rows({"rows": rows})]
     [('II', 16), ('II', 32), ('I', 32)]
+    >>> tight = {**rows[0], "n_seeds": 3, "map_std": 1.69e-05}
+    >>> benchmark_rows({"rows": [tight]})[0]["± std"]
+    '2e-05'
     """
     deltas = {(d["protocol"], d["bits"], d["method"]): d for d in results.get("deltas", [])}
     out = []
@@ -252,7 +255,14 @@ def benchmark_rows(results: Mapping, *, protocol: str | None = None, bits: int |
                 "bits": r["bits"],
                 "method": r["label"],
                 "mAP": r["map"],
-                "± std": r["map_std"] if n > 1 else "",
+                # a std below 5e-5 would print as 0.0000: one significant digit instead
+                "± std": (
+                    ""
+                    if n == 1
+                    else f"{r['map_std']:.1g}"
+                    if 0 < r["map_std"] < 5e-5
+                    else r["map_std"]
+                ),
                 "seeds": n,
                 "HiHPQ − this": "(ref)"
                 if r["method"] == "hihpq"
