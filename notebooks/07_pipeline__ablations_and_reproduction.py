@@ -696,14 +696,20 @@ per_bits = [  # settings the profiles change with the code length, besides M and
     for k in ("softmax_temp", "clip_r")
     if len({getattr(c, k) for c in profiles_ii.values()}) > 1
 ]
+ii_sources = [s for s in results.get("meta", {}).get("sources", []) if s["protocol"] == "II"]
+ii_days = sorted({s["started"][:10] for s in ii_sources})
 bits_sentence = claims.say(
     "In our protocol II runs mAP rises from 16 to 32 to 64 bits for **{n_up} of {n}** "
     "methods ({up}){dim}. {others}The float row is the same features at every code length, "
-    "so it does not move.{settings}",
+    "so it does not move.{settings}{files}",
     settings=f" The step is not the code length alone: the profiles at 16, 32 and 64 bits "
     f"also differ in {' and '.join(per_bits)} (the reference's values per code length, "
     f"docs/fidelity.md)."
     if per_bits
+    else "",
+    files=f" Nor is it one run: the code lengths come from {len(ii_sources)} benchmark files "
+    f"started on {' and '.join(ii_days)} (listed in section 4's first cell)."
+    if len(ii_days) > 1
     else "",
     n_up=len(rising),
     n=len(full_bits),
@@ -785,7 +791,8 @@ display_gap
 #    head), because a CPU cannot push 50 epochs of
 #    fresh augmentations through a CNN. Frozen features bound what a head trained on them
 #    can learn. The float-feature row is exact cosine search on those same features
-#    (20,480 bits per image as cached in float16), not that bound: HiHPQ's trained head
+#    (1,280 dimensions: 20,480 bits per image as cached in float16, 40,960 as searched in
+#    float32, which the results files record), not that bound: HiHPQ's trained head
 #    ends above the float-feature row in every cell of the benchmark (checked below).
 # 2. **Augmentation budget.** The paper draws two fresh augmentations of every image
 #    at every step for 50 epochs; we draw pairs from a bank of a few pre-computed views

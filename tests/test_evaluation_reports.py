@@ -221,6 +221,7 @@ def test_ablation_effects_pair_seeds_and_fall_back_to_a_noise_estimate():
     assert hier["reading"] == stats.verdict(d["delta"], d["se"], z=d["t95"])
     opq = eff["OPQ vs PQ (faiss, no learning)"]
     assert opq["seeds"] == 1 and opq["reading"] == "no error bar (1 run)"
+    assert opq["SE"] == "—"  # not 0.0000, which would read as "no noise"
     # one seed per learned method: the live seed noise stands in; faiss rows keep none
     for r in res["rows"]:
         r["runs"] = r["runs"][:1]

@@ -336,7 +336,8 @@ def ablation_effects(results: Mapping, *, noise_std: float | None = None) -> lis
                     "contrast": name,
                     "Δ mAP": round(d["delta"], 4),
                     "seeds": d["n"],
-                    "SE": round(se, 4),
+                    # one run and no stand-in: no error bar, so no SE ("—", not 0.0000)
+                    "SE": round(se, 4) if d["n"] > 1 or note else "—",
                     "reading": verdict(d["delta"], se, z=z, n=None if note else d["n"]) + note,
                 }
             )

@@ -191,6 +191,8 @@ def verdict(delta: float, se: float, *, z: float = 2.0, n: int | None = None) ->
     'real (|Δ| = 5.0 SE)'
     >>> verdict(0.010, 0.004, z=4.3)
     'noise (|Δ| = 2.5 SE < 4.3)'
+    >>> verdict(0.00893, 0.00207, z=4.303)  # 4.31 SE: one decimal would read "4.3 = 4.3"
+    'real (|Δ| = 4.31 SE ≥ 4.30)'
     >>> verdict(0.010, 0.0, n=1)
     'no error bar (1 run)'
     >>> verdict(0.010, 0.0, n=3)
@@ -203,6 +205,8 @@ def verdict(delta: float, se: float, *, z: float = 2.0, n: int | None = None) ->
     if not math.isfinite(z) or z <= 0:
         raise ValueError(f"z must be a positive number, got {z}")
     ratio = abs(delta) / se
+    if f"{ratio:.1f}" == f"{z:.1f}":  # one decimal would print the ratio as the threshold
+        return f"{'real' if ratio >= z else 'noise'} (|Δ| = {ratio:.2f} SE {'≥' if ratio >= z else '<'} {z:.2f})"
     return (
         f"real (|Δ| = {ratio:.1f} SE)" if ratio >= z else f"noise (|Δ| = {ratio:.1f} SE < {z:.2g})"
     )
