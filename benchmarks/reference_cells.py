@@ -190,11 +190,9 @@ def run_trained_backbone(prep, cfg, seed: int, workdir: Path) -> dict:
     as :func:`~benchmarks.run_all.run_learned`'s that the tables read."""
     run_cfg = method_config(cfg, "hihpq", seed)
     module = prep._encoder().trainable  # None: an online backbone that does not train
-    initial = (
-        None if module is None else {k: v.detach().clone() for k, v in module.state_dict().items()}
-    )
     t0 = time.perf_counter()
-    with prep.restored(initial):
+    # restored() snapshots the current (pretrained) state and loads it back on exit
+    with prep.restored(None if module is None else module.state_dict()):
         res = run_experiment(
             run_cfg, workdir / run_cfg.name, overwrite=True, progress=False, prepared=prep
         )

@@ -23,6 +23,7 @@ import argparse
 from pathlib import Path
 
 from hihpq_lib.evaluation.benchmarks import PAPER_HIHPQ_MAP, load_benchmark_suite, paired_rows
+from hihpq_lib.evaluation.stats import std_text
 
 __all__ = ["main_table", "targets", "main"]
 
@@ -47,21 +48,11 @@ def _cells(results: dict) -> tuple[list[tuple[str, int]], dict]:
     return cells, rows
 
 
-def _std(std: float) -> str:
-    """A std to three decimals, or to one significant digit where that would round to 0
-    (three seeds can agree to 1e-5: "0.000" would read as one seed run three times).
-
-    >>> _std(0.0054), _std(1.69e-05), _std(0.0)
-    ('0.005', '2e-05', '0.000')
-    """
-    return f"{std:.3f}" if std >= 0.0005 or std == 0 else f"{std:.1g}"
-
-
 def _value(row: dict | None) -> str:
     if row is None:
         return "—"
     if row.get("n_seeds", 1) > 1:
-        return f"{row['map']:.3f} ± {_std(row['map_std'])} ({row['n_seeds']})"
+        return f"{row['map']:.3f} ± {std_text(row['map_std'], 3)} ({row['n_seeds']})"
     return f"{row['map']:.3f}"
 
 

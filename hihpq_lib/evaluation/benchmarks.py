@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from hihpq_lib.evaluation.stats import compute_deltas, paired_difference, verdict
+from hihpq_lib.evaluation.stats import compute_deltas, paired_difference, std_text, verdict
 from hihpq_lib.utils.runtime import results_dir
 
 __all__ = [
@@ -229,7 +229,7 @@ def benchmark_rows(results: Mapping, *, protocol: str | None = None, bits: int |
     """The benchmark's main table as plain rows (for ``metrics.format_table``).
 
     ``mAP`` is the validation-selected test mAP@1000, ``± std`` over seeds where several
-    ran; ``HiHPQ − this`` is the benchmark's (paired where possible) difference. Rows come
+    ran (:func:`~hihpq_lib.evaluation.stats.std_text`, 4 decimals); ``HiHPQ − this`` is the benchmark's (paired where possible) difference. Rows come
     cell by cell (protocol II first, then by code length), each cell's methods in the
     order its file lists them, whatever order the merged files gave them.
 
@@ -255,14 +255,7 @@ def benchmark_rows(results: Mapping, *, protocol: str | None = None, bits: int |
                 "bits": r["bits"],
                 "method": r["label"],
                 "mAP": r["map"],
-                # a std below 5e-5 would print as 0.0000: one significant digit instead
-                "± std": (
-                    ""
-                    if n == 1
-                    else f"{r['map_std']:.1g}"
-                    if 0 < r["map_std"] < 5e-5
-                    else r["map_std"]
-                ),
+                "± std": std_text(r["map_std"], 4) if n > 1 else "",
                 "seeds": n,
                 "HiHPQ − this": "(ref)"
                 if r["method"] == "hihpq"

@@ -32,6 +32,7 @@ __all__ = [
     "paired_difference",
     "t_multiplier",
     "verdict",
+    "std_text",
     "seeds_needed",
     "mean_std",
     "compute_deltas",
@@ -178,6 +179,19 @@ def t_multiplier(n: int, level: float = 0.95) -> float:
     from scipy.stats import t
 
     return float(t.ppf(0.5 + level / 2, n - 1))
+
+
+def std_text(std: float, decimals: int) -> str:
+    """A std over seeds to ``decimals`` decimals, or to one significant digit where that
+    would round a nonzero std to 0 (three seeds can agree to 1e-5: "0.000" would read as
+    one run repeated).
+
+    >>> std_text(0.0054, 3), std_text(1.69e-05, 3), std_text(1.69e-05, 4), std_text(0.0, 3)
+    ('0.005', '2e-05', '2e-05', '0.000')
+    """
+    if 0 < std < 0.5 * 10.0**-decimals:
+        return f"{std:.1g}"
+    return f"{std:.{decimals}f}"
 
 
 def verdict(delta: float, se: float, *, z: float = 2.0, n: int | None = None) -> str:
