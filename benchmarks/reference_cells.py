@@ -31,6 +31,9 @@ Each variant's validation mAP is also set against the profile's seed by seed (me
 the paired differences, :func:`~hihpq_lib.evaluation.stats.paired_difference`) where both
 ran the same seeds.
 
+A variant that changes the frozen features (``--extra backbone=...``, a resolution, the
+bank's views: :data:`FEATURE_KEYS`) gets its own features and bank on the same splits
+(computed once, or loaded from the cache) instead of the profile's.
 A variant whose backbone trains (``--extra tail_blocks=1,...``: the adapted tail; or the
 online path) runs in its own mode on the same splits (:func:`~hihpq_lib.app.prepare.prepare_for`,
 the trunk maps computed once for all its seeds), each seed from the pretrained backbone
@@ -183,6 +186,19 @@ def _eligible(name: str, runs: list[dict], profile_runs: list[dict]) -> bool:
     return d is not None and d["n"] > 1 and d["delta"] > 0 and d["delta"] >= d["t95"] * d["se"]
 
 
+#: Config keys that change what the bank mode prepares (the cache keys of the features and
+#: of the augmentation bank); a variant that sets one of them is not run on the profile's.
+FEATURE_KEYS = ("backbone", "pretrained", "resolution", "engine", "n_views", "view_budget")
+
+
+def own_inputs_needed(base, cfg) -> bool:
+    """Whether the variant ``cfg`` of the profile ``base`` needs inputs of its own: a
+    backbone that trains (another mode), or other frozen features (:data:`FEATURE_KEYS`)."""
+    if input_mode(cfg) != "bank":
+        return True
+    return any(getattr(cfg, k) != getattr(base, k) for k in FEATURE_KEYS)
+
+
 def run_trained_backbone(prep, cfg, seed: int, workdir: Path) -> dict:
     """One seed of a variant whose backbone trains, on ``prep`` (``prepare_for(cfg)``):
     from the pretrained backbone (the state ``prep`` was prepared with, put back after),
@@ -293,14 +309,18 @@ def main(argv: list[str] | None = None) -> int:
             cfg = cfgs[name]
             tag = "profile" if not overrides else "_".join(o.replace("=", "") for o in overrides)
             folder = workdir / f"{protocol}_{bits}_{tag}"
-            # a trained backbone: its own inputs (trunk maps once), on the same splits
+            # a trained backbone or other frozen features: its own inputs (trunk maps or
+            # features once for all seeds), on the same splits
             own = None
-            if input_mode(cfg) != "bank":
+            if own_inputs_needed(base, cfg):
                 own = prepare_for(cfg, progress=False, splits=prep.splits)
             for seed in range(args.seeds):
                 t0 = time.perf_counter()
                 if own is None:
                     run = run_learned(prep, cfg, "hihpq", seed, q, db, folder)
+                elif input_mode(cfg) == "bank":
+                    own_q, own_db = own.split("query"), own.split("database")
+                    run = run_learned(own, cfg, "hihpq", seed, own_q, own_db, folder)
                 else:
                     run = run_trained_backbone(own, cfg, seed, folder)
                 run["seconds"] = round(time.perf_counter() - t0, 1)

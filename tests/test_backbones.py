@@ -571,3 +571,69 @@ def test_onnx_large_batches_run_in_slices_with_the_same_features(lite0, tmp_path
     assert OnnxBackbone(path).max_batch == onnx_runtime.ONNX_MAX_BATCH
     with pytest.raises(ValueError, match="max_batch must be a positive int"):
         OnnxBackbone(path, max_batch=-1)
+
+
+# ------------------------------------------------------------------- concatenations
+
+
+def test_concatenation_is_its_members_side_by_side(lite0, pretrained_lite):
+    """``"efficientnet_lite2+efficientnet_lite0"`` gives Lite2's features then Lite0's, for
+    the same normalised images, under a name and weights id of its own (the feature cache
+    keeps it apart from each member)."""
+    lite2 = pretrained_lite(2)
+    both = build_backbone("efficientnet_lite2+efficientnet_lite0")
+    assert isinstance(both, backbones.ConcatBackbone)
+    assert both.name == "efficientnet_lite2+efficientnet_lite0" and both.feature_dim == 2560
+    assert both.weights_id == f"{lite2.weights_id}+{lite0.weights_id}"
+    assert (both.mean, both.std) == (lite0.mean, lite0.std)
+    assert not any(p.requires_grad for p in both.parameters())
+    x = eval_transform(_random_images(3, 32, 1), 64, mean=lite0.mean, std=lite0.std)
+    with torch.no_grad():
+        torch.testing.assert_close(both(x), torch.cat([lite2(x), lite0(x)], dim=1))
+    assert "efficientnet_lite2+efficientnet_lite0" not in available_backbones()
+
+
+@pytest.mark.parametrize(
+    ("name", "known"),
+    [
+        ("efficientnet_lite2+efficientnet_lite0", True),
+        ("efficientnet_lite0+efficientnet_lite1+efficientnet_lite2", True),
+        ("efficientnet_lite0+efficientnet_lite0", False),  # the same features twice
+        ("efficientnet_lite0+", False),
+        ("efficientnet_lite0+resnet50", False),
+        ("", False),
+        (None, False),
+    ],
+)
+def test_which_concatenations_are_known(name, known):
+    assert backbones.is_known_backbone(name) is known
+    if name is not None and not known:
+        with pytest.raises(ValueError, match="unknown backbone .*joined by '\\+'"):
+            build_backbone(name, pretrained=False)
+
+
+def test_concatenation_refuses_other_normalisations_and_options(vgg):
+    """VGG-16 expects ImageNet's mean/std, the Lites TensorFlow's (x - 0.5) / 0.5: one
+    image tensor cannot feed both. Options such as ``trainable_layer_num`` belong to one
+    member, so a concatenation takes none."""
+    with pytest.raises(ValueError, match="different input normalisations"):
+        build_backbone("efficientnet_lite0+vgg16", pretrained=False)
+    with pytest.raises(ValueError, match="takes no options"):
+        build_backbone("vgg16+efficientnet_lite0", pretrained=False, trainable_layer_num=1)
+    tuned = build_backbone("vgg16", pretrained=False, trainable_layer_num=1)
+    with pytest.raises(ValueError, match="frozen backbones only"):
+        backbones.ConcatBackbone([tuned, vgg])
+    with pytest.raises(ValueError, match="two or more"):
+        backbones.ConcatBackbone([vgg])
+
+
+def test_onnx_export_of_a_concatenation_matches_torch(lite0, tmp_path):
+    seed_everything(0)
+    both = build_backbone("efficientnet_lite1+efficientnet_lite0", pretrained=False)
+    runner = OnnxBackbone(export_onnx(both, 64, tmp_path / "both.onnx"), num_threads=1)
+    assert (runner.name, runner.feature_dim) == (both.name, 2560)
+    x = eval_transform(_random_images(4, 32, 2), 64, mean=lite0.mean, std=lite0.std)
+    with torch.no_grad():
+        expected = both(x)
+    scale = expected.abs().max()
+    assert (runner(x) - expected).abs().max() / scale < 1e-3

@@ -502,6 +502,48 @@ def test_reference_cells_no_reference_sets_the_profile_against_the_extras(tmp_pa
     assert list(cell["variants"]) == ["profile", "other: batch_size=64"]
 
 
+def test_reference_cells_gives_a_variant_with_other_features_its_own(tmp_path, monkeypatch):
+    """A variant that changes the frozen features (``--extra backbone=...``) trains on
+    features prepared for it on the profile's splits, never on the profile's features;
+    one that does not (``batch_size``) shares the profile's."""
+    from types import SimpleNamespace
+
+    from benchmarks import reference_cells
+
+    monkeypatch.setenv("HIHPQ_RUNS_DIR", str(tmp_path / "runs"))
+    base = SimpleNamespace(name="profile", splits="profile splits", split=lambda n: ("profile", n))
+    own = SimpleNamespace(name="own", split=lambda n: ("own", n))
+    asked = []
+
+    def fake_prepare_for(cfg, *, progress, splits):
+        asked.append((cfg.backbone, splits))
+        return own
+
+    monkeypatch.setattr(reference_cells, "prepare", lambda cfg, **k: base)
+    monkeypatch.setattr(reference_cells, "prepare_for", fake_prepare_for)
+    trained = []
+
+    def fake_run(prep_, cfg, method, seed, q, db, folder):
+        trained.append((folder.name, cfg.backbone, prep_.name, q, db))
+        return {"seed": seed, "val_map_best": 0.5, "map": 0.5}
+
+    monkeypatch.setattr(reference_cells, "run_learned", fake_run)
+    extra = "backbone=efficientnet_lite2+efficientnet_lite0"
+    argv = ["--cells", "II:32", "--seeds", "1", "--no-reference", "--extra", extra, "batch_size=64"]
+    assert reference_cells.main([*argv, "--out", str(tmp_path / "o")]) == 0
+    assert asked == [("efficientnet_lite2+efficientnet_lite0", "profile splits")]
+    by_folder = {t[0]: t[1:] for t in trained}
+    assert by_folder["II_32_profile"][1] == "profile"
+    assert by_folder["II_32_batch_size64"][1] == "profile"
+    both = by_folder["II_32_backboneefficientnet_lite2+efficientnet_lite0"]
+    assert both == (
+        "efficientnet_lite2+efficientnet_lite0",
+        "own",
+        ("own", "query"),
+        ("own", "database"),
+    )
+
+
 def test_reference_cells_rejects_a_bad_extra_before_any_training(tmp_path, monkeypatch, capsys):
     """A malformed or unknown ``--extra`` stops the study with exit 2 and one line naming
     it, before the data is prepared or a run folder made."""

@@ -20,6 +20,11 @@ def run_cli(capsys, *argv):
         (["bits=20"], "20 bits is not M * log2(K)"),
         (["dataset=mnist"], "unknown dataset 'mnist'"),
         (["backbone=resnet50"], "unknown backbone 'resnet50'"),
+        (["backbone=efficientnet_lite2+resnet50"], "joined by '+'"),
+        (
+            ["backbone=efficientnet_lite2+efficientnet_lite0", "trainable_layers=1"],
+            "concatenates frozen backbones",
+        ),
         (["K=100"], "not a power of 2"),
     ],
 )

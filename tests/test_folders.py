@@ -392,6 +392,36 @@ def test_prepare_reads_folders_at_the_backbone_size_and_keys_the_cache(isolated,
     assert again.bank.shape == prep.bank.shape and not torch.equal(again.bank, prep.bank)
 
 
+def test_a_concatenation_reuses_each_members_cached_features(isolated, monkeypatch):
+    """``backbone: efficientnet_lite1+efficientnet_lite0`` prepares Lite1's and Lite0's
+    features and banks side by side, each from the member's own cache entry (a run of
+    Lite0 alone computed it: only Lite1 is new), and the encoder that ``search`` and
+    ``evaluate`` use gives the stored rows (within float16)."""
+    train = image_folder(isolated / "s" / "train", per_class=10, seed=5)
+    val = image_folder(isolated / "s" / "val", per_class=2, seed=6)
+    common = [*FAST, f"data={train}", f"query_data={val}"]
+    alone = prepare.prepare(load_config(PROFILE, common), progress=False)
+    cfg = load_config(PROFILE, [*common, "backbone=efficientnet_lite1+efficientnet_lite0"])
+    counter = DecodedImages(monkeypatch)
+    both = prepare.prepare(cfg, progress=False)
+    assert both.feats.shape == (len(alone.feats), 2560)
+    assert both.bank.shape == (*alone.bank.shape[:2], 2560)
+    assert torch.equal(both.feats[:, 1280:], alone.feats)  # Lite0's, loaded from its entry
+    assert torch.equal(both.bank[..., 1280:], alone.bank)
+    assert counter.sizes == {32, 40}  # decoded once more: for Lite1 only
+    names = {
+        json.loads(m.read_text())["key"]["backbone"]
+        for m in (isolated / "cache" / "features").glob("*.json")
+    }
+    assert names == {"efficientnet_lite0", "efficientnet_lite1"}
+    lite1 = build_backbone("efficientnet_lite1", pretrained=cfg.pretrained)
+    pixels = D.read_images(both.dataset, both.feat_index, size=32)
+    direct = extract_features(lite1, pixels, 32, engine="torch", progress=False)
+    assert torch.equal(both.feats[:, :1280], direct.half())
+    encoded = both.encoder.encode(D.LazyImages(both.dataset, both.feat_index[:6], size=32))
+    torch.testing.assert_close(encoded, both.feats[:6].float(), rtol=2e-3, atol=2e-3)
+
+
 def test_online_path_holds_only_the_training_images(isolated, monkeypatch):
     """The paper's path (``online_augmentation``) on a folder: every step samples the
     training images, so they are held; the validation, query and database images are a

@@ -141,6 +141,10 @@ def test_split_rejects_other_backbones_and_counts():
         ({"tail_blocks": 3}, "tail_blocks must be 0, 1 or 2"),
         ({"tail_blocks": 1, "backbone": "vgg16"}, "EfficientNet-Lite"),
         ({"tail_blocks": 1, "online_augmentation": True}, "online_augmentation"),
+        (
+            {"tail_blocks": 1, "backbone": "efficientnet_lite2+efficientnet_lite0"},
+            "not a concatenation",
+        ),
     ],
 )
 def test_config_validates_tail_blocks(override, match):

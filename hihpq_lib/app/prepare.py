@@ -29,7 +29,7 @@ import torch
 
 from hihpq_lib import data as D
 from hihpq_lib.app.datasets import load_and_split
-from hihpq_lib.data.backbones import build_backbone
+from hihpq_lib.data.backbones import backbone_members, build_backbone
 from hihpq_lib.data.backbones.tail import split_backbone
 from hihpq_lib.data.features import (
     MAPS_CODE_VERSION,
@@ -330,11 +330,49 @@ def prepare(
     cfg: TrainConfig, *, progress: bool = True, run_dir: Path | None = None, splits=None
 ) -> Prepared:
     """The bank mode: load data, make splits, compute or load the cached frozen features
-    of every image a run needs and the augmentation bank of the training images."""
+    of every image a run needs and the augmentation bank of the training images.
+
+    A concatenation (``backbone: efficientnet_lite2+efficientnet_lite0``) takes each
+    member's features and bank from the member's own cache entry (the one a run of that
+    backbone alone uses; the views are the same images, drawn from ``cfg.seed``) and puts
+    them side by side, so only the members not cached yet cost a first run."""
     timer, ds, splits, levels = load_and_split(cfg, progress, run_dir, splits)
     needed = np.unique(np.concatenate([splits.query, splits.database, splits.train]))
     encoder = FrozenEncoder(cfg)
-    backbone = encoder.backbone
+    members = backbone_members(cfg.backbone)
+    if len(members) == 1:
+        feats, bank = _frozen_inputs(cfg, ds, splits, needed, encoder.backbone, timer, progress)
+    else:
+        parts = [
+            _frozen_inputs(
+                cfg.with_overrides([f"backbone={name}"]),
+                ds,
+                splits,
+                needed,
+                module,
+                timer,
+                progress,
+                what=f"the frozen {name} features are",
+            )
+            for name, module in zip(members, encoder.backbone.members)
+        ]
+        feats = torch.cat([f for f, _ in parts], dim=1)
+        bank = torch.cat([b for _, b in parts], dim=2)
+    return Prepared(cfg, ds, splits, needed, feats, bank, timer, levels, encoder)
+
+
+def _frozen_inputs(
+    cfg: TrainConfig,
+    ds,
+    splits,
+    needed,
+    backbone,
+    timer: StageTimer,
+    progress: bool,
+    what: str = "the frozen backbone features are",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One backbone's clean features of ``needed`` and bank of ``splits.train`` (float16),
+    from the feature cache or computed and cached."""
     cache = FeatureCache()
     clean_size, bank_size = read_sizes(cfg, ds)
     n_train = len(np.asarray(splits.train))
@@ -344,13 +382,19 @@ def prepare(
     bkey = _bank_key(cfg, ds, splits, backbone)  # built once: it fingerprints every image
     missing = [k for k in (key, bkey) if not _cached(cache, k)]
     if missing:  # printed even with progress=False: the user must know why it is slow
-        print(first_run_notice(len(needed), n_train * views, cfg.resolution, cache.root))
+        print(first_run_notice(len(needed), n_train * views, cfg.resolution, cache.root, what=what))
     # the images are decoded chunk by chunk inside extract_features / augmentation_bank
     # (LazyImages), so no stage holds all of them: memory stays flat in the dataset size
     with timer("features"):
         feats = cache.get_or_compute(
             key,
-            lambda: encoder.stored(D.LazyImages(ds, needed, size=clean_size), progress=progress),
+            lambda: extract_features(
+                backbone,
+                D.LazyImages(ds, needed, size=clean_size),
+                cfg.resolution,
+                engine=cfg.engine,
+                progress=progress,
+            ).half(),
         )
     train_idx = np.asarray(splits.train)
     use_threads(thread_budget(cfg.threads))
@@ -367,7 +411,7 @@ def prepare(
                 progress=progress,
             ).half(),
         )
-    return Prepared(cfg, ds, splits, needed, feats, bank, timer, levels, encoder)
+    return feats, bank
 
 
 @dataclass

@@ -311,15 +311,17 @@ class TrainConfig:
                 f"bits={self.bits}, K={self.K}, feat_dim={self.feat_dim}: {err}"
             ) from None
         from hihpq_lib.data import DATASETS
-        from hihpq_lib.data.backbones import available_backbones
+        from hihpq_lib.data.backbones import available_backbones, is_known_backbone
 
         if self.dataset not in DATASETS:
             raise ConfigError(
                 f"unknown dataset {self.dataset!r}; known datasets: {', '.join(sorted(DATASETS))}"
             )
-        if self.backbone not in available_backbones():
+        if not is_known_backbone(self.backbone):
             raise ConfigError(
-                f"unknown backbone {self.backbone!r}; known backbones: {', '.join(available_backbones())}"
+                f"unknown backbone {self.backbone!r}; known backbones: "
+                f"{', '.join(available_backbones())}, or two or more different ones joined "
+                "by '+' (their features side by side)"
             )
         if self.protocol not in ("I", "II"):
             raise ConfigError(f"protocol must be 'I' or 'II', got {self.protocol!r}")
@@ -498,10 +500,17 @@ def _check_ranges(cfg: TrainConfig) -> None:
         raise ConfigError(f"trainable_layers must be 0, 1 or 2, got {cfg.trainable_layers}")
     if isinstance(cfg.tail_blocks, bool) or cfg.tail_blocks not in (0, 1, 2):
         raise ConfigError(f"tail_blocks must be 0, 1 or 2, got {cfg.tail_blocks!r}")
-    if cfg.tail_blocks and (cfg.online_augmentation or not cfg.backbone.startswith("efficientnet")):
+    lite = cfg.backbone.startswith("efficientnet") and "+" not in cfg.backbone
+    if cfg.tail_blocks and (cfg.online_augmentation or not lite):
         raise ConfigError(
-            f"tail_blocks={cfg.tail_blocks} needs an EfficientNet-Lite backbone on the cached "
-            "path (not online_augmentation); set tail_blocks=0, or use trainable_layers with vgg16"
+            f"tail_blocks={cfg.tail_blocks} needs one EfficientNet-Lite backbone (not a "
+            "concatenation) on the cached path (not online_augmentation); set tail_blocks=0, "
+            "or use trainable_layers with vgg16"
+        )
+    if "+" in cfg.backbone and cfg.trainable_layers:
+        raise ConfigError(
+            f"backbone {cfg.backbone!r} concatenates frozen backbones: trainable_layers must "
+            f"be 0, got {cfg.trainable_layers}"
         )
 
 

@@ -35,6 +35,13 @@ Backbones
     Dropout, fc7, ReLU, Dropout), 4096-d. ``trainable_layer_num`` (0, 1, 2) unfreezes the
     last fc layers like the reference.
 
+Concatenations
+--------------
+Two or more registered backbones joined by ``+`` (``"efficientnet_lite2+efficientnet_lite0"``)
+build a :class:`ConcatBackbone`: each member sees the same images and the features are
+theirs side by side (1280 + 1280 = 2560-d for two Lites). Frozen only: no tail, no
+trainable layers.
+
 Trunk and tail (``tail.py``)
 ---------------------------
 :func:`~hihpq_lib.data.backbones.tail.split_backbone` cuts an EfficientNet-Lite before its
@@ -71,9 +78,12 @@ from hihpq_lib.data.backbones.onnx_runtime import (
 )
 from hihpq_lib.data.backbones.registry import (
     REQUIRED_ATTRIBUTES,
+    ConcatBackbone,
     MissingWeightsError,
     available_backbones,
+    backbone_members,
     build_backbone,
+    is_known_backbone,
     register_backbone,
     weights_fingerprint,
 )
@@ -85,6 +95,9 @@ __all__ = [
     "register_backbone",
     "build_backbone",
     "available_backbones",
+    "backbone_members",
+    "is_known_backbone",
+    "ConcatBackbone",
     "EfficientNetLite",
     "EfficientNetLite0",
     "EfficientNetLite1",

@@ -19,6 +19,9 @@ __all__ = [
     "register_backbone",
     "build_backbone",
     "available_backbones",
+    "backbone_members",
+    "is_known_backbone",
+    "ConcatBackbone",
     "weights_fingerprint",
 ]
 
@@ -73,6 +76,39 @@ def available_backbones() -> list[str]:
     return sorted(_REGISTRY)
 
 
+#: Joins the members of a concatenated backbone's name: ``"efficientnet_lite2+efficientnet_lite0"``.
+JOIN = "+"
+
+
+def backbone_members(name: str) -> list[str]:
+    """The registered backbones a name stands for: itself, or the members of a
+    concatenation ``"a+b"`` in order.
+
+    >>> backbone_members("efficientnet_lite2+efficientnet_lite0")
+    ['efficientnet_lite2', 'efficientnet_lite0']
+    >>> backbone_members("efficientnet_lite0")
+    ['efficientnet_lite0']
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"backbone name must be a string, got {name!r}")
+    return name.split(JOIN)
+
+
+def is_known_backbone(name) -> bool:
+    """Whether :func:`build_backbone` knows ``name``: a registered backbone, or two or
+    more different registered backbones joined by ``+`` (their features concatenated).
+
+    >>> is_known_backbone("efficientnet_lite2+efficientnet_lite0"), is_known_backbone("vgg")
+    (True, False)
+    >>> is_known_backbone("efficientnet_lite0+efficientnet_lite0")
+    False
+    """
+    if not isinstance(name, str) or not name:
+        return False
+    members = backbone_members(name)
+    return all(m in _REGISTRY for m in members) and len(set(members)) == len(members)
+
+
 def build_backbone(
     name: str = "efficientnet_lite0", pretrained: bool = True, **kwargs
 ) -> nn.Module:
@@ -81,7 +117,9 @@ def build_backbone(
     Parameters
     ----------
     name : str
-        One of :func:`available_backbones`.
+        One of :func:`available_backbones`, or two or more different ones joined by
+        ``+`` (``"efficientnet_lite2+efficientnet_lite0"``): a :class:`ConcatBackbone`
+        whose features are the members' side by side.
     pretrained : bool
         Load the pretrained weights (raises :class:`MissingWeightsError` with a fix when
         they are unavailable); ``False`` gives random weights (shape tests, toy runs).
@@ -95,14 +133,22 @@ def build_backbone(
     >>> build_backbone("resnet9000")
     Traceback (most recent call last):
     ...
-    ValueError: unknown backbone 'resnet9000'; known backbones: efficientnet_lite0, efficientnet_lite1, efficientnet_lite2, vgg16 (register others with register_backbone)
+    ValueError: unknown backbone 'resnet9000'; known backbones: efficientnet_lite0, efficientnet_lite1, efficientnet_lite2, vgg16, or two or more of them joined by '+' (register others with register_backbone)
     """
-    if name not in _REGISTRY:
+    if not is_known_backbone(name):
         known = ", ".join(available_backbones())
         raise ValueError(
-            f"unknown backbone {name!r}; known backbones: {known} "
-            "(register others with register_backbone)"
+            f"unknown backbone {name!r}; known backbones: {known}, or two or more of them "
+            f"joined by '{JOIN}' (register others with register_backbone)"
         )
+    members = backbone_members(name)
+    if len(members) > 1:
+        if kwargs:
+            raise ValueError(
+                f"backbone {name!r} concatenates frozen backbones and takes no options, "
+                f"got {sorted(kwargs)}; build its members one by one to pass them"
+            )
+        return ConcatBackbone([build_backbone(m, pretrained=pretrained) for m in members])
     model = _REGISTRY[name](pretrained=pretrained, **kwargs)
     missing = [a for a in REQUIRED_ATTRIBUTES if not _has_attribute(model, a)]
     if not isinstance(model, nn.Module) or missing:
@@ -158,3 +204,44 @@ def _check_input(x: torch.Tensor) -> None:
             f"backbone input must be float (normalised), got {x.dtype}; "
             "use hihpq_lib.data.transforms.eval_transform"
         )
+
+
+class ConcatBackbone(nn.Module):
+    """Frozen backbones side by side: ``(B, 3, H, W)`` float -> ``(B, F_1 + F_2 + ...)``.
+
+    Every member sees the same normalised images (so they must expect the same ``mean``
+    and ``std``) and none of them trains. ``name`` joins the members' names with ``+``
+    and ``weights_id`` their weights ids, so the feature cache and the ONNX export keep a
+    concatenation apart from each member. Built by :func:`build_backbone` from a name
+    such as ``"efficientnet_lite2+efficientnet_lite0"``.
+    """
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError(f"a concatenation needs two or more backbones, got {len(members)}")
+        first = members[0]
+        for other in members[1:]:
+            if [float(v) for v in other.mean] != [float(v) for v in first.mean] or [
+                float(v) for v in other.std
+            ] != [float(v) for v in first.std]:
+                raise ValueError(
+                    f"{first.name} and {other.name} expect different input normalisations "
+                    f"(mean {list(first.mean)} / {list(other.mean)}, std {list(first.std)} / "
+                    f"{list(other.std)}); concatenate backbones that share one"
+                )
+        if any(p.requires_grad for m in members for p in m.parameters()):
+            raise ValueError(
+                "a concatenation holds frozen backbones only; build its members without "
+                "trainable layers"
+            )
+        self.members = nn.ModuleList(members)
+        self.name = JOIN.join(str(m.name) for m in members)
+        self.weights_id = JOIN.join(str(m.weights_id) for m in members)
+        self.feature_dim = sum(int(m.feature_dim) for m in members)
+        self.mean, self.std = first.mean, first.std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x: (B, 3, H, W)`` float, normalised with ``mean/std`` -> ``(B, feature_dim)``."""
+        _check_input(x)
+        return torch.cat([m(x) for m in self.members], dim=1)
