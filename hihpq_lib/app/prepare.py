@@ -141,11 +141,19 @@ class FrozenEncoder(_Encoder):
         self.backbone = backbone or build_backbone(cfg.backbone, pretrained=cfg.pretrained)
 
     def stored(self, images, *, progress: bool = False) -> torch.Tensor:
-        """Features ``(N, F)`` float16, as the feature cache stores them."""
+        """Features ``(N, F)`` float16, as the feature cache stores them: a concatenation
+        member by member, as :func:`prepare` caches and joins them."""
         cfg = self.cfg
-        return extract_features(
-            self.backbone, images, cfg.resolution, engine=cfg.engine, progress=progress
-        ).half()
+        members = getattr(self.backbone, "members", None) or [self.backbone]
+        return torch.cat(
+            [
+                extract_features(
+                    m, images, cfg.resolution, engine=cfg.engine, progress=progress
+                ).half()
+                for m in members
+            ],
+            dim=1,
+        )
 
     def encode(self, images) -> torch.Tensor:
         return self.stored(images).float()
@@ -388,13 +396,9 @@ def _frozen_inputs(
     with timer("features"):
         feats = cache.get_or_compute(
             key,
-            lambda: extract_features(
-                backbone,
-                D.LazyImages(ds, needed, size=clean_size),
-                cfg.resolution,
-                engine=cfg.engine,
-                progress=progress,
-            ).half(),
+            lambda: FrozenEncoder(cfg, backbone).stored(
+                D.LazyImages(ds, needed, size=clean_size), progress=progress
+            ),
         )
     train_idx = np.asarray(splits.train)
     use_threads(thread_budget(cfg.threads))

@@ -121,7 +121,8 @@ class TrainConfig:
     n_val_per_class: int = 100
     subsample_per_class: int | None = None  # shrink every split (fast mode, CI)
     train_per_class: int | None = None  # shrink only the training set (protocol I on a CPU)
-    # backbone and the CPU fast path
+    # backbone and the CPU fast path; two or more frozen backbones joined by "+"
+    # ("efficientnet_lite2+efficientnet_lite0+efficientnet_lite1") concatenate their features
     backbone: str = "efficientnet_lite0"
     pretrained: bool = True
     # 160 px: the CPU profile of make demo, make bench, notebook 06 and the README (chosen
