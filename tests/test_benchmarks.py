@@ -742,3 +742,28 @@ def test_digits_folder_is_an_image_folder_the_cli_reads(tmp_path):
     assert counts == {NAMES[c]: int((digits.target == c).sum()) for c in range(10)}
     first = D.read_images(ds, np.arange(len(ds))[:1], size=8)[0]
     assert first.shape == (8, 8, 3) and first.max() > 200 and first.min() == 0
+
+
+def test_opq_row_names_the_width_it_reduced():
+    """A concatenation of backbones gives 3,840-d features: the OPQ row says 3840->256,
+    not the single backbone's 1280->256; a run that did not record the width keeps 1280."""
+    from benchmarks.run_all import aggregate_runs
+
+    def run(**extra):
+        return {
+            "seed": 0,
+            "map": 0.5,
+            "map_final": 0.5,
+            "train_seconds": 1.0,
+            "encode_seconds": 0.1,
+            "search_qps": 10.0,
+            "rss_peak_mb": 1.0,
+            "rss_delta_mb": 0.0,
+            "code_bits": 32,
+            **extra,
+        }
+
+    wide = aggregate_runs("II", 32, "faiss_opq", [run(feature_dim=3840)])
+    assert wide["label"] == "faiss OPQ (3840->256)"
+    assert aggregate_runs("II", 32, "faiss_opq", [run()])["label"] == "faiss OPQ (1280->256)"
+    assert aggregate_runs("II", 32, "faiss_pq", [run(feature_dim=3840)])["label"] == "faiss PQ"
