@@ -101,3 +101,21 @@ def test_readme_demo_table_is_the_committed_demo_run():
     assert shown == [round(r["mAP@1000"], 3) for r in demo["rows"]], (shown, demo["rows"])
     epochs = f"epoch {run['val_selected_epoch']} of {run['epochs']}"
     assert epochs in table, f"the README's demo table must say {epochs!r}"
+
+
+def test_three_lites_profiles_are_the_profiles_with_three_backbones():
+    """The long profiles (``configs/cpu/three_lites_cifar10_ii_*.yaml``) differ from the CPU
+    profile of the same code length only in the backbone (and name): every other choice
+    stays the profile's."""
+    from pathlib import Path
+
+    from hihpq_lib.learning.config import load_config
+
+    root = Path(__file__).resolve().parents[1] / "configs" / "cpu"
+    for bits in (16, 32, 64):
+        long = load_config(root / f"three_lites_cifar10_ii_{bits}bits.yaml")
+        assert long.backbone == "efficientnet_lite2+efficientnet_lite0+efficientnet_lite1"
+        profile = load_config(root / f"cpu_cifar10_ii_{bits}bits.yaml")
+        assert long.with_overrides([f"name={profile.name}", f"backbone={profile.backbone}"]) == (
+            profile
+        )
