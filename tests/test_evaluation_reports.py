@@ -450,3 +450,18 @@ def test_benchmark_suite_sources_carry_each_files_run_time_and_memory(tmp_path):
     merged, _ = benchmarks.load_benchmark_suite(tmp_path)
     got = [(s["prepare_seconds"], s["bits"]) for s in merged["meta"]["sources"]]
     assert got == [(None, [32]), ({"features": 12.5, "bank": 30.0}, [32])]
+
+
+def test_the_main_table_reads_no_long_profile_run():
+    """The README's main table and notebook 07 show the one-backbone CPU profile; a run of
+    the long profile (three Lites side by side) lives under ``long_profile/``, where
+    :func:`load_benchmark_suite` does not look, so it never becomes a protocol's primary."""
+    import json
+
+    res, paths = benchmarks.load_benchmark_suite()
+    if res is None:
+        pytest.skip("no benchmark results committed")
+    for path in paths:
+        argv = json.loads(path.read_text()).get("meta", {}).get("argv") or []
+        assert not any(a.startswith("backbone=") and "+" in a for a in argv), path
+    assert not any("long_profile" in str(p) for p in paths)
