@@ -32,8 +32,9 @@ the paired differences, :func:`~hihpq_lib.evaluation.stats.paired_difference`) w
 ran the same seeds.
 
 A variant that changes the frozen features (``--extra backbone=...``, a resolution, the
-bank's views: :data:`FEATURE_KEYS`) gets its own features and bank on the same splits
-(computed once, or loaded from the cache) instead of the profile's.
+bank's views: any field of :func:`~benchmarks.run_all._prepare_key`) gets its own features
+and bank on the same splits (computed once, or loaded from the cache) instead of the
+profile's.
 A variant whose backbone trains (``--extra tail_blocks=1,...``: the adapted tail; or the
 online path) runs in its own mode on the same splits (:func:`~hihpq_lib.app.prepare.prepare_for`,
 the trunk maps computed once for all its seeds), each seed from the pretrained backbone
@@ -60,6 +61,7 @@ from pathlib import Path
 from benchmarks.run_all import (
     _git_commit,
     _parse_seed_cell,
+    _prepare_key,
     method_config,
     profile_config,
     run_learned,
@@ -186,17 +188,11 @@ def _eligible(name: str, runs: list[dict], profile_runs: list[dict]) -> bool:
     return d is not None and d["n"] > 1 and d["delta"] > 0 and d["delta"] >= d["t95"] * d["se"]
 
 
-#: Config keys that change what the bank mode prepares (the cache keys of the features and
-#: of the augmentation bank); a variant that sets one of them is not run on the profile's.
-FEATURE_KEYS = ("backbone", "pretrained", "resolution", "engine", "n_views", "view_budget")
-
-
 def own_inputs_needed(base, cfg) -> bool:
     """Whether the variant ``cfg`` of the profile ``base`` needs inputs of its own: a
-    backbone that trains (another mode), or other frozen features (:data:`FEATURE_KEYS`)."""
-    if input_mode(cfg) != "bank":
-        return True
-    return any(getattr(cfg, k) != getattr(base, k) for k in FEATURE_KEYS)
+    backbone that trains (another mode), or other frozen features (the fields of
+    :func:`~benchmarks.run_all._prepare_key`, which ``run_all`` shares ``prepare`` by)."""
+    return input_mode(cfg) != "bank" or _prepare_key(cfg) != _prepare_key(base)
 
 
 def run_trained_backbone(prep, cfg, seed: int, workdir: Path) -> dict:
@@ -314,15 +310,16 @@ def main(argv: list[str] | None = None) -> int:
             own = None
             if own_inputs_needed(base, cfg):
                 own = prepare_for(cfg, progress=False, splits=prep.splits)
+            trains = input_mode(cfg) != "bank"  # then ``own`` holds its mode's inputs
+            frozen = (prep, q, db)  # the profile's features, or the variant's own (split once)
+            if own is not None and not trains:
+                frozen = (own, own.split("query"), own.split("database"))
             for seed in range(args.seeds):
                 t0 = time.perf_counter()
-                if own is None:
-                    run = run_learned(prep, cfg, "hihpq", seed, q, db, folder)
-                elif input_mode(cfg) == "bank":
-                    own_q, own_db = own.split("query"), own.split("database")
-                    run = run_learned(own, cfg, "hihpq", seed, own_q, own_db, folder)
-                else:
+                if trains:
                     run = run_trained_backbone(own, cfg, seed, folder)
+                else:
+                    run = run_learned(frozen[0], cfg, "hihpq", seed, *frozen[1:], folder)
                 run["seconds"] = round(time.perf_counter() - t0, 1)
                 cell["variants"][name]["runs"].append(run)
                 print(

@@ -319,6 +319,7 @@ def _prepare_key(cfg: TrainConfig) -> tuple:
         "resolution",
         "engine",
         "n_views",
+        "view_budget",
     )
     return tuple(getattr(cfg, n) for n in names)
 
