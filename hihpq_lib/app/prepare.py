@@ -29,7 +29,7 @@ import torch
 
 from hihpq_lib import data as D
 from hihpq_lib.app.datasets import load_and_split
-from hihpq_lib.data.backbones import backbone_members, build_backbone
+from hihpq_lib.data.backbones import build_backbone
 from hihpq_lib.data.backbones.tail import split_backbone
 from hihpq_lib.data.features import (
     MAPS_CODE_VERSION,
@@ -140,17 +140,22 @@ class FrozenEncoder(_Encoder):
         self.cfg = cfg
         self.backbone = backbone or build_backbone(cfg.backbone, pretrained=cfg.pretrained)
 
+    @property
+    def members(self) -> list:
+        """The backbones whose features are stored side by side: the backbone itself, or
+        the members of a concatenation (each cached on its own by :func:`prepare`)."""
+        return list(getattr(self.backbone, "members", [self.backbone]))
+
     def stored(self, images, *, progress: bool = False) -> torch.Tensor:
         """Features ``(N, F)`` float16, as the feature cache stores them: a concatenation
         member by member, as :func:`prepare` caches and joins them."""
         cfg = self.cfg
-        members = getattr(self.backbone, "members", None) or [self.backbone]
-        return torch.cat(
+        return _side_by_side(
             [
                 extract_features(
                     m, images, cfg.resolution, engine=cfg.engine, progress=progress
                 ).half()
-                for m in members
+                for m in self.members
             ],
             dim=1,
         )
@@ -347,26 +352,29 @@ def prepare(
     timer, ds, splits, levels = load_and_split(cfg, progress, run_dir, splits)
     needed = np.unique(np.concatenate([splits.query, splits.database, splits.train]))
     encoder = FrozenEncoder(cfg)
-    members = backbone_members(cfg.backbone)
-    if len(members) == 1:
-        feats, bank = _frozen_inputs(cfg, ds, splits, needed, encoder.backbone, timer, progress)
-    else:
-        parts = [
-            _frozen_inputs(
-                cfg.with_overrides([f"backbone={name}"]),
-                ds,
-                splits,
-                needed,
-                module,
-                timer,
-                progress,
-                what=f"the frozen {name} features are",
-            )
-            for name, module in zip(members, encoder.backbone.members)
-        ]
-        feats = torch.cat([f for f, _ in parts], dim=1)
-        bank = torch.cat([b for _, b in parts], dim=2)
+    members = encoder.members
+    alone = len(members) == 1
+    parts = [
+        _frozen_inputs(
+            cfg if alone else cfg.with_overrides([f"backbone={m.name}"]),
+            ds,
+            splits,
+            needed,
+            m,
+            timer,
+            progress,
+            what=f"the frozen {'backbone' if alone else m.name} features are",
+        )
+        for m in members
+    ]
+    feats = _side_by_side([f for f, _ in parts], dim=1)
+    bank = _side_by_side([b for _, b in parts], dim=2)
     return Prepared(cfg, ds, splits, needed, feats, bank, timer, levels, encoder)
+
+
+def _side_by_side(parts: list[torch.Tensor], dim: int) -> torch.Tensor:
+    """The members' features joined along ``dim``; one backbone's as they are (no copy)."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=dim)
 
 
 def _frozen_inputs(
@@ -377,10 +385,11 @@ def _frozen_inputs(
     backbone,
     timer: StageTimer,
     progress: bool,
-    what: str = "the frozen backbone features are",
+    what: str,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One backbone's clean features of ``needed`` and bank of ``splits.train`` (float16),
-    from the feature cache or computed and cached."""
+    from the feature cache or computed and cached; ``what`` names them in the first-run
+    notice."""
     cache = FeatureCache()
     clean_size, bank_size = read_sizes(cfg, ds)
     n_train = len(np.asarray(splits.train))

@@ -501,14 +501,17 @@ def _check_ranges(cfg: TrainConfig) -> None:
         raise ConfigError(f"trainable_layers must be 0, 1 or 2, got {cfg.trainable_layers}")
     if isinstance(cfg.tail_blocks, bool) or cfg.tail_blocks not in (0, 1, 2):
         raise ConfigError(f"tail_blocks must be 0, 1 or 2, got {cfg.tail_blocks!r}")
-    lite = cfg.backbone.startswith("efficientnet") and "+" not in cfg.backbone
+    from hihpq_lib.data.backbones import backbone_members
+
+    concatenated = len(backbone_members(cfg.backbone)) > 1
+    lite = cfg.backbone.startswith("efficientnet") and not concatenated
     if cfg.tail_blocks and (cfg.online_augmentation or not lite):
         raise ConfigError(
             f"tail_blocks={cfg.tail_blocks} needs one EfficientNet-Lite backbone (not a "
             "concatenation) on the cached path (not online_augmentation); set tail_blocks=0, "
             "or use trainable_layers with vgg16"
         )
-    if "+" in cfg.backbone and cfg.trainable_layers:
+    if concatenated and cfg.trainable_layers:
         raise ConfigError(
             f"backbone {cfg.backbone!r} concatenates frozen backbones: trainable_layers must "
             f"be 0, got {cfg.trainable_layers}"
