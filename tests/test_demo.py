@@ -104,18 +104,21 @@ def test_readme_demo_table_is_the_committed_demo_run():
 
 
 def test_three_lites_profiles_are_the_profiles_with_three_backbones():
-    """The long profiles (``configs/cpu/three_lites_cifar10_ii_*.yaml``) differ from the CPU
-    profile of the same code length only in the backbone (and name): every other choice
-    stays the profile's."""
+    """The long profiles (``configs/cpu/three_lites_cifar10_*.yaml``) differ from the CPU
+    profile of the same protocol and code length only in the backbone (and name): every
+    other choice stays the profile's."""
     from pathlib import Path
 
     from hihpq_lib.learning.config import load_config
 
     root = Path(__file__).resolve().parents[1] / "configs" / "cpu"
-    for bits in (16, 32, 64):
-        long = load_config(root / f"three_lites_cifar10_ii_{bits}bits.yaml")
+    longs = sorted(root.glob("three_lites_cifar10_*.yaml"))
+    cells = [p.stem.removeprefix("three_lites_cifar10_") for p in longs]
+    assert set(cells) == {f"{p}_{b}bits" for p in ("i", "ii") for b in (16, 32, 64)}, cells
+    for path, cell in zip(longs, cells, strict=True):
+        long = load_config(path)
         assert long.backbone == "efficientnet_lite2+efficientnet_lite0+efficientnet_lite1"
-        profile = load_config(root / f"cpu_cifar10_ii_{bits}bits.yaml")
+        profile = load_config(root / f"cpu_cifar10_{cell}.yaml")
         assert long.with_overrides([f"name={profile.name}", f"backbone={profile.backbone}"]) == (
             profile
         )

@@ -250,8 +250,8 @@ def test_every_shipped_config_loads():
     from pathlib import Path
 
     files = sorted((Path(__file__).parent.parent / "configs").glob("*/*.yaml"))
-    # 12 reference scripts + 6 CIFAR-10 CPU profiles + 3 long (three-Lite) ones + 2 folder ones
-    assert len(files) == 23
+    # 12 reference scripts + 6 CIFAR-10 CPU profiles + 6 long (three-Lite) ones + 2 folder ones
+    assert len(files) == 26
     for f in files:
         cfg = load_config(f)
         assert cfg.bits == cfg.M * 8  # K = 256
