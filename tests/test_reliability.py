@@ -105,6 +105,25 @@ class _Named:
     name, weights_id, mean, std = "n", "w", (0.5,), (0.5,)
 
 
+@pytest.mark.parametrize("extra", [{}, {"tail_blocks": 1}], ids=["bank", "tail"])
+def test_first_run_notice_counts_only_what_is_missing(isolated, capsys, extra):
+    """A cached clean entry with a missing bank (here: more views) announces the views
+    alone; nothing missing announces nothing (features and the tail mode's trunk maps)."""
+    from hihpq_lib.app.prepare import prepare_for
+
+    root = image_folder(isolated / "a", seed=1)
+    prepare_for(folder_config(root, **extra), progress=False)
+    first = capsys.readouterr().out
+    counts = re.search(r"\((\d+) images \+ (\d+) augmented views at 32 px", first)
+    assert counts, first
+    n_train = int(counts[2]) // 2  # n_views=2
+    prepare_for(folder_config(root, n_views=3, **extra), progress=False)
+    views_only = capsys.readouterr().out
+    assert "FIRST RUN" in views_only and f"({3 * n_train} augmented views at 32 px" in views_only
+    prepare_for(folder_config(root, n_views=3, **extra), progress=False)
+    assert "FIRST RUN" not in capsys.readouterr().out
+
+
 def test_cache_notices_a_replaced_image(isolated):
     root = image_folder(isolated / "a", seed=1)
     before = prepare(folder_config(root), progress=False)

@@ -397,9 +397,12 @@ def _frozen_inputs(
     key = _clean_key(cfg, ds, needed, backbone)
     use_threads(thread_budget(cfg.threads))
     bkey = _bank_key(cfg, ds, splits, backbone)  # built once: it fingerprints every image
-    missing = [k for k in (key, bkey) if not _cached(cache, k)]
-    if missing:  # printed even with progress=False: the user must know why it is slow
-        print(first_run_notice(len(needed), n_train * views, cfg.resolution, cache.root, what=what))
+    # printed even with progress=False: the user must know why it is slow; it counts only
+    # what is missing (a cached clean entry with a missing bank costs the bank alone)
+    n_images = 0 if _cached(cache, key) else len(needed)
+    n_views = 0 if _cached(cache, bkey) else n_train * views
+    if n_images or n_views:
+        print(first_run_notice(n_images, n_views, cfg.resolution, cache.root, what=what))
     # the images are decoded chunk by chunk inside extract_features / augmentation_bank
     # (LazyImages), so no stage holds all of them: memory stays flat in the dataset size
     with timer("features"):
@@ -488,11 +491,13 @@ def prepare_tail(
         maps_key(cfg, ds, train_idx, encoder.trunk, bank=True),
     )
     use_threads(thread_budget(cfg.threads))
-    if any(cache.load_array(k) is None for k in (key, bkey)):
+    n_images = len(needed) if cache.load_array(key) is None else 0  # only what is missing
+    n_views = len(train_idx) * views if cache.load_array(bkey) is None else 0
+    if n_images or n_views:
         print(
             first_run_notice(
-                len(needed),
-                len(train_idx) * views,
+                n_images,
+                n_views,
                 cfg.resolution,
                 cache.root,
                 what="the frozen trunk's maps (tail_blocks) are",
@@ -668,6 +673,11 @@ def first_run_notice(
     FIRST RUN: the frozen backbone features are not cached yet; computing them takes about 7 min
     >>> first_run_notice(1, 0, 160, rates=rates, what="the frozen trunk's maps are").split(";")[0]
     "FIRST RUN: the frozen trunk's maps are not cached yet"
+
+    A zero count is left out (a cached clean entry whose bank is missing):
+
+    >>> first_run_notice(0, 40_000, 160, rates=rates).splitlines()[1].split(" at ")[0]
+    '  (40,000 augmented views'
     """
     rates = first_run_rates() if rates is None else rates
     if rates is None:
@@ -683,10 +693,13 @@ def first_run_notice(
             f"at the rates measured for {rates['backbone']} at {rates['resolution']} px "
             f"on 2 CPU cores, notebooks/timings.yaml; longer on a busy machine"
         )
+    counted = " + ".join(
+        f"{n:,} {unit}" for n, unit in ((n_images, "images"), (n_views, "augmented views")) if n
+    )
     return (
         f"FIRST RUN: {what} not cached yet; computing them takes "
         f"{estimate}\n"
-        f"  ({n_images:,} images + {n_views:,} augmented views at {resolution} px, {basis})."
+        f"  ({counted} at {resolution} px, {basis})."
         f" They are cached"
         + (f" under {where}" if where is not None else "")
         + " and every later run loads them in seconds."
