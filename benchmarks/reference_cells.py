@@ -311,15 +311,16 @@ def main(argv: list[str] | None = None) -> int:
             if own_inputs_needed(base, cfg):
                 own = prepare_for(cfg, progress=False, splits=prep.splits)
             trains = input_mode(cfg) != "bank"  # then ``own`` holds its mode's inputs
-            frozen = (prep, q, db)  # the profile's features, or the variant's own (split once)
+            # the profile's features, or the variant's own (split once)
+            src, src_q, src_db = prep, q, db
             if own is not None and not trains:
-                frozen = (own, own.split("query"), own.split("database"))
+                src, src_q, src_db = own, own.split("query"), own.split("database")
             for seed in range(args.seeds):
                 t0 = time.perf_counter()
                 if trains:
                     run = run_trained_backbone(own, cfg, seed, folder)
                 else:
-                    run = run_learned(frozen[0], cfg, "hihpq", seed, *frozen[1:], folder)
+                    run = run_learned(src, cfg, "hihpq", seed, src_q, src_db, folder)
                 run["seconds"] = round(time.perf_counter() - t0, 1)
                 cell["variants"][name]["runs"].append(run)
                 print(
