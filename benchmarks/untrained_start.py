@@ -19,7 +19,12 @@ test queries (reported, never used to choose). One step changed per row:
   curvature), so what the hyperbolic geometry itself costs or gains;
 * ``clip off``: a clip radius large enough never to act;
 * ``raw blocks``: no rotation (``head_init: raw``): the centred features themselves, each
-  subspace a contiguous block as faiss PQ splits them, scaled to the same norm.
+  subspace a contiguous block as faiss PQ splits them, scaled to the same norm;
+* ``block-normalised``: each image's centred features with every block scaled to unit
+  length before the head (and before faiss PQ in its row), so that a subspace compares
+  directions only, as the Euclidean twin's sphere does; ``centred, L2``: the whole centred
+  vector scaled to unit length instead. These transform the features given to the start
+  (a study, not a library setting).
 """
 
 from __future__ import annotations
@@ -67,6 +72,19 @@ def _pca_spread(train: np.ndarray, q: int, m: int) -> np.ndarray:
         for j in range(d):
             out[:, s * d + j] = v[:, j * m + s]
     return out
+
+
+def _block_normalised(mean, m: int):
+    """``a -> `` the rows of ``a`` minus ``mean``, each of their ``m`` contiguous blocks
+    scaled to unit length (``m = 1``: the whole vector), float32."""
+
+    def transform(a) -> np.ndarray:
+        x = np.asarray(a, dtype=np.float64) - mean
+        b = x.reshape(len(x), m, -1)
+        b = b / np.maximum(np.linalg.norm(b, axis=-1, keepdims=True), 1e-12)
+        return b.reshape(x.shape).astype(np.float32)
+
+    return transform
 
 
 def main(argv=None) -> int:
@@ -128,16 +146,19 @@ def main(argv=None) -> int:
         test = _faiss_pq(tr, pt_q, pt_d, base.M, k, test_levels)
         record(f"faiss PQ (PCA {q})", val, test, time.perf_counter() - t)
 
-    def start(name, **changes):
+    def start(name, transform=None, **changes):
         cfg = dataclasses.replace(base, **changes)
         t = time.perf_counter()
+        f = (lambda a: a) if transform is None else (lambda a: torch.from_numpy(transform(a)))
+        vq_, vd_, tq_, td_ = (
+            f(a.feats) for a in (data.val_query, data.val_database, query, database)
+        )
+        own = data if transform is None else dataclasses.replace(data, train=f(data.train.float()))
         torch.manual_seed(cfg.seed)
-        model = init_model(cfg, data, torch.device("cpu")).eval()
+        model = init_model(cfg, own, torch.device("cpu")).eval()
         with torch.no_grad():
-            val = evaluate_levels(
-                model, data.val_query.feats, data.val_database.feats, val_levels, k
-            )
-            test = evaluate_levels(model, query.feats, database.feats, test_levels, k)
+            val = evaluate_levels(model, vq_, vd_, val_levels, k)
+            test = evaluate_levels(model, tq_, td_, test_levels, k)
         record(name, val, test, time.perf_counter() - t)
 
     for q in args.widths:
@@ -151,6 +172,25 @@ def main(argv=None) -> int:
         start(f"raw blocks, width {f_dim}", head_init="raw", feat_dim=f_dim)
         start(f"raw blocks, width {f_dim}, norm 0.1", head_init="raw", feat_dim=f_dim, pca_norm=0.1)
         start("raw blocks, euclidean", head_init="raw", feat_dim=f_dim, geometry="euclidean")
+        blocks = _block_normalised(train.mean(0), base.M)
+        t = time.perf_counter()
+        val = _faiss_pq(blocks(train), blocks(vq), blocks(vd), base.M, k, val_levels)
+        test = _faiss_pq(blocks(train), blocks(tq), blocks(td), base.M, k, test_levels)
+        record("faiss PQ (block-normalised)", val, test, time.perf_counter() - t)
+        start("raw blocks, block-normalised", blocks, head_init="raw", feat_dim=f_dim)
+        start(
+            "raw blocks, centred, L2",
+            _block_normalised(train.mean(0), 1),
+            head_init="raw",
+            feat_dim=f_dim,
+        )
+        start(
+            "raw blocks, block-normalised, euclidean",
+            blocks,
+            head_init="raw",
+            feat_dim=f_dim,
+            geometry="euclidean",
+        )
     start(f"width {base.feat_dim}, euclidean", geometry="euclidean")
     start(f"width {base.feat_dim}, clip off", clip_r=1e6)
     if args.out:

@@ -767,3 +767,26 @@ def test_opq_row_names_the_width_it_reduced():
     assert wide["label"] == "faiss OPQ (3840->256)"
     assert aggregate_runs("II", 32, "faiss_opq", [run()])["label"] == "faiss OPQ (1280->256)"
     assert aggregate_runs("II", 32, "faiss_pq", [run(feature_dim=3840)])["label"] == "faiss PQ"
+
+
+def test_untrained_start_block_normalisation_centres_and_scales_each_block():
+    """The study's ``block-normalised`` rows: each row minus the mean, every one of its
+    ``m`` contiguous blocks at unit length (checked against torch's normalize); ``m = 1``
+    scales the whole centred vector; a block equal to the mean stays zero (no NaN)."""
+    from benchmarks.untrained_start import _block_normalised
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(6, 12)).astype(np.float32)
+    mean = x.mean(0)
+    x[0, :3] = mean[:3]  # one block exactly at the mean
+    out = _block_normalised(mean, 4)(x)
+    assert out.dtype == np.float32 and out.shape == x.shape
+    ref = torch.nn.functional.normalize(torch.from_numpy(x - mean).double().view(6, 4, 3), dim=-1)
+    np.testing.assert_allclose(out, ref.view(6, 12).numpy(), atol=1e-6)
+    norms = np.linalg.norm(out.reshape(6, 4, 3), axis=-1)
+    assert np.all(norms[0, 0] == 0) and np.allclose(np.delete(norms.ravel(), 0), 1, atol=1e-6)
+    whole = _block_normalised(mean, 1)(x)
+    np.testing.assert_allclose(np.linalg.norm(whole, axis=1), 1, atol=1e-6)
+    np.testing.assert_allclose(
+        whole * np.linalg.norm(x - mean, axis=1, keepdims=True), x - mean, atol=1e-5
+    )
