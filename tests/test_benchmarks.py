@@ -790,3 +790,31 @@ def test_untrained_start_block_normalisation_centres_and_scales_each_block():
     np.testing.assert_allclose(
         whole * np.linalg.norm(x - mean, axis=1, keepdims=True), x - mean, atol=1e-5
     )
+
+
+def test_cifar10_folder_writes_the_splits_and_hierarchy_the_loader_reads(tmp_path):
+    """benchmarks.cifar10_folder: the first n images of each class from CIFAR-10's training
+    and test splits, pixels exact (PNG), and a hierarchy file whose levels the folder
+    loader reads (vehicle/animal, then four groups)."""
+    if cifar10_archive() is None:
+        pytest.skip("HIHPQ_CIFAR10 does not name a CIFAR-10 archive (make test sets it)")
+    from benchmarks.cifar10_folder import CHAINS, main
+    from hihpq_lib import data as D
+    from hihpq_lib.data.taxonomy import read_hierarchy_file
+
+    out = tmp_path / "cifar"
+    argv = [str(out), "--source", str(cifar10_archive())]
+    assert main([*argv, "--train-per-class", "3", "--query-per-class", "2"]) == 0
+    full = D.load_cifar10(cifar10_archive(), progress=False)
+    for split, is_train, n in (("train", True, 3), ("val", False, 2)):
+        ds = D.load_image_folder(out / split)
+        assert len(ds) == 10 * n and sorted(ds.class_names) == sorted(CHAINS)
+        for label, name in enumerate(full.class_names):
+            rows = np.flatnonzero((full.labels == label) & (full.is_train == is_train))[:n]
+            mine = np.flatnonzero(np.asarray(ds.class_names)[ds.labels] == name)
+            np.testing.assert_array_equal(D.read_images(ds, mine, size=None), full.images[rows])
+    chains = read_hierarchy_file(out / "hierarchy.json", sorted(CHAINS))
+    assert {c[0] for c in chains.values()} == {"vehicle", "animal"}
+    assert len({c[1] for c in chains.values()}) == 4
+    with pytest.raises(SystemExit):
+        main([*argv, "--train-per-class", "0"])
