@@ -800,7 +800,7 @@ def test_cifar10_folder_writes_the_splits_and_hierarchy_the_loader_reads(tmp_pat
         pytest.skip("HIHPQ_CIFAR10 does not name a CIFAR-10 archive (make test sets it)")
     from benchmarks.cifar10_folder import CHAINS, main
     from hihpq_lib import data as D
-    from hihpq_lib.data.taxonomy import read_hierarchy_file
+    from hihpq_lib.data.taxonomy import auto_levels, read_hierarchy_file
 
     out = tmp_path / "cifar"
     argv = [str(out), "--source", str(cifar10_archive())]
@@ -814,7 +814,8 @@ def test_cifar10_folder_writes_the_splits_and_hierarchy_the_loader_reads(tmp_pat
             mine = np.flatnonzero(np.asarray(ds.class_names)[ds.labels] == name)
             np.testing.assert_array_equal(D.read_images(ds, mine, size=None), full.images[rows])
     chains = read_hierarchy_file(out / "hierarchy.json", sorted(CHAINS))
-    assert {c[0] for c in chains.values()} == {"vehicle", "animal"}
-    assert len({c[1] for c in chains.values()}) == 4
+    assert {c[1] for c in chains.values()} == {"vehicle", "animal"}
+    assert len({c[2] for c in chains.values()}) == 4
+    assert auto_levels(chains) == [1, 2]  # what the folder default scores: 2 and 4 groups
     with pytest.raises(SystemExit):
         main([*argv, "--train-per-class", "0"])
