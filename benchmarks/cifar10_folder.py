@@ -78,9 +78,10 @@ def main(argv=None) -> int:
     ap.add_argument("--train-per-class", type=int, default=500)
     ap.add_argument("--query-per-class", type=int, default=100)
     args = ap.parse_args(argv)
-    if args.train_per_class < 1 or args.query_per_class < 1:
-        ap.error("--train-per-class and --query-per-class must be >= 1")
-    n = write_cifar10_folder(args.out, args.source, args.train_per_class, args.query_per_class)
+    try:  # the function's own checks (counts >= 1, enough images per class) exit 2
+        n = write_cifar10_folder(args.out, args.source, args.train_per_class, args.query_per_class)
+    except ValueError as exc:
+        ap.error(str(exc))
     print(f"{n['train']} training and {n['val']} query images, 10 classes, under {args.out}")
     return 0
 
