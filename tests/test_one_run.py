@@ -100,9 +100,17 @@ def _query_file(prep, row: int, folder: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("mode", ["bank", "concatenated", "tail", "online"])
+@pytest.mark.parametrize(
+    "mode", ["bank", "concatenated", "tail", "online", "bank+sqrt", "tail+sqrt"]
+)
 def test_train_evaluate_search_agree(mode, isolated, capsys, monkeypatch):
+    # "+sqrt": the same run with the features' block norms compressed before the head
+    # (block_norm_power 0.5, the recipe's kept_sqrt candidate): its fitted mean travels with
+    # the model into evaluate and search, and in the tail mode the gradient flows through it
+    mode, _, sqrt = mode.partition("+")
     config, data_args, overrides = _mode_setup(mode, isolated, monkeypatch)
+    if sqrt:
+        overrides = [*overrides, "block_norm_power=0.5"]
     run = isolated / "run"
     if mode == "online":  # benchmarks/gpu_check.py --tiny: a handful of CIFAR-10 images
         report = gpu_check.main(["--tiny", "--device", "cpu", "--out", str(isolated)])
@@ -125,6 +133,12 @@ def test_train_evaluate_search_agree(mode, isolated, capsys, monkeypatch):
 
     # the database features of the final model's backbone, as the index holds them
     trained = restore_run(run)
+    for model in (trained.final, trained.best):
+        if sqrt:  # the fitted mean came back with the model, not a fresh zero
+            assert model.block_norm is not None and model.block_norm.power == 0.5
+            assert float(model.block_norm.mean.abs().max()) > 0
+        else:
+            assert model.block_norm is None
     cfg = trained.cfg.with_overrides([f"data={data_args[1]}"] if data_args else [])
     prep = prepare_for(cfg, progress=False, splits=load_splits(run / "splits.json"))
     assert input_mode(cfg) == mode

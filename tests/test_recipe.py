@@ -54,6 +54,10 @@ def test_candidate_configs_keep_the_run_and_change_only_the_recipe():
     assert configs["kept"].feat_dim == 258 and configs["contrastive"].feat_dim == 66
     assert configs["kept"].eval_init and configs["kept"].head_init == "pca"
     assert configs["contrastive"].head_init == "random"
+    # the square-root candidate is the kept one with its blocks' norms compressed
+    sq, kp = configs["kept_sqrt"].to_dict(), configs["kept"].to_dict()
+    assert {k for k in sq if sq[k] != kp[k]} == {"block_norm_power", "name"}
+    assert (configs["kept_sqrt"].block_norm_power, configs["kept"].block_norm_power) == (0.5, 1.0)
     # 32 bits, M = 4: the kept start is the features' own four blocks of 320
     kept = recipe.candidate_configs(folder_config(), in_dim=1280)["kept"]
     assert (kept.head_init, kept.feat_dim, kept.sub_dim) == ("raw", 1280, 320)
@@ -82,7 +86,7 @@ class _FakeTrain:
 
 
 def test_the_validation_winner_is_finished_and_its_files_become_the_run(tmp_path, monkeypatch):
-    fake = _FakeTrain({"kept": 0.30, "contrastive": 0.41})
+    fake = _FakeTrain({"kept": 0.30, "kept_sqrt": 0.33, "contrastive": 0.41})
     monkeypatch.setattr(recipe, "train", fake)
     monkeypatch.setattr(recipe, "_epochs_done", lambda d: 0)
     cfg = folder_config(["epochs=10", "recipe_screen_epochs=3"])
@@ -92,6 +96,7 @@ def test_the_validation_winner_is_finished_and_its_files_become_the_run(tmp_path
     # each candidate screened for 3 epochs, then only the winner continues to the end
     assert fake.calls == [
         ("kept", 3, False),
+        ("kept_sqrt", 3, False),
         ("contrastive", 3, False),
         ("contrastive", None, True),
     ]
@@ -101,14 +106,16 @@ def test_the_validation_winner_is_finished_and_its_files_become_the_run(tmp_path
 
 
 def test_a_tie_keeps_the_first_candidate(tmp_path, monkeypatch):
-    monkeypatch.setattr(recipe, "train", _FakeTrain({"kept": 0.5, "contrastive": 0.5}))
+    monkeypatch.setattr(
+        recipe, "train", _FakeTrain({"kept": 0.5, "kept_sqrt": 0.5, "contrastive": 0.5})
+    )
     cfg = folder_config(["epochs=4"])
     _, report = recipe.choose_and_train(cfg, _DATA, tmp_path, progress=False)
     assert report["chosen"] == next(iter(recipe.CANDIDATES))
 
 
 def test_a_screening_longer_than_the_run_is_the_run(tmp_path, monkeypatch):
-    fake = _FakeTrain({"kept": 0.5, "contrastive": 0.2})
+    fake = _FakeTrain({"kept": 0.5, "kept_sqrt": 0.4, "contrastive": 0.2})
     monkeypatch.setattr(recipe, "train", fake)
     cfg = folder_config(["epochs=2", "recipe_screen_epochs=4"])
     _, report = recipe.choose_and_train(cfg, _DATA, tmp_path, progress=False)
@@ -245,7 +252,7 @@ def test_a_screening_killed_midway_resumes_without_redoing_finished_candidates(
     class Killed(RuntimeError):
         pass
 
-    fake = _FakeTrain({"kept": 0.5, "contrastive": 0.6})
+    fake = _FakeTrain({"kept": 0.5, "kept_sqrt": 0.55, "contrastive": 0.6})
     calls = []
 
     def dies_on_contrastive(cfg, data, out, **kw):
@@ -260,7 +267,8 @@ def test_a_screening_killed_midway_resumes_without_redoing_finished_candidates(
     with pytest.raises(Killed):
         recipe.choose_and_train(cfg, _DATA, tmp_path, progress=False)
     _, report = recipe.choose_and_train(cfg, _DATA, tmp_path, resume=True, progress=False)
-    # kept had finished its 2 screening epochs: resumed with nothing left to screen
-    assert fake.calls[0] == ("kept", 2, False) and fake.calls[1] == ("kept", 0, True)
-    assert fake.calls[2] == ("contrastive", 2, True) and report["chosen"] == "contrastive"
-    assert fake.done == {"kept": 2, "contrastive": 6}
+    # kept and kept_sqrt had finished their 2 screening epochs: resumed with nothing left
+    assert fake.calls[:2] == [("kept", 2, False), ("kept_sqrt", 2, False)]
+    assert fake.calls[2:4] == [("kept", 0, True), ("kept_sqrt", 0, True)]
+    assert fake.calls[4] == ("contrastive", 2, True) and report["chosen"] == "contrastive"
+    assert fake.done == {"kept": 2, "kept_sqrt": 2, "contrastive": 6}

@@ -60,6 +60,19 @@ CANDIDATES: dict[str, dict] = {
         "codebook_init": "kmeans",
         "neighbour_weight": 1.0,
         "eval_init": True,
+        "block_norm_power": 1.0,
+    },
+    # the same, each block of the centred features at the square root of its norm before the
+    # head: between classical PQ (norms kept) and the Euclidean twin's sphere (directions
+    # only); the block's direction decides more, its norm still counts (docs/folders.md)
+    "kept_sqrt": {
+        "head_init": "raw",
+        "feat_dim": None,
+        "pca_norm": 0.1,
+        "codebook_init": "kmeans",
+        "neighbour_weight": 1.0,
+        "eval_init": True,
+        "block_norm_power": 0.5,
     },
     # learn what they lack: the CIFAR-10 profiles' recipe (the reference's random head)
     "contrastive": {
@@ -69,6 +82,7 @@ CANDIDATES: dict[str, dict] = {
         "codebook_init": "uniform",
         "neighbour_weight": 0.0,
         "eval_init": False,
+        "block_norm_power": 1.0,
     },
 }
 

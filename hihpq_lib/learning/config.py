@@ -166,6 +166,12 @@ class TrainConfig:
     # features' dimension).
     head_init: str = "random"
     pca_norm: float = 1.0  # head_init=pca: the median sub-vector norm of the projection
+    # Below 1: before the head, each contiguous block of the centred features (M blocks, as
+    # classical PQ splits them; the whole vector when M does not divide their dimension)
+    # keeps its direction and gets norm |block| ** block_norm_power (0: unit length, as the
+    # Euclidean twin's sphere; 0.5: the square root). 1 (reference): the features as they
+    # are. The mean is fitted on the training features and saved with the model.
+    block_norm_power: float = 1.0
     # A term that keeps each image's neighbours in the frozen features: KL(teacher || student)
     # over the batch, teacher softmax(cos / neighbour_tau) of the frozen view features,
     # student softmax(-D / tau) of the soft-quantized product distances. 0 = off (reference).
@@ -467,6 +473,7 @@ _BOUNDS = [
     ("head_hidden", 0, True),
     ("neighbour_weight", 0.0, True),
     ("pca_norm", 0.0, False),
+    ("block_norm_power", 0.0, True),
     ("neighbour_tau", 0.0, False),
     ("threads", 0, True),
     ("trainable_layers", 0, True),
@@ -491,6 +498,10 @@ def _check_ranges(cfg: TrainConfig) -> None:
             raise ConfigError(f"{key} must be {rel} {low}, got {value}")
     if cfg.momentum >= 1:
         raise ConfigError(f"momentum must be < 1, got {cfg.momentum}")
+    if cfg.block_norm_power > 1:
+        raise ConfigError(
+            f"block_norm_power must be <= 1 (1 keeps the features' norms), got {cfg.block_norm_power}"
+        )
     if cfg.batch_size < 2:
         raise ConfigError(f"batch_size must be >= 2 (the contrastive loss), got {cfg.batch_size}")
     for key in ("subsample_per_class", "train_per_class"):

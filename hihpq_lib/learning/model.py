@@ -17,7 +17,7 @@ from hihpq_lib.quantization.index import PQIndex
 from hihpq_lib.quantization.quantizer import ProductQuantizer, QuantizerOutput
 from hihpq_lib.utils.arrays import to_numpy
 
-__all__ = ["ProjectionHead", "HiHPQModel", "HiHPQNet", "build_model"]
+__all__ = ["BlockNorm", "ProjectionHead", "HiHPQModel", "HiHPQNet", "build_model"]
 
 
 def _symmetric_eigh(cov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -39,6 +39,42 @@ def _symmetric_eigh(cov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             torch.as_tensor(w, dtype=cov.dtype, device=cov.device),
             torch.as_tensor(v, dtype=cov.dtype, device=cov.device),
         )
+
+
+class BlockNorm(nn.Module):
+    """The features' norms compressed block by block, before the head (``block_norm_power``).
+
+    ``x -> b * max(|b|, eps) ** (power - 1)`` for every contiguous block ``b`` of
+    ``x - mean`` (``blocks`` of them, as classical PQ splits the features), so that each
+    centred block keeps its direction and has norm ``|b| ** power``: ``power = 1`` keeps
+    the norms (the module is then not built), ``0`` puts every block on the unit sphere
+    (the Euclidean twin compares directions only), ``0.5`` their square root. ``mean`` is a
+    buffer fitted once on the training features (:meth:`fit_`) and saved with the model,
+    so every later call (evaluation, search, a resumed run) transforms alike.
+    """
+
+    eps = 1e-6
+
+    def __init__(self, in_dim: int, blocks: int, power: float):
+        super().__init__()
+        if blocks < 1 or in_dim % blocks:
+            raise ValueError(f"BlockNorm needs blocks dividing in_dim, got {blocks} for {in_dim}")
+        self.blocks, self.power = int(blocks), float(power)
+        self.register_buffer("mean", torch.zeros(int(in_dim)))
+
+    @torch.no_grad()
+    def fit_(self, feats: torch.Tensor) -> BlockNorm:
+        """Set ``mean`` to the mean of ``feats`` ``(N, F)`` (in float64). Returns ``self``."""
+        self.mean.copy_(feats.double().mean(0).to(self.mean.dtype))
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = (x - self.mean.to(x.dtype)).reshape(*x.shape[:-1], self.blocks, -1)
+        norm = b.norm(dim=-1, keepdim=True).clamp_min(self.eps)
+        return (b * norm.pow(self.power - 1.0)).reshape(x.shape)
+
+    def extra_repr(self) -> str:
+        return f"blocks={self.blocks}, power={self.power}"
 
 
 class ProjectionHead(nn.Module):
@@ -145,6 +181,8 @@ class HiHPQModel(nn.Module):
     ambient : bool, the reference's subspace convention (see
         :class:`~hihpq_lib.quantization.quantizer.ProductQuantizer`): the head emits ``M * (d + 1)``
         values and the first of each chunk is discarded.
+    block_norm_power : float, below 1 a :class:`BlockNorm` before the head (``M`` blocks of
+        the features, one when ``M`` does not divide ``in_dim``); 1 (default): none.
     """
 
     def __init__(
@@ -157,9 +195,14 @@ class HiHPQModel(nn.Module):
         attention: str = "sqdist",
         ambient: bool = False,
         head_skip: bool = False,
+        block_norm_power: float = 1.0,
     ):
         super().__init__()
         self.in_dim = int(in_dim)
+        self.block_norm = None
+        if float(block_norm_power) != 1.0:
+            m = space.M if self.in_dim % space.M == 0 else 1
+            self.block_norm = BlockNorm(self.in_dim, m, block_norm_power)
         self.quantizer = ProductQuantizer(
             space, K=K, temperature=softmax_temp, attention=attention, ambient=ambient
         )
@@ -180,7 +223,11 @@ class HiHPQModel(nn.Module):
     def project(self, feats: torch.Tensor) -> torch.Tensor:
         """Backbone features ``(B, F)`` -> head outputs ``(B, M*d)`` (tangent features)."""
         self._check(feats)
-        return self.head(feats.to(self.quantizer.codebooks.dtype))
+        return self.head(self.normalise(feats.to(self.quantizer.codebooks.dtype)))
+
+    def normalise(self, feats: torch.Tensor) -> torch.Tensor:
+        """What the head reads: ``feats`` through :class:`BlockNorm` (as they are without one)."""
+        return feats if self.block_norm is None else self.block_norm(feats)
 
     def forward(self, feats: torch.Tensor) -> QuantizerOutput:
         return self.quantizer(self.project(feats))
@@ -267,4 +314,5 @@ def build_model(cfg: TrainConfig, in_dim: int) -> HiHPQModel:
         attention=cfg.attention,
         ambient=cfg.subspace == "ambient",
         head_skip=cfg.head_init in ("pca", "raw"),
+        block_norm_power=cfg.block_norm_power,
     )

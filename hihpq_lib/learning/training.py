@@ -266,6 +266,9 @@ def init_model(
     their own seeded generators, not torch's global one, so skipping them leaves the rest of
     the run drawing what an uninterrupted run draws.
 
+    With ``block_norm_power`` below 1 the :class:`~hihpq_lib.learning.model.BlockNorm`
+    before the head is centred on the training features first, and the starts below read
+    the features through it.
     With ``head_init="pca"`` the head starts at the training features' principal
     components (:meth:`~hihpq_lib.learning.model.ProjectionHead.init_pca_`).
     With ``codebook_init="kmeans"`` they start at the k-means centroids of every training
@@ -277,8 +280,14 @@ def init_model(
     model = build_model(cfg, data.train.shape[1]).to(torch.float32).to(device)
     if not data_start:
         return model
+    if model.block_norm is not None:
+        model.block_norm.fit_(data.train)
     if cfg.head_init in ("pca", "raw"):
-        model.head.init_pca_(data.train.float(), cfg.M, cfg.pca_norm, raw=cfg.head_init == "raw")
+        with torch.no_grad():
+            start = torch.cat(
+                [model.normalise(c.float().to(device)) for c in data.train.split(4096)]
+            )
+        model.head.init_pca_(start.cpu(), cfg.M, cfg.pca_norm, raw=cfg.head_init == "raw")
     if cfg.codebook_init == "data":
         with torch.no_grad():
             model.eval()
