@@ -472,3 +472,22 @@ def test_bank_overflow_is_caught_chunk_by_chunk():
     kw = dict(engine="torch", batch_size=2, progress=False, chunk_size=4)
     with pytest.raises(FloatingPointError, match="overflowed float16"):
         augmentation_bank(Huge(), _images(8), 2, 32, **kw)
+
+
+def test_contains_sees_array_entries_and_refuses_stale_ones_quietly(tmp_path, recwarn):
+    """``key in cache`` (what the FIRST RUN notice counts) finds the memory-mapped array
+    entries of the tail mode as well as the tensor ones, and calls an entry whose metadata
+    names another key missing, without a warning (the load that follows warns once)."""
+    cache = FeatureCache(tmp_path)
+    arr_key, pt_key = _key(split="maps"), _key()
+    assert arr_key not in cache and pt_key not in cache
+    cache.get_or_fill_array(arr_key, (4, 3), np.float32, lambda out: out.fill(1.0))
+    cache.get_or_compute(pt_key, Counter(torch.ones(2)))
+    assert arr_key in cache and pt_key in cache
+    meta = cache.path_for(arr_key).with_suffix(".json")
+    data = json.loads(meta.read_text())
+    data["key"]["resolution"] = 64
+    meta.write_text(json.dumps(data))
+    assert arr_key not in cache and not recwarn.list
+    cache.path_for(pt_key).with_suffix(".json").unlink()
+    assert pt_key not in cache

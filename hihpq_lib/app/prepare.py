@@ -334,11 +334,6 @@ class Prepared(_PreparedBase):
         )
 
 
-def _cached(cache: FeatureCache, key) -> bool:
-    path = cache.path_for(key)
-    return path.exists() and path.with_suffix(".json").exists()
-
-
 def prepare(
     cfg: TrainConfig, *, progress: bool = True, run_dir: Path | None = None, splits=None
 ) -> Prepared:
@@ -399,8 +394,8 @@ def _frozen_inputs(
     bkey = _bank_key(cfg, ds, splits, backbone)  # built once: it fingerprints every image
     # printed even with progress=False: the user must know why it is slow; it counts only
     # what is missing (a cached clean entry with a missing bank costs the bank alone)
-    n_images = 0 if _cached(cache, key) else len(needed)
-    n_views = 0 if _cached(cache, bkey) else n_train * views
+    n_images = 0 if key in cache else len(needed)  # only what is missing
+    n_views = 0 if bkey in cache else n_train * views
     if n_images or n_views:
         print(first_run_notice(n_images, n_views, cfg.resolution, cache.root, what=what))
     # the images are decoded chunk by chunk inside extract_features / augmentation_bank
@@ -491,8 +486,8 @@ def prepare_tail(
         maps_key(cfg, ds, train_idx, encoder.trunk, bank=True),
     )
     use_threads(thread_budget(cfg.threads))
-    n_images = len(needed) if cache.load_array(key) is None else 0  # only what is missing
-    n_views = len(train_idx) * views if cache.load_array(bkey) is None else 0
+    n_images = 0 if key in cache else len(needed)  # only what is missing
+    n_views = 0 if bkey in cache else len(train_idx) * views
     if n_images or n_views:
         print(
             first_run_notice(

@@ -546,16 +546,18 @@ class FeatureCache:
         prefix = re.sub(r"[^A-Za-z0-9._-]+", "_", "_".join(parts)).strip("_")[:60] or "features"
         return self.root / f"{prefix}-{digest}.pt"
 
-    def _matching_meta(self, key: Mapping, path: Path) -> dict | None:
+    def _matching_meta(self, key: Mapping, path: Path, *, quiet: bool = False) -> dict | None:
         """The metadata beside ``path`` if it is readable and stores ``key``, else ``None``
-        (with a warning when a file is there but unreadable or for another key)."""
+        (with a warning when a file is there but unreadable or for another key, unless
+        ``quiet``)."""
+        warn = (lambda *a: None) if quiet else self._warn
         meta_path = path.with_suffix(".json")
         if not path.exists() and not meta_path.exists():
             return None
         try:
             meta = json.loads(meta_path.read_text())
         except (OSError, ValueError) as exc:
-            self._warn(path, f"metadata unreadable ({type(exc).__name__})")
+            warn(path, f"metadata unreadable ({type(exc).__name__})")
             return None
         stored = meta.get("key") if isinstance(meta, dict) else object()
         try:
@@ -563,7 +565,7 @@ class FeatureCache:
         except TypeError:
             same = False
         if not same:
-            self._warn(path, "stored key differs from the requested key")
+            warn(path, "stored key differs from the requested key")
             return None
         return meta
 
@@ -718,14 +720,13 @@ class FeatureCache:
         return np.load(path, mmap_mode="r", allow_pickle=False)
 
     def __contains__(self, key: Mapping) -> bool:
-        path = self.path_for(key)
-        if not path.with_suffix(".json").is_file():
-            return False
-        try:
-            meta = json.loads(path.with_suffix(".json").read_text())
-        except (OSError, ValueError):
-            return False
-        return json.loads(_canonical(key)) == meta.get("key") and path.is_file()
+        """Whether an entry for ``key`` is stored (a value file, ``.pt`` or ``.npy``, and its
+        metadata naming ``key``), without reading the value: what the FIRST RUN notice
+        counts. A value that then fails to load is recomputed as if absent."""
+        return any(
+            p.is_file() and self._matching_meta(key, p, quiet=True) is not None
+            for p in (self.path_for(key), self.array_path_for(key))
+        )
 
     @staticmethod
     def _warn(path: Path, reason: str) -> None:
