@@ -116,3 +116,12 @@ def test_config_bounds():
     with pytest.raises(ConfigError, match="block_norm_power must be >= 0"):
         TrainConfig(block_norm_power=-0.5).validate()
     TrainConfig(block_norm_power=0.0).validate()
+
+
+def test_the_study_transform_at_a_power_is_the_module():
+    g = torch.Generator().manual_seed(1)
+    train_x = torch.randn(40, 16, generator=g, dtype=torch.float64) + 2
+    x = torch.randn(9, 16, generator=g, dtype=torch.float64) + 2
+    bn = BlockNorm(16, 4, 0.5).double().fit_(train_x)
+    study = _block_normalised(train_x.numpy().mean(0), 4, 0.5)
+    np.testing.assert_allclose(study(x.numpy()), bn(x).numpy(), rtol=1e-6, atol=1e-6)

@@ -6,13 +6,17 @@ features lack) beats doing nothing on a folder whose classes the backbone never 
 loses what the features knew on one whose classes it was pretrained on; the
 feature-keeping recipe (a head that starts as the features themselves, split into
 subspaces as classical PQ splits them, k-means codebooks, a term that keeps the features'
-neighbourhoods, the untrained model a candidate) is the other way round. ``recipe: auto`` does not guess which one a dataset is:
+neighbourhoods, the untrained model a candidate) is the other way round. A third
+candidate, ``kept_sqrt``, is the feature-keeping recipe with each block of the centred
+features at the square root of its norm (``block_norm_power: 0.5``), between classical PQ,
+which keeps the norms, and the Euclidean twin's sphere, which keeps directions only.
+``recipe: auto`` does not guess which one a dataset needs:
 
 1. every candidate of :data:`CANDIDATES` trains for ``recipe_screen_epochs`` epochs of
    its full schedule (the same learning-rate curve as a full run: ``train(...,
    stop_after=...)``), each in ``RUN/candidates/<name>/``, on the same prepared inputs;
 2. the candidate whose validation-selected model scores highest on the **validation**
-   queries wins (the feature-keeping candidate counts its untrained model, epoch 0, so
+   queries wins (the feature-keeping candidates count their untrained models, epoch 0, so
    doing nothing with the same bytes is always on the list); a tie keeps the first;
 3. the winner continues from its checkpoint to the last epoch, and its files become the
    run's (``checkpoint.pt``, ``best.pt``, ``metrics.jsonl``, the pseudo hierarchy).
@@ -20,7 +24,7 @@ neighbourhoods, the untrained model a candidate) is the other way round. ``recip
 The test queries are never read before the winner is scored. ``results.json`` records the
 screening under ``recipe`` (each candidate's settings, validation mAP and selected epoch,
 and the winner). The assumption, and what happens when it fails: a candidate that leads
-after the screening epochs is assumed to stay ahead; when the other candidate would have
+after the screening epochs is assumed to stay ahead; when another candidate would have
 overtaken it later, the run ends below what that candidate would have reached, never below
 the winner's own validation-selected model (``docs/folders.md``).
 """

@@ -182,7 +182,8 @@ class TrainConfig:
     eval_init: bool = False
     # "fixed": train this config as it is. "auto": train each candidate recipe of
     # hihpq_lib.app.recipe (the feature-keeping one above, with the untrained model a
-    # candidate, and the contrastive one of the CIFAR-10 profiles) for recipe_screen_epochs
+    # candidate, the same at block_norm_power 0.5, and the contrastive one of the CIFAR-10
+    # profiles) for recipe_screen_epochs
     # epochs, keep the one the validation queries prefer and finish it (docs/folders.md);
     # the head/codebook keys of the config are then the candidates'.
     recipe: str = "fixed"
