@@ -109,7 +109,7 @@ bench: $(STAMP)
 # images, its 10,000 official validation images as queries, WordNet levels), 32 bits, the
 # folder default (recipe: auto, what `hihpq train --data FOLDER` runs) with 3 seeds beside
 # the untrained baselines and each candidate trained to the end (docs/folders.md; about
-# 25 minutes from an empty cache). The fixed folder profile's earlier table came from
+# 30 minutes from an empty cache). The fixed folder profile's earlier table came from
 # `python -m benchmarks.folder_bench` (benchmarks/results/folders/tiny_imagenet).
 TIN := build/tiny-imagenet/tiny-imagenet-200-subset
 bench-folder: $(STAMP)
