@@ -50,34 +50,28 @@ __all__ = ["CANDIDATES", "candidate_configs", "choose_and_train", "CANDIDATES_DI
 #: Where the candidates' runs go inside the run folder.
 CANDIDATES_DIR = "candidates"
 
+#: Keep what the frozen features know: the untrained start (epoch 0) is a candidate; the
+#: head starts as the centred features themselves, each subspace a contiguous block, as
+#: classical PQ splits them (feat_dim None = the features' dimension; with one that M
+#: does not divide, the first principal components, PCA_FALLBACK of them).
+_KEPT: dict = {
+    "head_init": "raw",
+    "feat_dim": None,
+    "pca_norm": 0.1,
+    "codebook_init": "kmeans",
+    "neighbour_weight": 1.0,
+    "eval_init": True,
+    "block_norm_power": 1.0,
+}
+
 #: The candidate recipes, in order of preference on a tie: what each sets on top of the
 #: run's config (backbone, bits, epochs, clustering and the rest stay the run's).
 CANDIDATES: dict[str, dict] = {
-    # keep what the frozen features know: the untrained start (epoch 0) is a candidate; the
-    # head starts as the centred features themselves, each subspace a contiguous block, as
-    # classical PQ splits them (feat_dim None = the features' dimension; with one that M
-    # does not divide, the first principal components, PCA_FALLBACK of them)
-    "kept": {
-        "head_init": "raw",
-        "feat_dim": None,
-        "pca_norm": 0.1,
-        "codebook_init": "kmeans",
-        "neighbour_weight": 1.0,
-        "eval_init": True,
-        "block_norm_power": 1.0,
-    },
+    "kept": _KEPT,
     # the same, each block of the centred features at the square root of its norm before the
     # head: between classical PQ (norms kept) and the Euclidean twin's sphere (directions
     # only); the block's direction decides more, its norm still counts (docs/folders.md)
-    "kept_sqrt": {
-        "head_init": "raw",
-        "feat_dim": None,
-        "pca_norm": 0.1,
-        "codebook_init": "kmeans",
-        "neighbour_weight": 1.0,
-        "eval_init": True,
-        "block_norm_power": 0.5,
-    },
+    "kept_sqrt": {**_KEPT, "block_norm_power": 0.5},
     # learn what they lack: the CIFAR-10 profiles' recipe (the reference's random head)
     "contrastive": {
         "head_init": "random",
