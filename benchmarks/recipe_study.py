@@ -6,7 +6,7 @@ Run: ``python -m benchmarks.recipe_study --data FOLDER [--query-data FOLDER]
 
 Per seed, one ``pipeline.run_experiment`` of the folder default
 (``config.folder_config``: the candidates screened on the validation queries, the winner
-finished), then the candidate that lost is trained to the end as well (in its own folder,
+finished), then each candidate that lost is trained to the end as well (in its own folder,
 from its screening checkpoint) and scored the same way, so the table shows whether the
 validation choice picked the candidate that is better on the test queries. Every seed
 uses seed 0's prepared inputs (splits, features and augmentation bank), as ``make bench``
@@ -154,8 +154,8 @@ def main(argv=None) -> int:
         "commit": commit,
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
-        "note": "every seed on seed 0's splits, features and bank; the losing candidate "
-        "trained to the end for the table only (the auto run never scores it)",
+        "note": "every seed on seed 0's splits, features and bank; each losing candidate "
+        "trained to the end for the table only (the auto run never scores them)",
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(
