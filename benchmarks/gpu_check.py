@@ -61,7 +61,8 @@ def cut_splits(splits, n_train: int, n_val: int, n_query: int, n_database: int):
     )
 
 
-def paper_config(device: str, epochs: int, tiny: bool, pretrained: bool):
+def paper_config(device: str, epochs: int, tiny: bool, pretrained: bool, extra=()):
+    """The paper config of the check; ``extra``: further ``key=value`` overrides."""
     from hihpq_lib.learning.config import load_config
 
     overrides = [
@@ -73,7 +74,7 @@ def paper_config(device: str, epochs: int, tiny: bool, pretrained: bool):
     ]
     if tiny:
         overrides += ["resolution=64", "num_clusters=[3, 2]", "batch_size=4", "topk=5"]
-    return load_config(CONFIG, overrides)
+    return load_config(CONFIG, [*overrides, *extra])
 
 
 def vgg_weights_available() -> bool:
@@ -103,6 +104,14 @@ def main(argv=None) -> dict:
     ap.add_argument("--tiny", action="store_true", help="a handful of 64-px images (CPU, CI)")
     ap.add_argument("--random-weights", action="store_true", help="skip the weights download")
     ap.add_argument("--out", default="runs/gpu_check")
+    ap.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a further config override (repeatable), e.g. block_norm_power=0.5",
+    )
     args = ap.parse_args(argv)
 
     from hihpq_lib.app import cli
@@ -113,7 +122,7 @@ def main(argv=None) -> dict:
     out = Path(args.out)
     run = out / "run"
     pretrained = not args.random_weights and not args.tiny and vgg_weights_available()
-    cfg = paper_config(args.device, args.epochs, args.tiny, pretrained)
+    cfg = paper_config(args.device, args.epochs, args.tiny, pretrained, args.overrides)
     cuda = cfg.device.startswith("cuda")
     if cuda:
         torch.cuda.reset_peak_memory_stats()

@@ -101,7 +101,7 @@ def _query_file(prep, row: int, folder: Path) -> Path:
 
 
 @pytest.mark.parametrize(
-    "mode", ["bank", "concatenated", "tail", "online", "bank+sqrt", "tail+sqrt"]
+    "mode", ["bank", "concatenated", "tail", "online", "bank+sqrt", "tail+sqrt", "online+sqrt"]
 )
 def test_train_evaluate_search_agree(mode, isolated, capsys, monkeypatch):
     # "+sqrt": the same run with the features' block norms compressed before the head
@@ -113,7 +113,8 @@ def test_train_evaluate_search_agree(mode, isolated, capsys, monkeypatch):
         overrides = [*overrides, "block_norm_power=0.5"]
     run = isolated / "run"
     if mode == "online":  # benchmarks/gpu_check.py --tiny: a handful of CIFAR-10 images
-        report = gpu_check.main(["--tiny", "--device", "cpu", "--out", str(isolated)])
+        more = ["--set", "block_norm_power=0.5"] if sqrt else []
+        report = gpu_check.main(["--tiny", "--device", "cpu", "--out", str(isolated), *more])
         assert report["weights"] == "random" and report["device"] == "cpu"
         assert report["history"][-1]["epoch"] == 2 and report["search_at_first_distance"]
         assert report["query_feature_gap"] <= 1e-5
