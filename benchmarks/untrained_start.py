@@ -130,25 +130,23 @@ def main(argv=None) -> int:
     train = to_numpy(data.train.float())
     vq, vd = to_numpy(data.val_query.feats), to_numpy(data.val_database.feats)
     tq, td = to_numpy(query.feats), to_numpy(database.feats)
-    t = time.perf_counter()
-    val = _faiss_pq(train, vq, vd, base.M, k, val_levels)
-    record(
-        "faiss PQ (raw)",
-        val,
-        _faiss_pq(train, tq, td, base.M, k, test_levels),
-        time.perf_counter() - t,
-    )
-    for q in args.widths:
-        if q > train.shape[1]:
-            continue
+    mu = train.mean(0)
+
+    def pq_row(name, transform=None):
+        """faiss PQ fitted on the training features through ``transform`` (once), scored on
+        the validation and test queries through it."""
+        f = (lambda a: a) if transform is None else transform
         t = time.perf_counter()
-        rot, mu = _pca_spread(train, q, base.M), train.mean(0)
-        tr, pv_q, pv_d, pt_q, pt_d = (
-            ((a - mu) @ rot).astype(np.float32) for a in (train, vq, vd, tq, td)
-        )
-        val = _faiss_pq(tr, pv_q, pv_d, base.M, k, val_levels)
-        test = _faiss_pq(tr, pt_q, pt_d, base.M, k, test_levels)
-        record(f"faiss PQ (PCA {q})", val, test, time.perf_counter() - t)
+        tr = f(train)
+        val = _faiss_pq(tr, f(vq), f(vd), base.M, k, val_levels)
+        test = _faiss_pq(tr, f(tq), f(td), base.M, k, test_levels)
+        record(name, val, test, time.perf_counter() - t)
+
+    pq_row("faiss PQ (raw)")
+    for q in args.widths:
+        if q <= train.shape[1]:
+            rot = _pca_spread(train, q, base.M)
+            pq_row(f"faiss PQ (PCA {q})", lambda a, r=rot: ((a - mu) @ r).astype(np.float32))
 
     def start(name, transform=None, **changes):
         cfg = dataclasses.replace(base, **changes)
@@ -176,13 +174,8 @@ def main(argv=None) -> int:
         start(f"raw blocks, width {f_dim}", head_init="raw", feat_dim=f_dim)
         start(f"raw blocks, width {f_dim}, norm 0.1", head_init="raw", feat_dim=f_dim, pca_norm=0.1)
         start("raw blocks, euclidean", head_init="raw", feat_dim=f_dim, geometry="euclidean")
-        mu = train.mean(0)
         blocks = _block_normalised(mu, base.M)
-        t = time.perf_counter()
-        b_train = blocks(train)  # once for both faiss PQ fits
-        val = _faiss_pq(b_train, blocks(vq), blocks(vd), base.M, k, val_levels)
-        test = _faiss_pq(b_train, blocks(tq), blocks(td), base.M, k, test_levels)
-        record("faiss PQ (block-normalised)", val, test, time.perf_counter() - t)
+        pq_row("faiss PQ (block-normalised)", blocks)
         start("raw blocks, block-normalised", blocks, head_init="raw", feat_dim=f_dim)
         start(
             "raw blocks, centred, L2",
@@ -200,12 +193,7 @@ def main(argv=None) -> int:
         # the square root of each block's norm: recipe: auto's kept_sqrt candidate, untrained
         # (the library's block_norm_power, not a transform of the study), beside faiss PQ
         # given the same inputs
-        sqrt = _block_normalised(mu, base.M, 0.5)
-        t = time.perf_counter()
-        s_train = sqrt(train)
-        val = _faiss_pq(s_train, sqrt(vq), sqrt(vd), base.M, k, val_levels)
-        test = _faiss_pq(s_train, sqrt(tq), sqrt(td), base.M, k, test_levels)
-        record("faiss PQ (block norms ** 0.5)", val, test, time.perf_counter() - t)
+        pq_row("faiss PQ (block norms ** 0.5)", _block_normalised(mu, base.M, 0.5))
         start(
             "kept_sqrt: block norms ** 0.5, norm 0.1",
             head_init="raw",

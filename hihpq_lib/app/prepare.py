@@ -394,7 +394,7 @@ def _frozen_inputs(
     bkey = _bank_key(cfg, ds, splits, backbone)  # built once: it fingerprints every image
     # printed even with progress=False: the user must know why it is slow; it counts only
     # what is missing (a cached clean entry with a missing bank costs the bank alone)
-    n_images = 0 if key in cache else len(needed)  # only what is missing
+    n_images = 0 if key in cache else len(needed)
     n_views = 0 if bkey in cache else n_train * views
     if n_images or n_views:
         print(first_run_notice(n_images, n_views, cfg.resolution, cache.root, what=what))

@@ -19,7 +19,8 @@ which keeps the norms, and the Euclidean twin's sphere, which keeps directions o
    queries wins (the feature-keeping candidates count their untrained models, epoch 0, so
    doing nothing with the same bytes is always on the list); a tie keeps the first;
 3. the winner continues from its checkpoint to the last epoch (or until ``patience``
-   epochs pass without a better validation mAP), and its files become the run's (``checkpoint.pt``, ``best.pt``, ``metrics.jsonl``, the pseudo hierarchy).
+   epochs pass without a better validation mAP), and its files become the run's
+   (``checkpoint.pt``, ``best.pt``, ``metrics.jsonl``, the pseudo hierarchy).
 
 The test queries are never read before the winner is scored. ``results.json`` records the
 screening under ``recipe`` (each candidate's settings, validation mAP and selected epoch,
