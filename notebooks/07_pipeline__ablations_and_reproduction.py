@@ -693,7 +693,7 @@ profiles_ii = {
 }
 per_bits = [  # settings the profiles change with the code length, besides M and feat_dim
     f"`{k}` {', '.join(str(getattr(profiles_ii[b], k)) for b in (16, 32, 64))}"
-    for k in ("softmax_temp", "clip_r", "instance_weight")
+    for k in ("softmax_temp", "clip_r", "instance_weight", "neighbour_weight")
     if len({getattr(c, k) for c in profiles_ii.values()}) > 1
 ]
 ii_sources = [s for s in results.get("meta", {}).get("sources", []) if s["protocol"] == "II"]
@@ -705,7 +705,7 @@ bits_sentence = claims.say(
     settings=f" The step is not the code length alone: the profiles at 16, 32 and 64 bits "
     f"also differ in {', '.join(per_bits[:-1]) + ' and ' if per_bits[1:] else ''}"
     f"{per_bits[-1] if per_bits else ''} (the reference's values per code length, or "
-    f"validation's where docs/fidelity.md, \"settings per code length\", says so)."
+    f'validation\'s where docs/fidelity.md, "settings per code length", says so).'
     if per_bits
     else "",
     files=f" Nor is it one run: the code lengths come from {len(ii_sources)} benchmark files "

@@ -834,6 +834,7 @@ def _lazy(prep, indices):
 #: measured.
 PROFILE_KEEPS = {
     ("ii", 16, "instance_weight"): "validation 0.6104 against 0.6028 with the reference's 0.1",
+    ("ii", 16, "neighbour_weight"): "validation 0.6159 against 0.6104 without the term",
     ("i", 32, "softmax_temp"): "validation 0.6400 against 0.6361 with the reference's 5 / 0.6",
     ("i", 32, "clip_r"): "validation 0.6400 against 0.6361 with the reference's 5 / 0.6",
     ("ii", 64, "feat_dim"): "validation 0.6253 against 0.6199 with the reference's 64",
@@ -850,6 +851,7 @@ def test_cpu_profiles_take_the_reference_settings_per_cell_or_say_why_not(protoc
     chose its own."""
     cpu = load_config(ROOT / f"configs/cpu/cpu_cifar10_{protocol}_{bits}bits.yaml")
     ref = load_config(ROOT / f"configs/paper/paper_cifar10_{protocol}_{bits}bits.yaml")
-    for key in ("softmax_temp", "clip_r", "feat_dim", "instance_weight", "proto_weight"):
+    keys = ("softmax_temp", "clip_r", "feat_dim", "instance_weight", "proto_weight")
+    for key in (*keys, "neighbour_weight"):
         kept = (protocol, bits, key) in PROFILE_KEEPS
         assert (getattr(cpu, key) != getattr(ref, key)) == kept, (protocol, bits, key)
