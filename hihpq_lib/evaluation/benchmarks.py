@@ -35,13 +35,7 @@ ABLATIONS: dict[str, tuple[str, ...]] = {
     "hihpq": (),
     "hihpq_no_hier": ("proto_weight=0", "instance_weight=0"),
     "euclidean_hier": ("geometry=euclidean",),
-    # MeCoQ/SPQ have no term that keeps the frozen features' neighbours either
-    "euclidean_cpq": (
-        "geometry=euclidean",
-        "proto_weight=0",
-        "instance_weight=0",
-        "neighbour_weight=0",
-    ),
+    "euclidean_cpq": ("geometry=euclidean", "proto_weight=0", "instance_weight=0"),
 }
 
 
