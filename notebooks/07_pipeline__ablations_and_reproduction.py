@@ -118,7 +118,7 @@ print(
 # | `hihpq` | nothing | the full method |
 # | `hihpq_no_hier` | `proto_weight=0, instance_weight=0` | the hierarchy losses (hyperbolic geometry kept) |
 # | `euclidean_hier` | `geometry=euclidean` | the hyperbolic geometry (hierarchy kept) |
-# | `euclidean_cpq` | both | contrastive PQ in Euclidean space, the MeCoQ/SPQ-style baseline |
+# | `euclidean_cpq` | both | contrastive PQ in Euclidean space, the MeCoQ/SPQ-style baseline (with the profile's other settings: at protocol II · 16 bits its neighbour term, which MeCoQ and SPQ do not have) |
 #
 # So `hihpq − hihpq_no_hier` measures the hierarchy losses, `hihpq_no_hier −
 # euclidean_cpq` the geometry without them, and so on: each contrast changes exactly
@@ -703,7 +703,7 @@ bits_sentence = claims.say(
     "methods ({up}){dim}. {others}The float row is the same features at every code length, "
     "so it does not move.{settings}{files}",
     settings=f" The step is not the code length alone: the profiles at 16, 32 and 64 bits "
-    f"also differ in {', '.join(per_bits[:-1]) + ' and ' if per_bits[1:] else ''}"
+    f"also differ in {'; '.join(per_bits[:-1]) + '; and ' if per_bits[1:] else ''}"
     f"{per_bits[-1] if per_bits else ''} (the reference's values per code length, or "
     f'validation\'s where docs/fidelity.md, "settings per code length", says so).'
     if per_bits
