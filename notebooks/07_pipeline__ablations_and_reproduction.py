@@ -703,8 +703,7 @@ bits_sentence = claims.say(
     "methods ({up}){dim}. {others}The float row is the same features at every code length, "
     "so it does not move.{settings}{files}",
     settings=f" The step is not the code length alone: the profiles at 16, 32 and 64 bits "
-    f"also differ in {'; '.join(per_bits[:-1]) + '; and ' if per_bits[1:] else ''}"
-    f"{per_bits[-1] if per_bits else ''} (the reference's values per code length, or "
+    f"also differ in {'; '.join(per_bits)} (the reference's values per code length, or "
     f'validation\'s where docs/fidelity.md, "settings per code length", says so).'
     if per_bits
     else "",

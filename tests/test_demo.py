@@ -129,6 +129,5 @@ def test_three_lites_profiles_are_the_profiles_with_three_backbones():
         for key, value in keeps.items():
             assert getattr(long, key) == value != getattr(profile, key), (cell, key)
         same = [f"{k}={getattr(profile, k)}" for k in keeps]
-        assert long.with_overrides(
-            [f"name={profile.name}", f"backbone={profile.backbone}", *same]
-        ) == (profile)
+        back = [f"name={profile.name}", f"backbone={profile.backbone}", *same]
+        assert long.with_overrides(back) == profile
