@@ -101,7 +101,7 @@ base = config.demo_config(quick=True, overrides=["epochs=10", "batch_size=32"])
 print(f"fast mode: {runtime.fast_mode()}; seeds {SEEDS}; methods {METHODS}")
 profile_ii32 = config.load_config(
     runtime.project_dir() / "configs/cpu/cpu_cifar10_ii_32bits.yaml"
-)  # the profile behind section 4's protocol II tables
+)  # every CPU profile of section 4 shares its backbone and resolution
 print(
     f"live ablation: frozen {base.backbone} at {base.resolution} px; the benchmark tables of "
     f"section 4: {profile_ii32.backbone} at {profile_ii32.resolution} px"
@@ -629,8 +629,8 @@ noise_sentence
 #   believing a sign, and whether one seed or several ran.
 # - **hierarchy losses**: they need meaningful clusters. With the quick subset, 300
 #   images cut into 40/20/10 clusters give clusters of a handful of images (section 3
-#   measures what the losses do there); with 5,000 images and 100/50/25 clusters they
-#   have structure to use, and in the benchmark files the hierarchy losses are a clear
+#   measures what the losses do there); with protocol II's 5,000 images in 100/50/25
+#   clusters, or protocol I's 50,000 in 200/100/50, they have structure to use, and in the benchmark files the hierarchy losses are a clear
 #   gain at every setting where both were run, with either geometry (checked below).
 # - **OPQ vs PQ**: no learning at all. OPQ learns a rotation before splitting the
 #   features so that every subspace carries a similar share of the variance, which
@@ -647,7 +647,7 @@ noise_sentence
 # rises from 16 to 64 bits. It is not guaranteed: the official protocol I numbers of
 # section 5 fall with more bits (printed below), and more codebooks also mean more
 # parameters to train in the same budget. What our protocol II runs did, for every method
-# of the benchmark file and not only the three in this table, is written below it:
+# of the benchmark files and not only the three in this table, is written below it:
 
 # %%
 by_bits = {}
@@ -745,7 +745,7 @@ bits_sentence
 #
 # The paper's setting, run with HiHPQ's official code on a GPU (numbers re-run by
 # others), and MeCoQ (the Euclidean contrastive-quantization method HiHPQ builds on)
-# from its own README, beside ours from the benchmark file:
+# from its own README, beside ours from the benchmark files:
 
 # %%
 print(metrics.format_table(benchmarks.paper_comparison_rows(results), floatfmt=".3f"))
@@ -804,8 +804,9 @@ display_gap
 #    from the database and report the test mAP of that epoch (notebook 06). The
 #    `map_final` column of section 2's per-run table (the last epoch) beside `map`
 #    (validation-selected) shows how much the choice moves the number (printed below).
-# 5. **Subset.** The quick file uses 300 training images (not 5,000) and 3,000
-#    database images: its numbers only show that the pipeline runs.
+# 5. **Subset** (only where section 4 read the quick file). The quick file uses 300
+#    training images (not 5,000) and 3,000 database images: its numbers only show that
+#    the pipeline runs.
 
 # %% tags=["claim"]
 paper_ii_cfg = config.load_config(
