@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import numpy as np
 import pytest
@@ -220,6 +221,11 @@ def test_rss_sampler_sees_an_allocation():
     with run_all.RSSSampler(interval=0.005) as mem:
         block = np.ones(64 * 2**20 // 8)  # 64 MB, touched
         block += 1
+        # hold it until the sampler's thread has had a turn (on a loaded machine the
+        # block could otherwise come and go between two samples); 10 s at most
+        deadline = time.monotonic() + 10
+        while mem.peak_mb - mem.start_mb <= 32 and time.monotonic() < deadline:
+            time.sleep(0.01)
         del block
     assert mem.peak_mb >= mem.start_mb
     assert mem.delta_mb > 32
