@@ -630,8 +630,9 @@ noise_sentence
 # - **hierarchy losses**: they need meaningful clusters. With the quick subset, 300
 #   images cut into 40/20/10 clusters give clusters of a handful of images (section 3
 #   measures what the losses do there); with protocol II's 5,000 images in 100/50/25
-#   clusters, or protocol I's 50,000 in 200/100/50, they have structure to use, and in the benchmark files the hierarchy losses are a clear
-#   gain at every setting where both were run, with either geometry (checked below).
+#   clusters, or protocol I's 50,000 in 200/100/50, they have structure to use, and in
+#   the benchmark files the hierarchy losses are a clear gain at every setting where
+#   both were run, with either geometry (checked below).
 # - **OPQ vs PQ**: no learning at all. OPQ learns a rotation before splitting the
 #   features so that every subspace carries a similar share of the variance, which
 #   usually helps PQ. The benchmark's OPQ also reduces 1280 → 256 dimensions (a full
