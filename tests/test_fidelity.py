@@ -835,6 +835,10 @@ def _lazy(prep, indices):
 PROFILE_DIFFERS = {
     ("ii", 16, "instance_weight"): "validation 0.6104 against 0.6028 with the reference's 0.1",
     ("ii", 16, "neighbour_weight"): "validation 0.6159 against 0.6104 without the term",
+    ("i", 16, "instance_weight"): "validation 0.6475 against 0.6249 with 0.1 and no neighbour term",
+    ("i", 16, "neighbour_weight"): "validation 0.6475 against 0.6249 with 0.1 and no neighbour term",
+    ("i", 32, "instance_weight"): "validation 0.6615 against 0.6400 with 0.1 and no neighbour term",
+    ("i", 32, "neighbour_weight"): "validation 0.6615 against 0.6400 with 0.1 and no neighbour term",
     ("i", 32, "softmax_temp"): "validation 0.6400 against 0.6361 with the reference's 5 / 0.6",
     ("i", 32, "clip_r"): "validation 0.6400 against 0.6361 with the reference's 5 / 0.6",
     ("ii", 64, "feat_dim"): "validation 0.6253 against 0.6199 with the reference's 64",
