@@ -81,22 +81,24 @@ book: $(STAMP)
 # The committed tables, all with the one CPU profile of make demo (EfficientNet-Lite2 at
 # 160 px, 8-view bank, 20 epochs; protocol I: 4-view bank, 8 epochs over its 50,000 training
 # images): protocol II at 16, 32 and 64 bits with 3 seeds each (about 45 minutes from an
-# empty cache) and protocol I at 32 bits with 3 seeds, every method in one run per protocol;
-# protocol I at 16 and 64 bits with 3 seeds, HiHPQ beside its Euclidean twin and the
-# untrained baselines (about 50 minutes with the bank cached); then the float32 stress test, the hierarchy memory study and the ADC sweep (top 10 / 100 /
+# empty cache); protocol I at 16 and 32 bits with 3 seeds, every method in one run (the
+# profiles' instance weight and neighbour term, README "Eleventh round"); protocol I at 64
+# bits with 3 seeds, HiHPQ beside its Euclidean twin and the untrained baselines, then the
+# two ablations (the committed protocol_i_16_64*/ files also hold I · 16 rows from before the
+# 16-bit profile took those two settings: protocol_i_16_32/ supersedes them); then the float32 stress test, the hierarchy memory study and the ADC sweep (top 10 / 100 /
 # 1000 × N × threads vs faiss IndexPQ, and PQIndex.to_faiss() at 1M and 10M codes).
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run_all --protocols II --bits 32 64 --seeds 3 \
 	  --seed-cells II:32 II:64 --threads 2 --quiet --out benchmarks/results/protocol_ii
 	$(BIN)/python -m benchmarks.run_all --protocols II --bits 16 --seeds 3 \
 	  --seed-cells II:16 --threads 2 --quiet --out benchmarks/results/protocol_ii_16
-	$(BIN)/python -m benchmarks.run_all --protocols I --bits 32 --epochs 8 --seeds 3 \
-	  --seed-cells I:32 --threads 2 --quiet --out benchmarks/results/protocol_i
-	$(BIN)/python -m benchmarks.run_all --protocols I --bits 16 64 --epochs 8 --seeds 3 \
-	  --seed-cells I:16 I:64 --methods float faiss_pq faiss_opq euclidean_hier hihpq \
+	$(BIN)/python -m benchmarks.run_all --protocols I --bits 16 32 --epochs 8 --seeds 3 \
+	  --seed-cells I:16 I:32 --threads 2 --quiet --out benchmarks/results/protocol_i_16_32
+	$(BIN)/python -m benchmarks.run_all --protocols I --bits 64 --epochs 8 --seeds 3 \
+	  --seed-cells I:64 --methods float faiss_pq faiss_opq euclidean_hier hihpq \
 	  --threads 2 --quiet --out benchmarks/results/protocol_i_16_64
-	$(BIN)/python -m benchmarks.run_all --protocols I --bits 16 64 --epochs 8 --seeds 3 \
-	  --seed-cells I:16 I:64 --methods hihpq_no_hier euclidean_cpq \
+	$(BIN)/python -m benchmarks.run_all --protocols I --bits 64 --epochs 8 --seeds 3 \
+	  --seed-cells I:64 --methods hihpq_no_hier euclidean_cpq \
 	  --threads 2 --quiet --out benchmarks/results/protocol_i_16_64_ablations
 	$(BIN)/python -m benchmarks.float32_stress
 	$(BIN)/python -m benchmarks.hierarchy_memory

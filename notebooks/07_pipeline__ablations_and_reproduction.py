@@ -46,7 +46,7 @@
 #   `python -m benchmarks.run_all --quick` computes them; otherwise the first run
 #   extracts them; how long: the next paragraph).
 # - The benchmark results: the `results.json` of `benchmarks/results/protocol_ii/`,
-#   `protocol_ii_16/`, `protocol_i/`, `protocol_i_16_64/` and
+#   `protocol_ii_16/`, `protocol_i_16_32/`, `protocol_i_16_64/` and
 #   `protocol_i_16_64_ablations/` (`make bench`, committed), or
 #   `benchmarks/results/quick/results.json` (`python -m benchmarks.run_all --quick`).
 #   Without any of them the notebook still runs and shows the live ablation only.
@@ -118,7 +118,7 @@ print(
 # | `hihpq` | nothing | the full method |
 # | `hihpq_no_hier` | `proto_weight=0, instance_weight=0` | the hierarchy losses (hyperbolic geometry kept) |
 # | `euclidean_hier` | `geometry=euclidean` | the hyperbolic geometry (hierarchy kept) |
-# | `euclidean_cpq` | both | contrastive PQ in Euclidean space, the MeCoQ/SPQ-style baseline (with the profile's other settings: at protocol II · 16 bits its neighbour term, which MeCoQ and SPQ do not have) |
+# | `euclidean_cpq` | both | contrastive PQ in Euclidean space, the MeCoQ/SPQ-style baseline (with the profile's other settings: at II · 16, I · 16 and I · 32 its neighbour term, which MeCoQ and SPQ do not have) |
 #
 # So `hihpq − hihpq_no_hier` measures the hierarchy losses, `hihpq_no_hier −
 # euclidean_cpq` the geometry without them, and so on: each contrast changes exactly
@@ -448,7 +448,7 @@ print(f"Exercise 2: correct, {n} seeds for std {noise_std:.4f}")
 #
 # `benchmarks/run_all.py` trains every method on the same frozen features and writes
 # one `results.json` per run (`make bench` writes `benchmarks/results/protocol_ii/`,
-# `protocol_ii_16/`, `protocol_i/`, `protocol_i_16_64/` and `protocol_i_16_64_ablations/`;
+# `protocol_ii_16/`, `protocol_i_16_32/`, `protocol_i_16_64/` and `protocol_i_16_64_ablations/`;
 # `--quick` writes `quick/`).
 # Each file records how long its run took, its preparation time and its peak memory; the
 # cell prints them. `benchmarks.load_benchmark_suite` ranks the files (a complete run over
