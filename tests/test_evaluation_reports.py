@@ -56,6 +56,8 @@ def test_ablations_match_the_benchmark_methods():
     run_all = pytest.importorskip("benchmarks.run_all")
     for key, overrides in benchmarks.ABLATIONS.items():
         assert tuple(run_all.METHODS[key].overrides) == overrides, key
+    # the tables order a cell's rows as run_all runs them
+    assert benchmarks.METHOD_ORDER == tuple(run_all.METHODS)
 
 
 def test_pick_queries_one_per_class(prep):
@@ -391,6 +393,12 @@ def test_load_benchmark_suite_adds_methods_run_into_their_own_folder(tmp_path):
     ]
     table = {r["method"]: r["HiHPQ − this"] for r in benchmarks.benchmark_rows(res)}
     assert table == {"hihpq": "(ref)", "faiss_opq": "—", "euclidean_hier": "+0.0300"}
+    # one cell from two files reads in the benchmark's order, HiHPQ last
+    assert [r["method"] for r in benchmarks.benchmark_rows(res)] == [
+        "faiss_opq",
+        "euclidean_hier",
+        "hihpq",
+    ]
     # the contrasts read the merged rows
     effects = {e["contrast"]: e["Δ mAP"] for e in benchmarks.ablation_effects(res)}
     assert effects["hyperbolic vs Euclidean, with hierarchy"] == pytest.approx(0.03)

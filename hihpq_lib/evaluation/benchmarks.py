@@ -15,6 +15,7 @@ from hihpq_lib.utils.runtime import results_dir
 
 __all__ = [
     "ABLATIONS",
+    "METHOD_ORDER",
     "PAPER_HIHPQ_MAP",
     "MECOQ_README_MAP",
     "load_benchmark_results",
@@ -37,6 +38,20 @@ ABLATIONS: dict[str, tuple[str, ...]] = {
     "euclidean_hier": ("geometry=euclidean",),
     "euclidean_cpq": ("geometry=euclidean", "proto_weight=0", "instance_weight=0"),
 }
+
+
+#: The order of a cell's rows in the tables: the untrained baselines, the learned
+#: ablations, HiHPQ last (``benchmarks/run_all.py``'s order; methods it does not know go
+#: just before HiHPQ, in the order they came).
+METHOD_ORDER: tuple[str, ...] = (
+    "float",
+    "faiss_pq",
+    "faiss_opq",
+    "euclidean_cpq",
+    "euclidean_hier",
+    "hihpq_no_hier",
+    "hihpq",
+)
 
 
 #: HiHPQ mAP@1000 on CIFAR-10 with the official code (VGG-16, 224 px, GPU), by
@@ -230,20 +245,29 @@ def benchmark_rows(results: Mapping, *, protocol: str | None = None, bits: int |
 
     ``mAP`` is the validation-selected test mAP@1000, ``± std`` over seeds where several
     ran (:func:`~hihpq_lib.evaluation.stats.std_text`, 4 decimals); ``HiHPQ − this`` is the benchmark's (paired where possible) difference. Rows come
-    cell by cell (protocol II first, then by code length), each cell's methods in the
-    order its file lists them, whatever order the merged files gave them.
+    cell by cell (protocol II first, then by code length), each cell's methods in
+    :data:`METHOD_ORDER` (untrained baselines first, HiHPQ last), whichever merged file
+    gave them.
 
     >>> rows = [{"protocol": p, "bits": b, "method": "faiss_pq", "label": "PQ", "map": 0.5,
     ...          "map_std": 0.0} for p, b in (("II", 32), ("I", 32), ("II", 16))]
     >>> [(r["protocol"], r["bits"]) for r in benchmark_rows({"rows": rows})]
     [('II', 16), ('II', 32), ('I', 32)]
+    >>> two_files = [{**rows[0], "method": m, "label": m} for m in ("hihpq", "hihpq_no_hier")]
+    >>> [r["method"] for r in benchmark_rows({"rows": two_files})]
+    ['hihpq_no_hier', 'hihpq']
     >>> tight = {**rows[0], "n_seeds": 3, "map_std": 1.69e-05}
     >>> benchmark_rows({"rows": [tight]})[0]["± std"]
     '2e-05'
     """
     deltas = {(d["protocol"], d["bits"], d["method"]): d for d in results.get("deltas", [])}
     out = []
-    cells = sorted(results.get("rows", []), key=lambda r: (-len(r["protocol"]), r["bits"]))
+    last = METHOD_ORDER.index("hihpq")
+    order = {m: i for i, m in enumerate(METHOD_ORDER)}
+    cells = sorted(
+        results.get("rows", []),
+        key=lambda r: (-len(r["protocol"]), r["bits"], order.get(r["method"], last - 0.5)),
+    )
     for r in cells:
         if (protocol and r["protocol"] != protocol) or (bits and r["bits"] != bits):
             continue
