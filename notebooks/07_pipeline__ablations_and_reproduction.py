@@ -688,21 +688,35 @@ not_rising = [m for m in full_bits if m not in rising]
 diminishing = [
     m for m in rising if full_bits[m][64] - full_bits[m][32] < full_bits[m][32] - full_bits[m][16]
 ]
-profiles_ii = {
-    b: config.load_config(runtime.project_dir() / f"configs/cpu/cpu_cifar10_ii_{b}bits.yaml")
-    for b in (16, 32, 64)
+
+
+def settings_by_bits(protocol):
+    """The settings a protocol's CPU profiles change with the code length, besides M and
+    feat_dim, each as "`key` v16, v32, v64"."""
+    profiles = {
+        b: config.load_config(
+            runtime.project_dir() / f"configs/cpu/cpu_cifar10_{protocol}_{b}bits.yaml"
+        )
+        for b in (16, 32, 64)
+    }
+    return [
+        f"`{k}` {', '.join(str(getattr(profiles[b], k)) for b in (16, 32, 64))}"
+        for k in ("softmax_temp", "clip_r", "instance_weight", "neighbour_weight")
+        if len({getattr(c, k) for c in profiles.values()}) > 1
+    ]
+
+
+per_bits = settings_by_bits("ii")
+per_bits_i = settings_by_bits("i")
+hihpq_i = {
+    r["bits"]: r["map"] for r in results["rows"] if r["protocol"] == "I" and r["method"] == "hihpq"
 }
-per_bits = [  # settings the profiles change with the code length, besides M and feat_dim
-    f"`{k}` {', '.join(str(getattr(profiles_ii[b], k)) for b in (16, 32, 64))}"
-    for k in ("softmax_temp", "clip_r", "instance_weight", "neighbour_weight")
-    if len({getattr(c, k) for c in profiles_ii.values()}) > 1
-]
 ii_sources = [s for s in results.get("meta", {}).get("sources", []) if s["protocol"] == "II"]
 ii_days = sorted({s["started"][:10] for s in ii_sources})
 bits_sentence = claims.say(
     "In our protocol II runs mAP rises from 16 to 32 to 64 bits for **{n_up} of {n}** "
     "methods ({up}){dim}. {others}The float row is the same features at every code length, "
-    "so it does not move.{settings}{files}",
+    "so it does not move.{settings}{files}{protocol_i}",
     settings=f" The step is not the code length alone: the profiles at 16, 32 and 64 bits "
     f"also differ in {'; '.join(per_bits)} (the reference's values per code length, or "
     f'validation\'s where docs/fidelity.md, "settings per code length", says so).'
@@ -711,6 +725,12 @@ bits_sentence = claims.say(
     files=f" Nor is it one run: the code lengths come from {len(ii_sources)} benchmark files "
     f"started on {' and '.join(ii_days)} (listed in section 4's first cell)."
     if len(ii_days) > 1
+    else "",
+    protocol_i=f" At protocol I HiHPQ scores "
+    f"{' / '.join(f'{hihpq_i[b]:.4f}' for b in (16, 32, 64))} at 16, 32 and 64 bits, and "
+    f"its profiles differ with the code length in {'; '.join(per_bits_i)} too, so that row "
+    "is not a code-length curve either."
+    if len(hihpq_i) == 3 and per_bits_i
     else "",
     n_up=len(rising),
     n=len(full_bits),
@@ -732,27 +752,6 @@ claims.check(
     "at every code length",
     float_row=float_ii,
 )
-profiles_i = {
-    b: config.load_config(runtime.project_dir() / f"configs/cpu/cpu_cifar10_i_{b}bits.yaml")
-    for b in (16, 32, 64)
-}
-per_bits_i = [  # the same at protocol I
-    f"`{k}` {', '.join(str(getattr(profiles_i[b], k)) for b in (16, 32, 64))}"
-    for k in ("softmax_temp", "clip_r", "instance_weight", "neighbour_weight")
-    if len({getattr(c, k) for c in profiles_i.values()}) > 1
-]
-hihpq_i = {
-    r["bits"]: r["map"] for r in results["rows"] if r["protocol"] == "I" and r["method"] == "hihpq"
-}
-if len(hihpq_i) == 3 and per_bits_i:
-    bits_sentence = claims.say(
-        "{before} At protocol I HiHPQ scores {maps} at 16, 32 and 64 bits, and its profiles "
-        "differ with the code length in {settings} too, so that row is not a code-length "
-        "curve either.",
-        before=getattr(bits_sentence, "data", bits_sentence),
-        maps=" / ".join(f"{hihpq_i[b]:.4f}" for b in (16, 32, 64)),
-        settings="; ".join(per_bits_i),
-    )
 paper_ii_map = [benchmarks.PAPER_HIHPQ_MAP[("II", b)] for b in (16, 32, 64)]
 claims.check(
     paper_ii_map == sorted(paper_ii_map),
