@@ -51,7 +51,7 @@
 #   The first run extracts the images and computes the frozen EfficientNet-Lite
 #   features (how long: the next paragraph); they are cached under `data/cache`, and
 #   every later run loads them in seconds.
-# - A laptop CPU and about 3.5 GB of free memory (full mode; fast mode needs about 2 GB).
+# - A laptop CPU and about 3.5 GB of free memory (full mode; fast mode needs about 2.5 GB).
 # - Notation: one sheet for the whole series, [docs/notation.md](../docs/notation.md).
 #
 # ## How long it takes on a laptop CPU
@@ -1070,8 +1070,9 @@ claims.say(
 from hihpq_lib.utils.timing import peak_rss_mb
 
 claims.check(  # the opening's "What you need"
-    peak_rss_mb() < runtime.pick(3500, 2000),  # MB; measured 3,132 and 1,656 (2026-12-04)
-    "about 3.5 GB of free memory (full mode; fast mode needs about 2 GB)",
+    # MB; measured 3,132 full, 1,656 fast (2026-12-04) and 2,017 fast in a CI run (2026-12-06)
+    peak_rss_mb() < runtime.pick(3500, 2500),
+    "about 3.5 GB of free memory (full mode; fast mode needs about 2.5 GB)",
     peak_mb=round(peak_rss_mb()),
 )
 
