@@ -77,7 +77,13 @@ from hihpq_lib.evaluation.baselines import FaissOPQ, FaissPQ, FloatBaseline
 from hihpq_lib.evaluation.metrics import map_at_k
 from hihpq_lib.evaluation.stats import compute_deltas, mean_std
 from hihpq_lib.learning.checkpoint import load_model
-from hihpq_lib.learning.config import QUICK_OVERRIDES, ConfigError, TrainConfig, load_config
+from hihpq_lib.learning.config import (
+    QUICK_OVERRIDES,
+    ConfigError,
+    TrainConfig,
+    cpu_profile_path,
+    load_config,
+)
 from hihpq_lib.learning.retrieval import evaluate_map
 from hihpq_lib.learning.training import train
 from hihpq_lib.utils.runtime import cpu_description, fast_mode, runs_dir
@@ -102,7 +108,6 @@ __all__ = [
 
 PROTOCOLS = ("I", "II")
 REPO_ROOT = Path(__file__).resolve().parent.parent  # the checkout these scripts belong to
-PROFILE_DIR = REPO_ROOT / "configs" / "cpu"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 #: Output dimension of the OPQ transform (1280 -> 256: full-dimension OPQ takes minutes).
 OPQ_D_OUT = 256
@@ -206,17 +211,11 @@ class RSSSampler:
 
 # ----------------------------------------------------------------------------- configs
 def profile_path(protocol: str, bits: int) -> Path:
-    """``configs/cpu/cpu_cifar10_<protocol>_<bits>bits.yaml`` (checked to exist)."""
+    """``configs/cpu/cpu_cifar10_<protocol>_<bits>bits.yaml`` of this checkout (checked to
+    exist; :func:`hihpq_lib.learning.config.cpu_profile_path`)."""
     if protocol not in PROTOCOLS:
         raise ConfigError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
-    path = PROFILE_DIR / f"cpu_cifar10_{protocol.lower()}_{int(bits)}bits.yaml"
-    if not path.is_file():
-        have = sorted(p.name for p in PROFILE_DIR.glob("cpu_cifar10_*.yaml"))
-        raise ConfigError(
-            f"no CPU profile for protocol {protocol}, {bits} bits ({path.name}); "
-            f"available: {', '.join(have) or 'none'} — add a profile or pick other --bits"
-        )
-    return path
+    return cpu_profile_path(protocol, bits, root=REPO_ROOT)
 
 
 def profile_config(

@@ -100,7 +100,7 @@ METHODS = ["hihpq", "hihpq_no_hier", "euclidean_cpq"]  # full, no hierarchy, Euc
 base = config.demo_config(quick=True, overrides=["epochs=10", "batch_size=32"])
 print(f"fast mode: {runtime.fast_mode()}; seeds {SEEDS}; methods {METHODS}")
 profile_ii32 = config.load_config(
-    runtime.project_dir() / "configs/cpu/cpu_cifar10_ii_32bits.yaml"
+    config.cpu_profile_path("II", 32)
 )  # every CPU profile of section 4 shares its backbone and resolution
 print(
     f"live ablation: frozen {base.backbone} at {base.resolution} px; the benchmark tables of "
@@ -693,12 +693,7 @@ diminishing = [
 def settings_by_bits(protocol):
     """The settings a protocol's CPU profiles change with the code length, besides M and
     feat_dim, each as "`key` v16, v32, v64"."""
-    profiles = {
-        b: config.load_config(
-            runtime.project_dir() / f"configs/cpu/cpu_cifar10_{protocol}_{b}bits.yaml"
-        )
-        for b in (16, 32, 64)
-    }
+    profiles = {b: config.load_config(config.cpu_profile_path(protocol, b)) for b in (16, 32, 64)}
     return [
         f"`{k}` {', '.join(str(getattr(profiles[b], k)) for b in (16, 32, 64))}"
         for k in ("softmax_temp", "clip_r", "instance_weight", "neighbour_weight")
@@ -853,12 +848,7 @@ budget = {}  # protocol -> epochs of the benchmark's HiHPQ runs (each run record
 for r in results["rows"]:
     if r["method"] == "hihpq":
         budget.setdefault(r["protocol"], set()).update(x["epochs"] for x in r.get("runs", []))
-cfg_epochs = {
-    p: config.load_config(
-        runtime.project_dir() / f"configs/cpu/cpu_cifar10_{p.lower()}_32bits.yaml"
-    ).epochs
-    for p in budget
-}
+cfg_epochs = {p: config.load_config(config.cpu_profile_path(p, 32)).epochs for p in budget}
 overridden = [p for p, e in budget.items() if e != {cfg_epochs[p]}]
 argv_epochs = {  # what the benchmark's command line passed, from each file's meta
     src["protocol"]: src["argv"][src["argv"].index("--epochs") + 1]

@@ -122,3 +122,39 @@ def test_three_lites_profiles_are_the_profiles_with_three_backbones():
         assert long != profile, cell
         back = [f"name={profile.name}", f"backbone={profile.backbone}"]
         assert long.with_overrides(back) == profile
+
+
+def test_cpu_profile_path_finds_every_cell_and_names_the_profiles_when_one_is_missing(
+    tmp_path, monkeypatch
+):
+    """``config.cpu_profile_path`` (what the benchmark and notebook 07 load) finds the six
+    CIFAR-10 profiles of the checkout in either case of the protocol, and a missing cell or
+    protocol is a one-line ConfigError that names what there is."""
+    from pathlib import Path
+
+    import pytest
+
+    from hihpq_lib.learning.config import ConfigError, cpu_profile_path, load_config
+
+    root = Path(__file__).resolve().parents[1]
+    for protocol in ("I", "II", "i", "ii"):
+        for bits in (16, 32, 64):
+            path = cpu_profile_path(protocol, bits, root=root)
+            cfg = load_config(path)
+            assert (cfg.protocol, cfg.bits) == (protocol.upper(), bits), path
+            assert (
+                path == root / "configs" / "cpu" / f"cpu_cifar10_{protocol.lower()}_{bits}bits.yaml"
+            )
+    with pytest.raises(
+        ConfigError, match=r"no CPU profile for protocol II, 48 bits.*cpu_cifar10_ii_32bits\.yaml"
+    ):
+        cpu_profile_path("II", 48, root=root)
+    with pytest.raises(ConfigError, match="protocol must be one of"):
+        cpu_profile_path("III", 32, root=root)
+    with pytest.raises(ConfigError, match="available: none"):
+        cpu_profile_path("I", 32, root=tmp_path)
+    # the default root is the project folder (HIHPQ_PROJECT_DIR here)
+    (tmp_path / "configs" / "cpu").mkdir(parents=True)
+    (tmp_path / "configs" / "cpu" / "cpu_cifar10_i_32bits.yaml").write_text("protocol: I\n")
+    monkeypatch.setenv("HIHPQ_PROJECT_DIR", str(tmp_path))
+    assert cpu_profile_path("I", 32) == tmp_path / "configs" / "cpu" / "cpu_cifar10_i_32bits.yaml"

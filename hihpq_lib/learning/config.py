@@ -681,6 +681,38 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return cfg.with_overrides(overrides)
 
 
+#: Where the CIFAR-10 CPU profiles live, relative to the checkout (``runtime.project_dir()``).
+CPU_PROFILE_DIR = Path("configs") / "cpu"
+#: The CIFAR-10 protocols the CPU profiles cover (README, "Benchmarks").
+CIFAR10_PROTOCOLS = ("I", "II")
+
+
+def cpu_profile_path(protocol: str, bits: int, root: str | Path | None = None) -> Path:
+    """The CIFAR-10 CPU profile of one cell:
+    ``<root>/configs/cpu/cpu_cifar10_<protocol>_<bits>bits.yaml``, checked to exist.
+
+    ``protocol`` is ``"I"`` or ``"II"`` (either case); ``root`` is the checkout, by default
+    :func:`hihpq_lib.utils.runtime.project_dir`. A cell without a profile raises
+    :class:`ConfigError` naming the profiles there are.
+    """
+    if not isinstance(protocol, str) or protocol.upper() not in CIFAR10_PROTOCOLS:
+        raise ConfigError(f"protocol must be one of {CIFAR10_PROTOCOLS}, got {protocol!r}")
+    if root is None:
+        from hihpq_lib.utils.runtime import project_dir
+
+        root = project_dir()
+    folder = Path(root) / CPU_PROFILE_DIR
+    path = folder / f"cpu_cifar10_{protocol.lower()}_{int(bits)}bits.yaml"
+    if not path.is_file():
+        have = sorted(p.name for p in folder.glob("cpu_cifar10_*.yaml"))
+        raise ConfigError(
+            f"no CPU profile for protocol {protocol.upper()}, {bits} bits ({path.name} in "
+            f"{folder}); available: {', '.join(have) or 'none'} — add a profile or pick "
+            "other bits"
+        )
+    return path
+
+
 #: The full demo's changes to ``TrainConfig()``: EfficientNet-Lite2 (chosen on validation
 #: mAP, README "The CPU profile: how it was chosen"). The demo is the benchmark's protocol
 #: II / 32-bit cell with seed 0 (``configs/cpu/cpu_cifar10_ii_32bits.yaml``, same profile).
