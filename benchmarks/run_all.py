@@ -78,6 +78,7 @@ from hihpq_lib.evaluation.metrics import map_at_k
 from hihpq_lib.evaluation.stats import compute_deltas, mean_std
 from hihpq_lib.learning.checkpoint import load_model
 from hihpq_lib.learning.config import (
+    CIFAR10_PROTOCOLS,
     QUICK_OVERRIDES,
     ConfigError,
     TrainConfig,
@@ -106,7 +107,7 @@ __all__ = [
     "main",
 ]
 
-PROTOCOLS = ("I", "II")
+PROTOCOLS = CIFAR10_PROTOCOLS
 REPO_ROOT = Path(__file__).resolve().parent.parent  # the checkout these scripts belong to
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 #: Output dimension of the OPQ transform (1280 -> 256: full-dimension OPQ takes minutes).

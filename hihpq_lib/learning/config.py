@@ -86,6 +86,10 @@ CPU_DEFAULT_OPTIONS: dict = {
 }
 
 
+#: The CIFAR-10 protocols (README, "Benchmarks"): a config's ``protocol`` and the CPU profiles.
+CIFAR10_PROTOCOLS = ("I", "II")
+
+
 class ConfigError(ValueError):
     """A configuration problem, with a message that says what to change."""
 
@@ -331,7 +335,7 @@ class TrainConfig:
                 f"{', '.join(available_backbones())}, or two or more different ones joined "
                 "by '+' (their features side by side)"
             )
-        if self.protocol not in ("I", "II"):
+        if self.protocol not in CIFAR10_PROTOCOLS:
             raise ConfigError(f"protocol must be 'I' or 'II', got {self.protocol!r}")
         if self.geometry not in ("lorentz", "euclidean"):
             raise ConfigError(f"geometry must be 'lorentz' or 'euclidean', got {self.geometry!r}")
@@ -683,8 +687,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 #: Where the CIFAR-10 CPU profiles live, relative to the checkout (``runtime.project_dir()``).
 CPU_PROFILE_DIR = Path("configs") / "cpu"
-#: The CIFAR-10 protocols the CPU profiles cover (README, "Benchmarks").
-CIFAR10_PROTOCOLS = ("I", "II")
 
 
 def cpu_profile_path(protocol: str, bits: int, root: str | Path | None = None) -> Path:
