@@ -124,6 +124,30 @@ def test_first_run_notice_counts_only_what_is_missing(isolated, capsys, extra):
     assert "FIRST RUN" not in capsys.readouterr().out
 
 
+def test_a_concatenation_announces_its_uncached_members_up_front_and_only_those(isolated, capsys):
+    """``backbone: a+b`` with ``a`` already cached: one line before anything is computed
+    names ``b`` alone with the time for it, then ``b``'s own notice; ``a`` announces
+    nothing; once both are cached, nothing is announced."""
+    root = image_folder(isolated / "a", seed=1)
+    prepare(folder_config(root), progress=False)  # efficientnet_lite0 alone
+    capsys.readouterr()
+    both = folder_config(root, backbone="efficientnet_lite0+efficientnet_lite1")
+    prepare(both, progress=False)
+    out = capsys.readouterr().out.splitlines()
+    first = [line for line in out if line.startswith("FIRST RUN")]
+    assert len(first) == 2, out
+    assert re.fullmatch(
+        r"FIRST RUN: 1 of the 2 backbones side by side is not cached yet "
+        r"\(efficientnet_lite1\); computing its features takes about \d+ min in all\.",
+        first[0],
+    ), first[0]
+    assert first[1].startswith("FIRST RUN: the frozen efficientnet_lite1 features are"), first[1]
+    minutes = [re.search(r"about (\d+) min", line)[1] for line in first]
+    assert minutes[0] == minutes[1], first  # the total is the sum of the members' notices
+    prepare(both, progress=False)
+    assert "FIRST RUN" not in capsys.readouterr().out
+
+
 def test_cache_notices_a_replaced_image(isolated):
     root = image_folder(isolated / "a", seed=1)
     before = prepare(folder_config(root), progress=False)

@@ -61,7 +61,9 @@ __all__ = [
     "read_sizes",
     "maps_key",
     "first_run_rates",
+    "concatenation_notice",
     "first_run_notice",
+    "first_run_seconds",
 ]
 
 #: The training-input modes, in the order :func:`input_mode` checks them.
@@ -349,9 +351,18 @@ def prepare(
     encoder = FrozenEncoder(cfg)
     members = encoder.members
     alone = len(members) == 1
+    own = [cfg] if alone else [cfg.with_overrides([f"backbone={m.name}"]) for m in members]
+    if not alone:
+        # one line up front: each member's own notice comes only when its turn starts
+        missing = [
+            (m.name, *_uncached(c, ds, splits, needed, m))
+            for c, m in zip(own, members, strict=True)
+        ]
+        if any(n_images or n_views for _, n_images, n_views in missing):
+            print(concatenation_notice(missing, cfg.resolution))
     parts = [
         _frozen_inputs(
-            cfg if alone else cfg.with_overrides([f"backbone={m.name}"]),
+            c,
             ds,
             splits,
             needed,
@@ -360,11 +371,28 @@ def prepare(
             progress,
             what=f"the frozen {'backbone' if alone else m.name} features are",
         )
-        for m in members
+        for c, m in zip(own, members, strict=True)
     ]
     feats = _side_by_side([f for f, _ in parts], dim=1)
     bank = _side_by_side([b for _, b in parts], dim=2)
     return Prepared(cfg, ds, splits, needed, feats, bank, timer, levels, encoder)
+
+
+def _missing(cache: FeatureCache, key: dict, bkey: dict, n_images: int, n_views: int):
+    """``(images, views)`` still to compute: each count, or 0 where its entry is cached."""
+    return (0 if key in cache else n_images, 0 if bkey in cache else n_views)
+
+
+def _uncached(cfg: TrainConfig, ds, splits, needed, backbone) -> tuple[int, int]:
+    """How many clean images and bank views of ``backbone`` the feature cache lacks."""
+    n_train = len(np.asarray(splits.train))
+    return _missing(
+        FeatureCache(),
+        _clean_key(cfg, ds, needed, backbone),
+        _bank_key(cfg, ds, splits, backbone),
+        len(needed),
+        n_train * bank_views(cfg, n_train),
+    )
 
 
 def _side_by_side(parts: list[torch.Tensor], dim: int) -> torch.Tensor:
@@ -394,8 +422,7 @@ def _frozen_inputs(
     bkey = _bank_key(cfg, ds, splits, backbone)  # built once: it fingerprints every image
     # printed even with progress=False: the user must know why it is slow; it counts only
     # what is missing (a cached clean entry with a missing bank costs the bank alone)
-    n_images = 0 if key in cache else len(needed)
-    n_views = 0 if bkey in cache else n_train * views
+    n_images, n_views = _missing(cache, key, bkey, len(needed), n_train * views)
     if n_images or n_views:
         print(first_run_notice(n_images, n_views, cfg.resolution, cache.root, what=what))
     # the images are decoded chunk by chunk inside extract_features / augmentation_bank
@@ -678,12 +705,9 @@ def first_run_notice(
     if rates is None:
         estimate, basis = "several minutes", "no notebooks/timings.yaml found to estimate from"
     else:
-        scale = (resolution / rates["resolution"]) ** 2
-        seconds = scale * (
-            n_images * rates["images_s"] / rates["images"]
-            + n_views * rates["views_s"] / rates["views"]
+        estimate = (
+            f"about {_whole_minutes(first_run_seconds(n_images, n_views, resolution, rates))} min"
         )
-        estimate = f"about {max(1, math.ceil(seconds / 60))} min"
         basis = (
             f"at the rates measured for {rates['backbone']} at {rates['resolution']} px "
             f"on 2 CPU cores, notebooks/timings.yaml; longer on a busy machine"
@@ -698,6 +722,56 @@ def first_run_notice(
         f" They are cached"
         + (f" under {where}" if where is not None else "")
         + " and every later run loads them in seconds."
+    )
+
+
+def first_run_seconds(n_images: int, n_views: int, resolution: int, rates: dict) -> float:
+    """Seconds to compute ``n_images`` clean features and ``n_views`` bank views at
+    ``resolution`` px, at the measured ``rates`` (:func:`first_run_rates`), scaled by the
+    pixels, ``(resolution / measured resolution) ** 2``."""
+    scale = (resolution / rates["resolution"]) ** 2
+    return scale * (
+        n_images * rates["images_s"] / rates["images"] + n_views * rates["views_s"] / rates["views"]
+    )
+
+
+def _whole_minutes(seconds: float) -> int:
+    """Minutes rounded up, at least 1: what a FIRST RUN notice states."""
+    return max(1, math.ceil(seconds / 60))
+
+
+def concatenation_notice(
+    missing: list[tuple[str, int, int]], resolution: int, *, rates: dict | None = None
+) -> str:
+    """The line printed before a concatenation's members (``backbone: a+b+c``) are
+    prepared, when any of them is not cached: which ones, and the time for all of them
+    together, the sum of the minutes that each member's own :func:`first_run_notice`
+    states when its turn comes.
+
+    ``missing``: ``(name, images, views)`` per member, the counts still to compute.
+
+    >>> rates = first_run_rates()
+    >>> print(concatenation_notice(
+    ...     [("efficientnet_lite2", 0, 0), ("efficientnet_lite0", 60_000, 40_000),
+    ...      ("efficientnet_lite1", 60_000, 40_000)], 160, rates=rates))
+    FIRST RUN: 2 of the 3 backbones side by side are not cached yet (efficientnet_lite0, efficientnet_lite1); computing their features, one after the other, takes about 14 min in all.
+    """
+    rates = first_run_rates() if rates is None else rates
+    todo = [(name, n_i, n_v) for name, n_i, n_v in missing if n_i or n_v]
+    if rates is None:
+        estimate = "several minutes"
+    else:
+        # the sum of the minutes each member's own notice will state
+        minutes = [
+            _whole_minutes(first_run_seconds(n_i, n_v, resolution, rates)) for _, n_i, n_v in todo
+        ]
+        estimate = f"about {sum(minutes)} min"
+    return (
+        f"FIRST RUN: {len(todo)} of the {len(missing)} backbones side by side "
+        f"{'is' if len(todo) == 1 else 'are'} not cached yet "
+        f"({', '.join(name for name, _, _ in todo)}); computing "
+        f"{'its features' if len(todo) == 1 else 'their features, one after the other,'} "
+        f"takes {estimate} in all."
     )
 
 
