@@ -754,7 +754,7 @@ def concatenation_notice(
     >>> print(concatenation_notice(
     ...     [("efficientnet_lite2", 0, 0), ("efficientnet_lite0", 60_000, 40_000),
     ...      ("efficientnet_lite1", 60_000, 40_000)], 160, rates=rates))
-    FIRST RUN: 2 of the 3 backbones side by side are not cached yet (efficientnet_lite0, efficientnet_lite1); computing their features, one after the other, takes about 14 min in all.
+    FIRST RUN: 2 of the 3 backbones side by side are not cached yet (efficientnet_lite0, efficientnet_lite1); computing their features, one after the other, takes about 14 min in all at the measured rates; longer on a busy machine.
     """
     rates = first_run_rates() if rates is None else rates
     todo = [(name, n_i, n_v) for name, n_i, n_v in missing if n_i or n_v]
@@ -771,7 +771,9 @@ def concatenation_notice(
         f"{'is' if len(todo) == 1 else 'are'} not cached yet "
         f"({', '.join(name for name, _, _ in todo)}); computing "
         f"{'its features' if len(todo) == 1 else 'their features, one after the other,'} "
-        f"takes {estimate} in all."
+        f"takes {estimate} in all"
+        + ("" if rates is None else " at the measured rates; longer on a busy machine")
+        + "."
     )
 
 
