@@ -352,14 +352,17 @@ def prepare(
     members = encoder.members
     alone = len(members) == 1
     own = [cfg] if alone else [cfg.with_overrides([f"backbone={m.name}"]) for m in members]
-    if not alone:
+    # each member's cache keys and what is missing, built once (the bank key fingerprints
+    # every training image): the notices and the computation below share them
+    todo = [_todo(c, ds, splits, needed, m) for c, m in zip(own, members, strict=True)]
+    if not alone and any(t.n_images or t.n_views for t in todo):
         # one line up front: each member's own notice comes only when its turn starts
-        missing = [
-            (m.name, *_uncached(c, ds, splits, needed, m))
-            for c, m in zip(own, members, strict=True)
-        ]
-        if any(n_images or n_views for _, n_images, n_views in missing):
-            print(concatenation_notice(missing, cfg.resolution))
+        print(
+            concatenation_notice(
+                [(m.name, t.n_images, t.n_views) for m, t in zip(members, todo, strict=True)],
+                cfg.resolution,
+            )
+        )
     parts = [
         _frozen_inputs(
             c,
@@ -367,31 +370,41 @@ def prepare(
             splits,
             needed,
             m,
+            t,
             timer,
             progress,
             what=f"the frozen {'backbone' if alone else m.name} features are",
         )
-        for c, m in zip(own, members, strict=True)
+        for c, m, t in zip(own, members, todo, strict=True)
     ]
     feats = _side_by_side([f for f, _ in parts], dim=1)
     bank = _side_by_side([b for _, b in parts], dim=2)
     return Prepared(cfg, ds, splits, needed, feats, bank, timer, levels, encoder)
 
 
-def _missing(cache: FeatureCache, key: dict, bkey: dict, n_images: int, n_views: int):
-    """``(images, views)`` still to compute: each count, or 0 where its entry is cached."""
-    return (0 if key in cache else n_images, 0 if bkey in cache else n_views)
+@dataclass(frozen=True)
+class _Todo:
+    """One backbone's feature-cache keys (clean features, bank) and the counts of images
+    and bank views still to compute (0 where the entry is cached)."""
+
+    key: dict
+    bkey: dict
+    n_images: int
+    n_views: int
 
 
-def _uncached(cfg: TrainConfig, ds, splits, needed, backbone) -> tuple[int, int]:
-    """How many clean images and bank views of ``backbone`` the feature cache lacks."""
+def _todo(cfg: TrainConfig, ds, splits, needed, backbone) -> _Todo:
+    """:class:`_Todo` of ``backbone`` on ``needed`` and ``splits.train``: it counts only
+    what is missing (a cached clean entry with a missing bank costs the bank alone)."""
+    cache = FeatureCache()
     n_train = len(np.asarray(splits.train))
-    return _missing(
-        FeatureCache(),
-        _clean_key(cfg, ds, needed, backbone),
-        _bank_key(cfg, ds, splits, backbone),
-        len(needed),
-        n_train * bank_views(cfg, n_train),
+    key = _clean_key(cfg, ds, needed, backbone)
+    bkey = _bank_key(cfg, ds, splits, backbone)  # fingerprints every training image
+    return _Todo(
+        key,
+        bkey,
+        0 if key in cache else len(needed),
+        0 if bkey in cache else n_train * bank_views(cfg, n_train),
     )
 
 
@@ -406,25 +419,22 @@ def _frozen_inputs(
     splits,
     needed,
     backbone,
+    todo: _Todo,
     timer: StageTimer,
     progress: bool,
     what: str,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One backbone's clean features of ``needed`` and bank of ``splits.train`` (float16),
-    from the feature cache or computed and cached; ``what`` names them in the first-run
-    notice."""
+    from the feature cache (under ``todo``'s keys) or computed and cached; ``what`` names
+    them in the first-run notice."""
     cache = FeatureCache()
     clean_size, bank_size = read_sizes(cfg, ds)
-    n_train = len(np.asarray(splits.train))
-    views = bank_views(cfg, n_train)  # n_views, or fewer under view_budget
-    key = _clean_key(cfg, ds, needed, backbone)
+    views = bank_views(cfg, len(np.asarray(splits.train)))  # n_views, or fewer (view_budget)
+    key, bkey = todo.key, todo.bkey
     use_threads(thread_budget(cfg.threads))
-    bkey = _bank_key(cfg, ds, splits, backbone)  # built once: it fingerprints every image
-    # printed even with progress=False: the user must know why it is slow; it counts only
-    # what is missing (a cached clean entry with a missing bank costs the bank alone)
-    n_images, n_views = _missing(cache, key, bkey, len(needed), n_train * views)
-    if n_images or n_views:
-        print(first_run_notice(n_images, n_views, cfg.resolution, cache.root, what=what))
+    # printed even with progress=False: the user must know why it is slow
+    if todo.n_images or todo.n_views:
+        print(first_run_notice(todo.n_images, todo.n_views, cfg.resolution, cache.root, what=what))
     # the images are decoded chunk by chunk inside extract_features / augmentation_bank
     # (LazyImages), so no stage holds all of them: memory stays flat in the dataset size
     with timer("features"):
