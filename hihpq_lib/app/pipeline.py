@@ -197,6 +197,8 @@ def run_experiment(
         "val_map_best": res["best_val_map"],
         "val_map_final": res["final_val_map"],
         "val_map_init": res.get("init_val_map"),
+        # codebook_refine: each saved model's Lloyd refinement (validation before / after, kept)
+        "codebook_refine": res.get("refine"),
         "epochs": cfg.epochs,
         "n_classes": prep.dataset.n_classes,
         "num_clusters": list(run_cfg.num_clusters),

@@ -184,6 +184,12 @@ class TrainConfig:
     # Evaluate the untrained model on the validation queries too: if no epoch beats it, the
     # val-selected model is the initial one (val_selected_epoch 0).
     eval_init: bool = False
+    # After training, this many Lloyd iterations on the validation-selected model's
+    # codebooks: each codeword moves to the centroid (Lorentz centroid on a hyperboloid) of
+    # the clean training points it encodes, a codeword no point picks to the point quantized
+    # worst; kept only when the validation mAP does not fall. 0 = none (reference: the
+    # codewords are what training left).
+    codebook_refine: int = 0
     # "fixed": train this config as it is. "auto": train each candidate recipe of
     # hihpq_lib.app.recipe (the feature-keeping one above, with the untrained model a
     # candidate, the same at block_norm_power 0.5, and the contrastive one of the CIFAR-10
@@ -378,6 +384,11 @@ class TrainConfig:
             raise ConfigError("n_views must be >= 2: each step needs two augmented views")
         if self.patience < 0:
             raise ConfigError(f"patience must be >= 0 (0 = off), got {self.patience}")
+        if self.codebook_refine < 0:
+            raise ConfigError(
+                f"codebook_refine must be >= 0 (Lloyd iterations after training; 0 = off), "
+                f"got {self.codebook_refine}"
+            )
         for name in ("epochs", "batch_size", "resolution", "topk", "recipe_screen_epochs"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")

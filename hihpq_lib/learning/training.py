@@ -17,6 +17,10 @@ for online augmentation; :func:`train` runs these steps, one function each:
    append a line to ``metrics.jsonl`` and write a checkpoint atomically
    (:func:`save_checkpoint`).
 
+After the last epoch, ``codebook_refine`` (not in the paper; 0 by default) runs Lloyd
+iterations on the codebooks of the validation-selected and the final model and keeps each
+refinement when that model's validation mAP does not fall (:func:`refine_saved`).
+
 ``resume=True`` continues from the last checkpoint and ends with the same metrics as an
 uninterrupted run: every epoch draws its randomness from a generator seeded by
 ``(seed, epoch)``, and the checkpoint holds the model, the optimiser and the history.
@@ -24,6 +28,7 @@ uninterrupted run: every epoch draws its randomness from a generator seeded by
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import time
@@ -54,6 +59,7 @@ from hihpq_lib.learning.retrieval import evaluate_map
 from hihpq_lib.learning.schedule import LRSchedule, make_schedule, steps_per_epoch
 from hihpq_lib.learning.views import BankViews, FeatureSplit, TrainingData
 from hihpq_lib.utils.arrays import to_numpy
+from hihpq_lib.utils.atomic import atomic_torch_save
 from hihpq_lib.utils.runtime import in_notebook, progress_bar, thread_budget, use_threads
 
 __all__ = [
@@ -67,6 +73,7 @@ __all__ = [
     "open_run",
     "init_model",
     "make_loss",
+    "refine_saved",
     "train",
 ]
 
@@ -318,6 +325,61 @@ def make_loss(cfg: TrainConfig, model: HiHPQModel) -> HiHPQLoss:
     )
 
 
+def refine_saved(
+    cfg: TrainConfig, model: HiHPQModel, data: TrainingData, path: str | Path, backbone=None
+) -> dict | None:
+    """After the last epoch: ``cfg.codebook_refine`` Lloyd iterations on the codebooks of
+    a saved model (``best.pt``, the validation-selected one, or ``checkpoint.pt``, the
+    final one), kept when its validation mAP does not fall.
+
+    The model the file holds (in a copy of ``model``; with ``backbone``, the online
+    backbone that trains, set to its state in the file meanwhile and put back after)
+    encodes the clean training images (:func:`clean_train_features`);
+    :meth:`~hihpq_lib.quantization.quantizer.ProductQuantizer.refine_` moves its codewords;
+    the validation queries score it before and after (:func:`evaluate_epoch`). The file is
+    rewritten with a ``refine`` record (and the refined model when kept), so a resumed run
+    does not refine twice. Returns the record (``None`` when ``codebook_refine`` is 0 or
+    the file is missing): iterations, codes changed per iteration, validation mAP before
+    and after, ``kept``, seconds.
+    """
+    path = Path(path)
+    if not cfg.codebook_refine or not path.is_file():
+        return None
+    saved = load_checkpoint(path)
+    if "refine" in saved:  # refined before this run was resumed
+        return saved["refine"]
+    t0 = time.perf_counter()
+    cand = copy.deepcopy(model)
+    cand.load_state_dict(saved["model"])
+    current = None
+    if backbone is not None and saved.get("backbone") is not None:
+        current = copy.deepcopy(backbone.state_dict())
+        backbone.load_state_dict(saved["backbone"])
+    try:
+        before = evaluate_epoch(cfg, cand, data)
+        points = cand.points(clean_train_features(data).to(cfg.device))
+        changed = cand.quantizer.refine_(points, cfg.codebook_refine)
+        after = evaluate_epoch(cfg, cand, data)
+    finally:
+        if current is not None:
+            backbone.load_state_dict(current)
+    info = {
+        "iterations": len(changed),
+        "codes_changed": changed,
+        "val_map_before": float(before),
+        "val_map_after": float(after),
+        "kept": bool(after >= before),
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    saved["refine"] = info
+    if info["kept"]:
+        saved["model"] = cand.state_dict()
+        if "val_map" in saved:
+            saved["val_map"] = float(after)
+    atomic_torch_save(saved, path)
+    return info
+
+
 def train(
     cfg: TrainConfig,
     data: TrainingData,
@@ -348,8 +410,10 @@ def train(
     Returns
     -------
     dict with ``model`` (the final model), ``history`` (per-epoch metrics),
-    ``best_epoch`` and ``best_val_map`` (validation-selected), ``final_val_map``,
-    ``finished`` (the last epoch done, or stopped by ``cfg.patience``: ``stopped_early``),
+    ``best_epoch`` and ``best_val_map`` (validation-selected), ``final_val_map`` (each
+    after ``codebook_refine`` where that was kept), ``finished`` (the last epoch done, or stopped
+    by ``cfg.patience``: ``stopped_early``), ``refine`` (with ``codebook_refine``,
+    :func:`refine_saved`'s record for ``val_selected`` and ``final``, else ``None``),
     ``run_id``, ``threads`` and ``config`` (``cfg`` with ``num_clusters:
     auto`` resolved from ``data``: the one place it is resolved).
     """
@@ -452,6 +516,17 @@ def train(
             )
     model.eval()
     final_val = next((h["val_map"] for h in reversed(history) if "val_map" in h), float("nan"))
+    finished = stopped_early or (bool(history) and history[-1]["epoch"] == cfg.epochs)
+    refined = {}
+    if finished and cfg.codebook_refine:  # both saved models, each kept only if validation agrees
+        for which, path in (("val_selected", out / BEST), ("final", out / CHECKPOINT)):
+            refined[which] = refine_saved(cfg, model, data, path, backbone)
+        if (refined["val_selected"] or {}).get("kept"):
+            best_val = refined["val_selected"]["val_map_after"]
+        if (refined["final"] or {}).get("kept"):
+            model.load_state_dict(load_checkpoint(out / CHECKPOINT)["model"])
+            final_val = refined["final"]["val_map_after"]
+        model.eval()
     return {
         "model": model,
         "history": history,
@@ -459,7 +534,8 @@ def train(
         "best_val_map": best_val,
         "final_val_map": final_val,
         "init_val_map": init_val,
-        "finished": stopped_early or (bool(history) and history[-1]["epoch"] == cfg.epochs),
+        "finished": finished,
+        "refine": refined or None,
         "stopped_early": stopped_early,
         "run_id": run_id,
         "threads": threads,

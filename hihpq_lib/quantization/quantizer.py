@@ -271,6 +271,74 @@ class ProductQuantizer(nn.Module):
             self.codebooks.data[m] = torch.as_tensor(km.cluster_centers_).to(self.codebooks.dtype)
 
     @torch.no_grad()
+    def cluster_centroids(
+        self, points: torch.Tensor, codes: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The space's centroid of the points each codeword holds, and how many it holds.
+
+        ``points`` ``(N, M, D')`` on the product space, ``codes`` ``(N, M)``. Returns
+        ``(M, K, D')`` centroids (the Lorentz centroid of a cluster on a hyperboloid, its
+        mean in a flat space; rows of empty codewords are meaningless) and ``(M, K)``
+        counts. The Lorentz centroid does not depend on the weights' scale, so a
+        cluster's centroid is that of its ambient mean alone.
+        """
+        idx = codes.long()
+        sums = points.new_zeros(self.M, self.K, points.shape[-1])
+        counts = points.new_zeros(self.M, self.K)
+        for m in range(self.M):
+            sums[m].index_add_(0, idx[:, m], points[:, m])
+            counts[m] = torch.bincount(idx[:, m], minlength=self.K).to(points.dtype)
+        means = sums / counts.clamp_min(1.0).unsqueeze(-1)
+        alone = torch.eye(self.K, dtype=points.dtype, device=points.device)
+        alone = alone.unsqueeze(1).expand(self.K, self.M, self.K)
+        return self.space.centroid(alone, means).transpose(0, 1), counts
+
+    @torch.no_grad()
+    def refine_(
+        self, points: torch.Tensor, iterations: int = 10, batch_size: int = 4096
+    ) -> list[int]:
+        """Lloyd iterations on the codebooks, in place: k-means in each subspace's geometry.
+
+        Each iteration assigns every point ``(N, M, D')`` to its nearest codeword (the
+        squared distance that encodes, :meth:`encode_points`) and moves each codeword to
+        the centroid of its points (:meth:`cluster_centroids`: on a hyperboloid the
+        Lorentz centroid, which minimises the sum of squared Lorentzian distances; so
+        every step lowers the quantization error the codes pay). A codeword no point
+        picks is moved onto the point of its subspace quantized worst (the largest
+        squared distance to its codeword, each such point once). Stops early when no
+        code changes. Not in the paper, whose codewords are what training left
+        (``codebook_refine`` in a config). Returns the number of codes that changed at
+        each iteration.
+        """
+        if points.dim() != 3 or points.shape[1] != self.M:
+            raise ValueError(f"points must have shape (N, {self.M}, D'); got {tuple(points.shape)}")
+        if points.shape[0] < self.K:
+            raise ValueError(f"need at least K={self.K} points to refine, got {points.shape[0]}")
+        points = points.to(self.codebooks.dtype)
+        changed: list[int] = []
+        codes = self.encode_points(points, batch_size).long()
+        for _ in range(int(iterations)):
+            cw, counts = self.cluster_centroids(points, codes)
+            dead = counts == 0
+            if dead.any():
+                # the codewords as they will encode (a flat space with ``normalize``
+                # puts its means back on the sphere)
+                live = self.space.embed(self.space.log(cw.transpose(0, 1)))  # (K, M, D')
+                sub = torch.arange(self.M, device=codes.device)
+                err = self.space.sqdist(points, live[codes, sub])  # (N, M)
+                for m in torch.nonzero(dead.any(dim=1)).flatten().tolist():
+                    worst = torch.topk(err[:, m], int(dead[m].sum())).indices
+                    cw[m, dead[m]] = points[worst, m]
+            tangent = self.space.log(cw.transpose(0, 1)).transpose(0, 1)
+            self.codebooks.data.copy_(tangent.to(self.codebooks.dtype))
+            new = self.encode_points(points, batch_size).long()
+            changed.append(int((new != codes).sum()))
+            codes = new
+            if changed[-1] == 0:
+                break
+        return changed
+
+    @torch.no_grad()
     def codeword_usage(self, feats: torch.Tensor) -> torch.Tensor:
         """How many features pick each codeword: ``(M, K)`` int64 counts."""
         codes = self.encode(feats).long()
