@@ -100,20 +100,38 @@ def _query_file(prep, row: int, folder: Path) -> Path:
     return path
 
 
+#: what a "+" suffix of a mode adds to its run
+VARIANTS = {"sqrt": "block_norm_power=0.5", "refine": "codebook_refine=3"}
+
+
 @pytest.mark.parametrize(
-    "mode", ["bank", "concatenated", "tail", "online", "bank+sqrt", "tail+sqrt", "online+sqrt"]
+    "mode",
+    [
+        "bank",
+        "concatenated",
+        "tail",
+        "online",
+        "bank+sqrt",
+        "tail+sqrt",
+        "online+sqrt",
+        "tail+refine",
+    ],
 )
 def test_train_evaluate_search_agree(mode, isolated, capsys, monkeypatch):
     # "+sqrt": the same run with the features' block norms compressed before the head
     # (block_norm_power 0.5, the recipe's kept_sqrt candidate): its fitted mean travels with
-    # the model into evaluate and search, and in the tail mode the gradient flows through it
-    mode, _, sqrt = mode.partition("+")
+    # the model into evaluate and search, and in the tail mode the gradient flows through it.
+    # "+refine": Lloyd iterations on both saved models' codebooks after training, each
+    # through the backbone state saved with that model (the trained tail; the online mode
+    # runs the same code, and its 7 training images are fewer than its 256 codewords)
+    mode, _, variant = mode.partition("+")
+    sqrt, refine = variant == "sqrt", variant == "refine"
     config, data_args, overrides = _mode_setup(mode, isolated, monkeypatch)
-    if sqrt:
-        overrides = [*overrides, "block_norm_power=0.5"]
+    if variant:
+        overrides = [*overrides, VARIANTS[variant]]
     run = isolated / "run"
     if mode == "online":  # benchmarks/gpu_check.py --tiny: a handful of CIFAR-10 images
-        more = ["--set", "block_norm_power=0.5"] if sqrt else []
+        more = ["--set", VARIANTS[variant]] if variant else []
         report = gpu_check.main(["--tiny", "--device", "cpu", "--out", str(isolated), *more])
         assert report["weights"] == "random" and report["device"] == "cpu"
         assert report["history"][-1]["epoch"] == 2 and report["search_at_first_distance"]
@@ -121,11 +139,21 @@ def test_train_evaluate_search_agree(mode, isolated, capsys, monkeypatch):
         for which in ("final", "val_selected"):
             assert abs(report[f"evaluate_map_{which}"] - report[f"map_{which}"]) <= 1e-6
     else:
-        _cli(capsys, "train", config, *data_args, *_sets(overrides), "--out", run)
+        printed = _cli(capsys, "train", config, *data_args, *_sets(overrides), "--out", run)
+        # the terminal says what the refinement did to each saved model
+        assert ("codebook refinement (val-selected) " in printed) == refine
     reported = json.loads((run / "results.json").read_text())
     mode = "bank" if mode == "concatenated" else mode  # frozen features, cached: the bank mode
     assert reported["input_mode"] == mode
     topk = load_config(config, overrides).topk
+    if refine:  # each saved model refined from its own state, validation deciding
+        for which in ("val_selected", "final"):
+            rec = reported["codebook_refine"][which]
+            assert rec["iterations"] >= 1 and rec["kept"] == (
+                rec["val_map_after"] >= rec["val_map_before"]
+            )
+    else:
+        assert reported["codebook_refine"] is None
 
     # evaluate: the same figures as train reported, each model with its own backbone
     ev = json.loads(_cli(capsys, "evaluate", run, "--json", *data_args).strip().splitlines()[-1])

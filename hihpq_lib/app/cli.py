@@ -220,12 +220,29 @@ def _print_results(res: dict) -> None:
             f"recipe                        {block['chosen']} (validation mAP after "
             f"{block['screen_epochs']} epochs: {tried})"
         )
+    _print_refine(res)
     _print_levels(res)
     _print_baselines(res)
     for name, sec in res.get("stage_seconds", {}).items():
         print(f"  {name:<24} {sec:8.1f} s")
     if "peak_rss_mb" in res:
         print(f"peak memory {res['peak_rss_mb']:.0f} MB")
+
+
+def _print_refine(res: dict) -> None:
+    """``codebook_refine``: each saved model's validation mAP before and after."""
+    for which, rec in (res.get("codebook_refine") or {}).items():
+        if rec is None:
+            continue
+        if rec.get("skipped"):
+            what = f"skipped ({rec['skipped']})"
+        else:
+            verdict = "kept" if rec["kept"] else "not kept: validation fell"
+            what = (
+                f"{rec['iterations']} Lloyd iterations, val mAP {rec['val_map_before']:.4f} -> "
+                f"{rec['val_map_after']:.4f}, {verdict}"
+            )
+        print(f"codebook refinement ({which.replace('_', '-')}) {what}")
 
 
 def _print_baselines(res: dict) -> None:

@@ -340,7 +340,8 @@ def refine_saved(
     rewritten with a ``refine`` record (and the refined model when kept), so a resumed run
     does not refine twice. Returns the record (``None`` when ``codebook_refine`` is 0 or
     the file is missing): iterations, codes changed per iteration, validation mAP before
-    and after, ``kept``, seconds.
+    and after, ``kept``, seconds, and ``skipped`` (why) when there are fewer training
+    images than codewords per codebook.
     """
     path = Path(path)
     if not cfg.codebook_refine or not path.is_file():
@@ -355,11 +356,16 @@ def refine_saved(
     if backbone is not None and saved.get("backbone") is not None:
         current = copy.deepcopy(backbone.state_dict())
         backbone.load_state_dict(saved["backbone"])
+    skipped = None
     try:
-        before = evaluate_epoch(cfg, cand, data)
-        points = cand.points(clean_train_features(data).to(cfg.device))
-        changed = cand.quantizer.refine_(points, cfg.codebook_refine)
-        after = evaluate_epoch(cfg, cand, data)
+        before = after = evaluate_epoch(cfg, cand, data)
+        feats = clean_train_features(data)
+        changed: list[int] = []
+        if len(feats) < cand.quantizer.K:  # Lloyd needs a point per codeword
+            skipped = f"{len(feats)} training images, fewer than the K={cand.quantizer.K} codewords"
+        else:
+            changed = cand.quantizer.refine_(cand.points(feats.to(cfg.device)), cfg.codebook_refine)
+            after = evaluate_epoch(cfg, cand, data)
     finally:
         if current is not None:
             backbone.load_state_dict(current)
@@ -368,9 +374,11 @@ def refine_saved(
         "codes_changed": changed,
         "val_map_before": float(before),
         "val_map_after": float(after),
-        "kept": bool(after >= before),
+        "kept": skipped is None and bool(after >= before),
         "seconds": round(time.perf_counter() - t0, 3),
     }
+    if skipped:
+        info["skipped"] = skipped
     saved["refine"] = info
     if info["kept"]:
         saved["model"] = cand.state_dict()
