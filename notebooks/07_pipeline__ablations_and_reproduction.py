@@ -118,7 +118,7 @@ print(
 # | `hihpq` | nothing | the full method |
 # | `hihpq_no_hier` | `proto_weight=0, instance_weight=0` | the hierarchy losses (hyperbolic geometry kept) |
 # | `euclidean_hier` | `geometry=euclidean` | the hyperbolic geometry (hierarchy kept) |
-# | `euclidean_cpq` | both | contrastive PQ in Euclidean space, the MeCoQ/SPQ-style baseline (with the profile's other settings: at II · 16, I · 16 and I · 32 its neighbour term, which MeCoQ and SPQ do not have) |
+# | `euclidean_cpq` | both | contrastive PQ in Euclidean space, the MeCoQ/SPQ-style baseline (with the profile's other settings: at II · 16, I · 16 and I · 32 its neighbour term, which MeCoQ and SPQ do not have, and at II · 16 the Lloyd refinement of the codebooks after training, `codebook_refine`, which every learned row there carries) |
 #
 # So `hihpq − hihpq_no_hier` measures the hierarchy losses, `hihpq_no_hier −
 # euclidean_cpq` the geometry without them, and so on: each contrast changes exactly
@@ -772,23 +772,26 @@ ours_vs_paper = [
     for r in benchmarks.paper_comparison_rows(results)
     if r["ours: HiHPQ"] != "—"
 ]
-claims.check(
-    all(o < p for _, _, o, p in ours_vs_paper),
-    "our CPU numbers sit below the paper's numbers",
-    cells=ours_vs_paper,
-)
+below = [(q, b, p - o) for q, b, o, p in ours_vs_paper if o < p]
+above = [(q, b, o - p) for q, b, o, p in ours_vs_paper if o >= p]
 if ours_vs_paper:
-    gaps = [p - o for _, _, o, p in ours_vs_paper]
-    display_gap = claims.say(
-        "Ours sit below the paper's in all {n} cells that both report, by {lo:.3f} to "
-        "{hi:.3f} mAP{quick}.",
-        n=len(ours_vs_paper),
-        lo=min(gaps),
-        hi=max(gaps),
-        quick=" (the quick benchmark file: 300 training images)"
-        if results["meta"].get("quick")
-        else "",
+    quick = (
+        " (the quick benchmark file: 300 training images)" if results["meta"].get("quick") else ""
     )
+    parts = []
+    if below:
+        gaps = [g for _, _, g in below]
+        parts.append(
+            f"Ours sit below the paper's in {len(below)} of the {len(ours_vs_paper)} cells that "
+            f"both report, by {min(gaps):.3f} to {max(gaps):.3f} mAP"
+        )
+    if above:
+        where = ", ".join(f"{q} · {b}, +{g:.3f}" for q, b, g in above)
+        parts.append(
+            f"{'at or above it' if below else 'Ours sit at or above the paper' + chr(39) + 's'} "
+            f"in {len(above)}{'' if below else f' of the {len(ours_vs_paper)} cells'} ({where})"
+        )
+    display_gap = claims.say("; ".join(parts) + quick + ".")
 else:
     display_gap = claims.say("No benchmark file was read: nothing of ours to set beside the paper.")
 display_gap
@@ -1218,11 +1221,13 @@ print(
 #   subset says little about the full setting's: measure it where you compare.
 # - A difference that stands out of the noise still has a sign: count the clear gains
 #   and the clear losses apart.
-# - Our CPU numbers sit below the paper's numbers (checked in section 5). The likeliest
-#   main cause is the frozen EfficientNet-Lite2 at 160 px in place of a fine-tuned
-#   VGG-16 at 224 px; the JPEG copy, the shorter augmentation budget and honest
-#   (validation) model selection are the other differences; none is measured one at a
-#   time against the paper here.
+# - Where our CPU numbers sit below the paper's (section 5 counts the cells from the
+#   files), the likeliest main cause is the frozen EfficientNet-Lite2 at 160 px in place
+#   of a fine-tuned VGG-16 at 224 px; the JPEG copy, the shorter augmentation budget and
+#   honest (validation) model selection are the other differences; none is measured one
+#   at a time against the paper here. Where a cell reaches the paper, the profile's own
+#   departures (a neighbour term, Lloyd refinement of the codebooks after training) are
+#   part of why.
 # - `hihpq train configs/paper/...yaml` runs the paper's setting on a GPU.
 #
 # ## Further reading
