@@ -366,6 +366,8 @@ def run_learned(prep, base: TrainConfig, method: str, seed: int, q, db, workdir:
         "rss_peak_mb": round(mem.peak_mb, 1),
         "rss_delta_mb": round(mem.delta_mb, 1),
         "code_bits": cfg.bits,
+        # codebook_refine: each saved model's Lloyd refinement (validation before / after, kept)
+        "codebook_refine": res.get("refine"),
     }
 
 
