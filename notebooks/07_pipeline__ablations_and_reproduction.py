@@ -696,7 +696,13 @@ def settings_by_bits(protocol):
     profiles = {b: config.load_config(config.cpu_profile_path(protocol, b)) for b in (16, 32, 64)}
     return [
         f"`{k}` {', '.join(str(getattr(profiles[b], k)) for b in (16, 32, 64))}"
-        for k in ("softmax_temp", "clip_r", "instance_weight", "neighbour_weight", "codebook_refine")
+        for k in (
+            "softmax_temp",
+            "clip_r",
+            "instance_weight",
+            "neighbour_weight",
+            "codebook_refine",
+        )
         if len({getattr(c, k) for c in profiles.values()}) > 1
     ]
 
