@@ -793,10 +793,13 @@ if ours_vs_paper:
         )
     if above:
         where = ", ".join(f"{q} · {b}, +{g:.3f}" for q, b, g in above)
-        parts.append(
-            f"{'at or above it' if below else 'Ours sit at or above the paper' + chr(39) + 's'} "
-            f"in {len(above)}{'' if below else f' of the {len(ours_vs_paper)} cells'} ({where})"
-        )
+        if below:
+            parts.append(f"at or above it in {len(above)} ({where})")
+        else:
+            parts.append(
+                f"Ours sit at or above the paper's in {len(above)} of the "
+                f"{len(ours_vs_paper)} cells ({where})"
+            )
     display_gap = claims.say("; ".join(parts) + quick + ".")
 else:
     display_gap = claims.say("No benchmark file was read: nothing of ours to set beside the paper.")
