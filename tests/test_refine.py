@@ -151,6 +151,15 @@ def test_refine_names_bad_input():
         TrainConfig().with_overrides(["codebook_refine=-1"])
 
 
+def _assert_same_saved_models(run_a, run_b):
+    """Both runs' validation-selected and final models hold the same weights, bit for bit."""
+    for which in ("best", "final"):
+        a, _ = load_model(run_a, which)
+        b, _ = load_model(run_b, which)
+        for k, v in a.state_dict().items():
+            assert torch.equal(v, b.state_dict()[k]), (which, k)
+
+
 def _state(model):
     return {k: v.clone() for k, v in model.state_dict().items()}
 
@@ -210,11 +219,7 @@ def test_a_refinement_validation_dislikes_is_not_kept(tmp_path, monkeypatch):
         rec = res["refine"][which]
         assert not rec["kept"] and rec["val_map_after"] < rec["val_map_before"]
     assert res["best_val_map"] == plain["best_val_map"]
-    for which in ("best", "final"):
-        a, _ = load_model(tmp_path / "plain", which)
-        b, _ = load_model(tmp_path / "run", which)
-        for k, v in a.state_dict().items():
-            assert torch.equal(v, b.state_dict()[k]), (which, k)
+    _assert_same_saved_models(tmp_path / "plain", tmp_path / "run")
 
 
 def test_a_killed_run_resumed_refines_like_an_uninterrupted_one(tmp_path):
@@ -229,11 +234,7 @@ def test_a_killed_run_resumed_refines_like_an_uninterrupted_one(tmp_path):
         a = {k: v for k, v in full["refine"][which].items() if k not in strip}
         b = {k: v for k, v in resumed["refine"][which].items() if k not in strip}
         assert a == b
-    for which in ("best", "final"):
-        a, _ = load_model(tmp_path / "full", which)
-        b, _ = load_model(tmp_path / "killed", which)
-        for k, v in a.state_dict().items():
-            assert torch.equal(v, b.state_dict()[k]), (which, k)
+    _assert_same_saved_models(tmp_path / "full", tmp_path / "killed")
 
 
 def test_too_few_training_images_skip_the_refinement_and_say_why(tmp_path):
