@@ -814,6 +814,11 @@ claims.check(
     "the CPU profiles refine their codebooks after training at II · 16 only (item 6 below)",
     refined=refined,
 )
+claims.check(
+    all(o != p for _, _, o, p in ours_vs_paper),
+    "our CPU numbers differ from the paper's numbers in every cell both report",
+    cells=ours_vs_paper,
+)
 display_gap
 
 # %% [markdown]
@@ -858,6 +863,19 @@ paper_ii_cfg = config.load_config(
 claims.check(
     paper_ii_cfg.epochs == 50 and paper_ii_cfg.online_augmentation,
     "the paper draws fresh augmentations of every image at every step for 50 epochs",
+)
+profiles = {
+    (p, b): config.load_config(config.cpu_profile_path(p, b))
+    for p in ("I", "II")
+    for b in (16, 32, 64)
+}
+claims.check(
+    any(c.instance_weight == 0.6 for c in profiles.values())
+    and paper_ii_cfg.instance_weight == 0.1
+    and any(c.neighbour_weight > 0 for c in profiles.values())
+    and [k for k, c in profiles.items() if c.codebook_refine] == [("II", 16)],
+    "the profiles' own departures: an instance weight of 0.6 at some cells (the paper's 0.1), "
+    "a neighbour term, Lloyd refinement of the codebooks after training at II · 16",
 )
 float_map = {
     (r["protocol"], r["bits"]): r["map"] for r in results["rows"] if r["method"] == "float"
