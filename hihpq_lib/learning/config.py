@@ -184,11 +184,11 @@ class TrainConfig:
     # Evaluate the untrained model on the validation queries too: if no epoch beats it, the
     # val-selected model is the initial one (val_selected_epoch 0).
     eval_init: bool = False
-    # After training, this many Lloyd iterations on the validation-selected model's
-    # codebooks: each codeword moves to the centroid (Lorentz centroid on a hyperboloid) of
-    # the clean training points it encodes, a codeword no point picks to the point quantized
-    # worst; kept only when the validation mAP does not fall. 0 = none (reference: the
-    # codewords are what training left).
+    # After training, this many Lloyd iterations on the codebooks of each saved model (the
+    # validation-selected and the final one): each codeword moves to the centroid (Lorentz
+    # centroid on a hyperboloid) of the clean training points it encodes, a codeword no
+    # point picks to the point quantized worst; each kept only when its validation mAP does
+    # not fall. 0 = none (reference: the codewords are what training left).
     codebook_refine: int = 0
     # "fixed": train this config as it is. "auto": train each candidate recipe of
     # hihpq_lib.app.recipe (the feature-keeping one above, with the untrained model a
